@@ -1,0 +1,24 @@
+"""Foundation types shared by every layer: errors, settings, ids, signatures, profiles."""
+
+from __future__ import annotations
+
+from shipyard.core import errors
+from shipyard.core.config import Settings
+from shipyard.core.ids import ModelRef, new_id, validate_alias, validate_model_name
+from shipyard.core.profile import fingerprint, profile
+from shipyard.core.signature import ColumnSpec, Columns, ColumnType, Signature
+
+__all__ = [
+    "ColumnSpec",
+    "ColumnType",
+    "Columns",
+    "ModelRef",
+    "Settings",
+    "Signature",
+    "errors",
+    "fingerprint",
+    "new_id",
+    "profile",
+    "validate_alias",
+    "validate_model_name",
+]

@@ -1,0 +1,154 @@
+"""Every error a user can cause, in one tree.
+
+Messages say what was wrong and what to do next. The classes know nothing of HTTP or exit
+codes: `shipyard.app` maps them to status codes in one handler, `shipyard.cli` to exit codes.
+
+    ShipyardError
+    ├── InvalidInput (ValueError)            bad data or arguments from the caller
+    │   ├── InvalidName                      a model name, alias or reference that cannot be used
+    │   ├── MalformedRequest                 a request body that is not what the endpoint takes
+    │   ├── SchemaViolation                  records that do not match the model's signature
+    │   └── UnsupportedModel                 an object or file no flavour can package
+    ├── NotFound (LookupError)
+    │   ├── ModelNotFound
+    │   ├── VersionNotFound
+    │   └── AliasNotFound
+    ├── Conflict                             the request clashes with stored state
+    │   └── VersionArchived
+    ├── PayloadTooLarge                      a body or batch over the configured limit
+    ├── ArtifactCorrupted                    a stored file whose SHA-256 no longer matches
+    ├── ModelUnavailable                     a model that cannot be loaded right now
+    ├── SchemaOutdated                       the metadata database needs `shipyard db upgrade`
+    ├── ConfigurationError                   settings that cannot work together
+    └── MissingDependency (ImportError)      an optional extra that is not installed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "AliasNotFound",
+    "ArtifactCorrupted",
+    "ConfigurationError",
+    "Conflict",
+    "InvalidInput",
+    "InvalidName",
+    "MalformedRequest",
+    "MissingDependency",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "NotFound",
+    "PayloadTooLarge",
+    "SchemaOutdated",
+    "SchemaViolation",
+    "ShipyardError",
+    "UnsupportedModel",
+    "VersionArchived",
+    "VersionNotFound",
+    "missing_extra",
+]
+
+
+class ShipyardError(Exception):
+    """Base of every error shipyard raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> list[dict[str, Any]]:
+        """Structured details for machine readers (empty unless a subclass has some)."""
+        return []
+
+
+class InvalidInput(ShipyardError, ValueError):
+    """The caller sent data or arguments that cannot be used."""
+
+
+class InvalidName(InvalidInput):
+    """A model name, version, alias or `name:version` reference is not well formed."""
+
+
+class MalformedRequest(InvalidInput):
+    """A request body is not valid JSON or lacks the shape the endpoint takes."""
+
+
+class SchemaViolation(InvalidInput):
+    """Records do not match the model's input signature.
+
+    Attributes:
+        errors: one entry per problem, each with `loc` (record index and field) and `msg`.
+    """
+
+    def __init__(self, message: str, errors: Sequence[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+    def details(self) -> list[dict[str, Any]]:
+        return self.errors
+
+
+class UnsupportedModel(InvalidInput):
+    """No flavour knows how to package this object or file."""
+
+
+class NotFound(ShipyardError, LookupError):
+    """Something the caller named does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No model is registered under that name."""
+
+
+class VersionNotFound(NotFound):
+    """The model exists but not at that version."""
+
+
+class AliasNotFound(NotFound):
+    """The model has no version under that alias."""
+
+
+class Conflict(ShipyardError):
+    """The request clashes with the stored state."""
+
+
+class VersionArchived(Conflict):
+    """The version is archived and cannot serve or take aliases."""
+
+
+class PayloadTooLarge(ShipyardError):
+    """A request body or batch is over the configured limit."""
+
+
+class ArtifactCorrupted(ShipyardError):
+    """A stored file no longer matches the SHA-256 recorded when it was written."""
+
+
+class ModelUnavailable(ShipyardError):
+    """A model version cannot be loaded (its runtime failed or a dependency is missing)."""
+
+
+class SchemaOutdated(ShipyardError):
+    """The metadata database is behind this version of shipyard."""
+
+
+class ConfigurationError(ShipyardError):
+    """Settings that cannot work, e.g. an unreachable database URL."""
+
+
+class MissingDependency(ShipyardError, ImportError):
+    """An optional extra is needed for this and is not installed."""
+
+
+def missing_extra(package: str, extra: str, purpose: str) -> MissingDependency:
+    """The error for an optional dependency that is not installed.
+
+    Example:
+        `raise missing_extra("lightgbm", "lightgbm", "LightGBM models") from None`
+    """
+    return MissingDependency(
+        f"{purpose} need the '{package}' package, which is not installed; "
+        f"install it with: pip install 'shipyard[{extra}]'"
+    )

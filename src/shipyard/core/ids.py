@@ -1,0 +1,73 @@
+"""Identifiers: validated model names, aliases, `name:version` references, and new ids."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from shipyard.core.errors import InvalidName
+
+__all__ = ["ModelRef", "new_id", "validate_alias", "validate_model_name"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def validate_model_name(name: str) -> str:
+    """Return `name` if it can name a model, else raise `InvalidName` saying what is allowed."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidName(
+            f"model name {name!r} is not allowed; use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (e.g. 'fraud-detector')"
+        )
+    return name
+
+
+def validate_alias(alias: str) -> str:
+    """Return `alias` if it can be an alias, else raise `InvalidName`."""
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise InvalidName(
+            f"alias {alias!r} is not allowed; use 1-64 letters, digits, '_' or '-', starting "
+            "with a letter (e.g. 'production', 'champion')"
+        )
+    return alias
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed `name`, `name:3` or `name:production` reference.
+
+    Exactly one of `version` and `alias` is set when the reference names one; both are None
+    for a bare name, which callers resolve to their default alias.
+    """
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        name, sep, tag = text.partition(":")
+        validate_model_name(name)
+        if not sep:
+            return cls(name)
+        if tag.isdigit():
+            version = int(tag)
+            if version < 1:
+                raise InvalidName(f"version in {text!r} must be 1 or more")
+            return cls(name, version=version)
+        return cls(name, alias=validate_alias(tag))
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        if self.alias is not None:
+            return f"{self.name}:{self.alias}"
+        return self.name
+
+
+def new_id() -> str:
+    """A 32-hex-digit id that sorts by creation time (48-bit ms clock + 80 random bits)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"

@@ -1,0 +1,29 @@
+"""Model flavours behind one `Predictor` protocol: scikit-learn, LightGBM, XGBoost, ONNX, MLflow."""
+
+from __future__ import annotations
+
+from shipyard.runtime._mlflow import is_mlflow_dir, mlflow_signature
+from shipyard.runtime._package import (
+    FLAVOURS,
+    Packaged,
+    detect_flavour,
+    load_model_file,
+    load_predictor,
+    package,
+)
+from shipyard.runtime._predictor import Flavour, ModelInfo, Predictor, Task
+
+__all__ = [
+    "FLAVOURS",
+    "Flavour",
+    "ModelInfo",
+    "Packaged",
+    "Predictor",
+    "Task",
+    "detect_flavour",
+    "is_mlflow_dir",
+    "load_model_file",
+    "load_predictor",
+    "mlflow_signature",
+    "package",
+]

@@ -1,0 +1,131 @@
+"""MLflow model directories (an `MLmodel` file plus the flavour's files), so MLflow users bring
+what they have. The sklearn flavour loads natively (and gets the ONNX fast path); any other
+flavour is served through `mlflow.pyfunc`, which needs the `mlflow` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipyard.core import ColumnSpec, Columns, Signature
+from shipyard.core.errors import UnsupportedModel, missing_extra
+from shipyard.runtime._predictor import Flavour, ModelInfo, as_probabilities, columns_to_frame
+from shipyard.runtime._sklearn import SklearnPredictor, describe_estimator, sklearn_onnx_candidates
+
+__all__ = ["MlflowFlavour", "is_mlflow_dir", "mlflow_signature"]
+
+_MLFLOW_TYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "string",
+}
+
+
+def is_mlflow_dir(model: Any) -> bool:
+    return isinstance(model, Path | str) and (Path(model) / "MLmodel").is_file()
+
+
+def _read_mlmodel(folder: Path) -> dict[str, Any]:
+    import yaml
+
+    data = yaml.safe_load((folder / "MLmodel").read_text())
+    if not isinstance(data, dict) or "flavors" not in data:
+        raise UnsupportedModel(f"{folder / 'MLmodel'} has no 'flavors' section; is it an MLflow model?")
+    return data
+
+
+def mlflow_signature(folder: Path) -> Signature | None:
+    """The column signature an MLflow model directory declares, if it declares one."""
+    spec = _read_mlmodel(Path(folder)).get("signature", {}).get("inputs")
+    if not spec:
+        return None
+    columns = []
+    for item in json.loads(spec):
+        if "name" not in item or item.get("type") not in _MLFLOW_TYPES:
+            return None
+        columns.append(ColumnSpec(item["name"], _MLFLOW_TYPES[item["type"]], not item.get("required", True)))  # type: ignore[arg-type]
+    return Signature(tuple(columns))
+
+
+def _load_sklearn(folder: Path, flavour: dict[str, Any]) -> Any:
+    with (folder / flavour["pickled_model"]).open("rb") as fh:
+        return pickle.load(fh)  # the bundle's hashes were verified before this load
+
+
+class PyfuncPredictor:
+    runtime = "mlflow"
+
+    def __init__(self, model: Any, info: ModelInfo) -> None:
+        self._model = model
+        self._info = info
+
+    def predict(self, columns: Columns) -> np.ndarray:
+        out = np.asarray(self._model.predict(columns_to_frame(columns, self._info.input_order)))
+        if self._info.task == "regression":
+            return out.astype(np.float64).reshape(-1)
+        return as_probabilities(out, len(self._info.classes or []))
+
+
+class MlflowFlavour(Flavour):
+    name = "mlflow"
+    requirements = ("numpy",)
+
+    def matches(self, model: Any) -> bool:
+        return is_mlflow_dir(model)
+
+    def save(self, model: Any, folder: Path, signature: Signature) -> ModelInfo:
+        source = Path(model)
+        mlmodel = _read_mlmodel(source)
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        flavours = mlmodel["flavors"]
+        if "sklearn" in flavours:
+            estimator = _load_sklearn(folder, flavours["sklearn"])
+            task, classes, order, kind = describe_estimator(estimator, signature)
+            numeric = all(s.is_numeric or s.type == "bool" for s in signature.columns if s.name in order)
+            extra = {"loader": "sklearn", "input": kind, "numeric": numeric}
+            return ModelInfo(self.name, task, classes, files, order, extra)
+        if "python_function" not in flavours:
+            raise UnsupportedModel(
+                f"the MLflow model at {source} has flavours {', '.join(flavours)} but no "
+                "python_function; save it with an MLflow flavour that supports pyfunc"
+            )
+        return ModelInfo(self.name, "regression", None, files, signature.names, {"loader": "pyfunc"})
+
+    def load(self, folder: Path, info: ModelInfo) -> SklearnPredictor | PyfuncPredictor:
+        if info.extra.get("loader") == "sklearn":
+            flavour = _read_mlmodel(folder)["flavors"]["sklearn"]
+            return SklearnPredictor(_load_sklearn(folder, flavour), info)
+        try:
+            import mlflow.pyfunc
+        except ImportError:
+            raise missing_extra("mlflow", "mlflow", "MLflow pyfunc models") from None
+        return PyfuncPredictor(mlflow.pyfunc.load_model(str(folder)), info)
+
+    def refine(self, info: ModelInfo, output: np.ndarray) -> ModelInfo:
+        """A pyfunc model's task shows only in its output: 2-D probabilities or 1-D values."""
+        if info.extra.get("loader") != "pyfunc" or output.ndim != 2 or output.shape[1] < 2:
+            return info
+        classes = list(range(output.shape[1]))
+        info.task = "binary" if len(classes) == 2 else "multiclass"
+        info.classes = classes
+        return info
+
+    def onnx_candidates(
+        self, model: Any, info: ModelInfo, signature: Signature
+    ) -> list[tuple[str, Callable[[], bytes]]]:
+        if info.extra.get("loader") != "sklearn":
+            return []
+        source = Path(model)
+        estimator = _load_sklearn(source, _read_mlmodel(source)["flavors"]["sklearn"])
+        return sklearn_onnx_candidates(estimator, info, signature)

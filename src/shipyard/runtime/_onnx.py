@@ -1,0 +1,192 @@
+"""ONNX models, served by onnxruntime: the fast path every convertible flavour is offered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipyard.core import Columns, Signature
+from shipyard.core.errors import UnsupportedModel
+from shipyard.runtime._predictor import Flavour, ModelInfo, Task, as_probabilities
+
+__all__ = ["OnnxFlavour", "OnnxPredictor", "plan_inputs"]
+
+_ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,
+}
+
+
+def _session(model: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # requests are small and concurrent: one thread per call beats contention on few cores
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def plan_inputs(session: Any, signature: Signature, order: list[str] | None = None) -> dict[str, Any]:
+    """How signature columns feed the graph: one matrix input, or one input per column.
+
+    `order` is the model's feature order for a matrix input (default: the signature's).
+    """
+    inputs = session.get_inputs()
+    names = order or signature.names
+    if all(i.name in names for i in inputs):
+        return {
+            "mode": "columns",
+            "inputs": [
+                {"name": i.name, "dtype": np.dtype(_ONNX_DTYPES[i.type]).str, "rank": len(i.shape)}
+                for i in inputs
+            ],
+        }
+    if len(inputs) == 1 and len(inputs[0].shape) == 2:
+        width = inputs[0].shape[1]
+        if isinstance(width, int) and width != len(names):
+            raise UnsupportedModel(
+                f"the ONNX model's input {inputs[0].name!r} takes {width} features but the sample "
+                f"has {len(names)} columns; pass a sample with exactly the model's features"
+            )
+        return {
+            "mode": "matrix",
+            "inputs": [{"name": inputs[0].name, "dtype": np.dtype(_ONNX_DTYPES[inputs[0].type]).str}],
+            "order": names,
+        }
+    raise UnsupportedModel(
+        "cannot map the sample's columns to the ONNX model's inputs "
+        f"({', '.join(i.name for i in inputs)}); name the sample's columns after the inputs, "
+        "or use a model with one (rows x features) input"
+    )
+
+
+class OnnxPredictor:
+    """Runs an ONNX graph on validated columns."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model: bytes, plan: dict[str, Any], task: Task, n_classes: int) -> None:
+        self._session = _session(model)
+        self._plan = plan
+        self._task = task
+        self._n_classes = n_classes
+        self._output = _pick_output(self._session, task)
+
+    @classmethod
+    def for_signature(
+        cls, model: bytes, signature: Signature, order: list[str], task: Task, n_classes: int
+    ) -> OnnxPredictor:
+        """A predictor whose input plan is worked out from the graph and the signature."""
+        predictor = cls(model, {}, task, n_classes)
+        predictor._plan = plan_inputs(predictor._session, signature, order)
+        return predictor
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return self._plan
+
+    def predict(self, columns: Columns) -> np.ndarray:
+        feeds = {}
+        if self._plan["mode"] == "matrix":
+            spec = self._plan["inputs"][0]
+            feeds[spec["name"]] = np.column_stack(
+                [np.asarray(columns[c], dtype=spec["dtype"]) for c in self._plan["order"]]
+            )
+        else:
+            for spec in self._plan["inputs"]:
+                values = columns[spec["name"]]
+                if spec["dtype"] == "|O":
+                    values = np.array(["" if v is None else v for v in values], dtype=object)
+                else:
+                    values = np.asarray(values, dtype=spec["dtype"])
+                feeds[spec["name"]] = values.reshape(-1, 1) if spec["rank"] == 2 else values
+        raw = self._session.run([self._output], feeds)[0]
+        if self._task == "regression":
+            return np.asarray(raw, dtype=np.float64).reshape(-1)
+        if isinstance(raw, list):  # ZipMap: a list of {class: probability}
+            keys = list(raw[0]) if raw else []
+            raw = np.array([[row[k] for k in keys] for row in raw], dtype=np.float64)
+        return as_probabilities(raw, self._n_classes)
+
+
+def _pick_output(session: Any, task: Task) -> str:
+    outputs = session.get_outputs()
+    if task == "regression":
+        return str(outputs[0].name)
+    for output in outputs:
+        if "prob" in output.name.lower():
+            return str(output.name)
+    for output in outputs:
+        if output.type in ("tensor(float)", "tensor(double)") or output.type.startswith("seq(map"):
+            return str(output.name)
+    raise UnsupportedModel(
+        "the ONNX classifier has no probability output; export it with probabilities "
+        "(skl2onnx/onnxmltools do by default)"
+    )
+
+
+class OnnxFlavour(Flavour):
+    """A model the user already has as ONNX (bytes, a path, or an `onnx.ModelProto`)."""
+
+    name = "onnx"
+    requirements = ("onnxruntime", "numpy")
+
+    def matches(self, model: Any) -> bool:
+        return type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx")
+
+    def save(self, model: Any, folder: Path, signature: Signature) -> ModelInfo:
+        data = model.SerializeToString() if not isinstance(model, bytes) else model
+        if isinstance(model, bytes):
+            import onnx
+
+            model = onnx.load_from_string(data)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.onnx").write_bytes(data)
+        session = _session(data)
+        plan = plan_inputs(session, signature)
+        task, classes = _infer_task(model, session)
+        return ModelInfo(
+            flavour=self.name,
+            task=task,
+            classes=classes,
+            files=["model.onnx"],
+            input_order=signature.names,
+            extra={"plan": plan},
+        )
+
+    def load(self, folder: Path, info: ModelInfo) -> OnnxPredictor:
+        return OnnxPredictor(
+            (folder / "model.onnx").read_bytes(),
+            info.extra["plan"],
+            info.task,
+            len(info.classes or []),
+        )
+
+
+
+def _infer_task(model: Any, session: Any) -> tuple[Task, list[Any] | None]:
+    """Classifier if the graph has a probability output; classes from a ZipMap or the width."""
+    outputs = session.get_outputs()
+    prob = [o for o in outputs if "prob" in o.name.lower() or o.type.startswith("seq(map")]
+    if not prob:
+        return "regression", None
+    classes: list[Any] | None = None
+    for node in model.graph.node:
+        if node.op_type == "ZipMap":
+            for attr in node.attribute:
+                if attr.name == "classlabels_int64s" and attr.ints:
+                    classes = [int(v) for v in attr.ints]
+                elif attr.name == "classlabels_strings" and attr.strings:
+                    classes = [s.decode() for s in attr.strings]
+    if classes is None:
+        width = prob[0].shape[-1] if prob[0].shape else None
+        classes = list(range(width)) if isinstance(width, int) else [0, 1]
+    return ("binary" if len(classes) == 2 else "multiclass"), classes

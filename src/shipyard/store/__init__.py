@@ -1,0 +1,9 @@
+"""Foundation storage: the metadata database (SQLAlchemy + Alembic) and the artifact store (fsspec)."""
+
+from __future__ import annotations
+
+from shipyard.store import tables
+from shipyard.store._artifacts import ArtifactStore, StoredFile, sha256_file
+from shipyard.store._database import Database, utcnow
+
+__all__ = ["ArtifactStore", "Database", "StoredFile", "sha256_file", "tables", "utcnow"]

@@ -1,0 +1,171 @@
+"""The artifact store: files under one fsspec root, each checked against its SHA-256 on load."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipyard.core.errors import ArtifactCorrupted, ConfigurationError, missing_extra
+
+__all__ = ["ArtifactStore", "StoredFile", "sha256_file"]
+
+_CHUNK = 1 << 20
+_EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "az": ("adlfs", "azure")}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    sha256: str
+    size: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ArtifactStore:
+    """Files under a root that is a local folder or any fsspec URL (`s3://bucket/prefix`, ...).
+
+    Paths given to the methods are relative to the root and use `/`.
+    """
+
+    def __init__(self, root: str, *, cache_dir: Path | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.cache_dir = cache_dir
+        self._fs: Any = None
+        self._base = ""
+
+    @property
+    def fs(self) -> Any:
+        if self._fs is None:
+            import fsspec
+
+            try:
+                self._fs, self._base = fsspec.core.url_to_fs(self.root)
+            except ImportError:
+                scheme = self.root.split("://", 1)[0]
+                package, extra = _EXTRAS.get(scheme, (scheme, scheme))
+                raise missing_extra(package, extra, f"artifact roots on {scheme}://") from None
+            except ValueError as error:
+                raise ConfigurationError(
+                    f"cannot use artifact root {self.root!r}: {error}; set SHIPYARD_ARTIFACT_ROOT "
+                    "to a folder or an fsspec URL such as s3://bucket/prefix"
+                ) from None
+        return self._fs
+
+    @property
+    def is_local(self) -> bool:
+        protocol = self.fs.protocol
+        return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+    def _full(self, path: str) -> str:
+        _ = self.fs
+        return f"{self._base}/{path.lstrip('/')}"
+
+    def local_path(self, path: str) -> Path:
+        """The local filesystem path of `path` (only for a local root)."""
+        return Path(self._full(path))
+
+    def write_file(self, path: str, source: Path) -> StoredFile:
+        """Copy a local file into the store, hashing it on the way."""
+        digest = hashlib.sha256()
+        size = 0
+        full = self._full(path)
+        self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        with source.open("rb") as src, self.fs.open(full, "wb") as dst:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                digest.update(block)
+                size += len(block)
+                dst.write(block)
+        return StoredFile(path, digest.hexdigest(), size)
+
+    def write_bytes(self, path: str, data: bytes) -> StoredFile:
+        full = self._full(path)
+        self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(full, "wb") as fh:
+            fh.write(data)
+        return StoredFile(path, hashlib.sha256(data).hexdigest(), len(data))
+
+    def read_bytes(self, path: str, sha256: str) -> bytes:
+        """Read a file and check it against the SHA-256 recorded when it was written."""
+        full = self._full(path)
+        try:
+            with self.fs.open(full, "rb") as fh:
+                data: bytes = fh.read()
+        except FileNotFoundError:
+            raise ArtifactCorrupted(
+                f"artifact {path!r} is missing from {self.root}; the store was changed outside "
+                "shipyard: restore the file or register the model again"
+            ) from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise _corrupted(path, self.root, sha256, actual)
+        return data
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self._full(path)))
+
+    def delete_tree(self, prefix: str) -> None:
+        full = self._full(prefix)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)
+
+    def materialise(self, prefix: str, files: Mapping[str, str]) -> Path:
+        """A local folder holding `prefix`'s files, each verified against `files` (path -> sha256).
+
+        A local root is verified in place; a remote one is downloaded into the cache once,
+        verified on the way, and reused while its hashes still match.
+        """
+        if self.is_local:
+            folder = self.local_path(prefix)
+            for rel, expected in files.items():
+                _verify_local(folder / rel, f"{prefix}/{rel}", self.root, expected)
+            return folder
+        if self.cache_dir is None:
+            raise ConfigurationError("a remote artifact root needs a local cache folder")
+        folder = self.cache_dir / prefix
+        for rel, expected in files.items():
+            target = folder / rel
+            if target.exists() and sha256_file(target) == expected:
+                continue
+            data = self.read_bytes(f"{prefix}/{rel}", expected)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        return folder
+
+    def clear_cache(self, prefix: str) -> None:
+        if self.cache_dir is not None:
+            shutil.rmtree(self.cache_dir / prefix, ignore_errors=True)
+
+
+def _verify_local(file: Path, name: str, root: str, expected: str) -> None:
+    if not file.exists():
+        raise ArtifactCorrupted(
+            f"artifact {name!r} is missing from {root}; the store was changed outside shipyard: "
+            "restore the file or register the model again"
+        )
+    actual = sha256_file(file)
+    if actual != expected:
+        raise _corrupted(name, root, expected, actual)
+
+
+def _corrupted(name: str, root: str, expected: str, actual: str) -> ArtifactCorrupted:
+    return ArtifactCorrupted(
+        f"artifact {name!r} in {root} fails its integrity check (sha256 {actual[:12]}..., "
+        f"recorded {expected[:12]}...); it was changed after registration, so shipyard refuses to "
+        "load it: restore the original file or register the model again"
+    )
+
+

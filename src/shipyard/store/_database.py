@@ -1,0 +1,159 @@
+"""The metadata database: one engine per process, SQLite (WAL) by default, PostgreSQL at scale."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url
+
+from shipyard.core.errors import ConfigurationError, SchemaOutdated, missing_extra
+
+__all__ = ["Database", "utcnow"]
+
+MIGRATIONS = "shipyard.store:migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _normalise_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        # name the driver: SQLAlchemy's default (psycopg2) is not what the extra installs
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+class Database:
+    """Opens the engine lazily and hands out transactions.
+
+    Nothing touches the database in the constructor; `open()` (or the first transaction)
+    connects, and applies migrations when `auto_migrate` is on.
+    """
+
+    def __init__(self, url: str, *, auto_migrate: bool = False) -> None:
+        self.url = _normalise_url(url)
+        self.auto_migrate = auto_migrate
+        self._engine: Engine | None = None
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self.open()
+        assert self._engine is not None
+        return self._engine
+
+    def open(self) -> Database:
+        if self._engine is not None:
+            return self
+        engine = self._create_engine()
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except exc.OperationalError as error:
+            engine.dispose()
+            safe = make_url(self.url).render_as_string(hide_password=True)
+            raise ConfigurationError(
+                f"cannot reach the metadata database at {safe}: {error.orig}; "
+                "check SHIPYARD_DATABASE_URL and that the server is running"
+            ) from None
+        self._engine = engine
+        if self.auto_migrate:
+            self.upgrade()
+        else:
+            self._check_current()
+        return self
+
+    def _create_engine(self) -> Engine:
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            _configure_sqlite(engine)
+            return engine
+        if url.get_backend_name() == "postgresql":
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise missing_extra("psycopg", "postgres", "PostgreSQL databases") from None
+            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return create_engine(url)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection inside one transaction, committed on success, rolled back on error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _alembic_config(self, conn: Connection) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = conn
+        return config
+
+    def upgrade(self, revision: str = "head") -> str | None:
+        """Apply migrations up to `revision`; returns the revision the database is at."""
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # one migrator at a time when several replicas start together
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7419853)")
+            command.upgrade(self._alembic_config(conn), revision)
+        return self.current_revision()
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
+        with self.engine.connect() as conn:
+            return ScriptDirectory.from_config(self._alembic_config(conn)).get_current_head()
+
+    def _check_current(self) -> None:
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            raise SchemaOutdated(
+                f"the metadata database is at revision {current or 'none (empty)'} but this "
+                f"shipyard needs {head}; run `shipyard db upgrade` (or set SHIPYARD_AUTO_MIGRATE=true)"
+            )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # let SQLAlchemy's BEGIN below decide transactions instead of pysqlite
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # take the write lock up front: a read-then-write transaction can then never fail
+        # half-way with "database is locked" when two processes register at once
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

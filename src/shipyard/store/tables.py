@@ -1,0 +1,99 @@
+"""The metadata schema, as SQLAlchemy Core tables. Migrations under `migrations/` create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["aliases", "audit_events", "metadata", "model_versions", "models"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    # the newest complete version; moves only once a version's bundle is fully written
+    Column("latest_version", Integer, nullable=False, default=0),
+    # version numbers handed out, including ones still being written or abandoned
+    Column("next_version", Integer, nullable=False, default=1),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),  # pending | ready | archived
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("purpose", Text, nullable=False, default=""),
+    Column("flavour", String(32), nullable=False, default=""),
+    Column("runtime", String(32), nullable=False, default=""),
+    Column("task", String(16), nullable=False, default=""),
+    Column("threshold", Float, nullable=True),
+    Column("signature", Json, nullable=True),
+    Column("metrics", Json, nullable=False, default=dict),
+    Column("params", Json, nullable=False, default=dict),
+    Column("tags", Json, nullable=False, default=dict),
+    Column("features", Json, nullable=False, default=list),
+    Column("data_fingerprint", Json, nullable=True),
+    Column("bundle_path", String(1024), nullable=False, default=""),
+    Column("metadata_sha256", String(64), nullable=False, default=""),
+    Column("size_bytes", Integer, nullable=False, default=0),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_name", String(128), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+    ForeignKeyConstraint(
+        ["model_name", "version"],
+        ["model_versions.model_name", "model_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Timestamp, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("model_name", String(128), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("details", Json, nullable=False, default=dict),
+    Index("ix_audit_events_model_name_at", "model_name", "at"),
+)
