@@ -1,6 +1,27 @@
-"""shipyard: take a trained model from the lab to production and keep it healthy there."""
+"""shipyard: take a trained model from the lab to production and keep it healthy there.
+
+    import shipyard
+    version = shipyard.register(model, name="fraud-detector", sample=X_train, metrics={"auc": 0.94})
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+from shipyard.core import Settings, Signature, errors  # noqa: E402
+from shipyard.registry import ModelVersion, Registry  # noqa: E402
+
+__all__ = ["ModelVersion", "Registry", "Settings", "Signature", "__version__", "errors", "register"]
+
+
+def register(model: Any, *, name: str, settings: Settings | None = None, **fields: Any) -> ModelVersion:
+    """Register `model` as the next version of `name` in the registry `settings` point at.
+
+    Takes the keyword arguments of `Registry.register` (`sample`, `metrics`, `params`, `tags`,
+    `description`, `purpose`, `features`, `training_data`, `threshold`, `signature`,
+    `aliases`). Settings default to the `SHIPYARD_*` environment.
+    """
+    with Registry.from_settings(settings or Settings()) as registry:
+        return registry.register(model, name=name, **fields)

@@ -1,0 +1,72 @@
+"""The `shipyard` command: one module per command group, errors mapped to exit codes here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from shipyard.cli import db, demo, models
+from shipyard.cli._common import err_console
+from shipyard.cli.predict import predict
+from shipyard.cli.server import server
+from shipyard.core import Settings
+from shipyard.core import errors as e
+
+__all__ = ["EXIT_CODES", "app", "exit_code_for", "main"]
+
+# Exit codes that mean something to scripts; the first matching class wins.
+EXIT_CODES: list[tuple[type[e.ShipyardError], int]] = [
+    (e.InvalidInput, 2),
+    (e.NotFound, 3),
+    (e.Conflict, 4),
+    (e.PayloadTooLarge, 2),
+    (e.ArtifactCorrupted, 5),
+    (e.ModelUnavailable, 5),
+    (e.MissingDependency, 6),
+    (e.SchemaOutdated, 7),
+    (e.ConfigurationError, 7),
+]
+
+app = typer.Typer(
+    name="shipyard",
+    help="Take a trained model from the lab to production and keep it healthy there.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(None, "--home", help="state folder (default $SHIPYARD_HOME or ./.shipyard)"),
+) -> None:
+    if home is not None:
+        # exported so server workers and subprocesses see the same home
+        os.environ["SHIPYARD_HOME"] = str(home)
+    ctx.obj = Settings()
+
+
+app.add_typer(models.app, name="models")
+app.add_typer(db.app, name="db")
+app.command("predict")(predict)
+app.command("server")(server)
+app.command("demo")(demo.demo)
+
+
+def exit_code_for(error: e.ShipyardError) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(error, cls):
+            return code
+    return 1
+
+
+def main() -> None:
+    try:
+        app()
+    except e.ShipyardError as error:
+        err_console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        sys.exit(exit_code_for(error))

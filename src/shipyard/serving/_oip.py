@@ -1,0 +1,186 @@
+"""The Open Inference Protocol (KServe V2) request and response shapes.
+
+Inputs arrive either one per signature column (`shape [n]` or `[n, 1]`), or as one
+`[n, k]` tensor whose columns are the signature's, in order. Tensor data may be flat
+(row-major, as the spec says) or nested (as many clients send it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from shipyard.core import Columns, Signature
+from shipyard.core.errors import MalformedRequest, SchemaViolation
+
+__all__ = ["DATATYPES", "decode_inputs", "encode_outputs", "metadata_tensors", "requested_outputs"]
+
+DATATYPES = {
+    "float64": "FP64",
+    "float32": "FP32",
+    "int64": "INT64",
+    "int32": "INT32",
+    "bool": "BOOL",
+    "string": "BYTES",
+}
+_KNOWN = {
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+}
+_NUMERIC = _KNOWN - {"BOOL", "BYTES"}
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(x, list) for x in data):
+        return data
+    out: list[Any] = []
+    stack = [data]
+    while stack:  # iterative flatten keeps deep nesting from exhausting the stack
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _tensor(item: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
+    where = f"inputs[{index}]"
+    if not isinstance(item, dict):
+        raise MalformedRequest(f"{where} must be an object with name, shape, datatype and data")
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in item]
+    if missing:
+        raise MalformedRequest(f"{where} lacks {', '.join(missing)}; each input needs name, shape, datatype, data")
+    name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
+    if not isinstance(name, str):
+        raise MalformedRequest(f"{where}.name must be a string")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise MalformedRequest(f"{where}.shape must be a list of non-negative integers, got {shape!r}")
+    if datatype not in _KNOWN:
+        raise MalformedRequest(f"{where}.datatype {datatype!r} is not a V2 datatype; use one of {', '.join(sorted(_KNOWN))}")
+    flat = _flatten(data)
+    expected = math.prod(shape)
+    if len(flat) != expected:
+        raise MalformedRequest(
+            f"input {name!r} has shape {shape} ({expected} values) but {len(flat)} values in data"
+        )
+    return name, shape, datatype, flat
+
+
+def _check_datatype(signature: Signature, name: str, datatype: str) -> None:
+    spec = next((c for c in signature.columns if c.name == name), None)
+    if spec is None:
+        return
+    ok = (
+        (spec.type == "string" and datatype == "BYTES")
+        or (spec.type == "bool" and datatype == "BOOL")
+        or (spec.is_numeric and datatype in _NUMERIC)
+    )
+    if not ok:
+        raise SchemaViolation(
+            f"input {name!r} has datatype {datatype} but the model takes {DATATYPES[spec.type]} for it",
+            [{"loc": ["inputs", name], "msg": f"datatype {datatype}, expected {DATATYPES[spec.type]}"}],
+        )
+
+
+def decode_inputs(body: Any, signature: Signature) -> tuple[Columns, int]:
+    """Validated columns and the row count from a V2 inference request body."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise MalformedRequest(
+            "a V2 inference request is an object with a non-empty 'inputs' list of "
+            "{name, shape, datatype, data} tensors"
+        )
+    tensors = [_tensor(item, i) for i, item in enumerate(body["inputs"])]
+    names = signature.names
+    if len(tensors) == 1 and tensors[0][0] not in names and len(tensors[0][1]) == 2:
+        name, shape, datatype, flat = tensors[0]
+        rows, width = shape
+        if width != len(names):
+            raise MalformedRequest(
+                f"input {name!r} has {width} columns but the model takes {len(names)} "
+                f"({', '.join(names)}); send one input per column or a [rows, {len(names)}] tensor"
+            )
+        for column in names:
+            _check_datatype(signature, column, datatype)
+        data = {column: flat[j::width] for j, column in enumerate(names)}
+        return signature.validate_columns(data), rows
+    data = {}
+    for name, shape, datatype, flat in tensors:
+        if name not in names:
+            raise MalformedRequest(f"unknown input {name!r}; the model takes {', '.join(names)}")
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise MalformedRequest(f"input {name!r} must have shape [rows] or [rows, 1], got {shape}")
+        _check_datatype(signature, name, datatype)
+        data[name] = flat
+    columns = signature.validate_columns(data)
+    rows = len(next(iter(columns.values()))) if columns else 0
+    return columns, rows
+
+
+def _label_datatype(labels: list[Any]) -> str:
+    if all(type(v) is bool for v in labels):
+        return "BOOL"
+    if all(type(v) is int for v in labels):
+        return "INT64"
+    if all(isinstance(v, int | float) for v in labels):
+        return "FP64"
+    return "BYTES"
+
+
+def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dict[str, Any]]:
+    """Output tensors for a prediction result, limited to `wanted` names when given."""
+    n = len(result)
+    tensors = []
+    if task == "regression":
+        tensors.append({"name": "value", "datatype": "FP64", "shape": [n], "data": result.values.tolist()})
+    else:
+        if task == "binary":
+            tensors.append({"name": "score", "datatype": "FP64", "shape": [n], "data": result.scores.tolist()})
+        else:
+            probs = result.probabilities
+            tensors.append(
+                {"name": "probabilities", "datatype": "FP64", "shape": list(probs.shape), "data": probs.ravel().tolist()}
+            )
+        labels = list(result.labels)
+        datatype = _label_datatype(labels)
+        data = [str(v) for v in labels] if datatype == "BYTES" else labels
+        tensors.append({"name": "label", "datatype": datatype, "shape": [n], "data": data})
+    tensors.append({"name": "prediction_id", "datatype": "BYTES", "shape": [n], "data": result.ids})
+    if wanted is None:
+        return tensors
+    available = {t["name"]: t for t in tensors}
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        raise MalformedRequest(
+            f"unknown output(s) {', '.join(map(repr, unknown))}; this model returns {', '.join(available)}"
+        )
+    return [available[w] for w in wanted]
+
+
+def requested_outputs(body: dict[str, Any]) -> list[str] | None:
+    outputs = body.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise MalformedRequest("'outputs' must be a list of {\"name\": ...} objects")
+    return [o["name"] for o in outputs]
+
+
+def metadata_tensors(
+    signature: Signature, task: str, classes: list[Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The input and output tensor descriptions of a model, for V2 model metadata."""
+    inputs = [{"name": c.name, "datatype": DATATYPES[c.type], "shape": [-1]} for c in signature.columns]
+    outputs: list[dict[str, Any]]
+    if task == "regression":
+        outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
+    else:
+        label = {"name": "label", "datatype": _label_datatype(list(classes or [])), "shape": [-1]}
+        if task == "binary":
+            outputs = [{"name": "score", "datatype": "FP64", "shape": [-1]}, label]
+        else:
+            outputs = [{"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes or [])]}, label]
+    outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [-1]})
+    return inputs, outputs
