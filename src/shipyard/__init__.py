@@ -1,7 +1,7 @@
 """shipyard: take a trained model from the lab to production and keep it healthy there.
 
-    import shipyard
-    version = shipyard.register(model, name="fraud-detector", sample=X_train, metrics={"auc": 0.94})
+import shipyard
+version = shipyard.register(model, name="fraud-detector", sample=X_train, metrics={"auc": 0.94})
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from shipyard.core import Settings, Signature, errors  # noqa: E402
-from shipyard.registry import ModelVersion, Registry  # noqa: E402
+from shipyard.core import Settings, Signature, errors
+from shipyard.registry import ModelVersion, Registry
 
 __all__ = ["ModelVersion", "Registry", "Settings", "Signature", "__version__", "errors", "register"]
 
 
-def register(model: Any, *, name: str, settings: Settings | None = None, **fields: Any) -> ModelVersion:
+def register(
+    model: Any, *, name: str, settings: Settings | None = None, **fields: Any
+) -> ModelVersion:
     """Register `model` as the next version of `name` in the registry `settings` point at.
 
     Takes the keyword arguments of `Registry.register` (`sample`, `metrics`, `params`, `tags`,

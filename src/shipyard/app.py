@@ -48,7 +48,9 @@ def status_for(error: e.ShipyardError) -> int:
     return 400
 
 
-def _error_body(request: Request, error_type: str, message: str, details: list[object]) -> dict[str, object]:
+def _error_body(
+    request: Request, error_type: str, message: str, details: list[object]
+) -> dict[str, object]:
     if request.url.path.startswith("/v2"):
         return {"error": message}  # the Open Inference Protocol's error shape
     body: dict[str, object] = {"type": error_type, "message": message}
@@ -63,21 +65,32 @@ async def _shipyard_error(request: Request, error: Exception) -> ORJSONResponse:
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, error.message)
     return ORJSONResponse(
-        _error_body(request, type(error).__name__, error.message, list(error.details())), status_code=status
+        _error_body(request, type(error).__name__, error.message, list(error.details())),
+        status_code=status,
     )
 
 
 async def _validation_error(request: Request, error: Exception) -> ORJSONResponse:
     assert isinstance(error, RequestValidationError)
     details = [{"loc": list(d.get("loc", ())), "msg": d.get("msg", "")} for d in error.errors()]
-    message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details) or "invalid request"
-    return ORJSONResponse(_error_body(request, "MalformedRequest", message, list(details)), status_code=400)
+    message = (
+        "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+        or "invalid request"
+    )
+    return ORJSONResponse(
+        _error_body(request, "MalformedRequest", message, list(details)), status_code=400
+    )
 
 
 async def _unexpected(request: Request, error: Exception) -> ORJSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return ORJSONResponse(
-        _error_body(request, "InternalError", "internal error; this is a bug in shipyard, please report it", []),
+        _error_body(
+            request,
+            "InternalError",
+            "internal error; this is a bug in shipyard, please report it",
+            [],
+        ),
         status_code=500,
     )
 
@@ -97,7 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ready = False
         problems = await anyio.to_thread.run_sync(service.warm_up)
         app.state.ready = not problems
-        loaded = ", ".join(f"{m.name}:{m.version} ({m.predictor.runtime})" for m in service.loaded())
+        loaded = ", ".join(
+            f"{m.name}:{m.version} ({m.predictor.runtime})" for m in service.loaded()
+        )
         log.info("serving %s", loaded or "no models yet (point an alias at a version)")
         try:
             yield

@@ -42,7 +42,9 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    home: Path | None = typer.Option(None, "--home", help="state folder (default $SHIPYARD_HOME or ./.shipyard)"),
+    home: Path | None = typer.Option(
+        None, "--home", help="state folder (default $SHIPYARD_HOME or ./.shipyard)"
+    ),
 ) -> None:
     if home is not None:
         # exported so server workers and subprocesses see the same home

@@ -14,7 +14,16 @@ from shipyard.core import Settings
 from shipyard.core.errors import InvalidInput
 from shipyard.registry import Registry
 
-__all__ = ["console", "err_console", "emit_json", "open_registry", "parse_pairs", "read_records", "read_table", "settings"]
+__all__ = [
+    "console",
+    "emit_json",
+    "err_console",
+    "open_registry",
+    "parse_pairs",
+    "read_records",
+    "read_table",
+    "settings",
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -76,9 +85,15 @@ def read_records(source: str) -> list[dict[str, Any]]:
     """Records from a JSON file (or `-` for stdin): `{"instances": [...]}`, a list, or one object."""
     text = sys.stdin.read() if source == "-" else _read_text(source)
     try:
-        data = json.loads(text) if not source.endswith(".jsonl") else [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = (
+            json.loads(text)
+            if not source.endswith(".jsonl")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
     except json.JSONDecodeError as error:
-        raise InvalidInput(f"{'stdin' if source == '-' else source} is not valid JSON: {error}") from None
+        raise InvalidInput(
+            f"{'stdin' if source == '-' else source} is not valid JSON: {error}"
+        ) from None
     if isinstance(data, dict) and "instances" in data:
         data = data["instances"]
     if isinstance(data, dict):

@@ -11,7 +11,11 @@ app = typer.Typer(help="Manage the metadata database schema.", no_args_is_help=T
 
 
 @app.command("upgrade")
-def upgrade(ctx: typer.Context, revision: str = typer.Argument("head"), as_json: bool = typer.Option(False, "--json")) -> None:
+def upgrade(
+    ctx: typer.Context,
+    revision: str = typer.Argument("head"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Apply pending migrations (safe to run on every deploy)."""
     database = Database(settings(ctx).resolved_database_url)
     try:
@@ -22,7 +26,10 @@ def upgrade(ctx: typer.Context, revision: str = typer.Argument("head"), as_json:
     if as_json:
         emit_json({"from": before, "to": after})
         return
-    console.print(f"database at revision [bold]{after}[/]" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
+    console.print(
+        f"database at revision [bold]{after}[/]"
+        + (f" (was {before or 'empty'})" if before != after else " (already current)")
+    )
 
 
 @app.command("current")
@@ -36,4 +43,7 @@ def current(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
     if as_json:
         emit_json({"current": now, "head": head})
         return
-    console.print(f"current {now or 'none'}, head {head}" + ("" if now == head else " (run `shipyard db upgrade`)"))
+    console.print(
+        f"current {now or 'none'}, head {head}"
+        + ("" if now == head else " (run `shipyard db upgrade`)")
+    )

@@ -11,7 +11,9 @@ from shipyard.demo import run_demo
 
 
 def demo(
-    home: Path = typer.Option(Path(".shipyard-demo"), "--demo-home", help="fresh state folder for the demo (wiped first)"),
+    home: Path = typer.Option(
+        Path(".shipyard-demo"), "--demo-home", help="fresh state folder for the demo (wiped first)"
+    ),
     rows: int = typer.Option(60_000, min=1_000, help="transactions to generate"),
     requests: int = typer.Option(500, min=1, help="single-record HTTP requests to send"),
 ) -> None:

@@ -12,23 +12,33 @@ from shipyard.core import ModelRef
 from shipyard.registry import ModelVersion
 from shipyard.runtime import load_model_file
 
-app = typer.Typer(help="Register models and manage their versions and aliases.", no_args_is_help=True)
+app = typer.Typer(
+    help="Register models and manage their versions and aliases.", no_args_is_help=True
+)
 
 
 @app.command("register")
 def register(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="model file (.joblib/.pkl/.onnx/.txt/.json) or MLflow model folder"),
+    path: Path = typer.Argument(
+        ..., help="model file (.joblib/.pkl/.onnx/.txt/.json) or MLflow model folder"
+    ),
     name: str = typer.Option(..., "--name", "-n", help="model name, e.g. fraud-detector"),
-    sample: Path = typer.Option(..., "--sample", "-s", help="training features sample (.csv/.parquet/.json)"),
-    metric: list[str] | None = typer.Option(None, "--metric", "-m", help="metric as key=value (repeatable)"),
+    sample: Path = typer.Option(
+        ..., "--sample", "-s", help="training features sample (.csv/.parquet/.json)"
+    ),
+    metric: list[str] | None = typer.Option(
+        None, "--metric", "-m", help="metric as key=value (repeatable)"
+    ),
     param: list[str] | None = typer.Option(None, "--param", "-p", help="hyperparameter key=value"),
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="tag key=value"),
     description: str = typer.Option("", help="what the model is"),
     purpose: str = typer.Option("", help="what the model is for"),
     threshold: float | None = typer.Option(None, help="decision threshold for binary classifiers"),
     training_data: Path | None = typer.Option(None, help="training data file to fingerprint"),
-    alias: list[str] | None = typer.Option(None, "--alias", "-a", help="alias to point at the new version"),
+    alias: list[str] | None = typer.Option(
+        None, "--alias", "-a", help="alias to point at the new version"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Register a model file as the next version of NAME."""
@@ -67,17 +77,30 @@ def list_models(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         emit_json([m.to_dict() for m in models])
         return
     if not models:
-        console.print("no models registered yet; try `shipyard models register PATH --name NAME --sample FILE`")
+        console.print(
+            "no models registered yet; try `shipyard models register PATH --name NAME --sample FILE`"
+        )
         return
     table = Table("model", "versions", "latest", "aliases", "created", "by")
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in m.aliases.items())
-        table.add_row(m.name, str(m.version_count), str(m.latest_version or "-"), aliases, f"{m.created_at:%Y-%m-%d %H:%M}", m.created_by)
+        table.add_row(
+            m.name,
+            str(m.version_count),
+            str(m.latest_version or "-"),
+            aliases,
+            f"{m.created_at:%Y-%m-%d %H:%M}",
+            m.created_by,
+        )
     console.print(table)
 
 
 @app.command("show")
-def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME or NAME:VERSION or NAME:ALIAS"), as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME or NAME:VERSION or NAME:ALIAS"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Show a model's versions, or one version in detail."""
     parsed = ModelRef.parse(ref)
     with open_registry(ctx) as registry:
@@ -97,23 +120,44 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., help="NAME or NAME:V
 
 
 def _versions_table(name: str, versions: list[ModelVersion]) -> None:
-    table = Table("version", "status", "aliases", "flavour", "runtime", "metrics", "created", "by", title=name)
+    table = Table(
+        "version", "status", "aliases", "flavour", "runtime", "metrics", "created", "by", title=name
+    )
     for v in versions:
-        metrics = ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.metrics.items())
-        table.add_row(str(v.version), v.status, ", ".join(v.aliases), v.flavour, v.runtime, metrics, f"{v.created_at:%Y-%m-%d %H:%M}", v.created_by)
+        metrics = ", ".join(
+            f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
+            for k, val in v.metrics.items()
+        )
+        table.add_row(
+            str(v.version),
+            v.status,
+            ", ".join(v.aliases),
+            v.flavour,
+            v.runtime,
+            metrics,
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            v.created_by,
+        )
     console.print(table)
 
 
 def _version_detail(v: ModelVersion) -> None:
     console.print(f"[bold]{v.ref}[/]  {v.status}  aliases: {', '.join(v.aliases) or '-'}")
-    console.print(f"flavour {v.flavour}, task {v.task}, serves on {v.runtime}" + (f", threshold {v.threshold}" if v.threshold is not None else ""))
-    console.print(f"created {v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}; bundle {v.bundle_path} ({v.size_bytes:,} bytes)")
+    console.print(
+        f"flavour {v.flavour}, task {v.task}, serves on {v.runtime}"
+        + (f", threshold {v.threshold}" if v.threshold is not None else "")
+    )
+    console.print(
+        f"created {v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}; bundle {v.bundle_path} ({v.size_bytes:,} bytes)"
+    )
     if v.purpose or v.description:
         console.print(f"purpose: {v.purpose or '-'}; description: {v.description or '-'}")
     if v.metrics:
         console.print("metrics: " + ", ".join(f"{k}={val}" for k, val in v.metrics.items()))
     if v.data_fingerprint:
-        console.print(f"training data sha256 {v.data_fingerprint.get('sha256', '')[:16]}... rows {v.data_fingerprint.get('rows', '-')}")
+        console.print(
+            f"training data sha256 {v.data_fingerprint.get('sha256', '')[:16]}... rows {v.data_fingerprint.get('rows', '-')}"
+        )
     table = Table("column", "type", "nullable", title="signature")
     for c in v.signature.columns:
         table.add_row(c.name, c.type, "yes" if c.nullable else "no")
@@ -121,7 +165,13 @@ def _version_detail(v: ModelVersion) -> None:
 
 
 @app.command("alias")
-def alias(ctx: typer.Context, name: str, version: int, alias_name: str = typer.Argument(..., metavar="ALIAS"), as_json: bool = typer.Option(False, "--json")) -> None:
+def alias(
+    ctx: typer.Context,
+    name: str,
+    version: int,
+    alias_name: str = typer.Argument(..., metavar="ALIAS"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Point ALIAS (e.g. production) at VERSION of NAME."""
     with open_registry(ctx) as registry:
         move = registry.set_alias(name, version, alias_name)
@@ -133,7 +183,9 @@ def alias(ctx: typer.Context, name: str, version: int, alias_name: str = typer.A
 
 
 @app.command("archive")
-def archive(ctx: typer.Context, name: str, version: int, as_json: bool = typer.Option(False, "--json")) -> None:
+def archive(
+    ctx: typer.Context, name: str, version: int, as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Archive VERSION of NAME: kept on record, no longer served."""
     with open_registry(ctx) as registry:
         record = registry.archive(name, version)
@@ -144,7 +196,12 @@ def archive(ctx: typer.Context, name: str, version: int, as_json: bool = typer.O
 
 
 @app.command("history")
-def history(ctx: typer.Context, name: str, limit: int = typer.Option(50, help="most recent events to show"), as_json: bool = typer.Option(False, "--json")) -> None:
+def history(
+    ctx: typer.Context,
+    name: str,
+    limit: int = typer.Option(50, help="most recent events to show"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """The audit trail of NAME, newest first."""
     with open_registry(ctx) as registry:
         events = registry.history(name, limit=limit)
@@ -153,5 +210,15 @@ def history(ctx: typer.Context, name: str, limit: int = typer.Option(50, help="m
         return
     table = Table("when", "who", "action", "version", "details", title=f"{name} history")
     for ev in events:
-        table.add_row(f"{ev.at:%Y-%m-%d %H:%M:%S}", ev.actor, ev.action, str(ev.version or "-"), ", ".join(f"{k}={v}" for k, v in ev.details.items() if k not in ("metrics", "data_fingerprint")))
+        table.add_row(
+            f"{ev.at:%Y-%m-%d %H:%M:%S}",
+            ev.actor,
+            ev.action,
+            str(ev.version or "-"),
+            ", ".join(
+                f"{k}={v}"
+                for k, v in ev.details.items()
+                if k not in ("metrics", "data_fingerprint")
+            ),
+        )
     console.print(table)

@@ -6,7 +6,7 @@ from shipyard.core import errors
 from shipyard.core.config import Settings
 from shipyard.core.ids import ModelRef, new_id, validate_alias, validate_model_name
 from shipyard.core.profile import fingerprint, profile
-from shipyard.core.signature import ColumnSpec, Columns, ColumnType, Signature
+from shipyard.core.signature import Columns, ColumnSpec, ColumnType, Signature
 
 __all__ = [
     "ColumnSpec",

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
         description="apply pending migrations on open; default on for SQLite, off otherwise",
     )
     actor: str = Field(default_factory=_default_actor, description="who acts, for the audit trail")
-    serving_alias: str = Field(default="production", description="alias that /v1/models/{name} serves")
+    serving_alias: str = Field(
+        default="production", description="alias that /v1/models/{name} serves"
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="largest request body")
     max_batch_records: int = Field(default=10_000, gt=0, description="most records in one request")
     alias_refresh_seconds: float = Field(

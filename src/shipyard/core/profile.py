@@ -37,7 +37,7 @@ def profile(sample: Any, signature: Signature) -> dict[str, Any]:
         missing = series.isna()
         entry: dict[str, Any] = {
             "type": spec.type,
-            "count": int(len(series)),
+            "count": len(series),
             "missing": int(missing.sum()),
             "missing_rate": float(missing.mean()) if len(series) else 0.0,
         }
@@ -47,7 +47,7 @@ def profile(sample: Any, signature: Signature) -> dict[str, Any]:
         else:
             entry.update(_categorical(present.astype(str)))
         columns[spec.name] = entry
-    return {"rows": int(len(frame)), "columns": columns}
+    return {"rows": len(frame), "columns": columns}
 
 
 def _numeric(values: np.ndarray) -> dict[str, Any]:

@@ -71,11 +71,15 @@ class _Errors:
             return
         shown = "; ".join(f"{_loc_text(e['loc'])}: {e['msg']}" for e in self.items[:3])
         more = f" (and {self.count - 3} more)" if self.count > 3 else ""
-        raise SchemaViolation(f"input does not match the model's signature: {shown}{more}", self.items)
+        raise SchemaViolation(
+            f"input does not match the model's signature: {shown}{more}", self.items
+        )
 
 
 def _loc_text(loc: Sequence[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(loc))
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(loc)
+    )
 
 
 def _describe(value: Any) -> str:
@@ -123,7 +127,9 @@ class Signature:
         columns = []
         for name in frame.columns:
             series = frame[name]
-            columns.append(ColumnSpec(str(name), _infer_type(str(name), series, pd), bool(series.isna().any())))
+            columns.append(
+                ColumnSpec(str(name), _infer_type(str(name), series, pd), bool(series.isna().any()))
+            )
         if not columns:
             raise InvalidInput("the sample has no columns; pass the training features (X)")
         return cls(tuple(columns))
@@ -148,11 +154,13 @@ class Signature:
         for spec in self.columns:
             name = spec.name
             values = [r.get(name, _MISSING) for r in records]
-            columns[name] = _column_array(spec, values, errors, lambda i: [loc, i, name])
+            columns[name] = _column_array(spec, values, errors, lambda i, name=name: [loc, i, name])
         errors.raise_if_any()
         return columns
 
-    def validate_columns(self, data: Mapping[str, Sequence[Any]], *, loc: str = "inputs") -> Columns:
+    def validate_columns(
+        self, data: Mapping[str, Sequence[Any]], *, loc: str = "inputs"
+    ) -> Columns:
         """Check column-wise values (e.g. Open Inference Protocol inputs) against the signature."""
         errors = _Errors()
         missing = [s.name for s in self.columns if s.name not in data and not s.nullable]
@@ -172,7 +180,9 @@ class Signature:
         columns: Columns = {}
         for spec in self.columns:
             values = list(data[spec.name]) if spec.name in data else [None] * n
-            columns[spec.name] = _column_array(spec, values, errors, lambda i, s=spec.name: [loc, s, i])
+            columns[spec.name] = _column_array(
+                spec, values, errors, lambda i, s=spec.name: [loc, s, i]
+            )
         errors.raise_if_any()
         return columns
 
@@ -188,7 +198,10 @@ class Signature:
                 f"the model takes {', '.join(self.names)}",
                 [{"loc": ["columns", m], "msg": "missing"} for m in missing],
             )
-        data = {s.name: df[s.name].astype(object).where(df[s.name].notna(), None).tolist() for s in self.columns}
+        data = {
+            s.name: df[s.name].astype(object).where(df[s.name].notna(), None).tolist()
+            for s in self.columns
+        }
         return self.validate_columns(data, loc="columns")
 
 
@@ -197,7 +210,9 @@ def _to_frame(sample: Any, pd: Any) -> Any:
         return sample
     if isinstance(sample, np.ndarray):
         if sample.ndim != 2:
-            raise InvalidInput(f"a numpy sample must be 2-D (rows x features), got shape {sample.shape}")
+            raise InvalidInput(
+                f"a numpy sample must be 2-D (rows x features), got shape {sample.shape}"
+            )
         return pd.DataFrame(sample, columns=[f"x{i}" for i in range(sample.shape[1])])
     if hasattr(sample, "to_pandas") and hasattr(sample, "schema"):  # pyarrow Table
         return sample.to_pandas()
@@ -219,7 +234,11 @@ def _infer_type(name: str, series: Any, pd: Any) -> ColumnType:
         return "float32" if dtype == np.float32 else "float64"
     if pd.api.types.is_integer_dtype(dtype):
         return "int32" if dtype in (np.int32, np.int16, np.int8, np.uint8, np.uint16) else "int64"
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == object:
+    if (
+        isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_string_dtype(dtype)
+        or pd.api.types.is_object_dtype(dtype)
+    ):
         values = series.dropna()
         if all(isinstance(v, str) for v in values):
             return "string"
@@ -237,9 +256,7 @@ def _infer_type(name: str, series: Any, pd: Any) -> ColumnType:
     )
 
 
-def _column_array(
-    spec: ColumnSpec, values: list[Any], errors: _Errors, loc: Any
-) -> np.ndarray:
+def _column_array(spec: ColumnSpec, values: list[Any], errors: _Errors, loc: Any) -> np.ndarray:
     """Turn one column of JSON values into a numpy array, or record why not."""
     kinds = set(map(type, values))
     if spec.type in ("float64", "float32"):
@@ -309,7 +326,11 @@ def _type_word(spec: ColumnSpec) -> str:
 
 def _check_number(value: Any) -> str | None:
     if type(value) in _NUMBER_TYPES:
-        return None if not (type(value) is float and math.isnan(value)) else "must be a number, not NaN"
+        return (
+            None
+            if not (type(value) is float and math.isnan(value))
+            else "must be a number, not NaN"
+        )
     return "must be a number"
 
 
@@ -329,4 +350,3 @@ def _check_bool(value: Any) -> str | None:
 
 def _check_string(value: Any) -> str | None:
     return None if type(value) is str else "must be a string"
-

@@ -68,7 +68,9 @@ def transactions(
     hour = (rng.normal(14, 4.5, n) % 24).astype(np.int64)
     num_tx_24h = rng.poisson(2.5, n).astype(np.int64)
     is_foreign = (rng.random(n) < 0.04).astype(np.int64)
-    card_present = (rng.random(n) < np.where(np.isin(category_idx, [3, 6]), 0.05, 0.7)).astype(np.int64)
+    card_present = (rng.random(n) < np.where(np.isin(category_idx, [3, 6]), 0.05, 0.7)).astype(
+        np.int64
+    )
     distance = rng.exponential(12.0, n) + is_foreign * rng.exponential(800.0, n)
     device_risk = rng.beta(1.4, 9.0, n)
 
@@ -125,5 +127,3 @@ def _intercept_for_rate(z: np.ndarray, rate: float) -> float:
         else:
             lo = mid
     return lo
-
-

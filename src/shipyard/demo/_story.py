@@ -16,7 +16,14 @@ import httpx
 import numpy as np
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from shipyard.core import Settings
@@ -51,8 +58,13 @@ def _free_port() -> int:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     )
 
 
@@ -60,7 +72,12 @@ def _train(console: Console, rows: int) -> tuple[Any, Any, Any, dict[str, float]
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -77,8 +94,16 @@ def _train(console: Console, rows: int) -> tuple[Any, Any, Any, dict[str, float]
                     "features",
                     ColumnTransformer(
                         [
-                            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-                            ("category", OneHotEncoder(handle_unknown="ignore"), ["merchant_category"]),
+                            (
+                                "numeric",
+                                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                                numeric,
+                            ),
+                            (
+                                "category",
+                                OneHotEncoder(handle_unknown="ignore"),
+                                ["merchant_category"],
+                            ),
                         ]
                     ),
                 ),
@@ -111,7 +136,9 @@ def _start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _wait_ready(
+    client: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -127,21 +154,31 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: 
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
-    out = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None).to_dict(orient="records")
+    out = (
+        frame[FEATURES]
+        .astype(object)
+        .where(frame[FEATURES].notna(), None)
+        .to_dict(orient="records")
+    )
     return list(out)
 
 
-def run_demo(home: Path, *, rows: int = 60_000, requests: int = 500, console: Console | None = None) -> DemoResult:
+def run_demo(
+    home: Path, *, rows: int = 60_000, requests: int = 500, console: Console | None = None
+) -> DemoResult:
     """Train, register, serve and call the fraud model; prints the story, returns the numbers."""
     console = console or Console()
     result = DemoResult()
     if home.exists():
         shutil.rmtree(home)
     settings = Settings(home=home)
-    console.print(Panel.fit(
-        "[bold]shipyard demo[/]: a fraud model from training to a live prediction API\n"
-        f"state in {home} (SQLite + local files)", border_style="cyan",
-    ))
+    console.print(
+        Panel.fit(
+            "[bold]shipyard demo[/]: a fraud model from training to a live prediction API\n"
+            f"state in {home} (SQLite + local files)",
+            border_style="cyan",
+        )
+    )
 
     model, train, test, metrics, threshold = _train(console, rows)
     result.metrics = metrics
@@ -192,7 +229,9 @@ def run_demo(home: Path, *, rows: int = 60_000, requests: int = 500, console: Co
     return result
 
 
-def _call_server(client: httpx.Client, test: Any, result: DemoResult, console: Console, requests: int) -> None:
+def _call_server(
+    client: httpx.Client, test: Any, result: DemoResult, console: Console, requests: int
+) -> None:
     records = _records(test.iloc[:requests])
     example = None
     with _progress(console) as progress:
@@ -210,25 +249,37 @@ def _call_server(client: httpx.Client, test: Any, result: DemoResult, console: C
     batch = _records(test.iloc[requests : requests + 1000])
     t0 = time.perf_counter()
     for i in range(0, len(batch), 100):
-        client.post(f"/v1/models/{MODEL}/predict", json={"instances": batch[i : i + 100]}).raise_for_status()
+        client.post(
+            f"/v1/models/{MODEL}/predict", json={"instances": batch[i : i + 100]}
+        ).raise_for_status()
     result.batch_rows_per_s = len(batch) / (time.perf_counter() - t0)
 
     assert example is not None
     record, body = example
-    console.print(Panel.fit(
-        f"POST /v1/models/{MODEL}/predict\n"
-        f"[dim]{_short(record)}[/]\n→ {body['predictions'][0]} (version {body['version']}, "
-        f"id {body['prediction_ids'][0][:12]}…)",
-        title="one prediction", border_style="green",
-    ))
+    console.print(
+        Panel.fit(
+            f"POST /v1/models/{MODEL}/predict\n"
+            f"[dim]{_short(record)}[/]\n→ {body['predictions'][0]} (version {body['version']}, "
+            f"id {body['prediction_ids'][0][:12]}…)",
+            title="one prediction",
+            border_style="green",
+        )
+    )
 
     v2 = client.post(
         f"/v2/models/{MODEL}/infer",
-        json={"inputs": [{"name": k, "shape": [1], "datatype": _v2_type(v), "data": [v]} for k, v in record.items()]},
+        json={
+            "inputs": [
+                {"name": k, "shape": [1], "datatype": _v2_type(v), "data": [v]}
+                for k, v in record.items()
+            ]
+        },
     )
     result.v2_status = v2.status_code
     score = next(o for o in v2.json()["outputs"] if o["name"] == "score")["data"][0]
-    console.print(f"[green]✓[/] Open Inference Protocol (KServe V2) /v2/models/{MODEL}/infer → score {score:.6f}")
+    console.print(
+        f"[green]✓[/] Open Inference Protocol (KServe V2) /v2/models/{MODEL}/infer → score {score:.6f}"
+    )
 
     bad = dict(record, transaction_amount="a lot")
     bad.pop("hour_of_day")
@@ -249,7 +300,13 @@ def _v2_type(value: Any) -> str:
 
 
 def _short(record: dict[str, Any]) -> str:
-    keys = ["transaction_amount", "merchant_category", "hour_of_day", "distance_from_home_km", "device_risk_score"]
+    keys = [
+        "transaction_amount",
+        "merchant_category",
+        "hour_of_day",
+        "distance_from_home_km",
+        "device_risk_score",
+    ]
     return ", ".join(f"{k}={record[k]}" for k in keys) + ", …"
 
 
@@ -257,7 +314,10 @@ def _summary(console: Console, result: DemoResult, ref: str) -> None:
     latencies = np.array(result.single_latencies_ms)
     table = Table(title=f"{ref} in production", show_header=False, border_style="cyan")
     table.add_row("serving runtime", result.runtime)
-    table.add_row("holdout AUC / average precision", f"{result.metrics['auc']:.3f} / {result.metrics['average_precision']:.3f}")
+    table.add_row(
+        "holdout AUC / average precision",
+        f"{result.metrics['auc']:.3f} / {result.metrics['average_precision']:.3f}",
+    )
     table.add_row("single-record requests", f"{result.scored:,}")
     table.add_row(
         "round-trip latency p50 / p95 / p99",

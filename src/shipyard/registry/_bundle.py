@@ -1,11 +1,11 @@
 """The bundle of a registered version: its files, their hashes, and metadata.json.
 
-    model/            the native model file(s)
-    model.onnx        the fast path, when a conversion agrees with the native model
-    config.json       hyperparameters
-    requirements.txt  pinned versions of what the model needs
-    metadata.json     everything the registry knows, with the sha256 of every other file
-    reference/        the reference profile of the training data
+model/            the native model file(s)
+model.onnx        the fast path, when a conversion agrees with the native model
+config.json       hyperparameters
+requirements.txt  pinned versions of what the model needs
+metadata.json     everything the registry knows, with the sha256 of every other file
+reference/        the reference profile of the training data
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def open_bundle(store: ArtifactStore, prefix: str, metadata_sha256: str) -> Load
         metadata = json.loads(raw)
         files: dict[str, str] = metadata["files"]
     except (ValueError, KeyError):
-        raise ArtifactCorrupted(f"{prefix}/metadata.json is not a shipyard bundle manifest") from None
+        raise ArtifactCorrupted(
+            f"{prefix}/metadata.json is not a shipyard bundle manifest"
+        ) from None
     folder = store.materialise(prefix, files)
     onnx = (folder / "model.onnx").read_bytes() if "model.onnx" in files else None
     predictor = load_predictor(

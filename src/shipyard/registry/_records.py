@@ -99,7 +99,12 @@ class AliasMove:
     previous: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "alias": self.alias, "version": self.version, "previous": self.previous}
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "version": self.version,
+            "previous": self.previous,
+        }
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,15 @@ from types import TracebackType
 from typing import Any
 
 import shipyard
-from shipyard.core import ModelRef, Settings, Signature, fingerprint, profile, validate_alias, validate_model_name
+from shipyard.core import (
+    ModelRef,
+    Settings,
+    Signature,
+    fingerprint,
+    profile,
+    validate_alias,
+    validate_model_name,
+)
 from shipyard.core.errors import (
     AliasNotFound,
     Conflict,
@@ -47,14 +55,18 @@ class Registry:
         actor: who is acting, recorded on every change.
     """
 
-    def __init__(self, database: Database, artifacts: ArtifactStore, *, actor: str = "unknown") -> None:
+    def __init__(
+        self, database: Database, artifacts: ArtifactStore, *, actor: str = "unknown"
+    ) -> None:
         self.database = database
         self.artifacts = artifacts
         self.actor = actor
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        database = Database(settings.resolved_database_url, auto_migrate=settings.should_auto_migrate)
+        database = Database(
+            settings.resolved_database_url, auto_migrate=settings.should_auto_migrate
+        )
         artifacts = ArtifactStore(settings.resolved_artifact_root, cache_dir=settings.cache_dir)
         return cls(database, artifacts, actor=settings.actor)
 
@@ -64,7 +76,9 @@ class Registry:
     def __enter__(self) -> Registry:
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.close()
 
     # -- registering ------------------------------------------------------------------------
@@ -129,17 +143,37 @@ class Registry:
         prefix = bundle_prefix(name, version)
         try:
             record = self._write_bundle(
-                model, name, version, sig, checked, sample, training_data, prefix,
-                metrics=dict(metrics or {}), params=dict(params or {}), tags=dict(tags or {}),
-                description=description, purpose=purpose, threshold=threshold,
+                model,
+                name,
+                version,
+                sig,
+                checked,
+                sample,
+                training_data,
+                prefix,
+                metrics=dict(metrics or {}),
+                params=dict(params or {}),
+                tags=dict(tags or {}),
+                description=description,
+                purpose=purpose,
+                threshold=threshold,
                 features=list(features) if features is not None else sig.names,
             )
             with self.database.transaction() as conn:
                 repo.finalise_version(conn, name, version, record)
-                repo.add_audit(conn, self.actor, "version.registered", name, version, {
-                    "flavour": record["flavour"], "runtime": record["runtime"],
-                    "metrics": record["metrics"], "data_fingerprint": record["data_fingerprint"],
-                })
+                repo.add_audit(
+                    conn,
+                    self.actor,
+                    "version.registered",
+                    name,
+                    version,
+                    {
+                        "flavour": record["flavour"],
+                        "runtime": record["runtime"],
+                        "metrics": record["metrics"],
+                        "data_fingerprint": record["data_fingerprint"],
+                    },
+                )
                 for alias in alias_list:
                     self._move_alias(conn, name, alias, version)
         except BaseException:
@@ -149,7 +183,9 @@ class Registry:
             raise
         return self.get_version(name, version)
 
-    def _signature(self, model: Any, sample: Any, signature: Signature | Mapping[str, Any] | None) -> Signature:
+    def _signature(
+        self, model: Any, sample: Any, signature: Signature | Mapping[str, Any] | None
+    ) -> Signature:
         if isinstance(signature, Signature):
             return signature
         if signature is not None:
@@ -177,7 +213,11 @@ class Registry:
         prefix: str,
         **fields: Any,
     ) -> dict[str, Any]:
-        data_for_profile = training_data if training_data is not None and not isinstance(training_data, str | Path) else sample
+        data_for_profile = (
+            training_data
+            if training_data is not None and not isinstance(training_data, str | Path)
+            else sample
+        )
         folder = Path(tempfile.mkdtemp(prefix="shipyard-bundle-"))
         try:
             packaged = package(model, sig, checked, folder / "model")
@@ -185,7 +225,10 @@ class Registry:
                 (folder / "model.onnx").write_bytes(packaged.onnx)
             write_json(folder / "config.json", fields["params"])
             (folder / "requirements.txt").write_text("\n".join(packaged.requirements) + "\n")
-            write_json(folder / "reference" / "profile.json", profile(_head(data_for_profile, PROFILE_ROWS), sig))
+            write_json(
+                folder / "reference" / "profile.json",
+                profile(_head(data_for_profile, PROFILE_ROWS), sig),
+            )
             data_fp = fingerprint(training_data if training_data is not None else sample)
             created_at = utcnow()
             metadata = {
@@ -256,11 +299,17 @@ class Registry:
             raise self._model_not_found(conn, name)
         versions = [v.version for v in repo.list_versions(conn, name)]
         have = f"versions are {_ranges(versions)}" if versions else "it has no versions yet"
-        raise VersionNotFound(f"model {name!r} has no version {version}; {have} (shipyard models show {name})")
+        raise VersionNotFound(
+            f"model {name!r} has no version {version}; {have} (shipyard models show {name})"
+        )
 
     def _model_not_found(self, conn: Any, name: str) -> ModelNotFound:
         known = [m.name for m in repo.list_models(conn)]
-        hint = f"registered models: {', '.join(known[:10])}" if known else "no models are registered yet"
+        hint = (
+            f"registered models: {', '.join(known[:10])}"
+            if known
+            else "no models are registered yet"
+        )
         return ModelNotFound(
             f"no model named {name!r}; {hint} (register one with shipyard.register(...) or "
             "`shipyard models register PATH --name NAME`)"
@@ -316,7 +365,14 @@ class Registry:
 
     def _move_alias(self, conn: Any, name: str, alias: str, version: int) -> AliasMove:
         previous = repo.set_alias(conn, name, alias, version, self.actor)
-        repo.add_audit(conn, self.actor, "alias.moved", name, version, {"alias": alias, "from": previous, "to": version})
+        repo.add_audit(
+            conn,
+            self.actor,
+            "alias.moved",
+            name,
+            version,
+            {"alias": alias, "from": previous, "to": version},
+        )
         return AliasMove(name, alias, version, previous)
 
     def remove_alias(self, name: str, alias: str) -> AliasMove:
@@ -326,7 +382,14 @@ class Registry:
                 if repo.get_model(conn, name) is None:
                     raise self._model_not_found(conn, name)
                 raise AliasNotFound(f"model {name!r} has no alias {alias!r}")
-            repo.add_audit(conn, self.actor, "alias.removed", name, previous, {"alias": alias, "from": previous})
+            repo.add_audit(
+                conn,
+                self.actor,
+                "alias.removed",
+                name,
+                previous,
+                {"alias": alias, "from": previous},
+            )
             return AliasMove(name, alias, previous, previous)
 
     def archive(self, name: str, version: int) -> ModelVersion:

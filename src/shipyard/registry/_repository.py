@@ -60,9 +60,11 @@ def _model(row: Row[Any], count: int, aliases: dict[str, int]) -> Model:
 
 
 def list_models(conn: Connection) -> list[Model]:
-    counts = dict(
+    counts: dict[str, int] = dict(
         conn.execute(
-            select(V.c.model_name, func.count()).where(V.c.status != "pending").group_by(V.c.model_name)
+            select(V.c.model_name, func.count())
+            .where(V.c.status != "pending")
+            .group_by(V.c.model_name)
         ).all()
     )
     all_aliases: dict[str, dict[str, int]] = {}
@@ -91,7 +93,9 @@ def ensure_model(conn: Connection, name: str, actor: str, description: str) -> b
 
 def allocate_version(conn: Connection, name: str) -> int:
     """Hand out the next version number; the row lock makes concurrent registrations queue."""
-    current = conn.execute(select(M.c.next_version).where(M.c.name == name).with_for_update()).scalar_one()
+    current = conn.execute(
+        select(M.c.next_version).where(M.c.name == name).with_for_update()
+    ).scalar_one()
     conn.execute(update(M).where(M.c.name == name).values(next_version=current + 1))
     return int(current)
 
@@ -123,7 +127,9 @@ def insert_pending_version(conn: Connection, name: str, version: int, actor: str
 def finalise_version(conn: Connection, name: str, version: int, values: dict[str, Any]) -> None:
     """Mark a fully written version ready and move the model's `latest` pointer to it."""
     conn.execute(
-        update(V).where(V.c.model_name == name, V.c.version == version).values(status="ready", **values)
+        update(V)
+        .where(V.c.model_name == name, V.c.version == version)
+        .values(status="ready", **values)
     )
     conn.execute(
         update(M)
@@ -137,7 +143,9 @@ def delete_version(conn: Connection, name: str, version: int) -> None:
 
 
 def set_status(conn: Connection, name: str, version: int, status: str) -> None:
-    conn.execute(update(V).where(V.c.model_name == name, V.c.version == version).values(status=status))
+    conn.execute(
+        update(V).where(V.c.model_name == name, V.c.version == version).values(status=status)
+    )
 
 
 def get_version(conn: Connection, name: str, version: int) -> tuple[ModelVersion, str] | None:
@@ -187,7 +195,9 @@ def _version(row: Row[Any], aliases: tuple[str, ...]) -> ModelVersion:
 
 
 def aliases_of(conn: Connection, name: str) -> dict[str, int]:
-    rows = conn.execute(select(A.c.alias, A.c.version).where(A.c.model_name == name).order_by(A.c.alias))
+    rows = conn.execute(
+        select(A.c.alias, A.c.version).where(A.c.model_name == name).order_by(A.c.alias)
+    )
     return {r.alias: r.version for r in rows}
 
 
@@ -226,7 +236,12 @@ def add_audit(
 ) -> None:
     conn.execute(
         insert(E).values(
-            at=utcnow(), actor=actor, action=action, model_name=model_name, version=version, details=details
+            at=utcnow(),
+            actor=actor,
+            action=action,
+            model_name=model_name,
+            version=version,
+            details=details,
         )
     )
 

@@ -40,4 +40,8 @@ def show_version(request: Request, name: str, version: str) -> dict[str, Any]:
 
 @router.get("/models/{name}/history", summary="Audit trail of a model, newest first")
 def history(request: Request, name: str, limit: int = 100) -> dict[str, Any]:
-    return {"events": [e.to_dict() for e in _registry(request).history(name, limit=min(max(limit, 1), 1000))]}
+    return {
+        "events": [
+            e.to_dict() for e in _registry(request).history(name, limit=min(max(limit, 1), 1000))
+        ]
+    }

@@ -10,7 +10,13 @@ import numpy as np
 
 from shipyard.core import Columns, Signature
 from shipyard.core.errors import UnsupportedModel, missing_extra
-from shipyard.runtime._predictor import Flavour, ModelInfo, Task, as_probabilities, columns_to_matrix
+from shipyard.runtime._predictor import (
+    Flavour,
+    ModelInfo,
+    Task,
+    as_probabilities,
+    columns_to_matrix,
+)
 
 __all__ = ["LightGBMFlavour", "feature_order"]
 
@@ -80,7 +86,9 @@ class LightGBMFlavour(Flavour):
             )
         folder.mkdir(parents=True, exist_ok=True)
         booster.save_model(str(folder / "model.txt"))
-        return ModelInfo(self.name, task, classes, ["model.txt"], order, {"model_class": type(model).__name__})
+        return ModelInfo(
+            self.name, task, classes, ["model.txt"], order, {"model_class": type(model).__name__}
+        )
 
     def _task(self, model: Any, booster: Any) -> tuple[Task, list[Any] | None]:
         if hasattr(model, "classes_"):

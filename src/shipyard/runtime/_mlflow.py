@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.core import ColumnSpec, Columns, Signature
+from shipyard.core import Columns, ColumnSpec, ColumnType, Signature
 from shipyard.core.errors import UnsupportedModel, missing_extra
 from shipyard.runtime._predictor import Flavour, ModelInfo, as_probabilities, columns_to_frame
 from shipyard.runtime._sklearn import SklearnPredictor, describe_estimator, sklearn_onnx_candidates
 
 __all__ = ["MlflowFlavour", "is_mlflow_dir", "mlflow_signature"]
 
-_MLFLOW_TYPES = {
+_MLFLOW_TYPES: dict[str, ColumnType] = {
     "double": "float64",
     "float": "float32",
     "long": "int64",
@@ -40,7 +40,9 @@ def _read_mlmodel(folder: Path) -> dict[str, Any]:
 
     data = yaml.safe_load((folder / "MLmodel").read_text())
     if not isinstance(data, dict) or "flavors" not in data:
-        raise UnsupportedModel(f"{folder / 'MLmodel'} has no 'flavors' section; is it an MLflow model?")
+        raise UnsupportedModel(
+            f"{folder / 'MLmodel'} has no 'flavors' section; is it an MLflow model?"
+        )
     return data
 
 
@@ -53,7 +55,9 @@ def mlflow_signature(folder: Path) -> Signature | None:
     for item in json.loads(spec):
         if "name" not in item or item.get("type") not in _MLFLOW_TYPES:
             return None
-        columns.append(ColumnSpec(item["name"], _MLFLOW_TYPES[item["type"]], not item.get("required", True)))  # type: ignore[arg-type]
+        columns.append(
+            ColumnSpec(item["name"], _MLFLOW_TYPES[item["type"]], not item.get("required", True))
+        )
     return Signature(tuple(columns))
 
 
@@ -92,7 +96,9 @@ class MlflowFlavour(Flavour):
         if "sklearn" in flavours:
             estimator = _load_sklearn(folder, flavours["sklearn"])
             task, classes, order, kind = describe_estimator(estimator, signature)
-            numeric = all(s.is_numeric or s.type == "bool" for s in signature.columns if s.name in order)
+            numeric = all(
+                s.is_numeric or s.type == "bool" for s in signature.columns if s.name in order
+            )
             extra = {"loader": "sklearn", "input": kind, "numeric": numeric}
             return ModelInfo(self.name, task, classes, files, order, extra)
         if "python_function" not in flavours:
@@ -100,7 +106,9 @@ class MlflowFlavour(Flavour):
                 f"the MLflow model at {source} has flavours {', '.join(flavours)} but no "
                 "python_function; save it with an MLflow flavour that supports pyfunc"
             )
-        return ModelInfo(self.name, "regression", None, files, signature.names, {"loader": "pyfunc"})
+        return ModelInfo(
+            self.name, "regression", None, files, signature.names, {"loader": "pyfunc"}
+        )
 
     def load(self, folder: Path, info: ModelInfo) -> SklearnPredictor | PyfuncPredictor:
         if info.extra.get("loader") == "sklearn":

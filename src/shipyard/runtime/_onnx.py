@@ -34,7 +34,9 @@ def _session(model: bytes) -> Any:
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def plan_inputs(session: Any, signature: Signature, order: list[str] | None = None) -> dict[str, Any]:
+def plan_inputs(
+    session: Any, signature: Signature, order: list[str] | None = None
+) -> dict[str, Any]:
     """How signature columns feed the graph: one matrix input, or one input per column.
 
     `order` is the model's feature order for a matrix input (default: the signature's).
@@ -58,7 +60,9 @@ def plan_inputs(session: Any, signature: Signature, order: list[str] | None = No
             )
         return {
             "mode": "matrix",
-            "inputs": [{"name": inputs[0].name, "dtype": np.dtype(_ONNX_DTYPES[inputs[0].type]).str}],
+            "inputs": [
+                {"name": inputs[0].name, "dtype": np.dtype(_ONNX_DTYPES[inputs[0].type]).str}
+            ],
             "order": names,
         }
     raise UnsupportedModel(
@@ -169,7 +173,6 @@ class OnnxFlavour(Flavour):
             info.task,
             len(info.classes or []),
         )
-
 
 
 def _infer_task(model: Any, session: Any) -> tuple[Task, list[Any] | None]:

@@ -19,7 +19,15 @@ from shipyard.runtime._predictor import Flavour, ModelInfo, Predictor
 from shipyard.runtime._sklearn import SklearnFlavour
 from shipyard.runtime._xgboost import XGBoostFlavour
 
-__all__ = ["FLAVOURS", "Packaged", "detect_flavour", "get_flavour", "load_model_file", "load_predictor", "package"]
+__all__ = [
+    "FLAVOURS",
+    "Packaged",
+    "detect_flavour",
+    "get_flavour",
+    "load_model_file",
+    "load_predictor",
+    "package",
+]
 
 ONNX_TOLERANCE = 1e-5
 
@@ -72,7 +80,9 @@ def load_model_file(path: Path) -> Any:
     if path.is_dir():
         if (path / "MLmodel").is_file():
             return path
-        raise UnsupportedModel(f"{path} is a folder without an MLmodel file; point at the model file")
+        raise UnsupportedModel(
+            f"{path} is a folder without an MLmodel file; point at the model file"
+        )
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         import onnx
@@ -145,7 +155,11 @@ def package(model: Any, signature: Signature, sample: Columns, folder: Path) -> 
             predictor = OnnxPredictor.for_signature(
                 candidate, signature, info.input_order, info.task, len(info.classes or [])
             )
-            diff = float(np.max(np.abs(predictor.predict(sample) - expected))) if len(expected) else 0.0
+            diff = (
+                float(np.max(np.abs(predictor.predict(sample) - expected)))
+                if len(expected)
+                else 0.0
+            )
         except Exception as error:
             attempt["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             continue
@@ -158,14 +172,20 @@ def package(model: Any, signature: Signature, sample: Columns, folder: Path) -> 
             break
     runtime = "onnxruntime" if onnx_bytes is not None else native.runtime
     report["tolerance"] = ONNX_TOLERANCE
-    return Packaged(info, runtime, onnx_bytes, report, _requirements(flavour, onnx_bytes is not None))
+    return Packaged(
+        info, runtime, onnx_bytes, report, _requirements(flavour, onnx_bytes is not None)
+    )
 
 
-def load_predictor(folder: Path, info: ModelInfo, runtime: str, onnx_model: bytes | None) -> Predictor:
+def load_predictor(
+    folder: Path, info: ModelInfo, runtime: str, onnx_model: bytes | None
+) -> Predictor:
     """Load a packaged model for serving on the runtime packaging chose."""
     try:
         if onnx_model is not None and runtime == "onnxruntime" and "onnx_plan" in info.extra:
-            return OnnxPredictor(onnx_model, info.extra["onnx_plan"], info.task, len(info.classes or []))
+            return OnnxPredictor(
+                onnx_model, info.extra["onnx_plan"], info.task, len(info.classes or [])
+            )
         return get_flavour(info.flavour).load(folder, info)
     except (UnsupportedModel, ModelUnavailable, ImportError):
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ def native(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def describe_estimator(model: Any, signature: Signature) -> tuple[Task, list[Any] | None, list[str], str]:
+def describe_estimator(
+    model: Any, signature: Signature
+) -> tuple[Task, list[Any] | None, list[str], str]:
     """Task, classes, feature order and input kind (`frame` or `matrix`) of a fitted estimator."""
     from sklearn.base import is_classifier
     from sklearn.exceptions import NotFittedError
@@ -94,7 +97,7 @@ class SklearnFlavour(Flavour):
             from sklearn.base import BaseEstimator
         except ImportError:  # pragma: no cover - scikit-learn is a core dependency
             return False
-        return isinstance(model, BaseEstimator) and not type(model).__module__.split(".")[0] in (
+        return isinstance(model, BaseEstimator) and type(model).__module__.split(".")[0] not in (
             "lightgbm",
             "xgboost",
         )
@@ -105,7 +108,9 @@ class SklearnFlavour(Flavour):
         task, classes, order, kind = describe_estimator(model, signature)
         folder.mkdir(parents=True, exist_ok=True)
         joblib.dump(model, folder / "model.joblib")
-        numeric = all(s.is_numeric or s.type == "bool" for s in signature.columns if s.name in order)
+        numeric = all(
+            s.is_numeric or s.type == "bool" for s in signature.columns if s.name in order
+        )
         return ModelInfo(
             flavour=self.name,
             task=task,
@@ -135,6 +140,13 @@ def _has_column_transformer(model: Any) -> bool:
     return any(isinstance(v, ColumnTransformer) for v in params.values())
 
 
+def _skl2onnx(model: Any, types: Any, options: Any) -> bytes:
+    from skl2onnx import to_onnx
+
+    graph = to_onnx(model, initial_types=types, options=options)
+    return bytes(graph.SerializeToString())
+
+
 def sklearn_onnx_candidates(
     model: Any, info: ModelInfo, signature: Signature
 ) -> list[tuple[str, Callable[[], bytes]]]:
@@ -152,19 +164,19 @@ def sklearn_onnx_candidates(
         _has_column_transformer(model) or not info.extra.get("numeric", True)
     )
     options = {"zipmap": False} if info.task != "regression" else None
-    candidates = []
+    candidates: list[tuple[str, Callable[[], bytes]]] = []
     for label, real in (("float32", FloatTensorType), ("float64", DoubleTensorType)):
         if per_column:
-            kinds = {"string": StringTensorType, "bool": BooleanTensorType, "int64": Int64TensorType}
+            kinds = {
+                "string": StringTensorType,
+                "bool": BooleanTensorType,
+                "int64": Int64TensorType,
+            }
             types = [(n, kinds.get(specs[n].type, real)([None, 1])) for n in info.input_order]
         else:
             types = [("X", real([None, len(info.input_order)]))]
 
-        def convert(types: Any = types) -> bytes:
-            from skl2onnx import to_onnx
-
-            graph = to_onnx(model, initial_types=types, options=options)
-            return bytes(graph.SerializeToString())
-
-        candidates.append((f"skl2onnx {label}", convert))
+        candidates.append(
+            (f"skl2onnx {label}", functools.partial(_skl2onnx, model, types, options))
+        )
     return candidates

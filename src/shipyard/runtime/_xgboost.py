@@ -13,7 +13,13 @@ import numpy as np
 from shipyard.core import Columns, Signature
 from shipyard.core.errors import UnsupportedModel, missing_extra
 from shipyard.runtime._lightgbm import feature_order
-from shipyard.runtime._predictor import Flavour, ModelInfo, Task, as_probabilities, columns_to_matrix
+from shipyard.runtime._predictor import (
+    Flavour,
+    ModelInfo,
+    Task,
+    as_probabilities,
+    columns_to_matrix,
+)
 
 __all__ = ["XGBoostFlavour"]
 
@@ -55,7 +61,9 @@ class XGBoostFlavour(Flavour):
         try:
             booster = model.get_booster() if isinstance(model, xgb.XGBModel) else model
         except xgb.core.XGBoostError:
-            raise UnsupportedModel(f"the {type(model).__name__} is not fitted; call fit() first") from None
+            raise UnsupportedModel(
+                f"the {type(model).__name__} is not fitted; call fit() first"
+            ) from None
         task, classes = self._task(model, booster)
         order = feature_order(booster.feature_names, signature, "XGBoost")
         if any(not s.is_numeric and s.type != "bool" for s in signature.columns if s.name in order):
@@ -64,7 +72,9 @@ class XGBoostFlavour(Flavour):
             )
         folder.mkdir(parents=True, exist_ok=True)
         booster.save_model(str(folder / "model.json"))
-        return ModelInfo(self.name, task, classes, ["model.json"], order, {"model_class": type(model).__name__})
+        return ModelInfo(
+            self.name, task, classes, ["model.json"], order, {"model_class": type(model).__name__}
+        )
 
     def _task(self, model: Any, booster: Any) -> tuple[Task, list[Any] | None]:
         config = json.loads(booster.save_config())["learner"]

@@ -24,8 +24,19 @@ DATATYPES = {
     "string": "BYTES",
 }
 _KNOWN = {
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES",
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
 }
 _NUMERIC = _KNOWN - {"BOOL", "BYTES"}
 
@@ -52,14 +63,20 @@ def _tensor(item: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
         raise MalformedRequest(f"{where} must be an object with name, shape, datatype and data")
     missing = [k for k in ("name", "shape", "datatype", "data") if k not in item]
     if missing:
-        raise MalformedRequest(f"{where} lacks {', '.join(missing)}; each input needs name, shape, datatype, data")
+        raise MalformedRequest(
+            f"{where} lacks {', '.join(missing)}; each input needs name, shape, datatype, data"
+        )
     name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
     if not isinstance(name, str):
         raise MalformedRequest(f"{where}.name must be a string")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise MalformedRequest(f"{where}.shape must be a list of non-negative integers, got {shape!r}")
+        raise MalformedRequest(
+            f"{where}.shape must be a list of non-negative integers, got {shape!r}"
+        )
     if datatype not in _KNOWN:
-        raise MalformedRequest(f"{where}.datatype {datatype!r} is not a V2 datatype; use one of {', '.join(sorted(_KNOWN))}")
+        raise MalformedRequest(
+            f"{where}.datatype {datatype!r} is not a V2 datatype; use one of {', '.join(sorted(_KNOWN))}"
+        )
     flat = _flatten(data)
     expected = math.prod(shape)
     if len(flat) != expected:
@@ -81,7 +98,12 @@ def _check_datatype(signature: Signature, name: str, datatype: str) -> None:
     if not ok:
         raise SchemaViolation(
             f"input {name!r} has datatype {datatype} but the model takes {DATATYPES[spec.type]} for it",
-            [{"loc": ["inputs", name], "msg": f"datatype {datatype}, expected {DATATYPES[spec.type]}"}],
+            [
+                {
+                    "loc": ["inputs", name],
+                    "msg": f"datatype {datatype}, expected {DATATYPES[spec.type]}",
+                }
+            ],
         )
 
 
@@ -111,7 +133,9 @@ def decode_inputs(body: Any, signature: Signature) -> tuple[Columns, int]:
         if name not in names:
             raise MalformedRequest(f"unknown input {name!r}; the model takes {', '.join(names)}")
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise MalformedRequest(f"input {name!r} must have shape [rows] or [rows, 1], got {shape}")
+            raise MalformedRequest(
+                f"input {name!r} must have shape [rows] or [rows, 1], got {shape}"
+            )
         _check_datatype(signature, name, datatype)
         data[name] = flat
     columns = signature.validate_columns(data)
@@ -134,14 +158,23 @@ def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dic
     n = len(result)
     tensors = []
     if task == "regression":
-        tensors.append({"name": "value", "datatype": "FP64", "shape": [n], "data": result.values.tolist()})
+        tensors.append(
+            {"name": "value", "datatype": "FP64", "shape": [n], "data": result.values.tolist()}
+        )
     else:
         if task == "binary":
-            tensors.append({"name": "score", "datatype": "FP64", "shape": [n], "data": result.scores.tolist()})
+            tensors.append(
+                {"name": "score", "datatype": "FP64", "shape": [n], "data": result.scores.tolist()}
+            )
         else:
             probs = result.probabilities
             tensors.append(
-                {"name": "probabilities", "datatype": "FP64", "shape": list(probs.shape), "data": probs.ravel().tolist()}
+                {
+                    "name": "probabilities",
+                    "datatype": "FP64",
+                    "shape": list(probs.shape),
+                    "data": probs.ravel().tolist(),
+                }
             )
         labels = list(result.labels)
         datatype = _label_datatype(labels)
@@ -163,7 +196,9 @@ def requested_outputs(body: dict[str, Any]) -> list[str] | None:
     outputs = body.get("outputs")
     if outputs is None:
         return None
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
         raise MalformedRequest("'outputs' must be a list of {\"name\": ...} objects")
     return [o["name"] for o in outputs]
 
@@ -172,7 +207,9 @@ def metadata_tensors(
     signature: Signature, task: str, classes: list[Any] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The input and output tensor descriptions of a model, for V2 model metadata."""
-    inputs = [{"name": c.name, "datatype": DATATYPES[c.type], "shape": [-1]} for c in signature.columns]
+    inputs = [
+        {"name": c.name, "datatype": DATATYPES[c.type], "shape": [-1]} for c in signature.columns
+    ]
     outputs: list[dict[str, Any]]
     if task == "regression":
         outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
@@ -181,6 +218,9 @@ def metadata_tensors(
         if task == "binary":
             outputs = [{"name": "score", "datatype": "FP64", "shape": [-1]}, label]
         else:
-            outputs = [{"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes or [])]}, label]
+            outputs = [
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes or [])]},
+                label,
+            ]
     outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [-1]})
     return inputs, outputs

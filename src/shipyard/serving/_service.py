@@ -130,11 +130,16 @@ class PredictionService:
                 started = time.perf_counter()
                 bundle = self.registry.open(name, version)
                 record = self.registry.get_version(name, version)
-                served = ServedModel(record, bundle.predictor, bundle.metadata["model"].get("classes"))
+                served = ServedModel(
+                    record, bundle.predictor, bundle.metadata["model"].get("classes")
+                )
                 self._models[key] = served
                 log.info(
                     "loaded %s:%s on %s in %.0f ms",
-                    name, version, served.predictor.runtime, (time.perf_counter() - started) * 1e3,
+                    name,
+                    version,
+                    served.predictor.runtime,
+                    (time.perf_counter() - started) * 1e3,
                 )
         return served
 
@@ -160,7 +165,9 @@ class PredictionService:
     def predict_records(self, served: ServedModel, records: Any) -> PredictionResult:
         if isinstance(records, list):
             self.check_batch(len(records))
-        return self.predict_columns(served, served.signature.validate_records(records), len(records))
+        return self.predict_columns(
+            served, served.signature.validate_records(records), len(records)
+        )
 
     def check_batch(self, rows: int) -> None:
         if rows == 0:
@@ -179,7 +186,9 @@ class PredictionService:
         latency = (time.perf_counter() - started) * 1e3
         ids = [new_id() for _ in range(n)]
         if served.task == "regression":
-            return PredictionResult(served, ids, values=np.asarray(raw, dtype=np.float64), latency_ms=latency)
+            return PredictionResult(
+                served, ids, values=np.asarray(raw, dtype=np.float64), latency_ms=latency
+            )
         classes = served.classes or []
         if served.task == "binary":
             threshold = served.record.threshold if served.record.threshold is not None else 0.5
@@ -192,4 +201,3 @@ class PredictionService:
         picked = raw.argmax(axis=1).tolist()
         labels = [classes[i] for i in picked]
         return PredictionResult(served, ids, labels=labels, probabilities=raw, latency_ms=latency)
-

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse, Response
 
 import shipyard
-from shipyard.core.errors import MalformedRequest, ModelNotFound, NotFound, PayloadTooLarge, ShipyardError
+from shipyard.core.errors import (
+    MalformedRequest,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    ShipyardError,
+)
 from shipyard.serving._oip import decode_inputs, encode_outputs, metadata_tensors, requested_outputs
 from shipyard.serving._service import PredictionService, ServedModel
 
@@ -32,7 +38,9 @@ _PREDICT_BODY = {
                         }
                     },
                 },
-                "example": {"instances": [{"transaction_amount": 42.5, "merchant_category": "grocery"}]},
+                "example": {
+                    "instances": [{"transaction_amount": 42.5, "merchant_category": "grocery"}]
+                },
             }
         },
     }
@@ -147,7 +155,11 @@ async def _predict(request: Request, name: str, version: int | None) -> ORJSONRe
     )
 
 
-@v1_router.post("/models/{name}/predict", openapi_extra=_PREDICT_BODY, summary="Score records on the serving version")
+@v1_router.post(
+    "/models/{name}/predict",
+    openapi_extra=_PREDICT_BODY,
+    summary="Score records on the serving version",
+)
 async def predict(request: Request, name: str) -> ORJSONResponse:
     """Score one or many records with the version the `production` alias points at."""
     return await _predict(request, name, None)
@@ -231,7 +243,9 @@ async def model_ready(request: Request, name: str) -> Response:
     return await _model_ready(request, name, None)
 
 
-@v2_router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (pinned version)")
+@v2_router.get(
+    "/models/{name}/versions/{version}/ready", summary="Model readiness (pinned version)"
+)
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
     return await _model_ready(request, name, _parse_version(version))
 
@@ -254,14 +268,17 @@ async def _infer(request: Request, name: str, version: int | None) -> ORJSONResp
     return ORJSONResponse(response)
 
 
-@v2_router.post("/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference (serving version)")
+@v2_router.post(
+    "/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference (serving version)"
+)
 async def infer(request: Request, name: str) -> ORJSONResponse:
     return await _infer(request, name, None)
 
 
 @v2_router.post(
-    "/models/{name}/versions/{version}/infer", openapi_extra=_INFER_BODY, summary="Inference (pinned version)"
+    "/models/{name}/versions/{version}/infer",
+    openapi_extra=_INFER_BODY,
+    summary="Inference (pinned version)",
 )
 async def infer_version(request: Request, name: str, version: str) -> ORJSONResponse:
     return await _infer(request, name, _parse_version(version))
-

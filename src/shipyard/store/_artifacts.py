@@ -15,7 +15,12 @@ from shipyard.core.errors import ArtifactCorrupted, ConfigurationError, missing_
 __all__ = ["ArtifactStore", "StoredFile", "sha256_file"]
 
 _CHUNK = 1 << 20
-_EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "az": ("adlfs", "azure")}
+_EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+}
 
 
 @dataclass(frozen=True)
@@ -167,5 +172,3 @@ def _corrupted(name: str, root: str, expected: str, actual: str) -> ArtifactCorr
         f"recorded {expected[:12]}...); it was changed after registration, so shipyard refuses to "
         "load it: restore the original file or register the model again"
     )
-
-

@@ -40,6 +40,7 @@ class Database:
         self.url = _normalise_url(url)
         self.auto_migrate = auto_migrate
         self._engine: Engine | None = None
+        self._checked = False
 
     @property
     def dialect(self) -> str:
@@ -47,14 +48,27 @@ class Database:
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
+        """The engine of a database whose schema is current (opening it on first use)."""
+        if not self._checked:
             self.open()
         assert self._engine is not None
         return self._engine
 
     def open(self) -> Database:
-        if self._engine is not None:
+        """Connect, then migrate (with `auto_migrate`) or refuse a schema that is behind."""
+        if self._checked:
             return self
+        if self.auto_migrate:
+            self.upgrade()
+        else:
+            self._check_current()
+        self._checked = True
+        return self
+
+    def _connected(self) -> Engine:
+        """The engine, connected but with the schema unchecked (for migrations)."""
+        if self._engine is not None:
+            return self._engine
         engine = self._create_engine()
         try:
             with engine.connect() as conn:
@@ -67,11 +81,7 @@ class Database:
                 "check SHIPYARD_DATABASE_URL and that the server is running"
             ) from None
         self._engine = engine
-        if self.auto_migrate:
-            self.upgrade()
-        else:
-            self._check_current()
-        return self
+        return engine
 
     def _create_engine(self) -> Engine:
         url = make_url(self.url)
@@ -93,6 +103,7 @@ class Database:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        self._checked = False
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -112,7 +123,7 @@ class Database:
         """Apply migrations up to `revision`; returns the revision the database is at."""
         from alembic import command
 
-        with self.engine.begin() as conn:
+        with self._connected().begin() as conn:
             if self.dialect == "postgresql":
                 # one migrator at a time when several replicas start together
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7419853)")
@@ -122,13 +133,13 @@ class Database:
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        with self.engine.connect() as conn:
+        with self._connected().connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str | None:
         from alembic.script import ScriptDirectory
 
-        with self.engine.connect() as conn:
+        with self._connected().connect() as conn:
             return ScriptDirectory.from_config(self._alembic_config(conn)).get_current_head()
 
     def _check_current(self) -> None:

@@ -48,7 +48,9 @@ models = Table(
 model_versions = Table(
     "model_versions",
     metadata,
-    Column("model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True
+    ),
     Column("version", Integer, primary_key=True),
     Column("status", String(16), nullable=False),  # pending | ready | archived
     Column("created_at", Timestamp, nullable=False),

@@ -55,7 +55,9 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("model_name", "version", name="pk_model_versions"),
         sa.ForeignKeyConstraint(
-            ["model_name"], ["models.name"], ondelete="CASCADE",
+            ["model_name"],
+            ["models.name"],
+            ondelete="CASCADE",
             name="fk_model_versions_model_name_models",
         ),
     )

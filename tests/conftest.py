@@ -1,0 +1,123 @@
+"""Shared fixtures: settings over each metadata backend, and small trained fraud models."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from shipyard.core import Settings
+from shipyard.demo import FEATURES, LABEL, transactions
+from shipyard.registry import Registry
+
+POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    if not POSTGRES_URL:
+        pytest.skip("SHIPYARD_TEST_POSTGRES_URL is not set; PostgreSQL tests need a server")
+    from sqlalchemy import create_engine, make_url, text
+
+    admin_url = make_url(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"shipyard_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The metadata database URL for each backend: SQLite in tmp, a clean PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta' / 'shipyard.db'}"
+    url: str = request.getfixturevalue("postgres_database")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home", database_url=database_url, auto_migrate=True, actor="tester"
+    )
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    """Settings on embedded defaults only, for tests that are not about the database."""
+    return Settings(home=tmp_path / "home", actor="tester")
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Iterator[Registry]:
+    with Registry.from_settings(settings) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def fraud_data() -> pd.DataFrame:
+    return transactions(6_000, seed=11)
+
+
+@pytest.fixture(scope="session")
+def fraud_model(fraud_data: pd.DataFrame) -> Any:
+    """The demo's kind of model: imputer + scaler + one-hot + logistic regression."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [f for f in FEATURES if f != "merchant_category"]
+    model = Pipeline(
+        [
+            (
+                "features",
+                ColumnTransformer(
+                    [
+                        (
+                            "num",
+                            make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                            numeric,
+                        ),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["merchant_category"]),
+                    ]
+                ),
+            ),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ]
+    )
+    return model.fit(fraud_data[FEATURES], fraud_data[LABEL])
+
+
+@pytest.fixture(scope="session")
+def fraud_sample(fraud_data: pd.DataFrame) -> pd.DataFrame:
+    return fraud_data[FEATURES].iloc[:500]
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready records with None for missing values."""
+    return list(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
