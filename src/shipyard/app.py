@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 
 import shipyard
 from shipyard.core import Settings
@@ -17,7 +16,7 @@ from shipyard.core import errors as e
 from shipyard.registry import Registry
 from shipyard.registry.api import router as registry_router
 from shipyard.serving import PredictionService
-from shipyard.serving.api import v1_router, v2_router
+from shipyard.serving.api import JSONBytes, v1_router, v2_router
 
 __all__ = ["STATUS", "create_app", "factory", "status_for"]
 
@@ -59,32 +58,32 @@ def _error_body(
     return {"error": body}
 
 
-async def _shipyard_error(request: Request, error: Exception) -> ORJSONResponse:
+async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
     assert isinstance(error, e.ShipyardError)
     status = status_for(error)
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, error.message)
-    return ORJSONResponse(
+    return JSONBytes(
         _error_body(request, type(error).__name__, error.message, list(error.details())),
         status_code=status,
     )
 
 
-async def _validation_error(request: Request, error: Exception) -> ORJSONResponse:
+async def _validation_error(request: Request, error: Exception) -> JSONBytes:
     assert isinstance(error, RequestValidationError)
     details = [{"loc": list(d.get("loc", ())), "msg": d.get("msg", "")} for d in error.errors()]
     message = (
         "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
         or "invalid request"
     )
-    return ORJSONResponse(
+    return JSONBytes(
         _error_body(request, "MalformedRequest", message, list(details)), status_code=400
     )
 
 
-async def _unexpected(request: Request, error: Exception) -> ORJSONResponse:
+async def _unexpected(request: Request, error: Exception) -> JSONBytes:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return ORJSONResponse(
+    return JSONBytes(
         _error_body(
             request,
             "InternalError",
@@ -124,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=shipyard.__version__,
         description="Prediction API: shipyard's /v1 and the Open Inference Protocol (KServe V2) under /v2.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=JSONBytes,
         exception_handlers={
             e.ShipyardError: _shipyard_error,
             RequestValidationError: _validation_error,

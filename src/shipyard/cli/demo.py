@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from shipyard.cli._common import console
-from shipyard.demo import run_demo
 
 
 def demo(
@@ -18,4 +17,6 @@ def demo(
     requests: int = typer.Option(500, min=1, help="single-record HTTP requests to send"),
 ) -> None:
     """Train, register, serve and call a fraud model, end to end."""
+    from shipyard.demo import run_demo  # pandas and scikit-learn load only for the demo
+
     run_demo(home.resolve(), rows=rows, requests=requests, console=console)

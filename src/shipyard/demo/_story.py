@@ -126,24 +126,38 @@ def _train(console: Console, rows: int) -> tuple[Any, Any, Any, dict[str, float]
     return model, train, test, metrics, round(threshold, 6)
 
 
+def _embedded_env(home: Path) -> dict[str, str]:
+    """The environment with only the demo's home: no database or artifact root from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    return {**env, "SHIPYARD_HOME": str(home)}
+
+
 def _start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SHIPYARD_HOME": str(home)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "shipyard", "server", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with (home / "server.log").open("ab") as log:  # the child keeps its own handle
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shipyard",
+                "server",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=_embedded_env(home),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def _wait_ready(
-    client: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 60.0
+    client: httpx.Client, server: subprocess.Popen[bytes], log: Path, timeout: float = 60.0
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            err = server.stderr.read().decode() if server.stderr else ""
-            raise RuntimeError(f"the server exited during start-up:\n{err}")
+            raise RuntimeError(f"the server exited during start-up:\n{log.read_text()[-4000:]}")
         try:
             if client.get("/v2/health/ready").status_code == 200:
                 return
@@ -171,7 +185,9 @@ def run_demo(
     result = DemoResult()
     if home.exists():
         shutil.rmtree(home)
-    settings = Settings(home=home)
+    home.mkdir(parents=True)
+    # embedded defaults whatever the environment says: the demo never writes to a shared database
+    settings = Settings(home=home, database_url=None, artifact_root=None, auto_migrate=True)
     console.print(
         Panel.fit(
             "[bold]shipyard demo[/]: a fraud model from training to a live prediction API\n"
@@ -215,7 +231,7 @@ def run_demo(
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
             with console.status("starting the prediction server"):
-                _wait_ready(client, server)
+                _wait_ready(client, server, home / "server.log")
             console.print(f"[green]✓[/] server ready on http://127.0.0.1:{port} (docs at /docs)")
             _call_server(client, test, result, console, requests)
     finally:

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shipyard.core import Signature
 from shipyard.registry._records import AuditEvent, Model, ModelVersion
@@ -75,20 +77,31 @@ def list_models(conn: Connection) -> list[Model]:
 
 
 def ensure_model(conn: Connection, name: str, actor: str, description: str) -> bool:
-    """Create the model row if missing; True when it was created."""
-    if conn.execute(select(M.c.name).where(M.c.name == name)).first() is not None:
-        return False
-    conn.execute(
-        insert(M).values(
-            name=name,
-            description=description,
-            created_at=utcnow(),
-            created_by=actor,
-            latest_version=0,
-            next_version=1,
+    """Create the model row if missing; True when it was created.
+
+    `ON CONFLICT DO NOTHING` lets two first registrations of one name race safely.
+    """
+    values = {
+        "name": name,
+        "description": description,
+        "created_at": utcnow(),
+        "created_by": actor,
+        "latest_version": 0,
+        "next_version": 1,
+    }
+    if conn.dialect.name == "postgresql":
+        statement: Any = (
+            pg_insert(M).values(**values).on_conflict_do_nothing(index_elements=["name"])
         )
-    )
-    return True
+    elif conn.dialect.name == "sqlite":
+        statement = (
+            sqlite_insert(M).values(**values).on_conflict_do_nothing(index_elements=["name"])
+        )
+    else:
+        if conn.execute(select(M.c.name).where(M.c.name == name)).first() is not None:
+            return False
+        statement = insert(M).values(**values)
+    return bool(conn.execute(statement).rowcount)
 
 
 def allocate_version(conn: Connection, name: str) -> int:

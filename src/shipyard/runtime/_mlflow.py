@@ -62,6 +62,12 @@ def mlflow_signature(folder: Path) -> Signature | None:
 
 
 def _load_sklearn(folder: Path, flavour: dict[str, Any]) -> Any:
+    if flavour.get("serialization_format") == "skops":
+        raise UnsupportedModel(
+            f"the MLflow model at {folder} stores its estimator in the skops format, which "
+            "shipyard cannot load; save it with mlflow.sklearn.save_model(model, path, "
+            "serialization_format='cloudpickle')"
+        )
     with (folder / flavour["pickled_model"]).open("rb") as fh:
         return pickle.load(fh)  # the bundle's hashes were verified before this load
 
@@ -76,6 +82,9 @@ class PyfuncPredictor:
     def predict(self, columns: Columns) -> np.ndarray:
         out = np.asarray(self._model.predict(columns_to_frame(columns, self._info.input_order)))
         if self._info.task == "regression":
+            if out.ndim == 2 and out.shape[1] > 1:
+                # probabilities before `refine` has seen them: keep the shape that tells it so
+                return out.astype(np.float64)
             return out.astype(np.float64).reshape(-1)
         return as_probabilities(out, len(self._info.classes or []))
 
@@ -119,6 +128,12 @@ class MlflowFlavour(Flavour):
         except ImportError:
             raise missing_extra("mlflow", "mlflow", "MLflow pyfunc models") from None
         return PyfuncPredictor(mlflow.pyfunc.load_model(str(folder)), info)
+
+    def requirements_for(self, info: ModelInfo) -> tuple[str, ...]:
+        if info.extra.get("loader") == "sklearn":
+            return ("scikit-learn", "numpy")
+        # either MLflow distribution can load a pyfunc model; only the installed one is pinned
+        return ("mlflow", "mlflow-skinny", "cloudpickle", "pandas", "numpy")
 
     def refine(self, info: ModelInfo, output: np.ndarray) -> ModelInfo:
         """A pyfunc model's task shows only in its output: 2-D probabilities or 1-D values."""

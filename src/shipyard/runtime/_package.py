@@ -108,8 +108,8 @@ def load_model_file(path: Path) -> Any:
     )
 
 
-def _requirements(flavour: Flavour, uses_onnx: bool) -> list[str]:
-    names = list(flavour.requirements) + (["onnxruntime"] if uses_onnx else [])
+def _requirements(flavour: Flavour, info: ModelInfo, uses_onnx: bool) -> list[str]:
+    names = list(flavour.requirements_for(info)) + (["onnxruntime"] if uses_onnx else [])
     pins = []
     for name in dict.fromkeys(names):
         try:
@@ -173,7 +173,7 @@ def package(model: Any, signature: Signature, sample: Columns, folder: Path) -> 
     runtime = "onnxruntime" if onnx_bytes is not None else native.runtime
     report["tolerance"] = ONNX_TOLERANCE
     return Packaged(
-        info, runtime, onnx_bytes, report, _requirements(flavour, onnx_bytes is not None)
+        info, runtime, onnx_bytes, report, _requirements(flavour, info, onnx_bytes is not None)
     )
 
 

@@ -66,6 +66,10 @@ class Flavour(ABC):
     def load(self, folder: Path, info: ModelInfo) -> Predictor:
         """Load what `save` wrote."""
 
+    def requirements_for(self, info: ModelInfo) -> tuple[str, ...]:
+        """The distributions serving the saved model needs (only installed ones get pinned)."""
+        return self.requirements
+
     def refine(self, info: ModelInfo, output: np.ndarray) -> ModelInfo:
         """Correct `info` from the model's output on the sample (for opaque formats)."""
         return info

@@ -55,12 +55,14 @@ class XGBoostFlavour(Flavour):
         return type(model).__module__.split(".")[0] == "xgboost"
 
     def save(self, model: Any, folder: Path, signature: Signature) -> ModelInfo:
+        from sklearn.exceptions import NotFittedError
+
         xgb = _xgb()
         if not isinstance(model, xgb.Booster | xgb.XGBModel):
             raise UnsupportedModel(f"cannot package a {type(model).__name__} as an XGBoost model")
         try:
             booster = model.get_booster() if isinstance(model, xgb.XGBModel) else model
-        except xgb.core.XGBoostError:
+        except (xgb.core.XGBoostError, NotFittedError):  # which one depends on the version
             raise UnsupportedModel(
                 f"the {type(model).__name__} is not fitted; call fit() first"
             ) from None

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 
 import shipyard
 from shipyard.core.errors import (
@@ -20,7 +20,17 @@ from shipyard.core.errors import (
 from shipyard.serving._oip import decode_inputs, encode_outputs, metadata_tensors, requested_outputs
 from shipyard.serving._service import PredictionService, ServedModel
 
-__all__ = ["read_json", "v1_router", "v2_router"]
+__all__ = ["JSONBytes", "read_json", "v1_router", "v2_router"]
+
+
+class JSONBytes(Response):
+    """A JSON response serialised by orjson (numpy-aware, several times faster than json)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -133,7 +143,7 @@ def _parse_version(text: str) -> int:
 v1_router = APIRouter(prefix="/v1", tags=["predict"])
 
 
-async def _predict(request: Request, name: str, version: int | None) -> ORJSONResponse:
+async def _predict(request: Request, name: str, version: int | None) -> JSONBytes:
     service = _service(request)
     body = await read_json(request, service.settings.max_body_bytes)
     if not isinstance(body, dict) or "instances" not in body:
@@ -145,7 +155,7 @@ async def _predict(request: Request, name: str, version: int | None) -> ORJSONRe
         service.check_batch(len(records))
     served = await _served(service, name, version)
     result = service.predict_records(served, records)
-    return ORJSONResponse(
+    return JSONBytes(
         {
             "model": served.name,
             "version": served.version,
@@ -160,7 +170,7 @@ async def _predict(request: Request, name: str, version: int | None) -> ORJSONRe
     openapi_extra=_PREDICT_BODY,
     summary="Score records on the serving version",
 )
-async def predict(request: Request, name: str) -> ORJSONResponse:
+async def predict(request: Request, name: str) -> JSONBytes:
     """Score one or many records with the version the `production` alias points at."""
     return await _predict(request, name, None)
 
@@ -170,7 +180,7 @@ async def predict(request: Request, name: str) -> ORJSONResponse:
     openapi_extra=_PREDICT_BODY,
     summary="Score records on a pinned version",
 )
-async def predict_version(request: Request, name: str, version: str) -> ORJSONResponse:
+async def predict_version(request: Request, name: str, version: str) -> JSONBytes:
     """Score one or many records with a specific version."""
     return await _predict(request, name, _parse_version(version))
 
@@ -181,27 +191,27 @@ v2_router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 
 @v2_router.get("", summary="Server metadata")
-async def server_metadata() -> ORJSONResponse:
-    return ORJSONResponse({"name": "shipyard", "version": shipyard.__version__, "extensions": []})
+async def server_metadata() -> JSONBytes:
+    return JSONBytes({"name": "shipyard", "version": shipyard.__version__, "extensions": []})
 
 
 @v2_router.get("/health/live", summary="Liveness")
-async def live() -> ORJSONResponse:
-    return ORJSONResponse({"live": True})
+async def live() -> JSONBytes:
+    return JSONBytes({"live": True})
 
 
 @v2_router.get("/health/ready", summary="Readiness: every served version is loaded")
-async def ready(request: Request) -> ORJSONResponse:
+async def ready(request: Request) -> JSONBytes:
     is_ready = bool(getattr(request.app.state, "ready", False))
-    return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    return JSONBytes({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-async def _metadata(request: Request, name: str, version: int | None) -> ORJSONResponse:
+async def _metadata(request: Request, name: str, version: int | None) -> JSONBytes:
     service = _service(request)
     served = await _served(service, name, version)
     versions = await anyio.to_thread.run_sync(service.registry.list_versions, name)
     inputs, outputs = metadata_tensors(served.signature, served.task, served.classes)
-    return ORJSONResponse(
+    return JSONBytes(
         {
             "name": served.name,
             "versions": [str(v.version) for v in versions if v.status == "ready"],
@@ -213,12 +223,12 @@ async def _metadata(request: Request, name: str, version: int | None) -> ORJSONR
 
 
 @v2_router.get("/models/{name}", summary="Model metadata (serving version)")
-async def model_metadata(request: Request, name: str) -> ORJSONResponse:
+async def model_metadata(request: Request, name: str) -> JSONBytes:
     return await _metadata(request, name, None)
 
 
 @v2_router.get("/models/{name}/versions/{version}", summary="Model metadata (pinned version)")
-async def model_version_metadata(request: Request, name: str, version: str) -> ORJSONResponse:
+async def model_version_metadata(request: Request, name: str, version: str) -> JSONBytes:
     return await _metadata(request, name, _parse_version(version))
 
 
@@ -229,13 +239,13 @@ async def _model_ready(request: Request, name: str, version: int | None) -> Resp
     except ModelNotFound:
         raise
     except NotFound:
-        return ORJSONResponse({"name": name, "ready": False}, status_code=400)
+        return JSONBytes({"name": name, "ready": False}, status_code=400)
     if service.cached(name, resolved) is None:
         try:
             await anyio.to_thread.run_sync(service.load, name, resolved)
         except ShipyardError:
-            return ORJSONResponse({"name": name, "ready": False}, status_code=400)
-    return ORJSONResponse({"name": name, "ready": True})
+            return JSONBytes({"name": name, "ready": False}, status_code=400)
+    return JSONBytes({"name": name, "ready": True})
 
 
 @v2_router.get("/models/{name}/ready", summary="Model readiness (serving version)")
@@ -250,7 +260,7 @@ async def model_version_ready(request: Request, name: str, version: str) -> Resp
     return await _model_ready(request, name, _parse_version(version))
 
 
-async def _infer(request: Request, name: str, version: int | None) -> ORJSONResponse:
+async def _infer(request: Request, name: str, version: int | None) -> JSONBytes:
     service = _service(request)
     body = await read_json(request, service.settings.max_body_bytes)
     served = await _served(service, name, version)
@@ -265,13 +275,13 @@ async def _infer(request: Request, name: str, version: int | None) -> ORJSONResp
     }
     if result.threshold is not None:
         response["parameters"] = {"threshold": result.threshold}
-    return ORJSONResponse(response)
+    return JSONBytes(response)
 
 
 @v2_router.post(
     "/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference (serving version)"
 )
-async def infer(request: Request, name: str) -> ORJSONResponse:
+async def infer(request: Request, name: str) -> JSONBytes:
     return await _infer(request, name, None)
 
 
@@ -280,5 +290,5 @@ async def infer(request: Request, name: str) -> ORJSONResponse:
     openapi_extra=_INFER_BODY,
     summary="Inference (pinned version)",
 )
-async def infer_version(request: Request, name: str, version: str) -> ORJSONResponse:
+async def infer_version(request: Request, name: str, version: str) -> JSONBytes:
     return await _infer(request, name, _parse_version(version))

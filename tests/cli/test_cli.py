@@ -1,0 +1,176 @@
+"""The `shipyard` command as a user runs it: real processes, JSON output, meaningful exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+import pytest
+from tests.conftest import records
+
+
+def shipyard(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SHIPYARD_HOME": str(home),
+        "SHIPYARD_ACTOR": "cli-tester",
+        "COLUMNS": "200",
+    }
+    env.pop("SHIPYARD_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def files(
+    tmp_path_factory: pytest.TempPathFactory, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("cli-files")
+    model = folder / "fraud.joblib"
+    joblib.dump(fraud_model, model)
+    sample = folder / "sample.parquet"
+    fraud_sample.to_parquet(sample)
+    requests = folder / "requests.json"
+    requests.write_text(json.dumps({"instances": records(fraud_sample.iloc[:3])}))
+    return {"model": model, "sample": sample, "requests": requests}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, files: dict[str, Path]) -> Path:
+    """A home with fraud-detector:1 and :2 registered through the CLI; production -> 1."""
+    home = tmp_path_factory.mktemp("cli-home")
+    first = shipyard(
+        home, "models", "register", str(files["model"]), "--name", "fraud-detector",
+        "--sample", str(files["sample"]), "--metric", "auc=0.91", "--param", "C=1.0",
+        "--tag", "team=risk", "--purpose", "flag fraud", "--threshold", "0.3",
+        "--alias", "production", "--json",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = shipyard(
+        home, "models", "register", str(files["model"]), "--name", "fraud-detector",
+        "--sample", str(files["sample"]),
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "registered fraud-detector:2" in second.stdout
+    return home
+
+
+def test_register_prints_the_new_version_as_json(home: Path) -> None:
+    result = shipyard(home, "models", "show", "fraud-detector:1", "--json")
+    assert result.returncode == 0, result.stderr
+    version = json.loads(result.stdout)
+    assert version["version"] == 1
+    assert version["metrics"] == {"auc": 0.91}
+    assert version["params"] == {"C": 1.0}
+    assert version["tags"] == {"team": "risk"}
+    assert version["threshold"] == 0.3
+    assert version["aliases"] == ["production"]
+    assert version["created_by"] == "cli-tester"
+
+
+def test_list_and_show_render_tables_and_json(home: Path) -> None:
+    listed = json.loads(shipyard(home, "models", "list", "--json").stdout)
+    assert [(m["name"], m["latest_version"], m["aliases"]) for m in listed] == [
+        ("fraud-detector", 2, {"production": 1})
+    ]
+    table = shipyard(home, "models", "list").stdout
+    assert "fraud-detector" in table
+    assert "production→1" in table
+    shown = shipyard(home, "models", "show", "fraud-detector").stdout
+    assert "onnxruntime" in shown
+    assert "auc=0.91" in shown
+    detail = shipyard(home, "models", "show", "fraud-detector:production").stdout
+    assert "fraud-detector:1" in detail
+    assert "distance_from_home_km" in detail
+
+
+def test_alias_archive_and_history(home: Path) -> None:
+    moved = shipyard(home, "models", "alias", "fraud-detector", "2", "staging", "--json")
+    assert json.loads(moved.stdout) == {
+        "name": "fraud-detector",
+        "alias": "staging",
+        "version": 2,
+        "previous": None,
+    }
+    refused = shipyard(home, "models", "archive", "fraud-detector", "2")
+    assert refused.returncode == 4  # Conflict: staging points at it
+    assert "move the alias first" in refused.stderr
+    history = json.loads(shipyard(home, "models", "history", "fraud-detector", "--json").stdout)
+    assert history[0]["action"] == "alias.moved"
+    assert history[0]["details"]["alias"] == "staging"
+
+
+def test_predict_scores_a_file_and_stdin_without_a_server(
+    home: Path, files: dict[str, Path], fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    result = shipyard(
+        home, "predict", "fraud-detector", "--input", str(files["requests"]), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["version"] == 1
+    expected = fraud_model.predict_proba(fraud_sample.iloc[:3])[:, 1]
+    assert [p["score"] for p in body["predictions"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+    one = json.dumps(records(fraud_sample.iloc[:1])[0])
+    piped = shipyard(home, "predict", "fraud-detector:2", "--input", "-", stdin=one)
+    assert piped.returncode == 0, piped.stderr
+    assert "fraud-detector:2 on onnxruntime" in piped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("models", "show", "nope"), 3, "no model named 'nope'"),
+        (("models", "show", "fraud-detector:9"), 3, "no version 9; versions are 1-2"),
+        (("models", "show", "bad name"), 2, "not allowed"),
+        (("predict", "fraud-detector", "--input", "missing.json"), 2, "does not exist"),
+        (
+            ("models", "register", "model.xyz", "--name", "m", "--sample", "s.csv"),
+            2,
+            "does not exist",
+        ),
+    ],
+)
+def test_errors_print_one_line_and_exit_with_a_meaningful_code(
+    home: Path, args: tuple[str, ...], code: int, fragment: str
+) -> None:
+    result = shipyard(home, *args)
+    assert result.returncode == code
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_json_input_is_an_input_error(home: Path) -> None:
+    result = shipyard(home, "predict", "fraud-detector", "--input", "-", stdin="{nope")
+    assert result.returncode == 2
+    assert "stdin is not valid JSON" in result.stderr
+
+
+def test_schema_violation_from_the_cli_names_the_field(
+    home: Path, fraud_sample: pd.DataFrame
+) -> None:
+    record = dict(records(fraud_sample.iloc[:1])[0], hour_of_day="noon")
+    result = shipyard(home, "predict", "fraud-detector", "--input", "-", stdin=json.dumps(record))
+    assert result.returncode == 2
+    assert "instances[0].hour_of_day: must be an integer" in result.stderr
+
+
+def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    upgraded = shipyard(tmp_path, "db", "upgrade", "--json")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["to"] is not None
+    current = json.loads(shipyard(tmp_path, "db", "current", "--json").stdout)
+    assert current["current"] == current["head"]

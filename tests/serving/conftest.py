@@ -1,0 +1,35 @@
+"""A served fraud model: registered, aliased to production, behind the real app in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from shipyard.app import create_app
+from shipyard.core import Settings
+from shipyard.registry import Registry
+
+
+@pytest.fixture
+def served_settings(settings: Settings, fraud_model: Any, fraud_sample: pd.DataFrame) -> Settings:
+    """Two versions of fraud-detector; production points at version 1, threshold 0.3."""
+    with Registry.from_settings(settings) as registry:
+        registry.register(
+            fraud_model,
+            name="fraud-detector",
+            sample=fraud_sample,
+            threshold=0.3,
+            aliases=["production"],
+        )
+        registry.register(fraud_model, name="fraud-detector", sample=fraud_sample, threshold=0.6)
+    return settings
+
+
+@pytest.fixture
+def client(served_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(served_settings), raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,229 @@
+"""The Open Inference Protocol (KServe V2) REST shapes, as V2 clients send and expect them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import records
+
+from shipyard.serving._oip import DATATYPES
+
+
+def _v2_type(series: pd.Series) -> str:
+    if pd.api.types.is_float_dtype(series.dtype):
+        return "FP64"
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return "INT64"
+    return "BYTES"
+
+
+def _column_inputs(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One tensor per column, as Triton / KServe clients send a frame."""
+    return [
+        {
+            "name": name,
+            "shape": [len(frame)],
+            "datatype": _v2_type(frame[name]),
+            "data": frame[name].astype(object).where(frame[name].notna(), None).tolist(),
+        }
+        for name in frame.columns
+    ]
+
+
+def test_server_metadata_and_health(client: TestClient) -> None:
+    meta = client.get("/v2").json()
+    assert meta["name"] == "shipyard"
+    assert isinstance(meta["version"], str)
+    assert meta["extensions"] == []
+    assert client.get("/v2/health/live").json() == {"live": True}
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True}
+
+
+def test_model_metadata_lists_versions_inputs_and_outputs(
+    client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    meta = client.get("/v2/models/fraud-detector").json()
+    assert meta["name"] == "fraud-detector"
+    assert meta["versions"] == ["1", "2"]
+    assert meta["platform"] == "shipyard_onnxruntime"
+    inputs = {i["name"]: i for i in meta["inputs"]}
+    assert list(inputs) == list(fraud_sample.columns)
+    assert inputs["merchant_category"] == {
+        "name": "merchant_category",
+        "datatype": "BYTES",
+        "shape": [-1],
+    }
+    assert inputs["transaction_amount"]["datatype"] == "FP64"
+    assert [o["name"] for o in meta["outputs"]] == ["score", "label", "prediction_id"]
+    pinned = client.get("/v2/models/fraud-detector/versions/2")
+    assert pinned.status_code == 200
+
+
+def test_model_readiness(client: TestClient) -> None:
+    assert client.get("/v2/models/fraud-detector/ready").json() == {
+        "name": "fraud-detector",
+        "ready": True,
+    }
+    assert client.get("/v2/models/fraud-detector/versions/2/ready").json()["ready"] is True
+    assert client.get("/v2/models/nope/ready").status_code == 404
+
+
+def test_infer_with_one_tensor_per_column(
+    client: TestClient, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    rows = fraud_sample.iloc[:5]
+    response = client.post(
+        "/v2/models/fraud-detector/infer", json={"id": "req-42", "inputs": _column_inputs(rows)}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_name"] == "fraud-detector"
+    assert body["model_version"] == "1"
+    assert body["id"] == "req-42"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["score"]["datatype"] == "FP64"
+    assert outputs["score"]["shape"] == [5]
+    np.testing.assert_allclose(
+        outputs["score"]["data"], fraud_model.predict_proba(rows)[:, 1], atol=1e-5
+    )
+    assert outputs["label"]["datatype"] == "INT64"
+    assert outputs["label"]["data"] == [int(s >= 0.3) for s in outputs["score"]["data"]]
+    assert outputs["prediction_id"]["datatype"] == "BYTES"
+    assert len(outputs["prediction_id"]["data"]) == 5
+    assert body["parameters"] == {"threshold": 0.3}
+
+
+def test_infer_accepts_column_tensors_of_shape_n_by_1_and_nested_data(
+    client: TestClient, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    rows = fraud_sample.iloc[:3]
+    inputs = _column_inputs(rows)
+    for tensor in inputs:
+        tensor["shape"] = [3, 1]
+        tensor["data"] = [[v] for v in tensor["data"]]
+    body = client.post("/v2/models/fraud-detector/versions/2/infer", json={"inputs": inputs}).json()
+    assert body["model_version"] == "2"
+    scores = next(o for o in body["outputs"] if o["name"] == "score")["data"]
+    np.testing.assert_allclose(scores, fraud_model.predict_proba(rows)[:, 1], atol=1e-5)
+
+
+def test_infer_accepts_one_rows_by_features_tensor(
+    client: TestClient, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    numeric = fraud_sample.drop(columns=["merchant_category"]).columns
+    rows = fraud_sample.iloc[:4]
+    # a model over mixed types cannot take one typed tensor; a BYTES tensor is refused by datatype
+    flat = rows[numeric].fillna(0).to_numpy().ravel().tolist()
+    response = client.post(
+        "/v2/models/fraud-detector/infer",
+        json={
+            "inputs": [{"name": "X", "shape": [4, len(numeric)], "datatype": "FP64", "data": flat}]
+        },
+    )
+    assert response.status_code == 400
+    assert f"has {len(numeric)} columns but the model takes 11" in response.json()["error"]
+
+
+def test_requested_outputs_limit_the_answer(client: TestClient, fraud_sample: pd.DataFrame) -> None:
+    body = client.post(
+        "/v2/models/fraud-detector/infer",
+        json={"inputs": _column_inputs(fraud_sample.iloc[:2]), "outputs": [{"name": "score"}]},
+    ).json()
+    assert [o["name"] for o in body["outputs"]] == ["score"]
+    unknown = client.post(
+        "/v2/models/fraud-detector/infer",
+        json={"inputs": _column_inputs(fraud_sample.iloc[:2]), "outputs": [{"name": "logits"}]},
+    )
+    assert unknown.status_code == 400
+    assert "unknown output(s) 'logits'" in unknown.json()["error"]
+
+
+def _mutated(frame: pd.DataFrame, column: str, **changes: Any) -> list[dict[str, Any]]:
+    inputs = _column_inputs(frame)
+    for tensor in inputs:
+        if tensor["name"] == column:
+            tensor.update(changes)
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "fragment"),
+    [
+        (
+            lambda f: _mutated(f, "hour_of_day", datatype="BYTES"),
+            422,
+            "input 'hour_of_day' has datatype BYTES but the model takes INT64",
+        ),
+        (
+            lambda f: _mutated(f, "hour_of_day", shape=[5]),
+            400,
+            "has shape [5] (5 values) but 2 values in data",
+        ),
+        (lambda f: _mutated(f, "hour_of_day", datatype="FLOAT"), 400, "is not a V2 datatype"),
+        (lambda f: _mutated(f, "hour_of_day", name="hour"), 400, "unknown input 'hour'"),
+        (
+            lambda f: [t for t in _column_inputs(f) if t["name"] != "customer_age"],
+            422,
+            "missing input(s) 'customer_age'",
+        ),
+        (lambda f: _mutated(f, "customer_age", data=["old", 30.0]), 422, "must be a number"),
+        (
+            lambda f: _mutated(f, "hour_of_day", shape=[2, 2], data=[1, 2, 3, 4]),
+            400,
+            "must have shape [rows] or [rows, 1]",
+        ),
+        (lambda f: [{"name": "x"}], 400, "lacks shape, datatype, data"),
+    ],
+)
+def test_bad_tensors_are_4xx_in_the_v2_error_shape(
+    client: TestClient, fraud_sample: pd.DataFrame, mutate: Any, status: int, fragment: str
+) -> None:
+    response = client.post(
+        "/v2/models/fraud-detector/infer", json={"inputs": mutate(fraud_sample.iloc[:2])}
+    )
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"}
+    assert isinstance(body["error"], str)
+    assert fragment in body["error"]
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"inputs": []}', b'{"inputs": 3}', b"nope"])
+def test_requests_without_inputs_are_400(client: TestClient, body: bytes) -> None:
+    response = client.post(
+        "/v2/models/fraud-detector/infer",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert isinstance(response.json()["error"], str)
+
+
+def test_unknown_model_is_404_in_the_v2_error_shape(
+    client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    response = client.post(
+        "/v2/models/nope/infer", json={"inputs": _column_inputs(fraud_sample.iloc[:1])}
+    )
+    assert response.status_code == 404
+    assert "no model named 'nope'" in response.json()["error"]
+
+
+def test_every_signature_type_has_a_v2_datatype() -> None:
+    assert set(DATATYPES.values()) == {"FP64", "FP32", "INT64", "INT32", "BOOL", "BYTES"}
+
+
+def test_v1_and_v2_agree_on_the_same_rows(client: TestClient, fraud_sample: pd.DataFrame) -> None:
+    rows = fraud_sample.iloc[10:20]
+    v1 = client.post("/v1/models/fraud-detector/predict", json={"instances": records(rows)}).json()
+    v2 = client.post(
+        "/v2/models/fraud-detector/infer", json={"inputs": _column_inputs(rows)}
+    ).json()
+    v2_scores = next(o for o in v2["outputs"] if o["name"] == "score")["data"]
+    assert [p["score"] for p in v1["predictions"]] == pytest.approx(v2_scores, abs=1e-12)
