@@ -13,7 +13,17 @@ __version__ = "0.1.0"
 from shipyard.core import Settings, Signature, errors
 from shipyard.registry import ModelVersion, Registry
 
-__all__ = ["ModelVersion", "Registry", "Settings", "Signature", "__version__", "errors", "register"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ModelVersion",
+    "Registry",
+    "Settings",
+    "Signature",
+    "__version__",
+    "errors",
+    "register",
+]
 
 
 def register(

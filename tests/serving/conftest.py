@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from shipyard.access import KeyStore
 from shipyard.app import create_app
 from shipyard.core import Settings
 from shipyard.registry import Registry
@@ -29,7 +30,21 @@ def served_settings(settings: Settings, fraud_model: Any, fraud_sample: pd.DataF
     return settings
 
 
+def make_key(settings: Settings, scope: str, **options: Any) -> str:
+    """A new API key's token."""
+    with Registry.from_settings(settings) as registry:
+        return KeyStore(registry.database).create(scope, **options)[1]
+
+
 @pytest.fixture
-def client(served_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(served_settings), raise_server_exceptions=False) as test_client:
+def admin_token(served_settings: Settings) -> str:
+    return make_key(served_settings, "admin", name="tests")
+
+
+@pytest.fixture
+def client(served_settings: Settings, admin_token: str) -> Iterator[TestClient]:
+    """The app in-process, called with an admin key."""
+    app = create_app(served_settings)
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with TestClient(app, raise_server_exceptions=False, headers=headers) as test_client:
         yield test_client

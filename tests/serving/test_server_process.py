@@ -63,10 +63,12 @@ def server(served_settings: Settings) -> Iterator[str]:
 
 
 def test_two_worker_server_answers_v1_and_v2_over_tcp(
-    server: str, fraud_model: Any, fraud_sample: pd.DataFrame
+    server: str,
+    admin_token: str, fraud_model: Any, fraud_sample: pd.DataFrame
 ) -> None:
     rows = fraud_sample.iloc[:20]
-    with httpx.Client(base_url=server, timeout=10) as client:
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=server, timeout=10, headers=headers) as client:
         answers = [
             client.post("/v1/models/fraud-detector/predict", json={"instances": [record]})
             for record in records(rows)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from shipyard.cli import db, demo, models
+from shipyard.cli import db, demo, keys, models
 from shipyard.cli._common import err_console
+from shipyard.cli.deploy import deploy
 from shipyard.cli.predict import predict
 from shipyard.cli.server import server
 from shipyard.core import Settings
@@ -23,11 +24,16 @@ EXIT_CODES: list[tuple[type[e.ShipyardError], int]] = [
     (e.NotFound, 3),
     (e.Conflict, 4),
     (e.PayloadTooLarge, 2),
+    (e.Unauthenticated, 8),
+    (e.Forbidden, 8),
     (e.ArtifactCorrupted, 5),
     (e.ModelUnavailable, 5),
     (e.MissingDependency, 6),
     (e.SchemaOutdated, 7),
     (e.ConfigurationError, 7),
+    (e.RateLimited, 9),
+    (e.Overloaded, 9),
+    (e.DeadlineExceeded, 9),
 ]
 
 app = typer.Typer(
@@ -54,6 +60,8 @@ def root(
 
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
+app.command("deploy")(deploy)
 app.command("predict")(predict)
 app.command("server")(server)
 app.command("demo")(demo.demo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,8 +47,52 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="largest request body")
     max_batch_records: int = Field(default=10_000, gt=0, description="most records in one request")
-    alias_refresh_seconds: float = Field(
-        default=2.0, ge=0, description="how long a server trusts its cached alias lookups"
+    refresh_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="how often a server re-reads deployments, aliases and API keys",
+    )
+
+    # -- who may call ----------------------------------------------------------------------
+    auth: Literal["on", "off"] = Field(
+        default="on", description="API-key authentication; 'off' only for local experiments"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for state shared by replicas (rate-limit buckets)"
+    )
+
+    # -- how predictions are computed ------------------------------------------------------
+    batch_max_rows: int = Field(default=256, gt=0, description="most rows in one model call")
+    batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="extra wait for a batch to fill; 0 batches only what is already queued",
+    )
+    queue_max_rows: int = Field(
+        default=4096, gt=0, description="rows waiting per model before the server answers 503"
+    )
+    deadline_ms: float = Field(default=500.0, gt=0, description="per-request deadline (504 after)")
+
+    # -- prediction and label logs ---------------------------------------------------------
+    log_flush_seconds: float = Field(
+        default=5.0, gt=0, description="how often spooled logs become Parquet segments"
+    )
+    log_segment_rows: int = Field(
+        default=100_000, gt=0, description="rows after which a log segment is cut early"
+    )
+    log_fsync_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="fsync the spool this often (survives a machine crash); 0 = never "
+        "(a killed process still loses nothing)",
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="local write-ahead spool for logs; default <home>/spool"
+    )
+    log_format: Literal["json", "text"] = Field(default="json", description="server log format")
+    access_log: bool = Field(
+        default=False,
+        description="one log line per request (every prediction is in the prediction log anyway)",
     )
 
     @property
@@ -61,6 +106,10 @@ class Settings(BaseSettings):
         if self.artifact_root:
             return self.artifact_root
         return str((self.home / "artifacts").resolve())
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        return (self.spool_dir or self.home / "spool").resolve()
 
     @property
     def cache_dir(self) -> Path:

@@ -16,6 +16,12 @@ codes: `shipyard.app` maps them to status codes in one handler, `shipyard.cli` t
     ├── Conflict                             the request clashes with stored state
     │   └── VersionArchived
     ├── PayloadTooLarge                      a body or batch over the configured limit
+    ├── Unauthenticated                      no API key, or one that is unknown or revoked
+    ├── Forbidden (PermissionError)          a key without the scope or model the call needs
+    ├── RateLimited                          a key over its rate limit (retry_after seconds)
+    ├── Overloaded                           the server's queue is full (retry_after seconds)
+    ├── DeadlineExceeded (TimeoutError)      the answer would come after the request's deadline
+    ├── ServiceUnavailable (ConnectionError) a client could not get an answer from the server
     ├── ArtifactCorrupted                    a stored file whose SHA-256 no longer matches
     ├── ModelUnavailable                     a model that cannot be loaded right now
     ├── SchemaOutdated                       the metadata database needs `shipyard db upgrade`
@@ -33,6 +39,8 @@ __all__ = [
     "ArtifactCorrupted",
     "ConfigurationError",
     "Conflict",
+    "DeadlineExceeded",
+    "Forbidden",
     "InvalidInput",
     "InvalidName",
     "MalformedRequest",
@@ -40,10 +48,14 @@ __all__ = [
     "ModelNotFound",
     "ModelUnavailable",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "SchemaOutdated",
     "SchemaViolation",
+    "ServiceUnavailable",
     "ShipyardError",
+    "Unauthenticated",
     "UnsupportedModel",
     "VersionArchived",
     "VersionNotFound",
@@ -120,6 +132,46 @@ class VersionArchived(Conflict):
 
 class PayloadTooLarge(ShipyardError):
     """A request body or batch is over the configured limit."""
+
+
+class Unauthenticated(ShipyardError):
+    """The call needs an API key and has none, or an unknown, malformed or revoked one."""
+
+
+class Forbidden(ShipyardError, PermissionError):
+    """The key is valid but lacks the scope, or is bound to another model."""
+
+
+class RateLimited(ShipyardError):
+    """The key is over its rate limit; `retry_after` says in how many seconds a call fits."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(ShipyardError):
+    """The server's queue is full; it refuses at once instead of queueing without limit."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(ShipyardError, TimeoutError):
+    """The answer could not be ready within the request's deadline."""
+
+
+class ServiceUnavailable(ShipyardError, ConnectionError):
+    """The server could not be reached, kept failing, or did not answer in time (client side).
+
+    Attributes:
+        status: the last HTTP status seen, if any answer came at all.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ArtifactCorrupted(ShipyardError):

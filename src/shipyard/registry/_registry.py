@@ -36,6 +36,7 @@ from shipyard.registry._bundle import (
     write_json,
     write_metadata,
 )
+from shipyard.registry._deployments import Deployment, Variant, plan
 from shipyard.registry._records import AliasMove, AuditEvent, Model, ModelVersion
 from shipyard.runtime import is_mlflow_dir, mlflow_signature, package
 from shipyard.store import ArtifactStore, Database, utcnow
@@ -402,10 +403,144 @@ class Registry:
                     f"{name}:{version} is the {', '.join(map(repr, record.aliases))} version; move "
                     f"the alias first (shipyard models alias {name} OTHER_VERSION {first})"
                 )
+            deployment = repo.current_deployment(conn, name)
+            if deployment is not None and version in deployment.versions:
+                raise Conflict(
+                    f"{name}:{version} serves in deployment revision {deployment.revision} "
+                    f"({deployment.describe()}); deploy without it first (shipyard deploy {name} ...)"
+                )
             if record.status != "archived":
                 repo.set_status(conn, name, version, "archived")
                 repo.add_audit(conn, self.actor, "version.archived", name, version, {})
         return self.get_version(name, version)
+
+    # -- deployments ------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        version: int,
+        *,
+        canary: float | None = None,
+        ab: float | None = None,
+        shadow: bool = False,
+        routing_field: str | None = None,
+        reason: str = "",
+    ) -> Deployment:
+        """Write the next deployment revision of `name` (see `plan` for what each mode does).
+
+        The `production` alias follows the primary, so the registry and the traffic agree.
+        Running servers pick the new revision up within their refresh interval.
+        """
+        with self.database.transaction() as conn:
+            record = self._version(conn, name, version)[0]
+            if record.status == "archived":
+                raise VersionArchived(f"{name}:{version} is archived and cannot serve")
+            current = repo.current_deployment(conn, name, lock=True)
+            base = current.variants if current is not None else self._alias_variants(conn, name)
+            variants = plan(base, version, canary=canary, ab=ab, shadow=shadow)
+            field = (
+                routing_field
+                if routing_field is not None
+                else (current.routing_field if current else None)
+            )
+            return self._write_deployment(
+                conn, name, current, variants, field, reason, "deployment.created"
+            )
+
+    def rollback(self, name: str, *, reason: str = "") -> Deployment:
+        """Return `name` to the deployment before the current one, in one step."""
+        with self.database.transaction() as conn:
+            current = repo.current_deployment(conn, validate_model_name(name), lock=True)
+            if current is None or current.previous_revision is None:
+                if repo.get_model(conn, name) is None:
+                    raise self._model_not_found(conn, name)
+                raise Conflict(
+                    f"model {name!r} has no earlier deployment to roll back to (shipyard deploy {name} --history)"
+                )
+            target = repo.deployment_at(conn, name, current.previous_revision)
+            assert target is not None
+            for variant in target.variants:
+                if self._version(conn, name, variant.version)[0].status == "archived":
+                    raise VersionArchived(
+                        f"cannot roll back to revision {target.revision}: {name}:{variant.version} "
+                        "was archived since"
+                    )
+            deployment = self._write_deployment(
+                conn, name, current, target.variants, target.routing_field,
+                reason or f"rollback of revision {current.revision} to {target.revision}",
+                "deployment.rolled_back", previous=target.previous_revision,
+            )  # fmt: skip
+            return deployment
+
+    def _alias_variants(self, conn: Any, name: str) -> tuple[Variant, ...] | None:
+        version = repo.get_alias(conn, name, "production")
+        return None if version is None else (Variant(version, 100.0, "primary"),)
+
+    def _write_deployment(
+        self,
+        conn: Any,
+        name: str,
+        current: Deployment | None,
+        variants: tuple[Variant, ...],
+        routing_field: str | None,
+        reason: str,
+        action: str,
+        previous: int | None = -1,
+    ) -> Deployment:
+        revision = current.revision + 1 if current is not None else 1
+        previous_revision = (
+            (current.revision if current is not None else None) if previous == -1 else previous
+        )
+        deployment = repo.insert_deployment(
+            conn, name, revision, variants, routing_field, previous_revision, self.actor, reason
+        )
+        repo.add_audit(conn, self.actor, action, name, deployment.primary.version, {
+            "revision": revision,
+            "variants": [v.to_dict() for v in variants],
+            "from": current.describe() if current is not None else None,
+            "to": deployment.describe(),
+            "reason": reason,
+        })  # fmt: skip
+        if repo.get_alias(conn, name, "production") != deployment.primary.version:
+            self._move_alias(conn, name, "production", deployment.primary.version)
+        return deployment
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The live deployment of `name`, or None if it was never deployed."""
+        with self.database.transaction() as conn:
+            if repo.get_model(conn, validate_model_name(name)) is None:
+                raise self._model_not_found(conn, name)
+            return repo.current_deployment(conn, name)
+
+    def deployment_history(self, name: str, *, limit: int = 50) -> list[Deployment]:
+        """Deployment revisions of `name`, newest first."""
+        with self.database.transaction() as conn:
+            if repo.get_model(conn, validate_model_name(name)) is None:
+                raise self._model_not_found(conn, name)
+            return repo.deployment_history(conn, name, limit)
+
+    def serving_plan(self, alias: str = "production") -> dict[str, Deployment]:
+        """What every model serves now: its deployment, or else its `alias` as sole primary.
+
+        One transaction, so a server swaps to a consistent picture of all models at once.
+        """
+        with self.database.transaction() as conn:
+            plans = repo.current_deployments(conn)
+            for model in repo.list_models(conn):
+                version = model.aliases.get(alias)
+                if model.name not in plans and version is not None:
+                    plans[model.name] = Deployment(
+                        model.name,
+                        0,
+                        (Variant(version, 100.0, "primary"),),
+                        None,
+                        None,
+                        None,
+                        "",
+                        f"alias {alias}",
+                    )
+            return plans
 
 
 def _head(data: Any, rows: int) -> Any:

@@ -10,7 +10,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shipyard.core import Signature
+from shipyard.registry._deployments import Deployment, Variant
 from shipyard.registry._records import AuditEvent, Model, ModelVersion
+from shipyard.store import record_audit as add_audit
 from shipyard.store import tables, utcnow
 
 __all__ = [
@@ -18,12 +20,17 @@ __all__ = [
     "aliases_of",
     "allocate_version",
     "audit_trail",
+    "current_deployment",
+    "current_deployments",
     "delete_version",
+    "deployment_at",
+    "deployment_history",
     "ensure_model",
     "finalise_version",
     "get_alias",
     "get_model",
     "get_version",
+    "insert_deployment",
     "insert_pending_version",
     "list_models",
     "list_versions",
@@ -239,26 +246,6 @@ def remove_alias(conn: Connection, name: str, alias: str) -> int | None:
     return previous
 
 
-def add_audit(
-    conn: Connection,
-    actor: str,
-    action: str,
-    model_name: str | None,
-    version: int | None,
-    details: dict[str, Any],
-) -> None:
-    conn.execute(
-        insert(E).values(
-            at=utcnow(),
-            actor=actor,
-            action=action,
-            model_name=model_name,
-            version=version,
-            details=details,
-        )
-    )
-
-
 def audit_trail(conn: Connection, name: str | None = None, limit: int = 500) -> list[AuditEvent]:
     query = select(E).order_by(E.c.id.desc()).limit(limit)
     if name is not None:
@@ -267,3 +254,84 @@ def audit_trail(conn: Connection, name: str | None = None, limit: int = 500) -> 
         AuditEvent(r.id, _aware(r.at), r.actor, r.action, r.model_name, r.version, r.details or {})
         for r in conn.execute(query)
     ]
+
+
+D = tables.deployments
+
+
+def _deployment(row: Row[Any]) -> Deployment:
+    return Deployment(
+        name=row.model_name,
+        revision=row.revision,
+        variants=tuple(Variant.from_dict(v) for v in row.variants),
+        routing_field=row.routing_field,
+        previous_revision=row.previous_revision,
+        created_at=_aware(row.created_at),
+        created_by=row.created_by,
+        reason=row.reason,
+    )
+
+
+def current_deployment(conn: Connection, name: str, *, lock: bool = False) -> Deployment | None:
+    query = select(D).where(D.c.model_name == name).order_by(D.c.revision.desc()).limit(1)
+    if lock:
+        # serialise deploys of one model: lock the model row (the deployment may not exist yet)
+        conn.execute(select(M.c.name).where(M.c.name == name).with_for_update())
+    row = conn.execute(query).first()
+    return None if row is None else _deployment(row)
+
+
+def deployment_at(conn: Connection, name: str, revision: int) -> Deployment | None:
+    row = conn.execute(select(D).where(D.c.model_name == name, D.c.revision == revision)).first()
+    return None if row is None else _deployment(row)
+
+
+def deployment_history(conn: Connection, name: str, limit: int) -> list[Deployment]:
+    rows = conn.execute(
+        select(D).where(D.c.model_name == name).order_by(D.c.revision.desc()).limit(limit)
+    )
+    return [_deployment(r) for r in rows]
+
+
+def current_deployments(conn: Connection) -> dict[str, Deployment]:
+    """The live deployment of every model that has one, in one query."""
+    latest = (
+        select(D.c.model_name, func.max(D.c.revision).label("revision"))
+        .group_by(D.c.model_name)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(D).join(
+            latest,
+            (D.c.model_name == latest.c.model_name) & (D.c.revision == latest.c.revision),
+        )
+    )
+    return {r.model_name: _deployment(r) for r in rows}
+
+
+def insert_deployment(
+    conn: Connection,
+    name: str,
+    revision: int,
+    variants: tuple[Variant, ...],
+    routing_field: str | None,
+    previous_revision: int | None,
+    actor: str,
+    reason: str,
+) -> Deployment:
+    created_at = utcnow()
+    conn.execute(
+        insert(D).values(
+            model_name=name,
+            revision=revision,
+            variants=[v.to_dict() for v in variants],
+            routing_field=routing_field,
+            previous_revision=previous_revision,
+            created_at=created_at,
+            created_by=actor,
+            reason=reason,
+        )
+    )
+    return Deployment(
+        name, revision, variants, routing_field, previous_revision, created_at, actor, reason
+    )

@@ -1,19 +1,37 @@
-"""Scoring: resolve which version answers, keep loaded models warm, validate, predict, shape."""
+"""Scoring: which version answers, keeping models warm, batching calls, shaping and logging.
+
+A server holds a serving plan: for every model, its deployment (or its `production` alias as
+sole primary). A background task re-reads the plan every `refresh_seconds`, loads the
+versions it names *before* switching to it, and only then swaps it in, so a replica picks up
+a new deployment within seconds, without a restart, and no request waits on a model load.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import numpy as np
 
 from shipyard.core import Columns, Settings, Signature, new_id
-from shipyard.core.errors import MalformedRequest, PayloadTooLarge, ShipyardError
-from shipyard.registry import ModelVersion, Registry
+from shipyard.core.errors import (
+    MalformedRequest,
+    ModelUnavailable,
+    PayloadTooLarge,
+    SchemaViolation,
+    ShipyardError,
+)
+from shipyard.logstore import LogWriter
+from shipyard.registry import Deployment, ModelVersion, Registry, Variant
 from shipyard.runtime import Predictor
+from shipyard.serving._batcher import Batcher
+from shipyard.serving._routing import choose
 
 __all__ = ["PredictionResult", "PredictionService", "ServedModel"]
 
@@ -61,6 +79,7 @@ class PredictionResult:
     values: np.ndarray | None = None
     threshold: float | None = None
     latency_ms: float = 0.0
+    variant: str = "primary"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,42 +101,92 @@ class PredictionResult:
             for lab, row in zip(self.labels or [], self.probabilities.tolist(), strict=True)
         ]
 
+    def outputs(self) -> dict[str, Any]:
+        """Columnar outputs, as the prediction log stores them."""
+        if self.values is not None:
+            return {"value": self.values}
+        if self.scores is not None:
+            return {"score": self.scores, "label": self.labels}
+        assert self.probabilities is not None
+        return {
+            "score": self.probabilities.max(axis=1),
+            "label": self.labels,
+            "probabilities": self.probabilities,
+        }
+
+
+def shape(
+    served: ServedModel, raw: np.ndarray, latency_ms: float, variant: str = "primary"
+) -> PredictionResult:
+    """Turn a model's raw output into labelled predictions with fresh ids."""
+    n = len(raw)
+    ids = [new_id() for _ in range(n)]
+    if served.task == "regression":
+        return PredictionResult(
+            served,
+            ids,
+            values=np.asarray(raw, dtype=np.float64),
+            latency_ms=latency_ms,
+            variant=variant,
+        )
+    classes = served.classes or []
+    if served.task == "binary":
+        threshold = served.record.threshold if served.record.threshold is not None else 0.5
+        scores = np.ascontiguousarray(raw[:, 1])
+        negative, positive = classes[0], classes[1]
+        labels = [positive if s >= threshold else negative for s in scores.tolist()]
+        return PredictionResult(
+            served,
+            ids,
+            labels=labels,
+            scores=scores,
+            threshold=threshold,
+            latency_ms=latency_ms,
+            variant=variant,
+        )
+    picked = raw.argmax(axis=1).tolist()
+    return PredictionResult(
+        served,
+        ids,
+        labels=[classes[i] for i in picked],
+        probabilities=raw,
+        latency_ms=latency_ms,
+        variant=variant,
+    )
+
 
 class PredictionService:
-    """Answers predictions for any registered version, loading each once per process.
+    """Answers predictions for registered models; one per server process.
 
-    `name` alone resolves through the serving alias (`production`), re-read at most every
-    `alias_refresh_seconds`, so an alias move reaches running servers without a restart.
+    Args:
+        registry: where versions and deployments are read.
+        settings: limits, batching and refresh interval.
+        writer: the prediction log (None: predictions are not logged, e.g. the local CLI).
     """
 
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, registry: Registry, settings: Settings, writer: LogWriter | None = None
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        self.writer = writer
+        self.plans: dict[str, Deployment] = {}
+        self.problems: list[str] = []
         self._models: dict[tuple[str, int], ServedModel] = {}
-        self._aliases: dict[tuple[str, str], tuple[int, float]] = {}
+        self._batchers: dict[tuple[str, int], Batcher] = {}
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+        self._background: set[asyncio.Task[Any]] = set()
 
-    # -- which version ----------------------------------------------------------------------
-
-    def resolve_version(self, name: str, version: int | None) -> int:
-        if version is not None:
-            return version
-        alias = self.settings.serving_alias
-        key = (name, alias)
-        cached = self._aliases.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        record = self.registry.resolve(f"{name}:{alias}")
-        self._aliases[key] = (record.version, now + self.settings.alias_refresh_seconds)
-        return record.version
+    # -- loading --------------------------------------------------------------------------------
 
     def cached(self, name: str, version: int) -> ServedModel | None:
         return self._models.get((name, version))
 
     def load(self, name: str, version: int) -> ServedModel:
-        """The loaded model, loading (and verifying) its bundle the first time."""
+        """The loaded model, loading (and verifying) its bundle the first time. Blocking."""
         key = (name, version)
         served = self._models.get(key)
         if served is not None:
@@ -136,38 +205,115 @@ class PredictionService:
                 self._models[key] = served
                 log.info(
                     "loaded %s:%s on %s in %.0f ms",
-                    name,
-                    version,
-                    served.predictor.runtime,
-                    (time.perf_counter() - started) * 1e3,
-                )
+                    name, version, served.predictor.runtime, (time.perf_counter() - started) * 1e3,
+                )  # fmt: skip
         return served
 
     def loaded(self) -> list[ServedModel]:
         return list(self._models.values())
 
-    def warm_up(self) -> list[str]:
-        """Load every version a serving alias points at; returns the problems met."""
-        problems = []
-        for model in self.registry.list_models():
-            version = model.aliases.get(self.settings.serving_alias)
-            if version is None:
-                continue
-            try:
-                self.load(model.name, version)
-            except ShipyardError as error:
-                problems.append(f"{model.name}:{version}: {error.message}")
-                log.error("cannot load %s:%s: %s", model.name, version, error.message)
-        return problems
-
-    # -- scoring ----------------------------------------------------------------------------
-
-    def predict_records(self, served: ServedModel, records: Any) -> PredictionResult:
-        if isinstance(records, list):
-            self.check_batch(len(records))
-        return self.predict_columns(
-            served, served.signature.validate_records(records), len(records)
+    @property
+    def ready(self) -> bool:
+        """Every version the plan names is loaded."""
+        return not self.problems and all(
+            (name, v.version) in self._models
+            for name, plan in self.plans.items()
+            for v in plan.variants
         )
+
+    def load_plan(self) -> tuple[dict[str, Deployment], list[str]]:
+        """Read the serving plan and load every version it names. Blocking."""
+        plans = self.registry.serving_plan(self.settings.serving_alias)
+        problems = []
+        for name, plan in plans.items():
+            for variant in plan.variants:
+                try:
+                    self.load(name, variant.version)
+                except ShipyardError as error:
+                    problems.append(f"{name}:{variant.version}: {error.message}")
+                    log.error("cannot load %s:%s: %s", name, variant.version, error.message)
+        return plans, problems
+
+    async def refresh(self) -> None:
+        """Swap in the current plan once its versions are loaded."""
+        plans, problems = await anyio.to_thread.run_sync(self.load_plan)
+        for name, plan in plans.items():
+            old = self.plans.get(name)
+            if old is None or old.variants != plan.variants:
+                log.info("serving %s: %s (revision %s)", name, plan.describe(), plan.revision)
+        # a plan whose versions failed to load keeps serving what it served before
+        broken = {p.split(":", 1)[0] for p in problems}
+        self.plans = {
+            n: (self.plans[n] if n in broken and n in self.plans else p) for n, p in plans.items()
+        }
+        self.problems = problems
+
+    async def start(self) -> None:
+        await self.refresh()
+        if self.settings.refresh_seconds > 0:
+            self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # the database may be briefly away; keep serving the last plan
+                log.exception("cannot refresh the serving plan; serving the previous one")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for batcher in self._batchers.values():
+            batcher.close()
+
+    # -- which version --------------------------------------------------------------------------
+
+    async def plan_for(self, name: str) -> Deployment:
+        """What `name` serves now."""
+        plan = self.plans.get(name)
+        if plan is None:
+            # registered or deployed since the last refresh, or unknown: the registry says which
+            await anyio.to_thread.run_sync(
+                lambda: self.registry.resolve(f"{name}:{self.settings.serving_alias}")
+            )
+            await self.refresh()
+            plan = self.plans.get(name)
+            if plan is None:
+                raise ModelUnavailable(
+                    f"model {name!r} has no version that loads; see the server log"
+                )
+        return plan
+
+    async def variant(
+        self, plan: Deployment, routing_key: str | None
+    ) -> tuple[Variant, ServedModel]:
+        """The live variant that answers this routing key, loaded."""
+        variant = choose(plan, routing_key, self._rng)
+        served = self._models.get((plan.name, variant.version))
+        if served is None:
+            served = await anyio.to_thread.run_sync(self.load, plan.name, variant.version)
+        return variant, served
+
+    async def pinned(self, name: str, version: int) -> ServedModel:
+        served = self._models.get((name, version))
+        if served is None:
+            served = await anyio.to_thread.run_sync(self.load, name, version)
+        return served
+
+    def resolve_version(self, name: str, version: int | None) -> int:
+        """The version `name` serves now (blocking; for metadata look-ups)."""
+        if version is not None:
+            return version
+        plan = self.plans.get(name)
+        if plan is not None:
+            return plan.primary.version
+        return self.registry.resolve(f"{name}:{self.settings.serving_alias}").version
+
+    # -- scoring --------------------------------------------------------------------------------
 
     def check_batch(self, rows: int) -> None:
         if rows == 0:
@@ -179,25 +325,123 @@ class PredictionService:
                 "batch or raise SHIPYARD_MAX_BATCH_RECORDS (use `shipyard batch` for files)"
             )
 
-    def predict_columns(self, served: ServedModel, columns: Columns, n: int) -> PredictionResult:
+    def batcher(self, served: ServedModel) -> Batcher:
+        key = (served.name, served.version)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            s = self.settings
+            batcher = self._batchers[key] = Batcher(
+                served.predictor,
+                max_rows=s.batch_max_rows,
+                max_wait=s.batch_max_wait_ms / 1e3,
+                max_queue_rows=s.queue_max_rows,
+                name=f"{served.name}:{served.version}",
+            )
+        return batcher
+
+    def batchers(self) -> dict[tuple[str, int], Batcher]:
+        return dict(self._batchers)
+
+    async def score(
+        self,
+        served: ServedModel,
+        columns: Columns,
+        rows: int,
+        deadline: float,
+        variant: str = "primary",
+    ) -> PredictionResult:
+        """Score validated columns through the model's micro-batcher."""
         started = time.perf_counter()
-        self.check_batch(n)
+        raw = await self.batcher(served).predict(columns, rows, deadline)
+        return shape(served, raw, (time.perf_counter() - started) * 1e3, variant)
+
+    def score_now(self, served: ServedModel, columns: Columns, rows: int) -> PredictionResult:
+        """Score in the calling thread, without batching (the CLI, tests)."""
+        self.check_batch(rows)
+        started = time.perf_counter()
         raw = served.predictor.predict(columns)
-        latency = (time.perf_counter() - started) * 1e3
-        ids = [new_id() for _ in range(n)]
-        if served.task == "regression":
-            return PredictionResult(
-                served, ids, values=np.asarray(raw, dtype=np.float64), latency_ms=latency
+        return shape(served, raw, (time.perf_counter() - started) * 1e3)
+
+    def predict_records(self, served: ServedModel, records: Any) -> PredictionResult:
+        if isinstance(records, list):
+            self.check_batch(len(records))
+        return self.score_now(served, served.signature.validate_records(records), len(records))
+
+    def log(
+        self,
+        result: PredictionResult,
+        columns: Columns,
+        *,
+        latency_ms: float,
+        key_id: str | None,
+        request_id: str | None,
+    ) -> None:
+        """Append answered predictions to the prediction log (a no-op without a writer)."""
+        if self.writer is None:
+            return
+        self.writer.log_predictions(
+            model=result.model.name,
+            version=result.model.version,
+            variant=result.variant,
+            ids=result.ids,
+            inputs=columns,
+            outputs=result.outputs(),
+            latency_ms=latency_ms,
+            key_id=key_id,
+            request_id=request_id,
+        )
+
+    async def shadow(
+        self,
+        plan: Deployment,
+        columns: Columns,
+        rows: int,
+        key_id: str | None,
+        request_id: str | None,
+    ) -> None:
+        """Send a copy of an answered request to the plan's shadows, in the background."""
+        for variant in plan.shadows:
+            task = asyncio.get_running_loop().create_task(
+                self._shadow_one(plan.name, variant, columns, rows, key_id, request_id)
             )
-        classes = served.classes or []
-        if served.task == "binary":
-            threshold = served.record.threshold if served.record.threshold is not None else 0.5
-            scores = raw[:, 1]
-            negative, positive = classes[0], classes[1]
-            labels = [positive if s >= threshold else negative for s in scores.tolist()]
-            return PredictionResult(
-                served, ids, labels=labels, scores=scores, threshold=threshold, latency_ms=latency
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _shadow_one(
+        self,
+        name: str,
+        variant: Variant,
+        columns: Columns,
+        rows: int,
+        key_id: str | None,
+        request_id: str | None,
+    ) -> None:
+        from shipyard.serving.metrics import SHADOW_FAILURES
+
+        started = time.perf_counter()
+        try:
+            served = await self.pinned(name, variant.version)
+            missing = [c for c in served.signature.names if c not in columns]
+            if missing:
+                raise SchemaViolation(
+                    f"the shadow takes input(s) the live version does not: {', '.join(missing)}",
+                    [{"loc": ["shadow", m], "msg": "missing"} for m in missing],
+                )
+            # shadows never delay live traffic: they get a generous deadline of their own
+            deadline = time.monotonic() + max(5.0, self.settings.deadline_ms / 1e3 * 4)
+            result = await self.score(served, columns, rows, deadline, variant="shadow")
+            self.log(
+                result,
+                columns,
+                latency_ms=(time.perf_counter() - started) * 1e3,
+                key_id=key_id,
+                request_id=request_id,
             )
-        picked = raw.argmax(axis=1).tolist()
-        labels = [classes[i] for i in picked]
-        return PredictionResult(served, ids, labels=labels, probabilities=raw, latency_ms=latency)
+        except Exception as error:
+            SHADOW_FAILURES.labels(name, str(variant.version)).inc()
+            log.warning(
+                "shadow %s:%s failed (the caller was not affected): %s",
+                name,
+                variant.version,
+                error,
+            )

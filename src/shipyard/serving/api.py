@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 import shipyard
+from shipyard.access.api import authorize
 from shipyard.core.errors import (
     MalformedRequest,
     ModelNotFound,
+    ModelUnavailable,
     NotFound,
     PayloadTooLarge,
     ShipyardError,
 )
+from shipyard.core.status import status_of
+from shipyard.logstore import LogReader, parse_feedback, record_feedback
+from shipyard.registry import Deployment
 from shipyard.serving._oip import decode_inputs, encode_outputs, metadata_tensors, requested_outputs
-from shipyard.serving._service import PredictionService, ServedModel
+from shipyard.serving._service import PredictionResult, PredictionService, ServedModel
+from shipyard.serving.metrics import PREDICTION_LATENCY, PREDICTION_ROWS, PREDICTIONS
 
 __all__ = ["JSONBytes", "read_json", "v1_router", "v2_router"]
 
@@ -51,6 +59,25 @@ _PREDICT_BODY = {
                 "example": {
                     "instances": [{"transaction_amount": 42.5, "merchant_category": "grocery"}]
                 },
+            }
+        },
+    }
+}
+_FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "required": ["prediction_id", "label"]},
+                        {
+                            "type": "array",
+                            "items": {"type": "object", "required": ["prediction_id", "label"]},
+                        },
+                    ]
+                },
+                "example": {"prediction_id": "01a2178d4da30daf82f9ddcdaf1704cb", "label": 1},
             }
         },
     }
@@ -114,22 +141,14 @@ async def read_json(request: Request, limit: int) -> Any:
         raise MalformedRequest(f"the request body is not valid JSON: {error}") from None
 
 
+PREDICT = frozenset({"predict"})
+PREDICT_OR_READ = frozenset({"predict", "read"})
+MAX_DEADLINE_MS = 60_000.0
+
+
 def _service(request: Request) -> PredictionService:
     service: PredictionService = request.app.state.predictions
     return service
-
-
-async def _served(service: PredictionService, name: str, version: int | None) -> ServedModel:
-    """The loaded model; registry look-ups and first loads run off the event loop."""
-    if version is not None:
-        cached = service.cached(name, version)
-        if cached is not None:
-            return cached
-    resolved = await anyio.to_thread.run_sync(service.resolve_version, name, version)
-    cached = service.cached(name, resolved)
-    if cached is not None:
-        return cached
-    return await anyio.to_thread.run_sync(service.load, name, resolved)
 
 
 def _parse_version(text: str) -> int:
@@ -138,14 +157,118 @@ def _parse_version(text: str) -> int:
     return int(text)
 
 
+def _deadline(request: Request, service: PredictionService) -> float:
+    """When the answer must be ready: `X-Deadline-Ms` (up to 60 s) or the server's default."""
+    header = request.headers.get("x-deadline-ms")
+    budget = service.settings.deadline_ms
+    if header is not None:
+        try:
+            budget = float(header)
+        except ValueError:
+            raise MalformedRequest(
+                f"X-Deadline-Ms must be a number of milliseconds, got {header!r}"
+            ) from None
+        if not 0 < budget <= MAX_DEADLINE_MS:
+            raise MalformedRequest(
+                f"X-Deadline-Ms must be between 0 and {MAX_DEADLINE_MS:.0f}, got {header}"
+            )
+    return time.monotonic() + budget / 1e3
+
+
+def _request_id(request: Request) -> str | None:
+    rid: str | None = request.scope.get("state", {}).get("request_id")
+    return rid
+
+
+def _routing_key(request: Request, body: dict[str, Any], plan: Deployment) -> str | None:
+    """The sticky-routing key: `X-Routing-Key`, a `routing_key` field, or the deployment's field."""
+    header = request.headers.get("x-routing-key")
+    if header:
+        return header
+    value = body.get("routing_key")
+    if value is None and plan.routing_field:
+        instances = body.get("instances")
+        first = instances[0] if isinstance(instances, list) and instances else None
+        value = first.get(plan.routing_field) if isinstance(first, dict) else None
+    return None if value is None else str(value)
+
+
+class _Outcome:
+    """Labels for the prediction metrics, filled in as the request goes."""
+
+    __slots__ = ("model", "variant", "version")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.version = ""
+        self.variant = ""
+
+    def count(self, status: int, seconds: float | None = None, rows: int = 0) -> None:
+        PREDICTIONS.labels(self.model, self.version, self.variant, str(status)).inc()
+        if seconds is not None:
+            PREDICTION_LATENCY.labels(self.model, self.version, self.variant).observe(seconds)
+            PREDICTION_ROWS.labels(self.model, self.version, self.variant).inc(rows)
+
+
+async def _scored(
+    request: Request,
+    name: str,
+    version: int | None,
+    body: dict[str, Any],
+    decode: Any,
+    outcome: _Outcome,
+) -> tuple[PredictionResult, ServedModel, Deployment | None, Any, int]:
+    """Authorise, route, validate and score; the part /v1 and /v2 share."""
+    service = _service(request)
+    deadline = _deadline(request, service)
+    plan: Deployment | None = None
+    if version is None:
+        plan = await service.plan_for(name)
+        variant, served = await service.variant(plan, _routing_key(request, body, plan))
+        role: str = variant.role
+    else:
+        served, role = await service.pinned(name, version), "pinned"
+    outcome.version, outcome.variant = str(served.version), role
+    columns, rows = decode(served)
+    service.check_batch(rows)
+    result = await service.score(served, columns, rows, deadline, role)
+    return result, served, plan, columns, rows
+
+
+async def _serve(
+    request: Request, name: str, version: int | None, decode_body: Any, render: Any
+) -> Response:
+    started = time.perf_counter()
+    outcome = _Outcome(name)
+    try:
+        key = await authorize(request, PREDICT, name)
+        service = _service(request)
+        body = await read_json(request, service.settings.max_body_bytes)
+        decode = decode_body(body, service)
+        result, served, plan, columns, rows = await _scored(
+            request, name, version, body, decode, outcome
+        )
+        seconds = time.perf_counter() - started
+        request_id = _request_id(request)
+        service.log(result, columns, latency_ms=seconds * 1e3, key_id=key.id, request_id=request_id)
+    except ShipyardError as error:
+        outcome.count(status_of(error))
+        raise
+    outcome.count(200, seconds, rows)
+    response = JSONBytes(render(result, served, body))
+    if plan is not None and plan.shadows:
+        response.background = BackgroundTask(
+            service.shadow, plan, columns, rows, key.id, request_id
+        )
+    return response
+
+
 # -- /v1 ----------------------------------------------------------------------------------
 
 v1_router = APIRouter(prefix="/v1", tags=["predict"])
 
 
-async def _predict(request: Request, name: str, version: int | None) -> JSONBytes:
-    service = _service(request)
-    body = await read_json(request, service.settings.max_body_bytes)
+def _v1_decode(body: Any, service: PredictionService) -> Any:
     if not isinstance(body, dict) or "instances" not in body:
         raise MalformedRequest(
             'send {"instances": [{...}, ...]}: a list of records, one object of feature values each'
@@ -153,26 +276,31 @@ async def _predict(request: Request, name: str, version: int | None) -> JSONByte
     records = body["instances"]
     if isinstance(records, list):
         service.check_batch(len(records))
-    served = await _served(service, name, version)
-    result = service.predict_records(served, records)
-    return JSONBytes(
-        {
-            "model": served.name,
-            "version": served.version,
-            "predictions": result.records(),
-            "prediction_ids": result.ids,
-        }
-    )
+
+    def decode(served: ServedModel) -> tuple[Any, int]:
+        return served.signature.validate_records(records), len(records)
+
+    return decode
+
+
+def _v1_render(result: PredictionResult, served: ServedModel, body: Any) -> dict[str, Any]:
+    return {
+        "model": served.name,
+        "version": served.version,
+        "variant": result.variant,
+        "predictions": result.records(),
+        "prediction_ids": result.ids,
+    }
 
 
 @v1_router.post(
     "/models/{name}/predict",
     openapi_extra=_PREDICT_BODY,
-    summary="Score records on the serving version",
+    summary="Score records on the serving deployment",
 )
-async def predict(request: Request, name: str) -> JSONBytes:
-    """Score one or many records with the version the `production` alias points at."""
-    return await _predict(request, name, None)
+async def predict(request: Request, name: str) -> Response:
+    """Score one or many records; the deployment decides which version answers."""
+    return await _serve(request, name, None, _v1_decode, _v1_render)
 
 
 @v1_router.post(
@@ -180,9 +308,34 @@ async def predict(request: Request, name: str) -> JSONBytes:
     openapi_extra=_PREDICT_BODY,
     summary="Score records on a pinned version",
 )
-async def predict_version(request: Request, name: str, version: str) -> JSONBytes:
+async def predict_version(request: Request, name: str, version: str) -> Response:
     """Score one or many records with a specific version."""
-    return await _predict(request, name, _parse_version(version))
+    return await _serve(request, name, _parse_version(version), _v1_decode, _v1_render)
+
+
+@v1_router.post(
+    "/feedback", openapi_extra=_FEEDBACK_BODY, summary="Ground truth for earlier predictions"
+)
+async def feedback(request: Request) -> Response:
+    """Record labels; ids that are not logged predictions are reported back, not dropped silently."""
+    key = await authorize(request, PREDICT_OR_WRITE)
+    service = _service(request)
+    pairs = parse_feedback(await read_json(request, service.settings.max_body_bytes))
+    if service.writer is None:
+        raise ModelUnavailable(
+            "this server does not keep prediction logs, so it cannot take labels"
+        )
+    writer = service.writer
+    result = await anyio.to_thread.run_sync(
+        lambda: record_feedback(
+            pairs, writer, LogReader(writer.store), key_id=key.id,
+            horizon_seconds=max(30.0, 3 * service.settings.log_flush_seconds),
+        )
+    )  # fmt: skip
+    return JSONBytes(result.to_dict())
+
+
+PREDICT_OR_WRITE = frozenset({"predict", "write"})
 
 
 # -- /v2 (Open Inference Protocol) --------------------------------------------------------
@@ -191,24 +344,26 @@ v2_router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 
 @v2_router.get("", summary="Server metadata")
-async def server_metadata() -> JSONBytes:
+async def server_metadata() -> Response:
     return JSONBytes({"name": "shipyard", "version": shipyard.__version__, "extensions": []})
 
 
 @v2_router.get("/health/live", summary="Liveness")
-async def live() -> JSONBytes:
+async def live() -> Response:
     return JSONBytes({"live": True})
 
 
-@v2_router.get("/health/ready", summary="Readiness: every served version is loaded")
-async def ready(request: Request) -> JSONBytes:
-    is_ready = bool(getattr(request.app.state, "ready", False))
+@v2_router.get("/health/ready", summary="Readiness: every deployed version is loaded")
+async def ready(request: Request) -> Response:
+    is_ready = bool(getattr(request.app.state, "ready", False)) and _service(request).ready
     return JSONBytes({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-async def _metadata(request: Request, name: str, version: int | None) -> JSONBytes:
+async def _metadata(request: Request, name: str, version: int | None) -> Response:
+    await authorize(request, PREDICT_OR_READ, name)
     service = _service(request)
-    served = await _served(service, name, version)
+    resolved = await anyio.to_thread.run_sync(service.resolve_version, name, version)
+    served = await service.pinned(name, resolved)
     versions = await anyio.to_thread.run_sync(service.registry.list_versions, name)
     inputs, outputs = metadata_tensors(served.signature, served.task, served.classes)
     return JSONBytes(
@@ -223,16 +378,17 @@ async def _metadata(request: Request, name: str, version: int | None) -> JSONByt
 
 
 @v2_router.get("/models/{name}", summary="Model metadata (serving version)")
-async def model_metadata(request: Request, name: str) -> JSONBytes:
+async def model_metadata(request: Request, name: str) -> Response:
     return await _metadata(request, name, None)
 
 
 @v2_router.get("/models/{name}/versions/{version}", summary="Model metadata (pinned version)")
-async def model_version_metadata(request: Request, name: str, version: str) -> JSONBytes:
+async def model_version_metadata(request: Request, name: str, version: str) -> Response:
     return await _metadata(request, name, _parse_version(version))
 
 
 async def _model_ready(request: Request, name: str, version: int | None) -> Response:
+    await authorize(request, PREDICT_OR_READ, name)
     service = _service(request)
     try:
         resolved = await anyio.to_thread.run_sync(service.resolve_version, name, version)
@@ -242,7 +398,7 @@ async def _model_ready(request: Request, name: str, version: int | None) -> Resp
         return JSONBytes({"name": name, "ready": False}, status_code=400)
     if service.cached(name, resolved) is None:
         try:
-            await anyio.to_thread.run_sync(service.load, name, resolved)
+            await service.pinned(name, resolved)
         except ShipyardError:
             return JSONBytes({"name": name, "ready": False}, status_code=400)
     return JSONBytes({"name": name, "ready": True})
@@ -260,13 +416,20 @@ async def model_version_ready(request: Request, name: str, version: str) -> Resp
     return await _model_ready(request, name, _parse_version(version))
 
 
-async def _infer(request: Request, name: str, version: int | None) -> JSONBytes:
-    service = _service(request)
-    body = await read_json(request, service.settings.max_body_bytes)
-    served = await _served(service, name, version)
-    columns, rows = decode_inputs(body, served.signature)
-    service.check_batch(rows)
-    result = service.predict_columns(served, columns, rows)
+def _v2_decode(body: Any, service: PredictionService) -> Any:
+    if not isinstance(body, dict):
+        raise MalformedRequest(
+            "a V2 inference request is an object with a non-empty 'inputs' list of "
+            "{name, shape, datatype, data} tensors"
+        )
+
+    def decode(served: ServedModel) -> tuple[Any, int]:
+        return decode_inputs(body, served.signature)
+
+    return decode
+
+
+def _v2_render(result: PredictionResult, served: ServedModel, body: Any) -> dict[str, Any]:
     response: dict[str, Any] = {
         "model_name": served.name,
         "model_version": str(served.version),
@@ -275,14 +438,14 @@ async def _infer(request: Request, name: str, version: int | None) -> JSONBytes:
     }
     if result.threshold is not None:
         response["parameters"] = {"threshold": result.threshold}
-    return JSONBytes(response)
+    return response
 
 
 @v2_router.post(
-    "/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference (serving version)"
+    "/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference (serving deployment)"
 )
-async def infer(request: Request, name: str) -> JSONBytes:
-    return await _infer(request, name, None)
+async def infer(request: Request, name: str) -> Response:
+    return await _serve(request, name, None, _v2_decode, _v2_render)
 
 
 @v2_router.post(
@@ -290,5 +453,5 @@ async def infer(request: Request, name: str) -> JSONBytes:
     openapi_extra=_INFER_BODY,
     summary="Inference (pinned version)",
 )
-async def infer_version(request: Request, name: str, version: str) -> JSONBytes:
-    return await _infer(request, name, _parse_version(version))
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    return await _serve(request, name, _parse_version(version), _v2_decode, _v2_render)

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from shipyard.store import tables
 from shipyard.store._artifacts import ArtifactStore, StoredFile, sha256_file
+from shipyard.store._audit import record_audit
 from shipyard.store._database import Database, utcnow
 
-__all__ = ["ArtifactStore", "Database", "StoredFile", "sha256_file", "tables", "utcnow"]
+__all__ = [
+    "ArtifactStore",
+    "Database",
+    "StoredFile",
+    "record_audit",
+    "sha256_file",
+    "tables",
+    "utcnow",
+]

@@ -95,11 +95,26 @@ class ArtifactStore:
         return StoredFile(path, digest.hexdigest(), size)
 
     def write_bytes(self, path: str, data: bytes) -> StoredFile:
+        """Write `data` at `path`; readers see the whole file or none of it.
+
+        Object stores put whole objects; on a local root the bytes go to a temporary name
+        first and are renamed into place.
+        """
         full = self._full(path)
         self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(full, "wb") as fh:
-            fh.write(data)
+        if self.is_local:
+            tmp = Path(f"{full}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(full)
+        else:
+            with self.fs.open(full, "wb") as fh:
+                fh.write(data)
         return StoredFile(path, hashlib.sha256(data).hexdigest(), len(data))
+
+    def glob(self, pattern: str) -> list[str]:
+        """Paths (relative to the root) matching a glob pattern such as `logs/*/date=*/*.parquet`."""
+        base = self._full("")
+        return sorted(str(p)[len(base) :].lstrip("/") for p in self.fs.glob(self._full(pattern)))
 
     def read_bytes(self, path: str, sha256: str) -> bytes:
         """Read a file and check it against the SHA-256 recorded when it was written."""

@@ -15,10 +15,19 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["aliases", "audit_events", "metadata", "model_versions", "models"]
+__all__ = [
+    "aliases",
+    "api_keys",
+    "audit_events",
+    "deployments",
+    "metadata",
+    "model_versions",
+    "models",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -98,4 +107,41 @@ audit_events = Table(
     Column("version", Integer, nullable=True),
     Column("details", Json, nullable=False, default=dict),
     Index("ix_audit_events_model_name_at", "model_name", "at"),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), nullable=False
+    ),
+    # 1, 2, 3 ... per model; the highest is the live one
+    Column("revision", Integer, nullable=False),
+    # [{"version": 3, "weight": 95.0, "role": "primary"}, ...]
+    Column("variants", Json, nullable=False),
+    Column("routing_field", String(128), nullable=True),
+    # the revision a rollback returns to
+    Column("previous_revision", Integer, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    UniqueConstraint("model_name", "revision"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(256), nullable=False, default=""),
+    # sha256 of the secret part; the secret itself is shown once and never stored
+    Column("secret_sha256", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("model_name", String(128), nullable=True),
+    Column("rate_per_second", Float, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("revoked_at", Timestamp, nullable=True),
+    Column("revoked_by", String(256), nullable=True),
 )

@@ -1,0 +1,22 @@
+"""Who may call: API keys with scopes, model bindings and rate limits."""
+
+from __future__ import annotations
+
+from shipyard.access._auth import ANONYMOUS, Authenticator, token_from_headers
+from shipyard.access._keys import SCOPES, ApiKey, Scope, grants, parse_rate
+from shipyard.access._keystore import KeyStore
+from shipyard.access._limits import MemoryBuckets, RateLimiter
+
+__all__ = [
+    "ANONYMOUS",
+    "SCOPES",
+    "ApiKey",
+    "Authenticator",
+    "KeyStore",
+    "MemoryBuckets",
+    "RateLimiter",
+    "Scope",
+    "grants",
+    "parse_rate",
+    "token_from_headers",
+]

@@ -1,0 +1,93 @@
+"""`shipyard deploy NAME ...`: traffic splits (all, canary, A/B, shadow) and rollback."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from shipyard.cli._common import console, emit_json, open_registry
+from shipyard.core.errors import InvalidInput
+from shipyard.registry import Deployment
+
+
+def deploy(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="model name"),
+    version: int | None = typer.Option(None, "--version", "-v", help="version to deploy"),
+    canary: float | None = typer.Option(
+        None, "--canary", help="percent of traffic for VERSION as a canary"
+    ),
+    ab: float | None = typer.Option(
+        None, "--ab", help="percent of traffic for VERSION as an A/B arm"
+    ),
+    shadow: bool = typer.Option(
+        False, "--shadow", help="VERSION gets a copy of every request, never answers"
+    ),
+    rollback: bool = typer.Option(False, "--rollback", help="return to the previous deployment"),
+    routing_field: str | None = typer.Option(
+        None, "--routing-field", help="request field whose value keeps a caller on one variant"
+    ),
+    reason: str = typer.Option("", "--reason", help="why, for the audit trail"),
+    status: bool = typer.Option(False, "--status", help="show the live deployment and its history"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Decide which versions of NAME serve, with what share of traffic.
+
+    `--version 3` sends all traffic to 3 (and moves the production alias); `--version 4
+    --canary 5` sends 5% to 4 beside the primary; `--ab 50` splits for a comparison;
+    `--shadow` mirrors requests to 4; `--rollback` undoes the last change. Running servers
+    pick the change up within seconds.
+    """
+    with open_registry(ctx) as registry:
+        if status:
+            _show(name, registry.deployment_history(name), as_json)
+            return
+        if rollback:
+            if version is not None or canary is not None or ab is not None or shadow:
+                raise InvalidInput("--rollback takes no --version, --canary, --ab or --shadow")
+            result = registry.rollback(name, reason=reason)
+        elif version is None:
+            raise InvalidInput(
+                f"say which version to deploy (shipyard deploy {name} --version N), or --rollback / --status"
+            )
+        else:
+            result = registry.deploy(
+                name,
+                version,
+                canary=canary,
+                ab=ab,
+                shadow=shadow,
+                routing_field=routing_field,
+                reason=reason,
+            )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    console.print(
+        f"[green]deployed[/] {name} revision {result.revision}: [bold]{result.describe()}[/]"
+    )
+
+
+def _show(name: str, revisions: list[Deployment], as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "current": revisions[0].to_dict() if revisions else None,
+                "history": [d.to_dict() for d in revisions],
+            }
+        )
+        return
+    if not revisions:
+        console.print(
+            f"{name} was never deployed; it serves its production alias (shipyard deploy {name} --version N)"
+        )
+        return
+    table = Table(
+        "revision", "variants", "routing field", "when", "by", "reason", title=f"{name} deployments"
+    )
+    for d in revisions:
+        when = f"{d.created_at:%Y-%m-%d %H:%M:%S}" if d.created_at else ""
+        table.add_row(
+            str(d.revision), d.describe(), d.routing_field or "-", when, d.created_by, d.reason
+        )
+    console.print(table)

@@ -1,0 +1,81 @@
+"""What a client does when a call fails: retry (with backoff and jitter) or not, and the
+circuit breaker that stops hammering a server that keeps failing."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+__all__ = ["RETRY_STATUSES", "CircuitBreaker", "RetryPolicy"]
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers worth another try. Any other 4xx means the request itself is wrong."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`retries` more attempts after the first, waiting `backoff * 2**attempt` with full jitter
+    (a random wait between 0 and that), or what `Retry-After` asks for."""
+
+    retries: int = 2
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+
+    def wait(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return retry_after
+        return rng.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+
+
+class CircuitBreaker:
+    """Closed while calls succeed; open (failing fast) for `reset_after` seconds once
+    `threshold` calls in a row failed; then half-open: one trial call decides.
+
+    Thread-safe; one breaker per client (so per server).
+    """
+
+    def __init__(self, threshold: int = 5, reset_after: float = 10.0) -> None:
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state(time.monotonic())
+
+    def _state(self, now: float) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if now - self._opened_at >= self.reset_after:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        """Whether a call may go out now (in half-open, only one trial at a time)."""
+        with self._lock:
+            state = self._state(time.monotonic())
+            if state == "closed":
+                return True
+            if state == "half-open" and not self._trial:
+                self._trial = True
+                return True
+            return False
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+            self._trial = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._trial or self._failures >= self.threshold:
+                self._opened_at = time.monotonic()
+            self._trial = False

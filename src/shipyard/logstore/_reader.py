@@ -1,0 +1,107 @@
+"""Reading the logs back: DuckDB over the Parquet segments, on any artifact root.
+
+A local root is scanned by DuckDB directly; a remote one (S3, ...) through pyarrow datasets
+over fsspec, so no DuckDB extension has to be downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from shipyard.store import ArtifactStore
+
+__all__ = ["LogReader", "id_time"]
+
+
+def id_time(prediction_id: str) -> datetime | None:
+    """When a shipyard id was made (its first 12 hex digits are a millisecond clock)."""
+    if len(prediction_id) != 32:
+        return None
+    try:
+        int(prediction_id, 16)
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, UTC)
+
+
+class LogReader:
+    """Queries over `logs/predictions` and `logs/labels` in an artifact store."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    def prediction_files(
+        self, *, model: str | None = None, days: Iterable[str] | None = None
+    ) -> list[str]:
+        model_part = f"model={model}" if model else "model=*"
+        if days is None:
+            return self.store.glob(f"logs/predictions/{model_part}/date=*/*.parquet")
+        files: list[str] = []
+        for day in sorted(set(days)):
+            files += self.store.glob(f"logs/predictions/{model_part}/date={day}/*.parquet")
+        return files
+
+    def label_files(self) -> list[str]:
+        return self.store.glob("logs/labels/date=*/*.parquet")
+
+    def relation(self, conn: duckdb.DuckDBPyConnection, files: list[str], name: str) -> bool:
+        """Register `files` as view `name` in `conn`; False when there are none."""
+        if not files:
+            return False
+        if self.store.is_local:
+            paths = [str(self.store.local_path(f)) for f in files]
+            relation = conn.read_parquet(paths, union_by_name=True, hive_partitioning=False)
+            relation.create_view(name, replace=True)
+        else:
+            dataset = ds.dataset(
+                [self.store._full(f) for f in files], filesystem=self.store.fs, format="parquet"
+            )
+            conn.register(name, dataset)
+        return True
+
+    def known_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` are logged predictions (searching only the days the ids were made)."""
+        wanted = [i for i in ids if id_time(i) is not None]
+        if not wanted:
+            return set()
+        days = set()
+        for i in wanted:
+            made = id_time(i)
+            assert made is not None
+            # a prediction made just before midnight may be logged on either side of it
+            days |= {made.strftime("%Y-%m-%d"), (made - timedelta(seconds=1)).strftime("%Y-%m-%d")}
+        files = self.prediction_files(days=days)
+        conn = duckdb.connect()
+        try:
+            if not self.relation(conn, files, "predictions"):
+                return set()
+            conn.register("wanted", pa.table({"prediction_id": wanted}))
+            rows = conn.execute(
+                "SELECT DISTINCT p.prediction_id FROM predictions p JOIN wanted w USING (prediction_id)"
+            ).fetchall()
+        finally:
+            conn.close()
+        return {r[0] for r in rows}
+
+    def predictions(self, model: str | None = None) -> pa.Table:
+        """All logged predictions (of one model), as an Arrow table. For tests and small logs."""
+        return self._table(self.prediction_files(model=model), "predictions")
+
+    def labels(self) -> pa.Table:
+        """All logged labels, as an Arrow table."""
+        return self._table(self.label_files(), "labels")
+
+    def _table(self, files: list[str], name: str) -> Any:
+        conn = duckdb.connect()
+        try:
+            if not self.relation(conn, files, name):
+                return pa.table({})
+            return conn.sql(f"SELECT * FROM {name}").to_arrow_table()
+        finally:
+            conn.close()

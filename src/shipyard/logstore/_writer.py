@@ -1,0 +1,252 @@
+"""The buffered log writer: append to the spool on the request path, turn it into Parquet in
+the background.
+
+    request path:  log_predictions(...) -> one os.write to this process's spool file
+    flusher:       every `flush_seconds` (or `segment_rows`), rotate the spool file, write its
+                   Parquet segments to the artifact store, then delete it
+    at start:      replay spool files no live process holds (left by a crash or `kill -9`)
+
+Nothing on the request path waits for Parquet, the artifact store or the network. If the
+store is down, spool files wait and are retried; the lag shows how far behind the logs are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shipyard.logstore._segments import TypesOf, write_segments
+from shipyard.logstore._spool import Spool, SpoolFile, claim_orphans
+from shipyard.store import ArtifactStore
+
+__all__ = ["LogWriter"]
+
+log = logging.getLogger("shipyard.logstore")
+
+_DUMPS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _column(values: Any) -> Any:
+    """A column as orjson takes it: numeric numpy arrays stay arrays (fast), others lists."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
+class LogWriter:
+    """Appends prediction and label logs for one process; see the module docstring.
+
+    Args:
+        spool_dir: local folder for the write-ahead spool (shared by the processes of a host).
+        store: where Parquet segments go.
+        types_of: signature column types per model version, to type the `features` struct.
+        flush_seconds: how often the spool becomes Parquet.
+        segment_rows: rows after which the spool is cut early.
+        fsync_seconds: how often the spool is fsynced (0: never).
+    """
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        store: ArtifactStore,
+        *,
+        types_of: TypesOf | None = None,
+        flush_seconds: float = 5.0,
+        segment_rows: int = 100_000,
+        fsync_seconds: float = 1.0,
+    ) -> None:
+        self.spool_dir = spool_dir
+        self.store = store
+        self.types_of = types_of
+        self.flush_seconds = flush_seconds
+        self.segment_rows = segment_rows
+        self.fsync_seconds = fsync_seconds
+        self._spool = Spool(spool_dir)
+        self._waiting: list[SpoolFile] = []  # rotated, not yet written as Parquet
+        self._waiting_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rows_written = 0
+        self.failures = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> LogWriter:
+        """Replay orphaned spool files, then flush in a background thread."""
+        self.recover()
+        self._thread = threading.Thread(target=self._run, name="shipyard-log-flusher", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Flush everything and stop; what cannot be written stays in the spool for next time."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        self.flush()
+        with self._waiting_lock:
+            left, self._waiting = self._waiting, []
+        for spool_file in left:  # the store refused them: keep the files for the next start
+            spool_file.release(delete=False)
+
+    def __enter__(self) -> LogWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the request path ---------------------------------------------------------------------
+
+    def log_predictions(
+        self,
+        *,
+        model: str,
+        version: int,
+        variant: str,
+        ids: Sequence[str],
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        latency_ms: float,
+        key_id: str | None = None,
+        request_id: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Log answered predictions (columnar `inputs` and `outputs`, one value per id)."""
+        entry = {
+            "k": "p",
+            "t": time.time() if at is None else at,
+            "m": model,
+            "v": version,
+            "r": variant,
+            "key": key_id,
+            "rid": request_id,
+            "lat": latency_ms,
+            "ids": ids,
+            "in": {name: _column(values) for name, values in inputs.items()},
+            "out": {name: _column(values) for name, values in outputs.items()},
+        }
+        self._append(orjson.dumps(entry, option=_DUMPS) + b"\n", len(ids), ids)
+
+    def log_labels(
+        self,
+        ids: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        key_id: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Log ground truth for earlier predictions."""
+        entry = {
+            "k": "l",
+            "t": time.time() if at is None else at,
+            "key": key_id,
+            "ids": ids,
+            "labels": labels,
+        }
+        self._append(orjson.dumps(entry, option=_DUMPS) + b"\n", len(ids), [])
+
+    def _append(self, line: bytes, rows: int, ids: Sequence[str]) -> None:
+        self._spool.append(line, rows, list(ids))
+        current = self._spool.current
+        if current is not None and current.rows >= self.segment_rows:
+            self._wake.set()
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def pending_ids(self) -> set[str]:
+        """Prediction ids this process logged that are not in Parquet yet."""
+        ids = self._spool.pending_ids()
+        with self._waiting_lock:
+            for spool_file in self._waiting:
+                ids |= spool_file.ids
+        return ids
+
+    @property
+    def lag_seconds(self) -> float:
+        """Age of the oldest logged row not yet in Parquet (0 when all is written)."""
+        oldest = [f.opened_at for f in self._pending_files() if f.rows or f.bytes]
+        return max(0.0, time.monotonic() - min(oldest)) if oldest else 0.0
+
+    def _pending_files(self) -> list[SpoolFile]:
+        with self._waiting_lock:
+            files = list(self._waiting)
+        current = self._spool.current
+        return [*files, current] if current is not None else files
+
+    # -- flushing -------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Write the Parquet of spool files left by dead processes; returns the rows replayed."""
+        rows = 0
+        for orphan in claim_orphans(self.spool_dir):
+            orphan.opened_at = time.monotonic()
+            try:
+                rows += self._write(orphan)
+            except Exception:
+                log.exception(
+                    "cannot replay spool file %s; it is kept for the next try", orphan.path.name
+                )
+                orphan.release(delete=False)
+            else:
+                log.info("replayed %s spool rows from %s", rows, orphan.path.name)
+                orphan.release(delete=True)
+        return rows
+
+    def flush(self) -> int:
+        """Rotate the spool and write everything waiting; returns the rows written."""
+        with self._flush_lock:
+            rotated = self._spool.rotate()
+            with self._waiting_lock:
+                if rotated is not None:
+                    self._waiting.append(rotated)
+                batch = list(self._waiting)
+            rows = 0
+            for spool_file in batch:
+                try:
+                    rows += self._write(spool_file)
+                except Exception as error:
+                    self.failures += 1
+                    log.error(
+                        "cannot write log segment %s (%s: %s); it stays in the spool and is retried",
+                        spool_file.path.name, type(error).__name__, error,
+                    )  # fmt: skip
+                    break  # keep order: later files wait for this one
+                with self._waiting_lock:
+                    self._waiting.remove(spool_file)
+                spool_file.release(delete=True)
+            self.rows_written += rows
+            return rows
+
+    def _write(self, spool_file: SpoolFile) -> int:
+        data = spool_file.path.read_bytes()
+        return write_segments(self.store, spool_file.path.stem, data, self.types_of)
+
+    def _run(self) -> None:
+        last_fsync = time.monotonic()
+        last_flush = time.monotonic()
+        tick = min(self.flush_seconds, self.fsync_seconds or self.flush_seconds, 0.5)
+        while not self._stop.is_set():
+            self._wake.wait(tick)
+            self._wake.clear()
+            now = time.monotonic()
+            if self.fsync_seconds and now - last_fsync >= self.fsync_seconds:
+                self._spool.fsync()
+                last_fsync = now
+            current = self._spool.current
+            due = now - last_flush >= self.flush_seconds
+            full = current is not None and current.rows >= self.segment_rows
+            if due or full:
+                self.flush()
+                self.recover()  # a sibling process may have died since
+                last_flush = now
