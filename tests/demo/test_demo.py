@@ -24,19 +24,32 @@ def test_synthetic_transactions_are_deterministic_and_realistic() -> None:
     assert a.groupby("merchant_category")["transaction_amount"].median()["jewelry"] > 100
 
 
-def test_demo_trains_registers_serves_and_refuses_bad_input(tmp_path: Path) -> None:
+def test_demo_plays_the_serving_story_end_to_end(tmp_path: Path) -> None:
     out = io.StringIO()
     result = run_demo(
-        tmp_path / "demo", rows=8_000, requests=40, console=Console(file=out, width=120)
+        tmp_path / "demo", rows=10_000, requests=40, console=Console(file=out, width=120)
     )
     text = out.getvalue()
-    assert result.version == 1
+    assert (result.version, result.challenger) == (1, 2)
     assert result.runtime == "onnxruntime"
     assert result.metrics["auc"] > 0.75
-    assert result.scored == 40
-    assert len(result.single_latencies_ms) == 40
+    assert result.scored == 40 and len(result.single_latencies_ms) == 40
     assert result.v2_status == 200
-    assert result.bad_request_status == 422
-    assert result.batch_rows_per_s > 0
+    # the canary took about 10% of 2,000 sticky requests (binomial sd ~0.7 points)
+    assert 0.05 < result.canary_share < 0.15
+    assert result.sticky
+    assert result.statuses == {
+        "no key": 401,
+        "predict key on /v1/keys": 403,
+        "malformed transaction": 422,
+        "partner over 5/s": 429,
+        "20,000 records in one request": 413,
+    }
+    assert result.after_rollback == {1}
+    # every answered prediction and every accepted label is in the Parquet log
+    answered = 40 + 1000 + 1 + 2000 + 300  # singles, batches, the V2 call, canary, after rollback
+    assert 5 <= result.partner_answered <= 6  # a burst of 5, and at most one token refilled
+    assert result.logged["predictions"] == answered + result.partner_answered
+    assert result.labels_accepted == 40 + 1000 + 2000
+    assert result.logged["labels"] == result.labels_accepted
     assert "fraud-detector:1 in production" in text
-    assert "refused with 422" in text

@@ -63,8 +63,7 @@ def server(served_settings: Settings) -> Iterator[str]:
 
 
 def test_two_worker_server_answers_v1_and_v2_over_tcp(
-    server: str,
-    admin_token: str, fraud_model: Any, fraud_sample: pd.DataFrame
+    server: str, admin_token: str, fraud_model: Any, fraud_sample: pd.DataFrame
 ) -> None:
     rows = fraud_sample.iloc[:20]
     headers = {"Authorization": f"Bearer {admin_token}"}

@@ -338,6 +338,22 @@ async def feedback(request: Request) -> Response:
 PREDICT_OR_WRITE = frozenset({"predict", "write"})
 
 
+@v1_router.get("/serving", summary="What this server process serves now (plan, loaded versions)")
+async def serving(request: Request) -> Response:
+    """The deployment revision each model serves in this process, and whether it is all loaded."""
+    await authorize(request, frozenset({"read"}))
+    service = _service(request)
+    loaded = {(s.name, s.version): s.predictor.runtime for s in service.loaded()}
+    models = {
+        name: {
+            **plan.to_dict(),
+            "loaded": {str(v.version): loaded.get((name, v.version)) for v in plan.variants},
+        }
+        for name, plan in sorted(service.plans.items())
+    }
+    return JSONBytes({"ready": service.ready, "problems": service.problems, "models": models})
+
+
 # -- /v2 (Open Inference Protocol) --------------------------------------------------------
 
 v2_router = APIRouter(prefix="/v2", tags=["open inference protocol"])

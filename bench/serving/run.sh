@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The serving benchmark, end to end, from the repository root or anywhere:
+#
+#   bash bench/serving/run.sh            # full: 6 targets x 2 models x 3 rounds (~45 min + setup)
+#   bash bench/serving/run.sh --smoke    # ~3 min: shipyard-1w, fastapi-1w, mlflow-1w; LR; 3 s cells
+#   bash bench/serving/run.sh --targets all --rounds 2   # any other serve_bench.py options
+#
+# Steps: the shared harness's setup.sh (wrk + pinned peer venvs under bench/.peers, kept
+# between runs), its make_data_train.py (data, models, bodies; skipped when present, FRESH=1
+# redoes it), shipyard_setup.py (fresh shipyard homes: register, deploy, API key), the two
+# in-process floors, serve_bench.py (all targets in one run), report.py (bench/RESULTS.md
+# "Serving" section + bench/results/serving_summary.json). Raw data: bench/results/raw/.
+#
+# Environment: SERVING_HARNESS (default ../shared/bench/serving from the repository root),
+# ROOT (default bench/.peers), FRESH=1.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+export SERVING_HARNESS=${SERVING_HARNESS:-$(cd "$REPO/.." && pwd)/shared/bench/serving}
+export ROOT=${ROOT:-$REPO/bench/.peers}
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true BENTOML_DO_NOT_TRACK=true
+RAW=$REPO/bench/results/raw
+PY=$REPO/.venv/bin/python
+STAMP=$(date +%Y%m%d-%H%M%S)
+
+FLOOR_ARGS=(--rounds 3)
+OWN_FLOOR_ARGS=(--rounds 3)
+BENCH_ARGS=()
+if [ "${1:-}" = "--smoke" ]; then
+  shift
+  STAMP=smoke-$STAMP
+  FLOOR_ARGS=(--rounds 1 --calls 300 --batch-reps 3)
+  OWN_FLOOR_ARGS=(--rounds 1 --calls 300)
+  BENCH_ARGS=(--targets shipyard-1w,fastapi-1w,mlflow-1w --models lr --rounds 1 --duration 3
+              --concurrency 16,64)
+fi
+BENCH_ARGS+=("$@")
+
+if [ ! -f "$SERVING_HARNESS/peers.py" ]; then
+  echo "the shared serving harness is not at $SERVING_HARNESS; set SERVING_HARNESS" >&2
+  exit 2
+fi
+[ -x "$REPO/.venv/bin/shipyard" ] || make -C "$REPO" install
+mkdir -p "$ROOT" "$RAW"
+ROOT=$(cd "$ROOT" && pwd)
+
+echo "== setup: wrk and the peer venvs ($ROOT)"
+bash "$SERVING_HARNESS/setup.sh" > "$ROOT/setup.log" 2>&1 || { tail -30 "$ROOT/setup.log"; exit 1; }
+wrk --version 2>&1 | head -1 || true
+
+if [ "${FRESH:-0}" = 1 ] || [ ! -f "$ROOT/reference_scores.json" ]; then
+  echo "== data, models, bodies (make_data_train.py, ~1 min)"
+  (cd "$ROOT" && "$ROOT/venv-mlflow/bin/python" "$SERVING_HARNESS/make_data_train.py" --out "$ROOT")
+fi
+
+echo "== shipyard: register, deploy, API key"
+"$PY" "$HERE/shipyard_setup.py" --root "$ROOT"
+
+echo "== in-process floors"
+(cd "$ROOT" && "$ROOT/venv-mlflow/bin/python" "$SERVING_HARNESS/floor.py" --root "$ROOT" \
+  "${FLOOR_ARGS[@]}" --out "$RAW/floor-$STAMP.json" > /dev/null)
+"$PY" "$HERE/shipyard_floor.py" --root "$ROOT" "${OWN_FLOOR_ARGS[@]}" \
+  --out "$RAW/shipyard_floor-$STAMP.json"
+
+echo "== servers under wrk"
+status=0
+"$PY" "$HERE/serve_bench.py" --root "$ROOT" --out "$RAW/serving-$STAMP.jsonl" \
+  ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || status=$?
+
+echo "== report"
+[ -s "$RAW/serving-$STAMP.jsonl" ] && "$PY" "$HERE/report.py" --serving "$RAW/serving-$STAMP.jsonl" --floor "$RAW/floor-$STAMP.json" \
+  --shipyard-floor "$RAW/shipyard_floor-$STAMP.json"
+exit $status
