@@ -24,10 +24,12 @@ def postgres_database() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("SHIPYARD_TEST_POSTGRES_URL is not set; PostgreSQL tests need a server")
     from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
 
     admin_url = make_url(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
     name = f"shipyard_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # NullPool: every connection closes when released, so none lingers for the whole session
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -40,8 +42,9 @@ def postgres_database() -> Iterator[str]:
 
 def _reset_postgres(url: str) -> None:
     from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
 
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with engine.connect() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))

@@ -289,9 +289,11 @@ def section(summary: dict[str, Any]) -> str:
         f"{fmt(summary['other_cores']['median'], 2)}, max {fmt(summary['other_cores']['max'], 2)}.",
         "",
         "Method: the shared harness's (`../shared/bench/serving/README.md`): every server on "
-        "127.0.0.1, started afresh per round (round order rotated), 3 s warm-up, `wrk -t1 "
-        f"-cN -d{args.get('duration', '10')}s`; single-record requests at c=1, 16, 64 and "
-        "100-record requests at c=16; the same record and 100 records in each server's format; "
+        f"127.0.0.1, started afresh per round (round order rotated), {args.get('warmup', '3')} s "
+        f"warm-up, `wrk -t1 -cN -d{args.get('duration', '10')}s`; single-record requests at "
+        f"c={args.get('concurrency', '1,16,64')} and 100-record requests at "
+        f"c={args.get('batch_concurrency', '16')}; the same record and 100 records in each "
+        "server's format; "
         f"medians over {args.get('rounds', '?')} round(s). shipyard: `shipyard server "
         "[--workers 2]`, models registered with `Registry.register` and deployed, auth on "
         "(`Authorization: Bearer`, a predict key with a 1e6/s limit), prediction logging on, "

@@ -101,6 +101,10 @@ def versions(root: Path) -> dict[str, str]:
             code = f"import importlib.metadata as m; print(m.version({dist!r}))"
             p = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
             found[label] = p.stdout.strip() or "?"
+    git = ["git", "-C", str(BENCH.parent)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True)
+    found["shipyard_commit"] = head.stdout.strip() + ("+dirty src" if dirty.stdout.strip() else "")
     return found
 
 

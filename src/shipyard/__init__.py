@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
+from shipyard.client import AsyncClient, Client
 from shipyard.core import Settings, Signature, errors
+from shipyard.core.version import __version__
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = [

@@ -15,19 +15,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import shipyard
 from shipyard.access import Authenticator, KeyStore, RateLimiter
 from shipyard.access.api import router as keys_router
 from shipyard.core import Settings, new_id
 from shipyard.core import errors as e
 from shipyard.core.logs import request_id
 from shipyard.core.status import status_of
+from shipyard.core.version import __version__
 from shipyard.logstore import LogWriter
 from shipyard.registry import Registry
 from shipyard.registry.api import router as registry_router
 from shipyard.serving import PredictionService
 from shipyard.serving import metrics as m
-from shipyard.serving.api import JSONBytes, v1_router, v2_router
+from shipyard.serving.api import JSONBytes, scoring_router, v1_router, v2_router
 
 __all__ = ["create_app", "factory"]
 
@@ -214,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="shipyard",
-        version=shipyard.__version__,
+        version=__version__,
         description=(
             "Prediction API: shipyard's /v1 and the Open Inference Protocol (KServe V2) under /v2. "
             "Send an API key as `Authorization: Bearer <key>` or `X-API-Key`."
@@ -227,6 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             Exception: _unexpected,
         },
     )
+    app.include_router(scoring_router)
     app.include_router(v1_router)
     app.include_router(registry_router)
     app.include_router(keys_router)

@@ -147,3 +147,37 @@ def test_frames_are_validated_like_records(signature: Signature) -> None:
     assert signature.validate_frame(frame)["hour"].tolist() == [2]
     with pytest.raises(SchemaViolation, match="missing column"):
         signature.validate_frame(frame.drop(columns=["hour"]))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"amount": 1.5, "hour": 3, "category": "a", "foreign": True},
+        {"amount": 2, "hour": 3, "category": "b", "foreign": False},
+        {"amount": None, "hour": 0, "category": "c", "foreign": True},
+        {"hour": 1, "category": "a", "foreign": True},
+        {"amount": 1e308, "hour": -(2**63), "category": "", "foreign": False, "extra": [1]},
+        {"amount": float("nan"), "hour": 1, "category": "a", "foreign": True},
+        {"amount": True, "hour": 1, "category": "a", "foreign": True},
+        {"amount": 1.0, "hour": 2**63, "category": "a", "foreign": True},
+        {"amount": 1.0, "hour": 2.0, "category": "a", "foreign": True},
+        {"amount": 1.0, "hour": 1, "category": None, "foreign": True},
+        {"amount": "1.0", "hour": 1, "category": "a", "foreign": 1},
+    ],
+)
+def test_one_record_and_many_records_are_validated_alike(
+    signature: Signature, record: dict
+) -> None:
+    """A single record takes the grouped fast path, many the per-column path: same verdicts."""
+
+    def outcome(records: list[dict]) -> object:
+        try:
+            columns = signature.validate_records(records)
+        except SchemaViolation as error:
+            return [e["msg"] for e in error.errors][:1]
+        return {
+            k: (v.dtype.kind, [None if x is None or x != x else x for x in v.tolist()][:1])
+            for k, v in columns.items()
+        }
+
+    assert outcome([record]) == outcome([record] * 20)

@@ -33,7 +33,8 @@ def test_demo_plays_the_serving_story_end_to_end(tmp_path: Path) -> None:
     assert (result.version, result.challenger) == (1, 2)
     assert result.runtime == "onnxruntime"
     assert result.metrics["auc"] > 0.75
-    assert result.scored == 40 and len(result.single_latencies_ms) == 40
+    assert result.scored == 40
+    assert len(result.single_latencies_ms) == 40
     assert result.v2_status == 200
     # the canary took about 10% of 2,000 sticky requests (binomial sd ~0.7 points)
     assert 0.05 < result.canary_share < 0.15

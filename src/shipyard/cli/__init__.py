@@ -8,11 +8,8 @@ from pathlib import Path
 
 import typer
 
-from shipyard.cli import db, demo, keys, models
+from shipyard.cli import db, demo, deploy, keys, models, predict, server
 from shipyard.cli._common import err_console
-from shipyard.cli.deploy import deploy
-from shipyard.cli.predict import predict
-from shipyard.cli.server import server
 from shipyard.core import Settings
 from shipyard.core import errors as e
 
@@ -46,7 +43,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def root(
+def _root(
     ctx: typer.Context,
     home: Path | None = typer.Option(
         None, "--home", help="state folder (default $SHIPYARD_HOME or ./.shipyard)"
@@ -61,9 +58,9 @@ def root(
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
-app.command("deploy")(deploy)
-app.command("predict")(predict)
-app.command("server")(server)
+app.command("deploy")(deploy.deploy)
+app.command("predict")(predict.predict)
+app.command("server")(server.server)
 app.command("demo")(demo.demo)
 
 

@@ -19,15 +19,21 @@ from typing import Any
 
 import httpx
 
-import shipyard
 from shipyard.client._policy import RETRY_STATUSES, CircuitBreaker, RetryPolicy
 from shipyard.core import errors as e
 from shipyard.core.status import HTTP_STATUS
+from shipyard.core.version import __version__
 
 __all__ = ["AsyncClient", "Client", "Prediction"]
 
 Fallback = Mapping[str, Any] | Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None
-_ERRORS: dict[str, type[e.ShipyardError]] = {cls.__name__: cls for cls, _ in HTTP_STATUS}
+_MAX_DEADLINE_MS = 60_000.0  # servers refuse a longer X-Deadline-Ms with 400
+# every class of the tree, not only those in HTTP_STATUS: the server names the exact one
+_ERRORS: dict[str, type[e.ShipyardError]] = {
+    name: cls
+    for name, cls in vars(e).items()
+    if isinstance(cls, type) and issubclass(cls, e.ShipyardError)
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class _Base:
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
         self.fallback = fallback
         self.breaker = CircuitBreaker(breaker_threshold, breaker_reset)
-        self.headers = {"User-Agent": f"shipyard-client/{shipyard.__version__}"}
+        self.headers = {"User-Agent": f"shipyard-client/{__version__}"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self._rng = random.Random(seed)
@@ -145,10 +151,12 @@ class _Call:
         self.deadline = time.monotonic() + client.timeout
         self.attempt = -1
         self.last: e.ShipyardError | None = None
+        self.status: int | None = None
 
     def begin(self) -> float | None:
         """The time left for the next attempt, or None when there is none to make."""
-        if not self.client.breaker.allow():
+        # the breaker counts calls, not attempts: it is asked once, before the first one
+        if self.attempt < 0 and not self.client.breaker.allow():
             raise e.ServiceUnavailable(
                 f"the circuit to {self.client.url} is open after repeated failures; calls fail "
                 f"fast for up to {self.client.breaker.reset_after:g} s"
@@ -159,7 +167,6 @@ class _Call:
 
     def failed(self, error: httpx.TransportError) -> float | None:
         """A connection error or timeout: the wait before a retry, or None to stop."""
-        self.client.breaker.failure()
         self.last = e.ServiceUnavailable(f"{type(error).__name__}: {error}")
         return self._wait(None)
 
@@ -168,12 +175,13 @@ class _Call:
         if response.status_code < 400:
             self.client.breaker.success()
             return True, response.json()
-        self.last = _error(response)
+        self.last, self.status = _error(response), response.status_code
         if response.status_code not in RETRY_STATUSES:
-            self.client.breaker.success()  # the server is fine; the request is wrong
+            if response.status_code >= 500:
+                self.client.breaker.failure()
+            else:
+                self.client.breaker.success()  # the server is fine; the request is wrong
             raise self.last
-        if response.status_code != 429:
-            self.client.breaker.failure()
         return False, self._wait(_retry_after(response))
 
     def _wait(self, retry_after: float | None) -> float | None:
@@ -183,19 +191,20 @@ class _Call:
         return wait if time.monotonic() + wait < self.deadline else None
 
     def give_up(self) -> e.ShipyardError:
+        """Count the failed call and say why: only retryable failures get here."""
+        # a key over its rate limit says nothing of the server's health
+        if not isinstance(self.last, e.RateLimited):
+            self.client.breaker.failure()
         last, url, timeout = self.last, self.client.url, self.client.timeout
-        if last is None or isinstance(
-            last, e.ServiceUnavailable | e.DeadlineExceeded | e.Overloaded | e.RateLimited
-        ):
-            return e.ServiceUnavailable(
-                f"no answer from {url} within {timeout:g} s after {self.attempt + 1} attempt(s)"
-                + (f": {last.message}" if last else ""),
-                status=getattr(last, "status", None),
-            )
-        return last
+        return e.ServiceUnavailable(
+            f"no answer from {url} within {timeout:g} s after {self.attempt + 1} attempt(s)"
+            + (f": {last.message}" if last else ""),
+            status=self.status,
+        )
 
     def headers(self, routing_key: str | None) -> dict[str, str]:
-        headers = {"X-Deadline-Ms": f"{max(1.0, (self.deadline - time.monotonic()) * 1e3):.0f}"}
+        left_ms = min(_MAX_DEADLINE_MS, (self.deadline - time.monotonic()) * 1e3)
+        headers = {"X-Deadline-Ms": f"{max(1.0, left_ms):.0f}"}
         if routing_key is not None:
             headers["X-Routing-Key"] = routing_key
         return headers

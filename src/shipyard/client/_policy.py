@@ -31,7 +31,8 @@ class RetryPolicy:
 
 class CircuitBreaker:
     """Closed while calls succeed; open (failing fast) for `reset_after` seconds once
-    `threshold` calls in a row failed; then half-open: one trial call decides.
+    `threshold` calls in a row failed; then half-open: one trial call decides. A trial that
+    never reports (cancelled, or only rate-limited) frees its slot after another `reset_after`.
 
     Thread-safe; one breaker per client (so per server).
     """
@@ -41,7 +42,7 @@ class CircuitBreaker:
         self.reset_after = reset_after
         self._failures = 0
         self._opened_at: float | None = None
-        self._trial = False
+        self._trial_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -59,11 +60,13 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """Whether a call may go out now (in half-open, only one trial at a time)."""
         with self._lock:
-            state = self._state(time.monotonic())
+            now = time.monotonic()
+            state = self._state(now)
             if state == "closed":
                 return True
-            if state == "half-open" and not self._trial:
-                self._trial = True
+            trial_at = self._trial_at
+            if state == "half-open" and (trial_at is None or now - trial_at >= self.reset_after):
+                self._trial_at = now
                 return True
             return False
 
@@ -71,11 +74,11 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
             self._opened_at = None
-            self._trial = False
+            self._trial_at = None
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._trial or self._failures >= self.threshold:
+            if self._trial_at is not None or self._failures >= self.threshold:
                 self._opened_at = time.monotonic()
-            self._trial = False
+            self._trial_at = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shipyard.core import errors
 from shipyard.core.config import Settings
-from shipyard.core.ids import ModelRef, new_id, validate_alias, validate_model_name
+from shipyard.core.ids import ModelRef, new_id, new_ids, validate_alias, validate_model_name
 from shipyard.core.profile import fingerprint, profile
 from shipyard.core.signature import Columns, ColumnSpec, ColumnType, Signature
 
@@ -18,6 +18,7 @@ __all__ = [
     "errors",
     "fingerprint",
     "new_id",
+    "new_ids",
     "profile",
     "validate_alias",
     "validate_model_name",

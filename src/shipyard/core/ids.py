@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from shipyard.core.errors import InvalidName
 
-__all__ = ["ModelRef", "new_id", "validate_alias", "validate_model_name"]
+__all__ = ["ModelRef", "new_id", "new_ids", "validate_alias", "validate_model_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -71,3 +71,10 @@ class ModelRef:
 def new_id() -> str:
     """A 32-hex-digit id that sorts by creation time (48-bit ms clock + 80 random bits)."""
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` ids as `new_id` makes them, with one clock read and one call for the randomness."""
+    clock = f"{time.time_ns() // 1_000_000:012x}"
+    noise = os.urandom(10 * n).hex()
+    return [clock + noise[i : i + 20] for i in range(0, 20 * n, 20)]

@@ -47,8 +47,13 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("shipyard", "uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("shipyard", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
         logger.setLevel(level.upper())
+    # uvicorn writes an access line per request whenever its logger has a handler; shipyard
+    # has its own (SHIPYARD_ACCESS_LOG, off by default: the prediction log records every call)
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False

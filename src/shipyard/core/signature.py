@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -25,6 +28,11 @@ Columns = dict[str, np.ndarray]
 """Validated input: one numpy array per signature column, all of the same length."""
 
 _MAX_REPORTED_ERRORS = 20
+# up to this many records, converting by column type beats converting column by column (measured:
+# 1 record 16 vs 32 us; at 100 records the 2-D conversion and its checks cost more than they save)
+_FEW = 8
+_FLOAT_KINDS = frozenset({int, float, type(None)})
+_STRING_KINDS = frozenset({str, type(None)})
 _MISSING = object()
 _NUMBER_TYPES = frozenset({int, float})
 _JSON_TYPE_NAMES = {
@@ -74,6 +82,22 @@ class _Errors:
         raise SchemaViolation(
             f"input does not match the model's signature: {shown}{more}", self.items
         )
+
+
+def _nulls_allowed(matrix: np.ndarray, specs: list[ColumnSpec]) -> bool:
+    """Whether every column holding a None may."""
+    return all(
+        spec.nullable or not any(v is None for v in matrix[:, j]) for j, spec in enumerate(specs)
+    )
+
+
+def _nans_are_allowed_nulls(rows: list[Any], nans: np.ndarray, specs: list[ColumnSpec]) -> bool:
+    """NaNs that came from JSON nulls, each in a nullable column (a NaN sent as a float is not)."""
+    nulls = sum(v is None for row in rows for v in row)
+    if nulls != int(nans.sum()):
+        return False
+    bad = [bool(nans[:, j].any()) for j in range(nans.shape[1])]
+    return all(spec.nullable for spec, has_nan in zip(specs, bad, strict=True) if has_nan)
 
 
 def _loc_text(loc: Sequence[str | int]) -> str:
@@ -146,6 +170,10 @@ class Signature:
                 f"'{loc}' must be a list of records (objects), got {_describe(records)}",
                 [{"loc": [loc], "msg": "must be a list of objects"}],
             )
+        if len(records) <= _FEW:  # the common single-record request: a few numpy calls in all
+            fast = self._fast_records(records)
+            if fast is not None:
+                return fast
         for i, record in enumerate(records):
             if not isinstance(record, dict):
                 errors.add([loc, i], f"must be an object of field values, got {_describe(record)}")
@@ -157,6 +185,63 @@ class Signature:
             columns[name] = _column_array(spec, values, errors, lambda i, name=name: [loc, i, name])
         errors.raise_if_any()
         return columns
+
+    @cached_property
+    def _groups(self) -> list[tuple[str, list[ColumnSpec], Any]]:
+        """Columns grouped by type, each with a C-level getter of its fields from a record."""
+        groups: dict[str, list[ColumnSpec]] = {}
+        for spec in self.columns:
+            groups.setdefault(spec.type, []).append(spec)
+        out = []
+        for dtype, specs in groups.items():
+            getter = itemgetter(*(s.name for s in specs))
+            # itemgetter of one name returns the value, not a 1-tuple: wrap it
+            out.append((dtype, specs, getter if len(specs) > 1 else (lambda r, g=getter: (g(r),))))
+        return out
+
+    def _fast_records(self, records: list[Any]) -> Columns | None:
+        """Columns from records that are entirely well-formed, or None to take the slow path.
+
+        Most requests are valid: a C-level getter and one numpy conversion per column type
+        replace per-value checks. Anything unusual (a missing field, a wrong type, a NaN sent
+        as a float, an out-of-range integer) goes to the slow path, which accepts exactly the
+        same input and names every problem.
+        """
+        columns: Columns = {}
+        n = len(records)
+        try:
+            for dtype, specs, getter in self._groups:
+                rows = list(map(getter, records))
+                kinds = set(map(type, chain.from_iterable(rows)))
+                if dtype == "string":
+                    if not kinds <= _STRING_KINDS:
+                        return None
+                    matrix = np.empty((n, len(specs)), dtype=object)
+                    matrix[:] = rows
+                    if type(None) in kinds and not _nulls_allowed(matrix, specs):
+                        return None
+                elif dtype == "bool":
+                    if kinds != {bool}:
+                        return None
+                    matrix = np.array(rows, dtype=bool)
+                elif dtype in ("int64", "int32"):
+                    if kinds != {int}:
+                        return None
+                    matrix = np.array(rows, dtype=dtype)
+                else:
+                    if not kinds <= _FLOAT_KINDS:
+                        return None
+                    matrix = np.array(rows, dtype=dtype)
+                    if type(None) in kinds or float in kinds:
+                        nans = np.isnan(matrix)
+                        if nans.any() and not _nans_are_allowed_nulls(rows, nans, specs):
+                            return None
+                by_column = np.ascontiguousarray(matrix.T)
+                for j, spec in enumerate(specs):
+                    columns[spec.name] = by_column[j]
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return None
+        return {spec.name: columns[spec.name] for spec in self.columns}
 
     def validate_columns(
         self, data: Mapping[str, Sequence[Any]], *, loc: str = "inputs"

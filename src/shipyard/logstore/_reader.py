@@ -59,9 +59,13 @@ class LogReader:
             relation = conn.read_parquet(paths, union_by_name=True, hive_partitioning=False)
             relation.create_view(name, replace=True)
         else:
-            dataset = ds.dataset(
-                [self.store._full(f) for f in files], filesystem=self.store.fs, format="parquet"
+            paths = [self.store._full(f) for f in files]
+            dataset = ds.dataset(paths, filesystem=self.store.fs, format="parquet")
+            # a dataset takes the first file's schema; segments differ (features, outputs)
+            schema = pa.unify_schemas(
+                [f.physical_schema for f in dataset.get_fragments()], promote_options="permissive"
             )
+            dataset = ds.dataset(paths, filesystem=self.store.fs, format="parquet", schema=schema)
             conn.register(name, dataset)
         return True
 
@@ -74,8 +78,9 @@ class LogReader:
         for i in wanted:
             made = id_time(i)
             assert made is not None
-            # a prediction made just before midnight may be logged on either side of it
-            days |= {made.strftime("%Y-%m-%d"), (made - timedelta(seconds=1)).strftime("%Y-%m-%d")}
+            # a prediction is logged after its id is made (within the longest deadline, 60 s),
+            # so one made just before midnight may sit in the next day's folder
+            days |= {(made + timedelta(seconds=s)).strftime("%Y-%m-%d") for s in (-1, 0, 60)}
         files = self.prediction_files(days=days)
         conn = duckdb.connect()
         try:

@@ -120,7 +120,8 @@ class _PredictionGroup:
             ("latency_ms", entry.get("lat")),
         ):
             self.meta[column].extend([value] * n)
-        for name in set(self.features) | set(entry["in"]):
+        # in the order the inputs came (a set would shuffle the struct's fields per process)
+        for name in [*self.features, *(n for n in entry["in"] if n not in self.features)]:
             values = entry["in"].get(name)
             if name not in self.features and self.rows:
                 self.features[name].extend([None] * self.rows)

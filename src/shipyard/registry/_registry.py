@@ -9,7 +9,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import shipyard
 from shipyard.core import (
     ModelRef,
     Settings,
@@ -27,6 +26,7 @@ from shipyard.core.errors import (
     VersionArchived,
     VersionNotFound,
 )
+from shipyard.core.version import __version__
 from shipyard.registry import _repository as repo
 from shipyard.registry._bundle import (
     LoadedBundle,
@@ -234,7 +234,7 @@ class Registry:
             created_at = utcnow()
             metadata = {
                 "format": 1,
-                "shipyard_version": shipyard.__version__,
+                "shipyard_version": __version__,
                 "name": name,
                 "version": version,
                 "created_at": created_at.isoformat(),

@@ -2,7 +2,9 @@
 
 Requests for a model go into one queue. When the model is idle, whatever is queued is taken
 at once (up to `max_rows`) and scored in a single call on the model's own thread; while that
-call runs, new requests queue up and form the next batch. Under light load a request is
+call runs, new requests queue up and form the next batch. A model whose calls take well under
+a millisecond (most ONNX fast paths) is called on the event loop itself, where the thread hop
+would cost more than the call. Under light load a request is
 scored alone, at once; under heavy load batches grow by themselves. `max_wait` can hold a
 batch open a little longer to fill it.
 
@@ -14,6 +16,7 @@ it waits is dropped from its batch (`DeadlineExceeded`, 504).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shipyard.core import Columns
-from shipyard.core.errors import DeadlineExceeded, Overloaded
+from shipyard.core.errors import DeadlineExceeded, ModelUnavailable, Overloaded
 from shipyard.runtime import Predictor
 
 __all__ = ["BatchStats", "Batcher"]
+
+
+log = logging.getLogger("shipyard.serving")
 
 
 @dataclass
@@ -58,12 +64,16 @@ class Batcher:
         max_wait: float = 0.0,
         max_queue_rows: int = 4096,
         name: str = "",
+        inline_below: float = 0.0005,
     ) -> None:
         self.predictor = predictor
         self.max_rows = max_rows
         self.max_wait = max_wait
         self.max_queue_rows = max_queue_rows
         self.name = name
+        self.inline_below = inline_below
+        # moving average of a model call; until one is measured, calls go to the model's thread
+        self._call_seconds = float("inf")
         self.stats = BatchStats()
         self._queue: deque[_Job] = deque()
         self._queued_rows = 0
@@ -102,32 +112,48 @@ class Batcher:
             raise DeadlineExceeded(_late(self.name, deadline)) from None
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._queue:
                 if self.max_wait and self._queued_rows < self.max_rows:
                     await asyncio.sleep(self.max_wait)
                 jobs = self._take()
-                if not jobs:
-                    continue
-                columns = _concat([j.columns for j in jobs])
-                try:
-                    output = await loop.run_in_executor(
-                        self._executor, self.predictor.predict, columns
-                    )
-                except Exception as error:  # the model failed: every job of the batch hears it
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(error)
-                    continue
-                self.stats.calls += 1
-                start = 0
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_result(output[start : start + job.rows])
-                    start += job.rows
+                if jobs:
+                    await self._run(jobs)
         finally:
             self._running = False
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        columns = _concat([j.columns for j in jobs])
+        try:
+            if self._call_seconds < self.inline_below:
+                # a fast model: a thread hop would cost more than the call blocks the loop
+                output, elapsed = self._timed(columns)
+            else:
+                loop = asyncio.get_running_loop()
+                output, elapsed = await loop.run_in_executor(self._executor, self._timed, columns)
+        except Exception as error:  # the model failed: every job of the batch hears it
+            log.exception("model %s failed on a batch of %d rows", self.name, len(jobs))
+            failure = ModelUnavailable(
+                f"model {self.name} failed on this request ({type(error).__name__}: {error}); "
+                "the server log has the details"
+            )
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(failure)
+            return
+        measured = self.stats.calls > 0
+        self._call_seconds = 0.8 * self._call_seconds + 0.2 * elapsed if measured else elapsed
+        self.stats.calls += 1
+        start = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(output[start : start + job.rows])
+            start += job.rows
+
+    def _timed(self, columns: Columns) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        output = self.predictor.predict(columns)
+        return output, time.perf_counter() - started
 
     def _take(self) -> list[_Job]:
         now = time.monotonic()

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from shipyard.core import Columns, Settings, Signature, new_id
+from shipyard.core import Columns, Settings, Signature, new_ids
 from shipyard.core.errors import (
     MalformedRequest,
     ModelUnavailable,
@@ -120,7 +120,7 @@ def shape(
 ) -> PredictionResult:
     """Turn a model's raw output into labelled predictions with fresh ids."""
     n = len(raw)
-    ids = [new_id() for _ in range(n)]
+    ids = new_ids(n)
     if served.task == "regression":
         return PredictionResult(
             served,

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.background import BackgroundTask
 
-import shipyard
 from shipyard.access.api import authorize
 from shipyard.core.errors import (
     MalformedRequest,
@@ -22,13 +23,14 @@ from shipyard.core.errors import (
     ShipyardError,
 )
 from shipyard.core.status import status_of
+from shipyard.core.version import __version__
 from shipyard.logstore import LogReader, parse_feedback, record_feedback
 from shipyard.registry import Deployment
 from shipyard.serving._oip import decode_inputs, encode_outputs, metadata_tensors, requested_outputs
 from shipyard.serving._service import PredictionResult, PredictionService, ServedModel
 from shipyard.serving.metrics import PREDICTION_LATENCY, PREDICTION_ROWS, PREDICTIONS
 
-__all__ = ["JSONBytes", "read_json", "v1_router", "v2_router"]
+__all__ = ["DirectRoute", "JSONBytes", "read_json", "scoring_router", "v1_router", "v2_router"]
 
 
 class JSONBytes(Response):
@@ -265,7 +267,27 @@ async def _serve(
 
 # -- /v1 ----------------------------------------------------------------------------------
 
+
+class DirectRoute(APIRoute):
+    """A route whose endpoint takes the request and its path parameters as they are.
+
+    The scoring endpoints parse and validate their bodies themselves (against the model's
+    signature), so FastAPI's per-request dependency solving is work for nothing on the hottest
+    path. The route is still an `APIRoute`, so it stays in the OpenAPI document.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            response: Response = await endpoint(request, **request.path_params)
+            return response
+
+        return handler
+
+
 v1_router = APIRouter(prefix="/v1", tags=["predict"])
+scoring_router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 
 def _v1_decode(body: Any, service: PredictionService) -> Any:
@@ -293,8 +315,8 @@ def _v1_render(result: PredictionResult, served: ServedModel, body: Any) -> dict
     }
 
 
-@v1_router.post(
-    "/models/{name}/predict",
+@scoring_router.post(
+    "/v1/models/{name}/predict",
     openapi_extra=_PREDICT_BODY,
     summary="Score records on the serving deployment",
 )
@@ -303,8 +325,8 @@ async def predict(request: Request, name: str) -> Response:
     return await _serve(request, name, None, _v1_decode, _v1_render)
 
 
-@v1_router.post(
-    "/models/{name}/versions/{version}/predict",
+@scoring_router.post(
+    "/v1/models/{name}/versions/{version}/predict",
     openapi_extra=_PREDICT_BODY,
     summary="Score records on a pinned version",
 )
@@ -361,7 +383,7 @@ v2_router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 @v2_router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
-    return JSONBytes({"name": "shipyard", "version": shipyard.__version__, "extensions": []})
+    return JSONBytes({"name": "shipyard", "version": __version__, "extensions": []})
 
 
 @v2_router.get("/health/live", summary="Liveness")
@@ -457,15 +479,19 @@ def _v2_render(result: PredictionResult, served: ServedModel, body: Any) -> dict
     return response
 
 
-@v2_router.post(
-    "/models/{name}/infer", openapi_extra=_INFER_BODY, summary="Inference (serving deployment)"
+@scoring_router.post(
+    "/v2/models/{name}/infer",
+    tags=["open inference protocol"],
+    openapi_extra=_INFER_BODY,
+    summary="Inference (serving deployment)",
 )
 async def infer(request: Request, name: str) -> Response:
     return await _serve(request, name, None, _v2_decode, _v2_render)
 
 
-@v2_router.post(
-    "/models/{name}/versions/{version}/infer",
+@scoring_router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    tags=["open inference protocol"],
     openapi_extra=_INFER_BODY,
     summary="Inference (pinned version)",
 )

@@ -1,0 +1,249 @@
+"""Flushing the spool: Parquet segments per model, version and day, with typed columns."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shipyard.core import new_id
+from shipyard.logstore import LogReader, LogWriter
+from shipyard.store import ArtifactStore
+from tests.logstore._logs import DAY, NOON, log_scores
+
+TYPES = {"amount": "float64", "count": "int64", "category": "string", "weekend": "bool"}
+
+
+def types_of(model: str, version: int) -> dict[str, str] | None:
+    return TYPES if (model, version) == ("fraud", 3) else None
+
+
+def read_segment(store: ArtifactStore, pattern: str) -> pa.Table:
+    (path,) = store.glob(pattern)
+    return pq.read_table(store.local_path(path))
+
+
+def test_flush_writes_segments_under_model_and_date_named_after_the_spool_file(
+    writer: LogWriter, spool_dir: Path, any_store: ArtifactStore
+) -> None:
+    ids = [new_id() for _ in range(3)]
+    log_scores(writer, ids, version=3, at=NOON)
+    writer.log_labels(ids[:2], [1, 0], at=NOON + DAY)
+    (spool,) = spool_dir.glob("*.spool")
+    assert writer.flush() == 5
+    assert any_store.glob("logs/*/*/*.parquet") == [
+        f"logs/labels/date=2024-05-02/{spool.stem}.parquet"
+    ]
+    assert any_store.glob("logs/*/*/*/*.parquet") == [
+        f"logs/predictions/model=fraud/date=2024-05-01/{spool.stem}-v3.parquet"
+    ]
+    assert not spool.exists()
+    assert writer.rows_written == 5
+
+
+def test_versions_and_days_get_their_own_segments(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    log_scores(writer, [new_id()], version=1, at=NOON)
+    log_scores(writer, [new_id()], version=2, at=NOON)
+    log_scores(writer, [new_id(), new_id()], version=1, at=NOON + DAY)
+    log_scores(writer, [new_id()], model="churn", version=1, at=NOON)
+    writer.flush()
+    folders = [p.rsplit("/", 1)[0] for p in any_store.glob("logs/predictions/*/*/*.parquet")]
+    versions = [p.rsplit("-", 1)[1] for p in any_store.glob("logs/predictions/*/*/*.parquet")]
+    assert list(zip(folders, versions, strict=True)) == [
+        ("logs/predictions/model=churn/date=2024-05-01", "v1.parquet"),
+        ("logs/predictions/model=fraud/date=2024-05-01", "v1.parquet"),
+        ("logs/predictions/model=fraud/date=2024-05-01", "v2.parquet"),
+        ("logs/predictions/model=fraud/date=2024-05-02", "v1.parquet"),
+    ]
+    assert LogReader(any_store).predictions("fraud").num_rows == 4
+
+
+def test_prediction_columns_are_typed_by_the_signature_and_missing_values_are_null(
+    spool_dir: Path, store: ArtifactStore
+) -> None:
+    ids = [new_id() for _ in range(3)]
+    with LogWriter(spool_dir, store, types_of=types_of, flush_seconds=3600) as writer:
+        writer.log_predictions(
+            model="fraud",
+            version=3,
+            variant="candidate",
+            ids=ids,
+            inputs={
+                "amount": np.array([12.5, np.nan, 3.0]),
+                "count": np.array([1, 2, 3]),
+                "category": np.array(["grocery", None, "travel"], dtype=object),
+                "weekend": [True, False, None],
+            },
+            outputs={
+                "score": np.array([0.9, np.nan, 0.1]),
+                "label": [1, 0, 1],
+                "probabilities": np.array([[0.1, 0.9], [0.5, 0.5], [0.9, 0.1]]),
+            },
+            latency_ms=2.5,
+            key_id="key-1",
+            request_id="req-1",
+            at=NOON,
+        )
+    table = read_segment(store, "logs/predictions/*/*/*.parquet")
+    assert table.schema == pa.schema(
+        [
+            ("prediction_id", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("model", pa.string()),
+            ("version", pa.int32()),
+            ("variant", pa.string()),
+            ("key_id", pa.string()),
+            ("request_id", pa.string()),
+            ("latency_ms", pa.float64()),
+            (
+                "features",
+                pa.struct(
+                    [
+                        ("amount", pa.float64()),
+                        ("count", pa.int64()),
+                        ("category", pa.string()),
+                        ("weekend", pa.bool_()),
+                    ]
+                ),
+            ),
+            ("score", pa.float64()),
+            ("label", pa.string()),
+            ("value", pa.float64()),
+            ("probabilities", pa.list_(pa.float64())),
+        ]
+    )
+    rows = table.to_pylist()
+    assert [r["prediction_id"] for r in rows] == ids
+    assert rows[0] | {"prediction_id": None} == {
+        "prediction_id": None,
+        "ts": datetime.fromtimestamp(NOON, UTC),
+        "model": "fraud",
+        "version": 3,
+        "variant": "candidate",
+        "key_id": "key-1",
+        "request_id": "req-1",
+        "latency_ms": 2.5,
+        "features": {"amount": 12.5, "count": 1, "category": "grocery", "weekend": True},
+        "score": 0.9,
+        "label": "1",
+        "value": None,
+        "probabilities": [0.1, 0.9],
+    }
+    assert rows[1]["features"] == {"amount": None, "count": 2, "category": None, "weekend": False}
+    assert rows[1]["score"] is None
+    assert rows[2]["features"]["weekend"] is None
+
+
+def test_regression_values_fill_value_and_leave_the_classifier_columns_null(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    writer.log_predictions(
+        model="price",
+        version=1,
+        variant="primary",
+        ids=[new_id(), new_id()],
+        inputs={"rooms": [3, 4]},
+        outputs={"value": np.array([250_000.0, np.nan])},
+        latency_ms=1.0,
+    )
+    writer.flush()
+    table = LogReader(any_store).predictions("price")
+    assert table.column("value").to_pylist() == [250_000.0, None]
+    assert table.column("score").to_pylist() == [None, None]
+    assert table.column("label").to_pylist() == [None, None]
+    assert table.column("features").to_pylist() == [{"rooms": 3}, {"rooms": 4}]
+
+
+def test_feature_struct_keeps_the_order_the_inputs_came_in(
+    spool_dir: Path, store: ArtifactStore
+) -> None:
+    names = ["zeta", "beta", "omega", "alpha", "kappa", "delta", "gamma", "sigma"]
+    with LogWriter(spool_dir, store, flush_seconds=3600) as writer:
+        log_scores(writer, [new_id()], **{name: [1.0] for name in names})
+    table = read_segment(store, "logs/predictions/*/*/*.parquet")
+    assert [field.name for field in table.schema.field("features").type] == names
+
+
+def test_features_absent_from_some_entries_are_null_for_those_rows(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    log_scores(writer, [new_id()], a=[1.0], b=[2.0])
+    log_scores(writer, [new_id(), new_id()], b=[3.0, 4.0], c=["x", "y"])
+    writer.flush()
+    assert LogReader(any_store).predictions().column("features").to_pylist() == [
+        {"a": 1.0, "b": 2.0, "c": None},
+        {"a": None, "b": 3.0, "c": "x"},
+        {"a": None, "b": 4.0, "c": "y"},
+    ]
+
+
+def test_labels_are_stored_as_text_so_every_class_type_compares_alike(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    ids = [new_id() for _ in range(6)]
+    writer.log_labels(ids, [True, False, 0, 1.0, "fraud", 2.5], key_id="key-7", at=NOON)
+    writer.flush()
+    table = LogReader(any_store).labels()
+    assert table.schema.field("label").type == pa.string()
+    assert table.column("prediction_id").to_pylist() == ids
+    assert table.column("label").to_pylist() == ["true", "false", "0", "1", "fraud", "2.5"]
+    assert set(table.column("key_id").to_pylist()) == {"key-7"}
+    assert set(table.column("received_at").to_pylist()) == {datetime.fromtimestamp(NOON, UTC)}
+
+
+def test_pending_ids_are_the_logged_ids_until_the_flush(writer: LogWriter) -> None:
+    first, second = [new_id(), new_id()], [new_id()]
+    assert writer.pending_ids() == set()
+    log_scores(writer, first)
+    log_scores(writer, second)
+    writer.log_labels(first, [1, 0])
+    assert writer.pending_ids() == {*first, *second}
+    writer.flush()
+    assert writer.pending_ids() == set()
+
+
+def test_lag_grows_while_rows_are_unflushed_and_is_zero_after(writer: LogWriter) -> None:
+    assert writer.lag_seconds == 0.0
+    log_scores(writer, [new_id()])
+    time.sleep(0.1)
+    earlier = writer.lag_seconds
+    time.sleep(0.1)
+    assert 0.1 <= earlier < writer.lag_seconds
+    writer.flush()
+    assert writer.lag_seconds == 0.0
+
+
+def test_segment_rows_cut_the_spool_long_before_flush_seconds(
+    spool_dir: Path, any_store: ArtifactStore
+) -> None:
+    ids = [new_id() for _ in range(5)]
+    with LogWriter(
+        spool_dir, any_store, flush_seconds=3600, segment_rows=5, fsync_seconds=0
+    ) as writer:
+        log_scores(writer, ids[:4])
+        time.sleep(0.7)  # more than the flusher's tick: below segment_rows nothing is cut
+        assert any_store.glob("logs/predictions/*/*/*.parquet") == []
+        log_scores(writer, ids[4:])
+        deadline = time.monotonic() + 5
+        while writer.pending_ids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer.pending_ids() == set()
+        assert len(any_store.glob("logs/predictions/*/*/*.parquet")) == 1
+
+
+def test_the_background_flusher_writes_every_flush_seconds(
+    spool_dir: Path, any_store: ArtifactStore
+) -> None:
+    with LogWriter(spool_dir, any_store, flush_seconds=0.2) as writer:
+        log_scores(writer, [new_id()])
+        deadline = time.monotonic() + 5
+        while writer.pending_ids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer.pending_ids() == set()
+    assert LogReader(any_store).predictions().num_rows == 1

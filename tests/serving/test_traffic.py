@@ -1,0 +1,200 @@
+"""Where traffic goes over HTTP: sticky canaries, shadows that never touch the caller,
+rollback, and deployments picked up by a running server without failed requests."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import records
+from tests.serving.slow_model import SlowClassifier
+
+from shipyard.app import create_app
+from shipyard.core import Settings
+from shipyard.logstore import LogReader
+from shipyard.registry import Registry
+
+
+@pytest.fixture
+def live(served_settings: Settings) -> Settings:
+    """Fast refresh and log flush, auth off: these tests are about routing."""
+    return served_settings.model_copy(
+        update={"refresh_seconds": 0.1, "log_flush_seconds": 0.2, "auth": "off"}
+    )
+
+
+@pytest.fixture
+def client(live: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(live), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _wait_for_revision(client: TestClient, revision: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        serving = client.get("/v1/serving").json()
+        if serving["models"]["fraud-detector"]["revision"] == revision and serving["ready"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not pick up revision {revision}")
+
+
+def test_canary_over_http_is_sticky_by_header_and_by_routing_field(
+    live: Settings, client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    with Registry.from_settings(live) as registry:
+        registry.deploy("fraud-detector", 1)
+        deployment = registry.deploy("fraud-detector", 2, canary=20, routing_field="customer")
+    _wait_for_revision(client, deployment.revision)
+    record = records(fraud_sample.iloc[:1])[0]
+    by_header: dict[str, set[int]] = {}
+    variants: Counter[str] = Counter()
+    for i in range(400):
+        key = f"customer-{i % 100}"
+        body = client.post(
+            "/v1/models/fraud-detector/predict",
+            json={"instances": [record]},
+            headers={"X-Routing-Key": key},
+        ).json()
+        by_header.setdefault(key, set()).add(body["version"])
+        variants[body["variant"]] += 1
+    assert all(len(v) == 1 for v in by_header.values())
+    assert 0 < variants["canary"] < 200  # ~20% of 100 customers, each 4 times
+    # the deployment's routing field in the record routes the same way as the header
+    for key in list(by_header)[:20]:
+        body = client.post(
+            "/v1/models/fraud-detector/predict", json={"instances": [dict(record, customer=key)]}
+        ).json()
+        assert {body["version"]} == by_header[key]
+
+
+def test_shadow_gets_a_copy_logged_but_never_answers(
+    live: Settings, client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    with Registry.from_settings(live) as registry:
+        registry.deploy("fraud-detector", 1)
+        deployment = registry.deploy("fraud-detector", 2, shadow=True)
+    _wait_for_revision(client, deployment.revision)
+    ids = []
+    for record in records(fraud_sample.iloc[:30]):
+        body = client.post("/v1/models/fraud-detector/predict", json={"instances": [record]}).json()
+        assert (body["version"], body["variant"]) == (1, "primary")
+        ids += body["prediction_ids"]
+    client.app.state.predictions.writer.flush()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logged = (
+            LogReader(client.app.state.registry.artifacts).predictions("fraud-detector").to_pylist()
+        )  # type: ignore[attr-defined]
+        shadows = [r for r in logged if r["variant"] == "shadow"]
+        if len(shadows) == 30:
+            break
+        time.sleep(0.1)
+        client.app.state.predictions.writer.flush()  # type: ignore[attr-defined]
+    assert len(shadows) == 30
+    assert {r["version"] for r in shadows} == {2}
+    assert {r["request_id"] for r in shadows} == {
+        r["request_id"] for r in logged if r["variant"] == "primary"
+    }
+    assert not {r["prediction_id"] for r in shadows} & set(
+        ids
+    )  # shadow answers are never handed out
+
+
+def test_a_failing_or_slow_shadow_never_reaches_the_caller(
+    live: Settings, client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    X = fraud_sample.select_dtypes("number").fillna(0)
+    with Registry.from_settings(live) as registry:
+        registry.deploy("fraud-detector", 1)
+        broken = registry.register(
+            SlowClassifier(delay=0.3).fit(X, [0, 1] * (len(X) // 2)),
+            name="fraud-detector",
+            sample=X,
+        )
+        deployment = registry.deploy("fraud-detector", broken.version, shadow=True)
+    _wait_for_revision(client, deployment.revision)
+    service = client.app.state.predictions  # type: ignore[attr-defined]
+    service.cached(
+        "fraud-detector", broken.version
+    ).predictor._model.fail = True  # it breaks in production
+    record = records(fraud_sample.iloc[:1])[0]
+    started = time.perf_counter()
+    answers = [
+        client.post("/v1/models/fraud-detector/predict", json={"instances": [record]})
+        for _ in range(5)
+    ]
+    elapsed = time.perf_counter() - started
+    assert [a.status_code for a in answers] == [200] * 5
+    assert elapsed < 1.5  # five shadow calls of 0.3 s each ran after the answers, not before
+    time.sleep(1.0)
+    metrics = client.get("/metrics").text
+    assert (
+        f'shipyard_shadow_failures_total{{model="fraud-detector",version="{broken.version}"}}'
+        in metrics
+    )
+
+
+def test_rollback_over_http_and_no_failed_request_while_deployments_change(
+    live: Settings, client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    body = {"instances": records(fraud_sample.iloc[:1])}
+    with Registry.from_settings(live) as registry:
+        registry.deploy("fraud-detector", 1)
+    stop = time.monotonic() + 2.0
+    statuses: Counter[int] = Counter()
+    versions: Counter[int] = Counter()
+
+    def hammer(_: int) -> None:
+        while time.monotonic() < stop:
+            response = client.post("/v1/models/fraud-detector/predict", json=body)
+            statuses[response.status_code] += 1
+            if response.status_code == 200:
+                versions[response.json()["version"]] += 1
+
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(hammer, i) for i in range(4)]
+        for version in (2, 1, 2):
+            time.sleep(0.4)
+            client.post("/v1/models/fraud-detector/deployment", json={"version": version})
+        time.sleep(0.3)
+        rolled = client.post("/v1/models/fraud-detector/rollback", json={"reason": "test"})
+        for future in running:
+            future.result()
+    assert set(statuses) == {200}
+    assert set(versions) == {1, 2}
+    assert rolled.status_code == 200
+    assert rolled.json()["variants"] == [{"version": 1, "weight": 100.0, "role": "primary"}]
+    _wait_for_revision(client, rolled.json()["revision"])
+    assert client.post("/v1/models/fraud-detector/predict", json=body).json()["version"] == 1
+
+
+def test_deployment_reads_and_errors_over_http(live: Settings, client: TestClient) -> None:
+    assert client.get("/v1/models/fraud-detector/deployment").json() == {
+        "current": None,
+        "history": [],
+    }
+    bad = client.post("/v1/models/fraud-detector/deployment", json={"version": 1, "canary": 5})
+    assert bad.status_code == 409  # version 1 serves as production already
+    assert "already the primary" in bad.json()["error"]["message"]
+    assert (
+        client.post("/v1/models/fraud-detector/deployment", json={"version": "2"}).status_code
+        == 400
+    )
+    assert (
+        client.post("/v1/models/fraud-detector/deployment", json={"version": 2}).status_code == 200
+    )
+    current = client.get("/v1/models/fraud-detector/deployment").json()["current"]
+    assert current["variants"] == [{"version": 2, "weight": 100.0, "role": "primary"}]
+    alias = client.put("/v1/models/fraud-detector/aliases/staging", json={"version": 1})
+    assert alias.json() == {
+        "name": "fraud-detector",
+        "alias": "staging",
+        "version": 1,
+        "previous": None,
+    }
