@@ -174,3 +174,69 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     assert json.loads(upgraded.stdout)["to"] is not None
     current = json.loads(shipyard(tmp_path, "db", "current", "--json").stdout)
     assert current["current"] == current["head"]
+
+
+def test_keys_are_created_once_listed_without_secrets_and_revoked(home: Path) -> None:
+    created = shipyard(
+        home,
+        "keys",
+        "create",
+        "--scope",
+        "predict",
+        "--model",
+        "fraud-detector",
+        "--rate",
+        "600/min",
+        "--name",
+        "pos",
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)
+    key_id, token = body["key"]["id"], body["token"]
+    assert token.startswith(f"sy_{key_id}_")
+    assert body["key"]["rate_per_second"] == 10
+    listed = shipyard(home, "keys", "list", "--json")
+    assert token not in listed.stdout
+    assert key_id in {k["id"] for k in json.loads(listed.stdout)}
+    table = shipyard(home, "keys", "list").stdout
+    assert "pos" in table
+    assert "10/s (burst 10)" in table
+    assert shipyard(home, "keys", "revoke", key_id).returncode == 0
+    assert key_id not in {
+        k["id"] for k in json.loads(shipyard(home, "keys", "list", "--json").stdout)
+    }
+    bad = shipyard(home, "keys", "create", "--scope", "predict", "--rate", "lots")
+    assert bad.returncode == 2
+    assert "e.g. 100/s" in bad.stderr
+
+
+def test_deploy_canary_status_and_rollback(home: Path) -> None:
+    first = json.loads(
+        shipyard(home, "deploy", "fraud-detector", "--version", "1", "--json").stdout
+    )
+    assert first["variants"] == [{"version": 1, "weight": 100.0, "role": "primary"}]
+    canary = shipyard(
+        home,
+        "deploy",
+        "fraud-detector",
+        "--version",
+        "2",
+        "--canary",
+        "5",
+        "--routing-field",
+        "customer_id",
+    )
+    assert canary.returncode == 0, canary.stderr
+    assert "1 primary 95% + 2 canary 5%" in canary.stdout
+    status = shipyard(home, "deploy", "fraud-detector", "--status")
+    assert "1 primary 95% + 2 canary 5%" in status.stdout
+    assert "customer_id" in status.stdout
+    back = json.loads(shipyard(home, "deploy", "fraud-detector", "--rollback", "--json").stdout)
+    assert back["variants"] == [{"version": 1, "weight": 100.0, "role": "primary"}]
+    refused = shipyard(home, "deploy", "fraud-detector", "--version", "1", "--canary", "5")
+    assert refused.returncode == 4
+    assert "already the primary" in refused.stderr
+    missing = shipyard(home, "deploy", "fraud-detector")
+    assert missing.returncode == 2
+    assert "say which version to deploy" in missing.stderr
