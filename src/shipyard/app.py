@@ -23,6 +23,8 @@ from shipyard.core.logs import request_id
 from shipyard.core.status import status_of
 from shipyard.core.version import __version__
 from shipyard.logstore import LogWriter
+from shipyard.monitoring import Monitor
+from shipyard.monitoring.api import router as monitoring_router
 from shipyard.registry import Registry
 from shipyard.registry.api import router as registry_router
 from shipyard.serving import PredictionService
@@ -192,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth = auth
         app.state.limiter = limiter
         app.state.predictions = service
+        app.state.monitor = Monitor.from_settings(settings, registry)
         await service.start()
         app.state.ready = True
         gauges = asyncio.get_running_loop().create_task(_update_gauges(service, writer, limiter))
@@ -231,6 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router)
     app.include_router(registry_router)
     app.include_router(keys_router)
+    app.include_router(monitoring_router)
     app.include_router(v2_router)
 
     @app.get("/metrics", tags=["observability"], summary="Prometheus metrics")

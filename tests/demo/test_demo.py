@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from shipyard.demo import run_demo
-from shipyard.demo._data import FEATURES, LABEL, transactions
+from shipyard.demo import FEATURES, LABEL, run_demo, transactions
 
 pytestmark = pytest.mark.slow
 
@@ -54,3 +53,13 @@ def test_demo_plays_the_serving_story_end_to_end(tmp_path: Path) -> None:
     assert result.labels_accepted == 40 + 1000 + 2000
     assert result.logged["labels"] == result.labels_accepted
     assert "fraud-detector:1 in production" in text
+    # a month in production: the amount shift and the accuracy decline are caught
+    month = result.month
+    assert month is not None
+    accuracy = [w["accuracy"] for w in month.weeks]
+    assert accuracy == sorted(accuracy, reverse=True)
+    assert "transaction_amount" in month.drifted
+    assert "drift(transaction_amount)" in month.alerts
+    assert month.concept_drift
+    assert month.html is not None
+    assert month.html.exists()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import typer
+from rich.logging import RichHandler
 
-from shipyard.cli import db, demo, deploy, keys, models, predict, server
+from shipyard.cli import db, demo, deploy, keys, models, monitor, predict, server
 from shipyard.cli._common import err_console
 from shipyard.core import Settings
 from shipyard.core import errors as e
@@ -52,12 +54,17 @@ def _root(
     if home is not None:
         # exported so server workers and subprocesses see the same home
         os.environ["SHIPYARD_HOME"] = str(home)
+    # warnings from the library (an alert that fired, a webhook that failed) reach the terminal
+    # once, in Rich's format; `shipyard server` replaces this with its own JSON logging
+    handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     ctx.obj = Settings()
 
 
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
+app.add_typer(monitor.app, name="monitor")
 app.command("deploy")(deploy.deploy)
 app.command("predict")(predict.predict)
 app.command("server")(server.server)

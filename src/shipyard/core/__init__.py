@@ -5,7 +5,7 @@ from __future__ import annotations
 from shipyard.core import errors
 from shipyard.core.config import Settings
 from shipyard.core.ids import ModelRef, new_id, new_ids, validate_alias, validate_model_name
-from shipyard.core.profile import fingerprint, profile
+from shipyard.core.profile import fingerprint, profile, reference_sample
 from shipyard.core.signature import Columns, ColumnSpec, ColumnType, Signature
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "new_id",
     "new_ids",
     "profile",
+    "reference_sample",
     "validate_alias",
     "validate_model_name",
 ]

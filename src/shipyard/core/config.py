@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(
         default=None, description="local write-ahead spool for logs; default <home>/spool"
     )
+    alert_webhooks: str | None = Field(
+        default=None,
+        description="comma-separated URLs every alert is POSTed to, besides each rule's own",
+    )
     log_format: Literal["json", "text"] = Field(default="json", description="server log format")
     access_log: bool = Field(
         default=False,

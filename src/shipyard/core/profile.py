@@ -17,7 +17,7 @@ import numpy as np
 from shipyard.core.errors import InvalidInput
 from shipyard.core.signature import Signature
 
-__all__ = ["fingerprint", "profile"]
+__all__ = ["fingerprint", "profile", "reference_sample"]
 
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 HISTOGRAM_BINS = 20
@@ -48,6 +48,20 @@ def profile(sample: Any, signature: Signature) -> dict[str, Any]:
             entry.update(_categorical(present.astype(str)))
         columns[spec.name] = entry
     return {"rows": len(frame), "columns": columns}
+
+
+def reference_sample(data: Any, signature: Signature, rows: int = 100_000, seed: int = 0) -> Any:
+    """Up to `rows` rows of the signature's columns, drawn at random (training data is often in
+    time order, so its head is not representative), as a pyarrow Table for drift tests."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from shipyard.core.signature import _to_frame
+
+    frame = _to_frame(data, pd)[signature.names]
+    if len(frame) > rows:
+        frame = frame.sample(n=rows, random_state=seed).sort_index()
+    return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
 
 
 def _numeric(values: np.ndarray) -> dict[str, Any]:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from shipyard.demo._data import CATEGORIES, FEATURES, LABEL, transactions
+from shipyard.demo._data import CATEGORIES, FEATURES, LABEL, drifting_week, transactions
+from shipyard.demo._replay import MonthResult, replay_month
 from shipyard.demo._story import DemoResult, run_demo
 
-__all__ = ["CATEGORIES", "FEATURES", "LABEL", "DemoResult", "run_demo", "transactions"]
+__all__ = [
+    "CATEGORIES",
+    "FEATURES",
+    "LABEL",
+    "DemoResult",
+    "MonthResult",
+    "drifting_week",
+    "replay_month",
+    "run_demo",
+    "transactions",
+]

@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-__all__ = ["CATEGORIES", "FEATURES", "LABEL", "transactions"]
+__all__ = ["CATEGORIES", "FEATURES", "LABEL", "drifting_week", "transactions"]
 
 CATEGORIES = {
     # name: (share of transactions, log-mean amount, fraud risk)
@@ -127,3 +127,39 @@ def _intercept_for_rate(z: np.ndarray, rate: float) -> float:
         else:
             lo = mid
     return lo
+
+
+def drifting_week(
+    n: int,
+    week: int,
+    *,
+    start: datetime,
+    seed: int = 100,
+    amount_inflation: float = 1.0,
+    card_testing_share: float = 0.0,
+) -> pd.DataFrame:
+    """One week of traffic after training, with two kinds of change a fraud team meets.
+
+    `amount_inflation` scales every amount (a seasonal shift: data drift the monitor should
+    name). `card_testing_share` of the rows become a fraud pattern the model never saw: small
+    card-not-present purchases at online and gaming merchants from new accounts, all fraud
+    (concept drift: the model misses them while most inputs look as before).
+    """
+    week_start = start + pd.Timedelta(days=7 * week)
+    frame = transactions(n, seed=seed + week, start=week_start, days=7.0)
+    frame["transaction_amount"] = (frame["transaction_amount"] * amount_inflation).round(2)
+    frame["avg_amount_30d"] = (frame["avg_amount_30d"] * amount_inflation).round(2)
+    rng = np.random.default_rng(seed + 1000 + week)
+    testing = rng.random(n) < card_testing_share
+    k = int(testing.sum())
+    if k:
+        frame.loc[testing, "transaction_amount"] = rng.uniform(1.0, 25.0, k).round(2)
+        frame.loc[testing, "merchant_category"] = rng.choice(["online_retail", "gaming"], k)
+        frame.loc[testing, "card_present"] = 0
+        frame.loc[testing, "is_foreign"] = 0
+        frame.loc[testing, "distance_from_home_km"] = rng.exponential(8.0, k).round(2)
+        frame.loc[testing, "hour_of_day"] = rng.integers(9, 21, k)
+        frame.loc[testing, "account_age_days"] = rng.integers(30, 400, k)
+        frame.loc[testing, "device_risk_score"] = rng.beta(1.4, 9.0, k).round(4)
+        frame.loc[testing, LABEL] = 1
+    return frame

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from shipyard.access import KeyStore
 from shipyard.client import Client
 from shipyard.core import Settings
 from shipyard.demo._data import FEATURES, LABEL, transactions
+from shipyard.demo._replay import MonthResult, replay_month
 from shipyard.demo._server import running_server
 from shipyard.demo._train import Trained, train_boosted, train_logistic
 from shipyard.logstore import LogReader
@@ -63,6 +65,7 @@ class DemoResult:
     statuses: dict[str, int] = field(default_factory=dict)
     after_rollback: set[int] = field(default_factory=set)
     partner_answered: int = 0
+    month: MonthResult | None = None
     logged: dict[str, int] = field(default_factory=dict)
     bad_request_status: int = 0
     v2_status: int = 0
@@ -81,7 +84,12 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def run_demo(
-    home: Path, *, rows: int = 60_000, requests: int = 500, console: Console | None = None
+    home: Path,
+    *,
+    rows: int = 60_000,
+    requests: int = 500,
+    month_rows: int = 8000,
+    console: Console | None = None,
 ) -> DemoResult:
     """Play the fraud story; prints it and returns the numbers."""
     console = console or Console()
@@ -149,6 +157,16 @@ def run_demo(
             _rollback(client, http, ops, test, result, console)
         time.sleep(1.5)  # one log flush interval, then the Parquet segments are there
     _read_logs(settings, result, console)
+    console.print(
+        Panel.fit(
+            "[bold]a month in production[/]: four weeks replayed into the log, then the monitor",
+            border_style="cyan",
+        )
+    )
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    result.month = replay_month(
+        settings, MODEL, v1.version, end=today, rows_per_week=month_rows, console=console
+    )
     _summary(console, result, v1.ref)
     return result
 

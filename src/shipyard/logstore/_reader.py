@@ -50,6 +50,14 @@ class LogReader:
     def label_files(self) -> list[str]:
         return self.store.glob("logs/labels/date=*/*.parquet")
 
+    def error_files(self, days: Iterable[str] | None = None) -> list[str]:
+        if days is None:
+            return self.store.glob("logs/errors/date=*/*.parquet")
+        files: list[str] = []
+        for day in sorted(set(days)):
+            files += self.store.glob(f"logs/errors/date={day}/*.parquet")
+        return files
+
     def relation(self, conn: duckdb.DuckDBPyConnection, files: list[str], name: str) -> bool:
         """Register `files` as view `name` in `conn`; False when there are none."""
         if not files:
@@ -101,6 +109,10 @@ class LogReader:
     def labels(self) -> pa.Table:
         """All logged labels, as an Arrow table."""
         return self._table(self.label_files(), "labels")
+
+    def errors(self) -> pa.Table:
+        """All logged refused or failed prediction requests, as an Arrow table."""
+        return self._table(self.error_files(), "errors")
 
     def _table(self, files: list[str], name: str) -> Any:
         conn = duckdb.connect()

@@ -3,6 +3,7 @@ day for labels, named after the spool file so replaying a file rewrites the same
 
     logs/predictions/model=<name>/date=<YYYY-MM-DD>/<spool>-v<version>.parquet
     logs/labels/date=<YYYY-MM-DD>/<spool>.parquet
+    logs/errors/date=<YYYY-MM-DD>/<spool>.parquet
 
 Prediction columns: prediction_id, ts (UTC), model, version, variant, key_id, request_id,
 latency_ms, features (a struct of the inputs, typed by the signature), score, label, value,
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from shipyard.store import ArtifactStore
 
-__all__ = ["LABEL_SCHEMA", "PREDICTION_SCHEMA_BASE", "TypesOf", "write_segments"]
+__all__ = ["ERROR_SCHEMA", "LABEL_SCHEMA", "PREDICTION_SCHEMA_BASE", "TypesOf", "write_segments"]
 
 log = logging.getLogger("shipyard.logstore")
 
@@ -57,6 +58,19 @@ _OUTPUTS = [
     ("value", pa.float64()),
     ("probabilities", pa.list_(pa.float64())),
 ]
+ERROR_SCHEMA = pa.schema(
+    [
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("model", pa.string()),
+        ("version", pa.int32()),
+        ("variant", pa.string()),
+        ("status", pa.int32()),
+        ("error", pa.string()),
+        ("fields", pa.list_(pa.string())),
+        ("key_id", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
 LABEL_SCHEMA = pa.schema(
     [
         ("prediction_id", pa.string()),
@@ -165,6 +179,7 @@ def write_segments(store: ArtifactStore, stem: str, data: bytes, types_of: Types
     """Write the Parquet segments of one spool file's bytes; returns the rows written."""
     predictions: dict[tuple[str, int, str], _PredictionGroup] = defaultdict(_PredictionGroup)
     labels: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    errors: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for entry in read_lines(data):
         if entry.get("k") == "p":
             predictions[(entry["m"], int(entry["v"]), _day(entry["t"]))].add(entry)
@@ -175,12 +190,30 @@ def write_segments(store: ArtifactStore, stem: str, data: bytes, types_of: Types
             label_group["label"].extend(label_text(v) for v in entry["labels"])
             label_group["received_at"].extend([datetime.fromtimestamp(entry["t"], UTC)] * n)
             label_group["key_id"].extend([entry.get("key")] * n)
+        elif entry.get("k") == "e":
+            error_group = errors[_day(entry["t"])]
+            for column, value in (
+                ("ts", datetime.fromtimestamp(entry["t"], UTC)),
+                ("model", entry["m"]),
+                ("version", entry.get("v")),
+                ("variant", entry.get("r")),
+                ("status", entry["s"]),
+                ("error", entry.get("err")),
+                ("fields", entry.get("f") or []),
+                ("key_id", entry.get("key")),
+                ("request_id", entry.get("rid")),
+            ):
+                error_group[column].append(value)
     rows = 0
     for (model, version, day), group in predictions.items():
         types = types_of(model, version) if types_of is not None else None
         path = f"logs/predictions/model={model}/date={day}/{stem}-v{version}.parquet"
         store.write_bytes(path, _parquet(group.table(types)))
         rows += group.rows
+    for day, columns in errors.items():
+        table = pa.Table.from_pydict(dict(columns), schema=ERROR_SCHEMA)
+        store.write_bytes(f"logs/errors/date={day}/{stem}.parquet", _parquet(table))
+        rows += table.num_rows
     for day, columns in labels.items():
         table = pa.Table.from_pydict(dict(columns), schema=LABEL_SCHEMA)
         store.write_bytes(f"logs/labels/date={day}/{stem}.parquet", _parquet(table))

@@ -138,6 +138,34 @@ class LogWriter:
         }
         self._append(orjson.dumps(entry, option=_DUMPS) + b"\n", len(ids), ids)
 
+    def log_error(
+        self,
+        *,
+        model: str,
+        version: int | None,
+        variant: str | None,
+        status: int,
+        error: str,
+        fields: Sequence[str] = (),
+        key_id: str | None = None,
+        request_id: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Log a prediction request that was refused or failed (for error rates and data quality)."""
+        entry = {
+            "k": "e",
+            "t": time.time() if at is None else at,
+            "m": model,
+            "v": version,
+            "r": variant,
+            "s": status,
+            "err": error,
+            "f": list(fields),
+            "key": key_id,
+            "rid": request_id,
+        }
+        self._append(orjson.dumps(entry) + b"\n", 1, [])
+
     def log_labels(
         self,
         ids: Sequence[str],

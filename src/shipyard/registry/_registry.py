@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -9,12 +10,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from shipyard.core import (
     ModelRef,
     Settings,
     Signature,
     fingerprint,
     profile,
+    reference_sample,
     validate_alias,
     validate_model_name,
 )
@@ -45,6 +49,7 @@ __all__ = ["Registry"]
 
 SAMPLE_ROWS_CHECKED = 1000
 PROFILE_ROWS = 200_000
+REFERENCE_ROWS = 100_000
 
 
 class Registry:
@@ -230,6 +235,12 @@ class Registry:
                 folder / "reference" / "profile.json",
                 profile(_head(data_for_profile, PROFILE_ROWS), sig),
             )
+            # rows for drift tests against live traffic (a profile cannot give a KS test)
+            pq.write_table(
+                reference_sample(data_for_profile, sig, REFERENCE_ROWS),
+                folder / "reference" / "sample.parquet",
+                compression="zstd",
+            )
             data_fp = fingerprint(training_data if training_data is not None else sample)
             created_at = utcnow()
             metadata = {
@@ -350,6 +361,28 @@ class Registry:
                 f"point an alias at another one (shipyard models show {name})"
             )
         return open_bundle(self.artifacts, record.bundle_path, metadata_sha)
+
+    def metadata(self, name: str, version: int) -> dict[str, Any]:
+        """A version's metadata.json (checked against the registry's SHA-256)."""
+        with self.database.transaction() as conn:
+            record, metadata_sha = self._version(conn, name, version)
+        manifest: dict[str, Any] = json.loads(
+            self.artifacts.read_bytes(f"{record.bundle_path}/metadata.json", metadata_sha)
+        )
+        return manifest
+
+    def read_artifact(self, name: str, version: int, path: str) -> bytes | None:
+        """One file of a version's bundle (e.g. `reference/sample.parquet`), SHA-256 checked;
+        None when the bundle has no such file (older bundles)."""
+        with self.database.transaction() as conn:
+            record, metadata_sha = self._version(conn, name, version)
+        manifest = json.loads(
+            self.artifacts.read_bytes(f"{record.bundle_path}/metadata.json", metadata_sha)
+        )
+        digest = manifest.get("files", {}).get(path)
+        if digest is None:
+            return None
+        return self.artifacts.read_bytes(f"{record.bundle_path}/{path}", digest)
 
     # -- changing ---------------------------------------------------------------------------
 

@@ -391,6 +391,36 @@ class PredictionService:
             request_id=request_id,
         )
 
+    def log_error(
+        self,
+        name: str,
+        outcome: Any,
+        status: int,
+        error: ShipyardError,
+        key: Any,
+        request_id: str | None,
+    ) -> None:
+        """Log a refused or failed prediction request, with the fields a schema error named."""
+        if self.writer is None:
+            return
+        fields = sorted(
+            {
+                str(d["loc"][-1])
+                for d in error.details()
+                if d.get("loc") and isinstance(d["loc"][-1], str)
+            }
+        )
+        self.writer.log_error(
+            model=name,
+            version=int(outcome.version) if outcome.version else None,
+            variant=outcome.variant or None,
+            status=status,
+            error=type(error).__name__,
+            fields=fields,
+            key_id=getattr(key, "id", None),
+            request_id=request_id,
+        )
+
     async def shadow(
         self,
         plan: Deployment,

@@ -195,6 +195,10 @@ def _routing_key(request: Request, body: dict[str, Any], plan: Deployment) -> st
     return None if value is None else str(value)
 
 
+# refusals worth a model's monitoring (bad input, overload, failures); not auth or unknown models
+_LOGGED_ERRORS = frozenset({400, 413, 422, 429, 503, 504})
+
+
 class _Outcome:
     """Labels for the prediction metrics, filled in as the request goes."""
 
@@ -254,7 +258,17 @@ async def _serve(
         request_id = _request_id(request)
         service.log(result, columns, latency_ms=seconds * 1e3, key_id=key.id, request_id=request_id)
     except ShipyardError as error:
-        outcome.count(status_of(error))
+        status = status_of(error)
+        outcome.count(status)
+        if status in _LOGGED_ERRORS:
+            _service(request).log_error(
+                name,
+                outcome,
+                status,
+                error,
+                getattr(request.state, "key", None),
+                _request_id(request),
+            )
         raise
     outcome.count(200, seconds, rows)
     response = JSONBytes(render(result, served, body))

@@ -20,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "alert_rules",
+    "alerts",
     "aliases",
     "api_keys",
     "audit_events",
@@ -27,6 +29,7 @@ __all__ = [
     "metadata",
     "model_versions",
     "models",
+    "monitoring_snapshots",
 ]
 
 metadata = MetaData(
@@ -144,4 +147,51 @@ api_keys = Table(
     Column("created_by", String(256), nullable=False),
     Column("revoked_at", Timestamp, nullable=True),
     Column("revoked_by", String(256), nullable=True),
+)
+
+monitoring_snapshots = Table(
+    "monitoring_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), nullable=False
+    ),
+    Column("window", String(16), nullable=False),
+    Column("period_start", Timestamp, nullable=False),
+    Column("period_end", Timestamp, nullable=False),
+    Column("computed_at", Timestamp, nullable=False),
+    Column("summary", Json, nullable=False),
+    Index("ix_monitoring_snapshots_model_name_period_end", "model_name", "period_end"),
+)
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), nullable=False
+    ),
+    Column("expression", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("webhooks", Json, nullable=False, default=list),
+    Column("enabled", Integer, nullable=False, default=1),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
+    Column("model_name", String(128), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("status", String(16), nullable=False),  # firing | resolved
+    Column("opened_at", Timestamp, nullable=False),
+    Column("last_seen_at", Timestamp, nullable=False),
+    Column("resolved_at", Timestamp, nullable=True),
+    Column("value", Float, nullable=True),
+    Column("evidence", Json, nullable=False, default=dict),
+    Column("deliveries", Json, nullable=False, default=list),
+    Index("ix_alerts_model_name_status", "model_name", "status"),
 )

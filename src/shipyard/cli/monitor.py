@@ -1,0 +1,272 @@
+"""`shipyard monitor ...`: run monitoring, read the report, manage alert rules and alerts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from shipyard.cli._common import console, emit_json, open_registry, settings
+from shipyard.monitoring import AlertManager, Monitor, render_html
+
+app = typer.Typer(
+    help="Watch models in production: performance, data quality, drift, alerts.",
+    no_args_is_help=True,
+)
+
+_MARKS = {
+    "ok": "[green]OK[/]",
+    "warning": "[yellow]warning[/]",
+    "failing": "[bold red]failing[/]",
+    "unknown": "[dim]-[/]",
+}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render(report: dict[str, Any]) -> None:
+    """The report as a fraud team's dashboard in the terminal."""
+    period = report["period"]
+    console.print(
+        Panel.fit(
+            f"[bold]{report['model']}[/]: windows of {report['window']} from {period['start'][:16]} to {period['end'][:16]}",
+            border_style="cyan",
+        )
+    )
+    if not report["versions"]:
+        console.print("no predictions were logged in this period")
+    for version, summary in sorted(report["versions"].items(), key=lambda kv: -int(kv[0])):
+        checks = Table(
+            "check",
+            "value",
+            "target",
+            "",
+            "note",
+            title=f"version {version} ({', '.join(summary['variants'])})",
+        )
+        for check in summary["checks"]:
+            checks.add_row(
+                check["name"],
+                _fmt(check["value"]),
+                _fmt(check["target"]),
+                _MARKS.get(check["status"], check["status"]),
+                check.get("note", ""),
+            )
+        console.print(checks)
+        windows = Table(
+            "window",
+            "volume",
+            "errors",
+            "labelled",
+            "accuracy",
+            "estimated",
+            "recall",
+            "FPR",
+            "p95 ms",
+            title="per window",
+        )
+        for w in summary["windows"]:
+            windows.add_row(
+                str(w["window_start"])[:16].replace("T", " "), f"{w['volume']:,}", f"{w.get('error_rate', 0):.2%}",
+                f"{w.get('labelled', 0):,}", _fmt(w.get("accuracy")), _fmt(w.get("estimated", {}).get("accuracy")),
+                _fmt(w.get("recall")), _fmt(w.get("false_positive_rate")), _fmt(w.get("latency_p95")),
+            )  # fmt: skip
+        console.print(windows)
+        drift = summary["drift"]
+        if drift.get("columns"):
+            table = Table(
+                "feature",
+                "method",
+                "effect",
+                "threshold",
+                "p (adj.)",
+                "missing",
+                "",
+                title="drift vs the training data",
+            )
+            columns = sorted(
+                drift["columns"].values(),
+                key=lambda c: -(c["effect_size"] or 0) / (c["threshold"] or 1),
+            )
+            for c in columns:
+                mark = {
+                    "ok": "[green]OK[/]",
+                    "warning": "[yellow]warning[/]",
+                    "drift": "[bold red]drift[/]",
+                }[c["status"]]
+                missing = (
+                    f"{c['missing']['reference_rate']:.1%} -> {c['missing']['current_rate']:.1%}"
+                )
+                table.add_row(
+                    c["column"],
+                    c["method"],
+                    f"{c['effect']} {_fmt(c['effect_size'])}",
+                    _fmt(c["threshold"]),
+                    _fmt(c["p_value_adjusted"]),
+                    missing,
+                    mark,
+                )
+            console.print(table)
+        root = summary.get("root_cause", {})
+        for f in root.get("features", []):
+            console.print(f"  [bold]cause[/]: {f['feature']}: {f['reason']}")
+        for s in root.get("segments", []):
+            console.print(
+                f"  [bold]segment[/]: {s['feature']}={s['segment']}: accuracy {s['accuracy_before']:.3f} -> {s['accuracy_now']:.3f} "
+                f"({s['labelled']} labelled)"
+            )
+    for alert in report.get("alerts", []):
+        console.print(
+            f"[bold red]alert {alert['id']} {alert['status']}[/]: {alert['evidence'].get('rule')} (value {_fmt(alert['value'])})"
+        )
+
+
+def _write_html(report: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        path.write_text(render_html(report))
+        console.print(f"[green]✓[/] wrote {path} (standalone; opens offline)")
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    name: str,
+    window: str = typer.Option("1d", "--window", "-w", help="window length: 30m, 1h, 1d, 7d ..."),
+    periods: int = typer.Option(7, "--periods", "-p", min=1, max=400, help="how many windows back"),
+    html: Path | None = typer.Option(
+        None, "--html", help="also write the report as a standalone HTML file"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Compute monitoring for NAME now, store it as a snapshot, evaluate its alert rules."""
+    with open_registry(ctx) as registry:
+        report = (
+            Monitor.from_settings(settings(ctx), registry)
+            .run(name, window=window, periods=periods)
+            .to_dict()
+        )
+    _show(report, html, as_json)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    name: str,
+    window: str = typer.Option("1d", "--window", "-w"),
+    html: Path | None = typer.Option(
+        None, "--html", help="write the report as a standalone HTML file"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the latest stored report of NAME (run `shipyard monitor run` to refresh it)."""
+    from shipyard.monitoring import _repository as repo
+
+    with open_registry(ctx) as registry:
+        registry.get_model(name)
+        with registry.database.transaction() as conn:
+            found = repo.latest_snapshot(conn, name, window)
+        if found is None:
+            found = (
+                Monitor.from_settings(settings(ctx), registry).run(name, window=window).to_dict()
+            )
+    _show(found, html, as_json)
+
+
+def _show(report: dict[str, Any], html: Path | None, as_json: bool) -> None:
+    _write_html(report, html)
+    if as_json:
+        emit_json(report)
+        return
+    render(report)
+
+
+def _alerts(ctx: typer.Context) -> tuple[Any, AlertManager]:
+    registry = open_registry(ctx)
+    return registry, AlertManager(registry.database, actor=settings(ctx).actor)
+
+
+@app.command("alerts")
+def alerts(
+    ctx: typer.Context,
+    model: str | None = typer.Option(None, "--model", "-m"),
+    status: str | None = typer.Option(None, "--status", help="firing or resolved"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List alerts, newest first."""
+    registry, manager = _alerts(ctx)
+    with registry:
+        found = manager.alerts(model, status)
+    if as_json:
+        emit_json(found)
+        return
+    table = Table("id", "model", "version", "status", "rule", "value", "opened", "resolved")
+    for a in found:
+        table.add_row(
+            str(a["id"]), a["model"], str(a["version"]), a["status"], a["evidence"].get("rule", ""), _fmt(a["value"]),
+            f"{a['opened_at']:%Y-%m-%d %H:%M}", f"{a['resolved_at']:%Y-%m-%d %H:%M}" if a["resolved_at"] else "",
+        )  # fmt: skip
+    console.print(table if found else "no alerts")
+
+
+@app.command("rules")
+def rules(ctx: typer.Context, name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the alert rules of NAME."""
+    registry, manager = _alerts(ctx)
+    with registry:
+        registry.get_model(name)
+        found = manager.rules(name)
+    if as_json:
+        emit_json(found)
+        return
+    table = Table("id", "rule", "severity", "webhooks")
+    for r in found:
+        table.add_row(str(r["id"]), r["expression"], r["severity"], ", ".join(r["webhooks"]))
+    console.print(
+        table
+        if found
+        else f"no alert rules for {name}; add one with `shipyard monitor rule-add {name} 'accuracy < 0.9 over 7d'`"
+    )
+
+
+@app.command("rule-add")
+def rule_add(
+    ctx: typer.Context,
+    name: str,
+    expression: str = typer.Argument(..., help="e.g. 'accuracy < 0.90 over 7d with >= 500 labels'"),
+    severity: str = typer.Option("warning", "--severity", help="warning or critical"),
+    webhook: list[str] | None = typer.Option(
+        None, "--webhook", help="URL to POST alerts to (repeatable)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add an alert rule to NAME; it is evaluated after every monitoring run."""
+    registry, manager = _alerts(ctx)
+    with registry:
+        registry.get_model(name)
+        rule = manager.add_rule(name, expression, severity=severity, webhooks=webhook or [])
+    if as_json:
+        emit_json(rule)
+        return
+    console.print(
+        f"[green]added[/] rule {rule['id']} to {name}: {rule['expression']} ({rule['severity']})"
+    )
+
+
+@app.command("rule-remove")
+def rule_remove(ctx: typer.Context, rule_id: int) -> None:
+    """Remove an alert rule."""
+    registry, manager = _alerts(ctx)
+    with registry:
+        manager.remove_rule(rule_id)
+    console.print(f"removed rule {rule_id}")

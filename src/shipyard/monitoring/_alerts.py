@@ -1,0 +1,246 @@
+"""Alerts: rules evaluated after each monitoring run, one open alert per rule and version,
+resolved when the condition clears, delivered to the log and to webhooks (with retries).
+
+An alert is a record first (the retraining loop reads them); delivery is a side effect whose
+outcome is stored on the alert, so a webhook that is down never loses the alert itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from shipyard.core import validate_model_name
+from shipyard.core.errors import InvalidInput, NotFound
+from shipyard.monitoring import _repository as repo
+from shipyard.monitoring._rules import Rule, metric_value, parse_rule
+from shipyard.store import Database, record_audit, utcnow
+
+__all__ = ["SEVERITIES", "AlertManager"]
+
+log = logging.getLogger("shipyard.monitoring.alerts")
+
+SEVERITIES = ("warning", "critical")
+WEBHOOK_ATTEMPTS = 3
+
+
+class AlertManager:
+    """Stores rules, turns monitoring summaries into alert records, and delivers them.
+
+    Args:
+        database: the metadata database.
+        actor: recorded on rule changes.
+        webhooks: URLs every alert is posted to, besides each rule's own.
+        post: how a webhook is called (an httpx-style `post(url, json=...)`); tests pass a
+            client bound to a real local server.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        actor: str = "unknown",
+        webhooks: list[str] | None = None,
+        post: Callable[..., Any] | None = None,
+        backoff: float = 0.5,
+    ) -> None:
+        self.database = database
+        self.actor = actor
+        self.webhooks = list(webhooks or [])
+        self._post = post
+        self.backoff = backoff
+
+    # -- rules ----------------------------------------------------------------------------------
+
+    def add_rule(
+        self,
+        model: str,
+        expression: str,
+        *,
+        severity: str = "warning",
+        webhooks: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        validate_model_name(model)
+        parse_rule(expression)  # refuse what cannot be evaluated, now rather than at 3 a.m.
+        if severity not in SEVERITIES:
+            raise InvalidInput(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+        for url in webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise InvalidInput(f"webhook {url!r} must be an http:// or https:// URL")
+        with self.database.transaction() as conn:
+            rule_id = repo.add_rule(
+                conn, model, expression.strip(), severity, list(webhooks), self.actor
+            )
+            record_audit(
+                conn,
+                self.actor,
+                "alert_rule.created",
+                model,
+                None,
+                {"rule": rule_id, "expression": expression},
+            )
+        return next(r for r in self.rules(model) if r["id"] == rule_id)
+
+    def rules(self, model: str | None = None) -> list[dict[str, Any]]:
+        with self.database.transaction() as conn:
+            return repo.rules(conn, model)
+
+    def remove_rule(self, rule_id: int) -> None:
+        with self.database.transaction() as conn:
+            if not repo.delete_rule(conn, rule_id):
+                raise NotFound(f"no alert rule {rule_id} (shipyard monitor rules)")
+            record_audit(conn, self.actor, "alert_rule.removed", None, None, {"rule": rule_id})
+
+    def alerts(
+        self, model: str | None = None, status: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        with self.database.transaction() as conn:
+            return repo.alerts(conn, model, status, limit)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        model: str,
+        summary_for: Callable[[Rule, int], dict[str, Any] | None],
+        versions: list[int],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Evaluate every rule of `model` on each version; returns the alerts that changed.
+
+        `summary_for(rule, version)` gives the version's monitoring summary over the rule's
+        window (or None when the version had no traffic in it).
+        """
+        changed = []
+        for rule_row in self.rules(model):
+            if not rule_row["enabled"]:
+                continue
+            rule = parse_rule(rule_row["expression"])
+            for version in versions:
+                summary = summary_for(rule, version)
+                if summary is None:
+                    continue
+                labelled = summary.get("metrics", {}).get("labelled", 0) or 0
+                if rule.min_labels and labelled < rule.min_labels:
+                    continue  # not enough evidence either way: leave the state as it is
+                value = metric_value(rule, summary)
+                firing = rule.check(value)
+                if firing is None:
+                    continue
+                alert = self._transition(rule_row, rule, version, firing, value, summary, now)
+                if alert is not None:
+                    changed.append(alert)
+        return changed
+
+    def _transition(
+        self,
+        rule_row: dict[str, Any],
+        rule: Rule,
+        version: int,
+        firing: bool,
+        value: float | bool | None,
+        summary: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        numeric = float(value) if value is not None else None
+        evidence = {
+            "rule": rule.describe(),
+            "value": value,
+            "threshold": rule.threshold,
+            "window": summary.get("window"),
+            "period": summary.get("period"),
+            "labelled": summary.get("metrics", {}).get("labelled"),
+            "drifted": summary.get("drift", {}).get("drifted", []),
+            "root_cause": summary.get("root_cause", {}),
+        }
+        with self.database.transaction() as conn:
+            current = repo.open_alert(conn, rule_row["id"], version)
+            if firing and current is not None:  # still firing: one alert, updated, not re-sent
+                current.update(last_seen_at=now, value=numeric, evidence=evidence)
+                repo.save_alert(conn, current)
+                return None
+            if firing:
+                alert: dict[str, Any] = {
+                    "id": None, "rule_id": rule_row["id"], "model": rule_row["model"], "version": version,
+                    "status": "firing", "opened_at": now, "last_seen_at": now, "value": numeric,
+                    "evidence": evidence, "deliveries": [],
+                }  # fmt: skip
+            elif current is not None:
+                alert = {
+                    **current,
+                    "status": "resolved",
+                    "resolved_at": now,
+                    "last_seen_at": now,
+                    "value": numeric,
+                }
+            else:
+                return None
+            alert["id"] = repo.save_alert(conn, alert)
+            record_audit(
+                conn, "monitor", f"alert.{alert['status']}", rule_row["model"], version,
+                {"alert": alert["id"], "rule": rule.describe(), "value": value},
+            )  # fmt: skip
+        alert["severity"] = rule_row["severity"]
+        self._deliver(alert, rule_row)
+        return alert
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _deliver(self, alert: dict[str, Any], rule_row: dict[str, Any]) -> None:
+        rule = alert["evidence"].get("rule", "")
+        message = (
+            f"{alert['severity'].upper()} alert {alert['id']} {alert['status']}: {alert['model']}:{alert['version']} "
+            f"{rule} (value {alert['value']})"
+        )
+        (log.warning if alert["status"] == "firing" else log.info)(message)
+        payload = {
+            "alert": {
+                k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in alert.items()
+                if k != "deliveries"
+            },
+            "message": message,
+        }
+        deliveries = []
+        for url in [*rule_row["webhooks"], *self.webhooks]:
+            deliveries.append(self._post_with_retries(url, payload))
+        if deliveries:
+            with self.database.transaction() as conn:
+                stored = repo.alerts(conn, alert["model"], None, 1_000_000)
+                record = next(a for a in stored if a["id"] == alert["id"])
+                record["deliveries"] = [*record["deliveries"], *deliveries]
+                repo.save_alert(conn, record)
+            alert["deliveries"] = deliveries
+
+    def _post_with_retries(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+        post = self._post or httpx.post
+        error = ""
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            try:
+                response = post(url, json=payload, timeout=5.0)
+                if response.status_code < 300:
+                    return {
+                        "url": url,
+                        "ok": True,
+                        "attempts": attempt,
+                        "status": response.status_code,
+                        "at": utcnow().isoformat(),
+                    }
+                error = f"HTTP {response.status_code}"
+            except httpx.HTTPError as failure:
+                error = f"{type(failure).__name__}: {failure}"
+            if attempt < WEBHOOK_ATTEMPTS:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+        log.error("webhook %s failed after %d attempts: %s", url, WEBHOOK_ATTEMPTS, error)
+        return {
+            "url": url,
+            "ok": False,
+            "attempts": WEBHOOK_ATTEMPTS,
+            "error": error,
+            "at": utcnow().isoformat(),
+        }

@@ -1,0 +1,177 @@
+"""SQL for monitoring snapshots, alert rules and alerts; functions take the caller's connection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from shipyard.store import tables, utcnow
+
+__all__ = [
+    "add_rule",
+    "alerts",
+    "delete_rule",
+    "latest_snapshot",
+    "open_alert",
+    "rules",
+    "save_alert",
+    "save_snapshot",
+    "snapshots",
+]
+
+S, R, A = tables.monitoring_snapshots, tables.alert_rules, tables.alerts
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def save_snapshot(
+    conn: Connection,
+    model: str,
+    window: str,
+    start: datetime,
+    end: datetime,
+    summary: dict[str, Any],
+) -> int:
+    # one snapshot per model, window length and period: a re-run replaces it
+    conn.execute(
+        delete(S).where(S.c.model_name == model, S.c.window == window, S.c.period_end == end)
+    )
+    result = conn.execute(
+        insert(S).values(
+            model_name=model,
+            window=window,
+            period_start=start,
+            period_end=end,
+            computed_at=utcnow(),
+            summary=summary,
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def latest_snapshot(
+    conn: Connection, model: str, window: str | None = None
+) -> dict[str, Any] | None:
+    query = (
+        select(S)
+        .where(S.c.model_name == model)
+        .order_by(S.c.period_end.desc(), S.c.id.desc())
+        .limit(1)
+    )
+    if window is not None:
+        query = query.where(S.c.window == window)
+    row = conn.execute(query).first()
+    return None if row is None else dict(row.summary)
+
+
+def snapshots(conn: Connection, model: str, window: str, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(S.c.period_start, S.c.period_end, S.c.computed_at, S.c.summary)
+        .where(S.c.model_name == model, S.c.window == window)
+        .order_by(S.c.period_end.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "period_start": _aware(r.period_start),
+            "period_end": _aware(r.period_end),
+            "summary": r.summary,
+        }
+        for r in rows
+    ]
+
+
+def add_rule(
+    conn: Connection, model: str, expression: str, severity: str, webhooks: list[str], actor: str
+) -> int:
+    result = conn.execute(
+        insert(R).values(
+            model_name=model, expression=expression, severity=severity, webhooks=webhooks, enabled=1,
+            created_at=utcnow(), created_by=actor,
+        )
+    )  # fmt: skip
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def rules(conn: Connection, model: str | None = None) -> list[dict[str, Any]]:
+    query = select(R).order_by(R.c.id)
+    if model is not None:
+        query = query.where(R.c.model_name == model)
+    return [
+        {
+            "id": r.id,
+            "model": r.model_name,
+            "expression": r.expression,
+            "severity": r.severity,
+            "webhooks": list(r.webhooks or []),
+            "enabled": bool(r.enabled),
+            "created_at": _aware(r.created_at),
+            "created_by": r.created_by,
+        }
+        for r in conn.execute(query)
+    ]
+
+
+def delete_rule(conn: Connection, rule_id: int) -> bool:
+    return bool(conn.execute(delete(R).where(R.c.id == rule_id)).rowcount)
+
+
+def _alert(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "rule_id": row.rule_id,
+        "model": row.model_name,
+        "version": row.version,
+        "status": row.status,
+        "opened_at": _aware(row.opened_at),
+        "last_seen_at": _aware(row.last_seen_at),
+        "resolved_at": _aware(row.resolved_at),
+        "value": row.value,
+        "evidence": row.evidence or {},
+        "deliveries": list(row.deliveries or []),
+    }
+
+
+def open_alert(conn: Connection, rule_id: int, version: int | None) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(A)
+        .where(A.c.rule_id == rule_id, A.c.version == version, A.c.status == "firing")
+        .with_for_update()
+    ).first()
+    return None if row is None else _alert(row)
+
+
+def save_alert(conn: Connection, alert: dict[str, Any]) -> int:
+    values = {
+        "rule_id": alert["rule_id"],
+        "model_name": alert["model"],
+        "version": alert["version"],
+        "status": alert["status"],
+        "opened_at": alert["opened_at"],
+        "last_seen_at": alert["last_seen_at"],
+        "resolved_at": alert.get("resolved_at"),
+        "value": alert.get("value"),
+        "evidence": alert.get("evidence", {}),
+        "deliveries": alert.get("deliveries", []),
+    }
+    if alert.get("id") is None:
+        return int(conn.execute(insert(A).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+    conn.execute(update(A).where(A.c.id == alert["id"]).values(**values))
+    return int(alert["id"])
+
+
+def alerts(
+    conn: Connection, model: str | None = None, status: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    query = select(A).order_by(A.c.id.desc()).limit(limit)
+    if model is not None:
+        query = query.where(A.c.model_name == model)
+    if status is not None:
+        query = query.where(A.c.status == status)
+    return [_alert(r) for r in conn.execute(query)]

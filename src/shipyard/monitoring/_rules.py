@@ -1,0 +1,155 @@
+"""Alert rules as people write them: `accuracy < 0.90 over 7d with >= 500 labels`,
+`psi(transaction_amount) > 0.2`, `latency_p95 > 100ms`, `drift(merchant_category)`.
+
+    rule     := metric [ "(" feature ")" ] [ op number [unit] ] [ "over" window ] [ "with" ">=" n "labels" ]
+    op       := < | <= | > | >= | == | !=
+    unit     := ms | %          (latency in milliseconds; % divides by 100)
+    window   := <n>m | <n>h | <n>d | <n>w
+A metric without a comparison is a yes/no condition (`drift(amount)`, `concept_drift`).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from shipyard.core.errors import InvalidInput
+
+__all__ = ["FEATURE_METRICS", "MODEL_METRICS", "Rule", "parse_rule", "parse_window"]
+
+MODEL_METRICS = frozenset(
+    {
+        "accuracy", "precision", "recall", "f1", "false_positive_rate", "auc",
+        "estimated_accuracy", "estimated_precision", "estimated_recall",
+        "error_rate", "volume", "throughput", "label_coverage",
+        "latency_p50", "latency_p95", "latency_p99", "score_mean", "drift_share",
+        "score_drift", "concept_drift", "mae", "rmse",
+    }
+)  # fmt: skip
+FEATURE_METRICS = frozenset(
+    {
+        "drift",
+        "psi",
+        "wasserstein",
+        "jensen_shannon",
+        "ks",
+        "missing_rate",
+        "out_of_range",
+        "unseen",
+    }
+)
+BOOLEAN_METRICS = frozenset({"drift", "concept_drift", "score_drift"})
+ALIASES = {
+    "fpr": "false_positive_rate",
+    "js": "jensen_shannon",
+    "p95": "latency_p95",
+    "p99": "latency_p99",
+}
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+}  # fmt: skip
+_RULE = re.compile(
+    r"""^\s*(?P<metric>[a-z_0-9]+)\s*(?:\(\s*(?P<feature>[^)]+?)\s*\))?\s*
+    (?:(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*(?P<unit>ms|%)?)?\s*
+    (?:over\s+(?P<window>\d+\s*[mhdw]))?\s*
+    (?:with\s*>=\s*(?P<labels>\d+)\s*labels?)?\s*$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+_WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_window(text: str) -> timedelta:
+    """`30m`, `1h`, `7d`, `2w` -> a timedelta."""
+    match = _WINDOW.match(text or "")
+    if match is None or int(match.group(1)) <= 0:
+        raise InvalidInput(f"window {text!r} is not a duration; write e.g. 30m, 1h, 1d or 7d")
+    return timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A parsed alert rule."""
+
+    expression: str
+    metric: str
+    feature: str | None
+    op: str | None
+    threshold: float | None
+    window: timedelta | None
+    min_labels: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.metric}({self.feature})" if self.feature else self.metric
+
+    def check(self, value: float | bool | None) -> bool | None:
+        """Whether the rule fires for `value`; None when there is nothing to judge yet."""
+        if value is None:
+            return None
+        if self.op is None:
+            return bool(value)
+        assert self.threshold is not None
+        return OPS[self.op](float(value), self.threshold)
+
+    def describe(self) -> str:
+        return self.expression.strip()
+
+
+def parse_rule(expression: str) -> Rule:
+    """Parse an alert rule, or raise `InvalidInput` saying how to write one."""
+    match = _RULE.match(expression or "")
+    example = "e.g. 'accuracy < 0.90 over 7d with >= 500 labels' or 'psi(transaction_amount) > 0.2'"
+    if match is None:
+        raise InvalidInput(f"cannot read the rule {expression!r}; {example}")
+    metric = ALIASES.get(match.group("metric").lower(), match.group("metric").lower())
+    feature = match.group("feature")
+    if feature is not None and metric not in FEATURE_METRICS:
+        raise InvalidInput(
+            f"{metric} is not measured per feature; per-feature metrics: {', '.join(sorted(FEATURE_METRICS))}"
+        )
+    if feature is None and metric not in MODEL_METRICS:
+        if metric in FEATURE_METRICS:
+            raise InvalidInput(f"{metric} needs a feature, e.g. {metric}(transaction_amount)")
+        known = ", ".join(sorted(MODEL_METRICS | FEATURE_METRICS))
+        raise InvalidInput(f"unknown metric {metric!r}; known metrics: {known}")
+    op, raw_value, unit = match.group("op"), match.group("value"), match.group("unit")
+    if op is None and metric not in BOOLEAN_METRICS:
+        raise InvalidInput(f"{metric} needs a comparison, {example}")
+    threshold = float(raw_value) if raw_value is not None else None
+    if threshold is not None and unit == "%":
+        threshold /= 100
+    if unit == "ms" and not metric.startswith("latency"):
+        raise InvalidInput(f"'ms' only applies to latency metrics, not {metric}")
+    window = parse_window(match.group("window")) if match.group("window") else None
+    return Rule(expression, metric, feature, op, threshold, window, int(match.group("labels") or 0))
+
+
+def metric_value(rule: Rule, summary: dict[str, Any]) -> float | bool | None:
+    """The value of `rule`'s metric in a version summary (see `Monitor`), or None if unknown."""
+    if rule.feature is None:
+        value = summary.get("metrics", {}).get(rule.metric)
+        return value if isinstance(value, int | float | bool) else None
+    column = summary.get("drift", {}).get("columns", {}).get(rule.feature)
+    if column is None:
+        return None
+    if rule.metric == "drift":
+        return bool(column["drift"])
+    if rule.metric == "missing_rate":
+        rate = column["missing"]["current_rate"]
+        return float(rate) if rate is not None else None
+    stats = column["stats"]
+    key = {
+        "psi": "psi",
+        "wasserstein": "wasserstein_norm",
+        "jensen_shannon": "jensen_shannon",
+        "ks": "ks_statistic",
+        "out_of_range": "out_of_range_rate",
+        "unseen": "unseen_share",
+    }[rule.metric]
+    value = stats.get(key)
+    return value if isinstance(value, int | float) else None

@@ -1,0 +1,237 @@
+"""A month of a fraud model in production, replayed into the log, then monitored: the drift in
+amounts and the decline in accuracy are caught, explained, stored, alerted on and reported."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from rich.console import Console
+
+from shipyard.app import create_app
+from shipyard.core import Settings
+from shipyard.demo import FEATURES, LABEL, MonthResult, replay_month
+from shipyard.logstore import LogReader
+from shipyard.monitoring import Monitor, render_html
+from shipyard.monitoring import _repository as repo
+from shipyard.registry import Registry
+
+END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def month(
+    tmp_path_factory: pytest.TempPathFactory, fraud_model: Any, fraud_data: pd.DataFrame
+) -> Iterator[tuple[Settings, MonthResult, str]]:
+    home = tmp_path_factory.mktemp("month")
+    settings = Settings(home=home, auth="off", actor="tester")
+    with Registry.from_settings(settings) as registry:
+        registry.register(
+            fraud_model, name="fraud-detector", sample=fraud_data[FEATURES].iloc[:2000],
+            training_data=fraud_data[[*FEATURES, LABEL]], threshold=0.1, aliases=["production"],
+        )  # fmt: skip
+    out = io.StringIO()
+    result = replay_month(
+        settings,
+        "fraud-detector",
+        1,
+        end=END,
+        rows_per_week=5000,
+        console=Console(file=out, width=150),
+    )
+    return settings, result, out.getvalue()
+
+
+def _summary(settings: Settings) -> dict[str, Any]:
+    with Registry.from_settings(settings) as registry, registry.database.transaction() as conn:
+        snapshot = repo.latest_snapshot(conn, "fraud-detector", "7d")
+    assert snapshot is not None
+    summary: dict[str, Any] = snapshot["versions"]["1"]
+    return summary
+
+
+def test_accuracy_declines_week_by_week_and_the_last_week_is_estimated_before_its_labels(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    _, result, _ = month
+    accuracy = [w["accuracy"] for w in result.weeks]
+    assert len(accuracy) == 4
+    assert accuracy[0] > accuracy[1] > accuracy[2] > accuracy[3]
+    assert accuracy[0] - accuracy[3] > 0.04
+    assert [w["volume"] for w in result.weeks] == [5000] * 4
+    # labels for the last week are still coming in: about a quarter
+    assert 0.15 < result.weeks[3]["labelled"] / 5000 < 0.35
+    assert all(w["estimated"] is not None for w in result.weeks)
+
+
+def test_the_amount_shift_is_named_and_steady_features_are_not(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    settings, result, _ = month
+    assert "transaction_amount" in result.drifted
+    columns = _summary(settings)["drift"]["columns"]
+    for steady in ("customer_age", "num_tx_last_24h", "device_risk_score"):
+        assert columns[steady]["status"] == "ok", columns[steady]["reason"]
+
+
+def test_the_decline_is_explained_by_segment_and_by_a_change_in_the_error_rate(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    settings, result, _ = month
+    assert result.concept_drift
+    assert {"merchant_category=gaming", "merchant_category=online_retail"} & set(result.segments)
+    concept = _summary(settings)["concept"]
+    worse = [c for c in concept["changes"] if c["worse"]]
+    assert worse
+    assert worse[-1]["error_rate_after"] > worse[-1]["error_rate_before"]
+
+
+def test_checks_carry_ok_warning_failing_marks(month: tuple[Settings, MonthResult, str]) -> None:
+    settings, _, _ = month
+    checks = {c["name"]: c for c in _summary(settings)["checks"]}
+    assert checks["drifted features"]["status"] == "warning"
+    assert "transaction_amount" in checks["drifted features"]["note"]
+    assert checks["accuracy"]["target"] == 0.90  # taken from the alert rule
+    assert checks["accuracy"]["status"] in {"warning", "failing"}
+    assert checks["latency p95 (ms)"]["status"] == "ok"
+    assert {"missing features", "error rate", "concept drift", "false-positive rate"} <= set(checks)
+
+
+def test_alerts_fired_with_evidence_and_rerunning_does_not_duplicate_them(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    settings, result, _ = month
+    assert "drift(transaction_amount)" in result.alerts
+    with Registry.from_settings(settings) as registry:
+        monitor = Monitor.from_settings(settings, registry)
+        assert monitor.alert_manager is not None
+        before = monitor.alert_manager.alerts("fraud-detector")
+        monitor.run("fraud-detector", window="7d", periods=4, now=END)
+        after = monitor.alert_manager.alerts("fraud-detector")
+    assert [a["id"] for a in after] == [a["id"] for a in before]
+    drift_alert = next(a for a in after if a["evidence"]["rule"] == "drift(transaction_amount)")
+    assert drift_alert["status"] == "firing"
+    assert "transaction_amount" in drift_alert["evidence"]["drifted"]
+
+
+def test_the_snapshot_and_the_html_report(month: tuple[Settings, MonthResult, str]) -> None:
+    settings, result, text = month
+    assert result.html is not None
+    page = result.html.read_text()
+    assert page.startswith("<!doctype html>")
+    assert page.count("<svg") >= 5
+    assert "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )  # nothing fetched from anywhere
+    assert "transaction_amount" in page
+    assert "a month in production" in text
+    with Registry.from_settings(settings) as registry, registry.database.transaction() as conn:
+        history = repo.snapshots(conn, "fraud-detector", "7d", 10)
+    assert history
+    assert render_html(history[0]["summary"]).startswith("<!doctype html>")
+
+
+def test_monitoring_over_http(month: tuple[Settings, MonthResult, str]) -> None:
+    settings, _, _ = month
+    with TestClient(create_app(settings)) as client:
+        body = client.get(
+            "/v1/models/fraud-detector/monitoring", params={"window": "7d", "periods": 4}
+        ).json()
+        assert body["model"] == "fraud-detector"
+        assert "transaction_amount" in body["versions"]["1"]["drift"]["drifted"]
+        page = client.get(
+            "/v1/models/fraud-detector/monitoring/report.html",
+            params={"window": "7d", "periods": 4},
+        )
+        assert page.headers["content-type"].startswith("text/html")
+        assert client.get("/v1/alerts", params={"model": "fraud-detector"}).json()["alerts"]
+        rules = client.get("/v1/models/fraud-detector/alert-rules").json()["rules"]
+        assert {r["expression"] for r in rules} >= {"drift(transaction_amount)"}
+        added = client.post(
+            "/v1/models/fraud-detector/alert-rules", json={"expression": "recall < 0.2 over 7d"}
+        )
+        assert added.status_code == 201
+        bad = client.post("/v1/models/fraud-detector/alert-rules", json={"expression": "vibes > 3"})
+        assert bad.status_code == 422
+        assert "unknown metric 'vibes'" in bad.json()["error"]["message"]
+        assert client.delete(f"/v1/alert-rules/{added.json()['id']}").json() == {
+            "removed": added.json()["id"]
+        }
+        assert client.get("/v1/models/nope/monitoring").status_code == 404
+        assert (
+            client.get(
+                "/v1/models/fraud-detector/monitoring", params={"window": "fortnight"}
+            ).status_code
+            == 422
+        )
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(SHIPYARD_HOME=str(settings.home), COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_monitor_commands(month: tuple[Settings, MonthResult, str], tmp_path: Path) -> None:
+    settings, _, _ = month
+    page = tmp_path / "report.html"
+    run = _cli(
+        settings,
+        "monitor",
+        "run",
+        "fraud-detector",
+        "--window",
+        "7d",
+        "--periods",
+        "4",
+        "--html",
+        str(page),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "drift vs the training data" in run.stdout
+    assert "transaction_amount" in run.stdout
+    assert page.read_text().startswith("<!doctype html>")
+    report = json.loads(
+        _cli(settings, "monitor", "report", "fraud-detector", "--window", "7d", "--json").stdout
+    )
+    assert report["versions"]["1"]["windows"][0]["volume"] == 5000
+    alerts = json.loads(
+        _cli(settings, "monitor", "alerts", "--model", "fraud-detector", "--json").stdout
+    )
+    assert any(a["status"] == "firing" for a in alerts)
+    added = _cli(
+        settings, "monitor", "rule-add", "fraud-detector", "psi(transaction_amount) > 0.2", "--json"
+    )
+    assert added.returncode == 0, added.stderr
+    bad = _cli(settings, "monitor", "rule-add", "fraud-detector", "accuracy <")
+    assert bad.returncode == 2
+    assert "cannot read the rule" in bad.stderr
+    assert (
+        _cli(settings, "monitor", "rule-remove", str(json.loads(added.stdout)["id"])).returncode
+        == 0
+    )
+
+
+def test_logs_read_back_hold_what_was_replayed(month: tuple[Settings, MonthResult, str]) -> None:
+    settings, _, _ = month
+    with Registry.from_settings(settings) as registry:
+        reader = LogReader(registry.artifacts)
+        assert reader.predictions("fraud-detector").num_rows == 20_000
+        labels = reader.labels()
+    assert 15_000 + 900 < labels.num_rows < 15_000 + 1800
