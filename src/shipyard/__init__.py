@@ -6,12 +6,15 @@ version = shipyard.register(model, name="fraud-detector", sample=X_train, metric
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from shipyard.client import AsyncClient, Client
 from shipyard.core import Settings, Signature, errors
 from shipyard.core.version import __version__
 from shipyard.registry import ModelVersion, Registry
+from shipyard.tracking import Run, Tracker
 
 __all__ = [
     "AsyncClient",
@@ -23,6 +26,7 @@ __all__ = [
     "__version__",
     "errors",
     "register",
+    "start_run",
 ]
 
 
@@ -37,3 +41,21 @@ def register(
     """
     with Registry.from_settings(settings or Settings()) as registry:
         return registry.register(model, name=name, **fields)
+
+
+@contextmanager
+def start_run(
+    experiment: str = "default", *, settings: Settings | None = None, **options: Any
+) -> Iterator[Run]:
+    """Open a tracking run: log params, metrics, data sets and artifacts to it; a
+    `shipyard.register(...)` inside the block links the new version to the run.
+
+    Takes the keyword arguments of `Tracker.start_run` (`name`, `params`, `tags`, `entrypoint`).
+    """
+    registry = Registry.from_settings(settings or Settings())
+    try:
+        tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)
+        with tracker.start_run(experiment, **options) as run:
+            yield run
+    finally:
+        registry.close()

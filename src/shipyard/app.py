@@ -27,9 +27,11 @@ from shipyard.monitoring import Monitor
 from shipyard.monitoring.api import router as monitoring_router
 from shipyard.registry import Registry
 from shipyard.registry.api import router as registry_router
+from shipyard.retraining.api import router as retraining_router
 from shipyard.serving import PredictionService
 from shipyard.serving import metrics as m
 from shipyard.serving.api import JSONBytes, scoring_router, v1_router, v2_router
+from shipyard.tracking.api import router as tracking_router
 
 __all__ = ["create_app", "factory"]
 
@@ -235,6 +237,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(registry_router)
     app.include_router(keys_router)
     app.include_router(monitoring_router)
+    app.include_router(tracking_router)
+    app.include_router(retraining_router)
     app.include_router(v2_router)
 
     @app.get("/metrics", tags=["observability"], summary="Prometheus metrics")

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.logging import RichHandler
 
-from shipyard.cli import db, demo, deploy, keys, models, monitor, predict, server
+from shipyard.cli import db, demo, deploy, keys, loop, models, monitor, predict, runs, server
 from shipyard.cli._common import err_console
 from shipyard.core import Settings
 from shipyard.core import errors as e
@@ -65,6 +65,12 @@ app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(runs.app, name="runs")
+app.add_typer(loop.pipeline_app, name="pipeline")
+app.add_typer(loop.jobs_app, name="jobs")
+app.command("worker")(loop.worker)
+app.command("approve")(loop.approve)
+app.command("history")(loop.history)
 app.command("deploy")(deploy.deploy)
 app.command("predict")(predict.predict)
 app.command("server")(server.server)

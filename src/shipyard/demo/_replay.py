@@ -23,13 +23,13 @@ from shipyard.core import Settings
 from shipyard.demo._data import FEATURES, LABEL, drifting_week
 from shipyard.logstore import LogWriter
 from shipyard.monitoring import Monitor, render_html
-from shipyard.registry import Registry
-from shipyard.serving import PredictionService
+from shipyard.registry import Deployment, Registry
+from shipyard.serving import PredictionService, choose
 
-__all__ = ["WEEKS", "MonthResult", "replay_month"]
+__all__ = ["WEEKS", "MonthResult", "replay_month", "replay_weeks"]
 
 # (amount inflation, share of card-testing fraud) per week after release
-WEEKS = [(1.00, 0.000), (1.05, 0.015), (1.25, 0.045), (1.60, 0.090)]
+WEEKS = [(1.00, 0.000), (1.05, 0.015), (1.25, 0.045), (1.60, 0.105)]
 LATE_LABEL_SHARE = 0.25  # of the last week, only this share of labels has come in
 RULES = [
     "accuracy < 0.90 over 7d with >= 500 labels",
@@ -48,6 +48,41 @@ class MonthResult:
     html: Path | None = None
 
 
+def replay_weeks(
+    settings: Settings,
+    model: str,
+    weeks: list[tuple[int, float, float, float]],
+    *,
+    start: datetime,
+    rows_per_week: int,
+) -> None:
+    """Replay weeks `(index, amount inflation, card-testing share, labelled share)` from `start`,
+    each routed through the deployment live at the time (so a canary gets its share)."""
+    with Registry.from_settings(settings) as registry:
+        service = PredictionService(registry, settings)
+        types = {
+            c.name: str(c.type) for c in registry.resolve(f"{model}:production").signature.columns
+        }
+        writer = LogWriter(
+            settings.resolved_spool_dir / "replay",
+            registry.artifacts,
+            types_of=lambda m, v: types,
+            flush_seconds=3600,
+        )
+        with writer:
+            for week, inflation, share, labelled in weeks:
+                plan = registry.serving_plan()[model]
+                frame = drifting_week(
+                    rows_per_week,
+                    week,
+                    start=start,
+                    amount_inflation=inflation,
+                    card_testing_share=share,
+                )
+                _score_and_log(service, plan, writer, frame, labelled, seed=week)
+            writer.flush()
+
+
 def replay_month(
     settings: Settings,
     model: str,
@@ -57,30 +92,14 @@ def replay_month(
     rows_per_week: int = 8000,
     console: Console,
 ) -> MonthResult:
-    """Replay four weeks ending at `end` through `model:version`, label them, and monitor."""
+    """Replay four weeks ending at `end` through the production version, label them, and monitor."""
     start = end - timedelta(days=7 * len(WEEKS))
+    weeks = [
+        (i, inflation, share, 1.0 if i < len(WEEKS) - 1 else LATE_LABEL_SHARE)
+        for i, (inflation, share) in enumerate(WEEKS)
+    ]
+    replay_weeks(settings, model, weeks, start=start, rows_per_week=rows_per_week)
     with Registry.from_settings(settings) as registry:
-        service = PredictionService(registry, settings)
-        served = service.load(model, version)
-        types: dict[str, str] = {c.name: str(c.type) for c in served.signature.columns}
-        writer = LogWriter(
-            settings.resolved_spool_dir / "replay",
-            registry.artifacts,
-            types_of=lambda m, v: types,
-            flush_seconds=3600,
-        )
-        with writer:
-            for week, (inflation, share) in enumerate(WEEKS):
-                frame = drifting_week(
-                    rows_per_week,
-                    week,
-                    start=start,
-                    amount_inflation=inflation,
-                    card_testing_share=share,
-                )
-                labelled = 1.0 if week < len(WEEKS) - 1 else LATE_LABEL_SHARE
-                _score_and_log(service, served, writer, frame, labelled, seed=week)
-            writer.flush()
         monitor = Monitor.from_settings(settings, registry)
         assert monitor.alert_manager is not None
         for rule in RULES:
@@ -95,30 +114,43 @@ def replay_month(
 
 def _score_and_log(
     service: PredictionService,
-    served: Any,
+    plan: Deployment,
     writer: LogWriter,
     frame: pd.DataFrame,
     labelled: float,
     seed: int,
 ) -> None:
-    """Score a week in hourly batches, log each batch at its hour, and the labels a day later."""
+    """Score a week in hourly batches (each row on the variant its customer routes to), log each
+    batch at its hour, and the labels that come back a day later."""
     rng = np.random.default_rng(seed)
-    columns = served.signature.validate_frame(frame[FEATURES])
-    hours = frame["timestamp"].dt.floor("h")
-    for hour, index in frame.groupby(hours).indices.items():
-        batch = {name: values[index] for name, values in columns.items()}
-        result = service.score_now(served, batch, len(index))
-        stamp = pd.Timestamp(str(hour))
-        at = (stamp if stamp.tzinfo else stamp.tz_localize(UTC)).timestamp()
-        writer.log_predictions(
-            model=served.name, version=served.version, variant="primary", ids=result.ids, inputs=batch,
-            outputs=result.outputs(), latency_ms=result.latency_ms, at=at,
-        )  # fmt: skip
-        keep = rng.random(len(index)) < labelled
-        if keep.any():
-            truth = frame[LABEL].to_numpy()[index][keep].tolist()
-            ids = [pid for pid, k in zip(result.ids, keep, strict=True) if k]
-            writer.log_labels(ids, truth, at=at + 86_400)
+    customers = frame["customer_id"].to_numpy()
+    truth_all = frame[LABEL].to_numpy()
+    routed = np.array([choose(plan, str(c)).version for c in customers])
+    roles = {v.version: v.role for v in plan.live}
+    hours = frame["timestamp"].dt.floor("h").to_numpy()
+    for version in np.unique(routed):
+        served = service.load(plan.name, int(version))
+        mine = frame[routed == version]
+        columns = served.signature.validate_frame(mine[FEATURES])
+        mine_hours = hours[routed == version]
+        mine_truth = truth_all[routed == version]
+        for hour in np.unique(mine_hours):
+            index = np.flatnonzero(mine_hours == hour)
+            batch = {name: values[index] for name, values in columns.items()}
+            result = service.score_now(served, batch, len(index))
+            at = (
+                pd.Timestamp(hour).tz_localize(UTC).timestamp()
+                if pd.Timestamp(hour).tzinfo is None
+                else pd.Timestamp(hour).timestamp()
+            )
+            writer.log_predictions(
+                model=served.name, version=served.version, variant=roles[int(version)], ids=result.ids, inputs=batch,
+                outputs=result.outputs(), latency_ms=result.latency_ms, at=at,
+            )  # fmt: skip
+            keep = rng.random(len(index)) < labelled
+            if keep.any():
+                ids = [pid for pid, k in zip(result.ids, keep, strict=True) if k]
+                writer.log_labels(ids, mine_truth[index][keep].tolist(), at=at + 86_400)
 
 
 def _show(report: dict[str, Any], html: Path, console: Console) -> MonthResult:

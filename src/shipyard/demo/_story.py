@@ -12,7 +12,7 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from shipyard.access import KeyStore
 from shipyard.client import Client
 from shipyard.core import Settings
 from shipyard.demo._data import FEATURES, LABEL, transactions
+from shipyard.demo._loop import LoopResult, close_the_loop
 from shipyard.demo._replay import MonthResult, replay_month
 from shipyard.demo._server import running_server
 from shipyard.demo._train import Trained, train_boosted, train_logistic
@@ -66,6 +67,7 @@ class DemoResult:
     after_rollback: set[int] = field(default_factory=set)
     partner_answered: int = 0
     month: MonthResult | None = None
+    loop: LoopResult | None = None
     logged: dict[str, int] = field(default_factory=dict)
     bad_request_status: int = 0
     v2_status: int = 0
@@ -163,9 +165,19 @@ def run_demo(
             border_style="cyan",
         )
     )
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # the month ends two weeks ago, so the loop's weeks 5 and 6 end today
+    end_of_week4 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=14
+    )
     result.month = replay_month(
-        settings, MODEL, v1.version, end=today, rows_per_week=month_rows, console=console
+        settings, MODEL, v1.version, end=end_of_week4, rows_per_week=month_rows, console=console
+    )
+    console.print(Panel.fit(
+        "[bold]the closed loop[/]: the accuracy alert triggers a retrain; validated, canaried, decided on live labels",
+        border_style="cyan",
+    ))  # fmt: skip
+    result.loop = close_the_loop(
+        settings, MODEL, end_of_week4=end_of_week4, rows_per_week=month_rows, console=console
     )
     _summary(console, result, v1.ref)
     return result
@@ -451,4 +463,17 @@ def _summary(console: Console, result: DemoResult, ref: str) -> None:
         "logged predictions / labels",
         f"{result.logged.get('predictions', 0):,} / {result.logged.get('labels', 0):,}",
     )
+    if result.month is not None:
+        table.add_row(
+            "caught in the month",
+            f"drift in {', '.join(result.month.drifted) or '-'}; alerts: {len(result.month.alerts)}",
+        )
+    if result.loop is not None and result.loop.weekly_accuracy:
+        weekly = result.loop.weekly_accuracy
+        table.add_row(
+            "closed loop",
+            f"candidate {result.loop.candidate} {result.loop.status}; accuracy week 4 {weekly[3]:.1%} -> week 6 {weekly[-1]:.1%}"
+            if len(weekly) >= 6 and weekly[3] is not None and weekly[-1] is not None
+            else f"candidate {result.loop.candidate} {result.loop.status}",
+        )
     console.print(table)

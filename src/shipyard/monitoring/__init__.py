@@ -12,6 +12,7 @@ from shipyard.monitoring._drift import (
     compare,
 )
 from shipyard.monitoring._html import render_html
+from shipyard.monitoring._logs import LogQueries, Period
 from shipyard.monitoring._monitor import DEFAULT_TARGETS, Monitor, MonitoringReport
 from shipyard.monitoring._rules import Rule, parse_rule, parse_window
 
@@ -23,8 +24,10 @@ __all__ = [
     "AlertManager",
     "ColumnDrift",
     "DriftReport",
+    "LogQueries",
     "Monitor",
     "MonitoringReport",
+    "Period",
     "Rule",
     "compare",
     "parse_rule",

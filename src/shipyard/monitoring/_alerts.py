@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from shipyard.core import validate_model_name
-from shipyard.core.errors import InvalidInput, NotFound
+from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
 from shipyard.monitoring import _repository as repo
 from shipyard.monitoring._rules import Rule, metric_value, parse_rule
 from shipyard.store import Database, record_audit, utcnow
@@ -73,6 +73,11 @@ class AlertManager:
             if not url.startswith(("http://", "https://")):
                 raise InvalidInput(f"webhook {url!r} must be an http:// or https:// URL")
         with self.database.transaction() as conn:
+            if not repo.model_exists(conn, model):  # else a foreign-key error from the database
+                raise ModelNotFound(
+                    f"no model named {model!r}; register it before adding alert rules "
+                    "(shipyard models list)"
+                )
             rule_id = repo.add_rule(
                 conn, model, expression.strip(), severity, list(webhooks), self.actor
             )
@@ -92,9 +97,10 @@ class AlertManager:
 
     def remove_rule(self, rule_id: int) -> None:
         with self.database.transaction() as conn:
-            if not repo.delete_rule(conn, rule_id):
+            model = repo.delete_rule(conn, rule_id)
+            if model is None:
                 raise NotFound(f"no alert rule {rule_id} (shipyard monitor rules)")
-            record_audit(conn, self.actor, "alert_rule.removed", None, None, {"rule": rule_id})
+            record_audit(conn, self.actor, "alert_rule.removed", model, None, {"rule": rule_id})
 
     def alerts(
         self, model: str | None = None, status: str | None = None, limit: int = 200

@@ -70,7 +70,13 @@ class LogQueries:
         has_predictions = self.reader.relation(
             conn, self.reader.prediction_files(model=self.model, days=self.days), "predictions"
         )
-        has_labels = self.reader.relation(conn, self.reader.label_files(), "labels")
+        # a label comes after its prediction: older label days cannot hold the period's truth,
+        # and reading them would make every query grow with the whole label history
+        first_day = (self.period.start - timedelta(days=1)).astimezone(UTC).date().isoformat()
+        label_files = [
+            f for f in self.reader.label_files() if f.split("date=", 1)[-1][:10] >= first_day
+        ]
+        has_labels = self.reader.relation(conn, label_files, "labels")
         if has_labels:
             conn.execute(
                 "CREATE TEMP VIEW truth AS SELECT prediction_id, arg_max(label, received_at) AS truth "
@@ -103,12 +109,9 @@ class LogQueries:
                 f"""
                 SELECT version, variant, w,
                     count(*) AS volume,
-                    quantile_cont(latency_ms, 0.5) AS latency_p50,
-                    quantile_cont(latency_ms, 0.95) AS latency_p95,
-                    quantile_cont(latency_ms, 0.99) AS latency_p99,
+                    quantile_cont(latency_ms, [0.5, 0.95, 0.99]) AS latency_quantiles,
                     avg(score) AS score_mean,
-                    quantile_cont(score, 0.5) AS score_p50,
-                    quantile_cont(score, 0.9) AS score_p90,
+                    quantile_cont(score, [0.5, 0.9]) AS score_quantiles,
                     avg(CASE WHEN label = {pos} THEN 1.0 ELSE 0.0 END) AS predicted_positive_rate,
                     count(truth) AS labelled,
                     sum(CASE WHEN truth IS NOT NULL AND label = truth THEN 1 ELSE 0 END) AS correct,
@@ -129,6 +132,11 @@ class LogQueries:
             conn.close()
         for row in out:
             row["window_start"] = self.period.window_start(int(row.pop("w")))
+            # one quantile list per column: each quantile_cont call would hold its own copy of
+            # the window's values
+            latency = row.pop("latency_quantiles") or [None] * 3
+            row["latency_p50"], row["latency_p95"], row["latency_p99"] = latency
+            row["score_p50"], row["score_p90"] = row.pop("score_quantiles") or [None] * 2
             row["auc"] = aucs.get((row["version"], row["variant"], row["window_start"]))
             _derive(row, self.period.seconds)
         return out
@@ -226,7 +234,8 @@ class LogQueries:
                 0
             ]
             if total and total[0] > limit:
-                query += f" USING SAMPLE reservoir({limit} ROWS) REPEATABLE (7)"
+                # a query's own USING SAMPLE draws before its WHERE: sample the matching rows
+                query = f"SELECT * FROM ({query}) USING SAMPLE reservoir({limit} ROWS) REPEATABLE (7)"
             return conn.sql(
                 f"SELECT * FROM ({query}) ORDER BY ts", params=[*params, version]
             ).to_arrow_table()

@@ -14,6 +14,7 @@ __all__ = [
     "alerts",
     "delete_rule",
     "latest_snapshot",
+    "model_exists",
     "open_alert",
     "rules",
     "save_alert",
@@ -87,6 +88,11 @@ def snapshots(conn: Connection, model: str, window: str, limit: int) -> list[dic
     ]
 
 
+def model_exists(conn: Connection, model: str) -> bool:
+    models = tables.models
+    return conn.execute(select(models.c.name).where(models.c.name == model)).first() is not None
+
+
 def add_rule(
     conn: Connection, model: str, expression: str, severity: str, webhooks: list[str], actor: str
 ) -> int:
@@ -118,8 +124,13 @@ def rules(conn: Connection, model: str | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def delete_rule(conn: Connection, rule_id: int) -> bool:
-    return bool(conn.execute(delete(R).where(R.c.id == rule_id)).rowcount)
+def delete_rule(conn: Connection, rule_id: int) -> str | None:
+    """Delete a rule (its alerts go with it); returns its model, None if there was no rule."""
+    model = conn.execute(select(R.c.model_name).where(R.c.id == rule_id)).scalar()
+    if model is None:
+        return None
+    conn.execute(delete(R).where(R.c.id == rule_id))
+    return str(model)
 
 
 def _alert(row: Any) -> dict[str, Any]:

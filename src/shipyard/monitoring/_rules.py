@@ -55,11 +55,11 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 _RULE = re.compile(
     r"""^\s*(?P<metric>[a-z_0-9]+)\s*(?:\(\s*(?P<feature>[^)]+?)\s*\))?\s*
     (?:(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*(?P<unit>ms|%)?)?\s*
-    (?:over\s+(?P<window>\d+\s*[mhdw]))?\s*
+    (?:over\s+(?P<window>\d+\s*[a-z]+|\S+))?\s*
     (?:with\s*>=\s*(?P<labels>\d+)\s*labels?)?\s*$""",
     re.VERBOSE | re.IGNORECASE,
 )
-_WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 

@@ -35,6 +35,8 @@ class ModelVersion:
     bundle_path: str
     size_bytes: int
     aliases: tuple[str, ...] = ()
+    run_id: str | None = None
+    lineage: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:
@@ -62,6 +64,8 @@ class ModelVersion:
             "data_fingerprint": self.data_fingerprint,
             "bundle_path": self.bundle_path,
             "size_bytes": self.size_bytes,
+            "run_id": self.run_id,
+            "lineage": self.lineage,
         }
 
 

@@ -44,6 +44,7 @@ from shipyard.registry._deployments import Deployment, Variant, plan
 from shipyard.registry._records import AliasMove, AuditEvent, Model, ModelVersion
 from shipyard.runtime import is_mlflow_dir, mlflow_signature, package
 from shipyard.store import ArtifactStore, Database, utcnow
+from shipyard.tracking import active_run
 
 __all__ = ["Registry"]
 
@@ -105,6 +106,8 @@ class Registry:
         threshold: float | None = None,
         signature: Signature | Mapping[str, Any] | None = None,
         aliases: Iterable[str] = (),
+        run_id: str | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Register `model` as the next version of `name`.
 
@@ -129,6 +132,9 @@ class Registry:
                 (default 0.5).
             signature: an explicit signature instead of inferring one from `sample`.
             aliases: aliases to point at the new version once it is registered.
+            run_id: the tracking run that trained the model (default: the run a
+                `with shipyard.start_run(...)` block around this call opened).
+            lineage: where the version comes from, e.g. `{"parent": 3, "trigger": {...}}`.
         """
         validate_model_name(name)
         alias_list = [validate_alias(a) for a in aliases]
@@ -165,6 +171,9 @@ class Registry:
                 threshold=threshold,
                 features=list(features) if features is not None else sig.names,
             )
+            run = active_run()
+            record["run_id"] = run_id or (run.id if run is not None else None)
+            record["lineage"] = dict(lineage) if lineage is not None else None
             with self.database.transaction() as conn:
                 repo.finalise_version(conn, name, version, record)
                 repo.add_audit(
@@ -178,10 +187,14 @@ class Registry:
                         "runtime": record["runtime"],
                         "metrics": record["metrics"],
                         "data_fingerprint": record["data_fingerprint"],
+                        "run": record["run_id"],
+                        "lineage": record["lineage"],
                     },
                 )
                 for alias in alias_list:
                     self._move_alias(conn, name, alias, version)
+            if run is not None and run_id in (None, run.id):
+                run.set_tag("registered", f"{name}:{version}")
         except BaseException:
             self.artifacts.delete_tree(prefix)
             with self.database.transaction() as conn:

@@ -210,6 +210,8 @@ def _version(row: Row[Any], aliases: tuple[str, ...]) -> ModelVersion:
         data_fingerprint=row.data_fingerprint,
         bundle_path=row.bundle_path,
         size_bytes=row.size_bytes,
+        run_id=row.run_id,
+        lineage=row.lineage,
         aliases=aliases,
     )
 

@@ -6,10 +6,13 @@ from shipyard.store import tables
 from shipyard.store._artifacts import ArtifactStore, StoredFile, sha256_file
 from shipyard.store._audit import record_audit
 from shipyard.store._database import Database, utcnow
+from shipyard.store._jobs import Job, JobQueue
 
 __all__ = [
     "ArtifactStore",
     "Database",
+    "Job",
+    "JobQueue",
     "StoredFile",
     "record_audit",
     "sha256_file",

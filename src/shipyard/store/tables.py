@@ -26,10 +26,14 @@ __all__ = [
     "api_keys",
     "audit_events",
     "deployments",
+    "jobs",
     "metadata",
     "model_versions",
     "models",
     "monitoring_snapshots",
+    "pipelines",
+    "run_metrics",
+    "runs",
 ]
 
 metadata = MetaData(
@@ -82,6 +86,9 @@ model_versions = Table(
     Column("bundle_path", String(1024), nullable=False, default=""),
     Column("metadata_sha256", String(64), nullable=False, default=""),
     Column("size_bytes", Integer, nullable=False, default=0),
+    # the tracking run that trained it, and where it came from (parent version, trigger)
+    Column("run_id", String(32), nullable=True),
+    Column("lineage", Json, nullable=True),
 )
 
 aliases = Table(
@@ -194,4 +201,76 @@ alerts = Table(
     Column("evidence", Json, nullable=False, default=dict),
     Column("deliveries", Json, nullable=False, default=list),
     Index("ix_alerts_model_name_status", "model_name", "status"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("experiment", String(128), nullable=False),
+    Column("name", String(256), nullable=False, default=""),
+    Column("status", String(16), nullable=False),  # running | finished | failed
+    Column("started_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp, nullable=True),
+    Column("params", Json, nullable=False, default=dict),
+    Column("tags", Json, nullable=False, default=dict),
+    Column("metrics", Json, nullable=False, default=dict),  # the last value of each metric
+    Column("git", Json, nullable=False, default=dict),
+    Column("entrypoint", String(512), nullable=False, default=""),
+    Column("datasets", Json, nullable=False, default=dict),
+    Column("artifacts", Json, nullable=False, default=dict),  # path -> {sha256, size, stored_at}
+    Column("created_by", String(256), nullable=False),
+    Column("error", Text, nullable=True),
+    Index("ix_runs_experiment_started_at", "experiment", "started_at"),
+)
+
+run_metrics = Table(
+    "run_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Index("ix_run_metrics_run_id_key_step", "run_id", "key", "step"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("model_name", String(128), nullable=True),
+    Column("payload", Json, nullable=False, default=dict),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("run_at", Timestamp, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=3),
+    Column("lease_until", Timestamp, nullable=True),
+    Column("leased_by", String(128), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("result", Json, nullable=True),
+    Column("dedup_key", String(256), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_jobs_status_run_at", "status", "run_at"),
+)
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "model_name", String(128), ForeignKey("models.name", ondelete="CASCADE"), nullable=False
+    ),
+    Column("status", String(32), nullable=False),
+    Column("trigger", Json, nullable=False, default=dict),
+    Column("champion_version", Integer, nullable=True),
+    Column("candidate_version", Integer, nullable=True),
+    Column("run_id", String(32), nullable=True),
+    Column("steps", Json, nullable=False, default=list),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Index("ix_pipelines_model_name_created_at", "model_name", "created_at"),
 )

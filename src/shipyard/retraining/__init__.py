@@ -1,0 +1,38 @@
+"""The closed loop: retrain a model that degrades, validate it, canary it, and promote or roll
+it back on live evidence, every step recorded."""
+
+from __future__ import annotations
+
+from shipyard.retraining._decide import ArmEvidence, Decision, decide
+from shipyard.retraining._gates import GATE_METRICS, GateResult, holdout_metrics, parse_gate
+from shipyard.retraining._pipeline import Pipeline
+from shipyard.retraining._policies import due_triggers, may_retrain
+from shipyard.retraining._spec import (
+    DataSpec,
+    HoldoutSpec,
+    PolicySpec,
+    RetrainSpec,
+    RolloutSpec,
+    load_specs,
+    parse_duration,
+)
+
+__all__ = [
+    "GATE_METRICS",
+    "ArmEvidence",
+    "DataSpec",
+    "Decision",
+    "GateResult",
+    "HoldoutSpec",
+    "Pipeline",
+    "PolicySpec",
+    "RetrainSpec",
+    "RolloutSpec",
+    "decide",
+    "due_triggers",
+    "holdout_metrics",
+    "load_specs",
+    "may_retrain",
+    "parse_duration",
+    "parse_gate",
+]

@@ -1,0 +1,413 @@
+"""The retraining pipeline: build the data, train in a tracked run, validate on the holdout
+against the champion, register, canary, and promote or roll back on live evidence.
+
+Each step is recorded on the pipeline (its status and evidence) and in the audit trail, so
+`shipyard history NAME` tells the whole story. The first five steps run in one go
+(`train_and_canary`); the decision (`decide`) is taken later, once labels have come back,
+and is called again until it promotes, rolls back, or waits for a person (`approve`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.core import Signature
+from shipyard.core.errors import Conflict, InvalidInput, NotFound, ShipyardError
+from shipyard.logstore import LogReader, label_text
+from shipyard.monitoring import LogQueries, Period
+from shipyard.registry import Registry
+from shipyard.retraining import _repository as repo
+from shipyard.retraining._data import build_training_set, split_holdout
+from shipyard.retraining._decide import ArmEvidence, Decision, decide
+from shipyard.retraining._gates import check, holdout_metrics
+from shipyard.retraining._spec import RetrainSpec
+from shipyard.runtime import load_predictor, package
+from shipyard.store import record_audit
+from shipyard.tracking import Tracker
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger("shipyard.retraining")
+
+
+class Pipeline:
+    """Retrains one model according to its spec.
+
+    Args:
+        registry: versions and deployments.
+        tracker: where training runs are recorded.
+        reader: the prediction and label logs (training data and live evidence).
+        spec: how this model is retrained.
+        code_dir: where the training module lives (default: the current folder).
+        clock: what time it is (steps and the canary's evidence window are stamped with it).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        tracker: Tracker,
+        reader: LogReader,
+        spec: RetrainSpec,
+        *,
+        code_dir: Path | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.tracker = tracker
+        self.reader = reader
+        self.spec = spec
+        self.code_dir = code_dir
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _step(
+        self,
+        record: dict[str, Any],
+        step: str,
+        status: str,
+        evidence: dict[str, Any],
+        version: int | None = None,
+    ) -> None:
+        entry = {
+            "step": step,
+            "status": status,
+            "at": self.clock().isoformat(),
+            "evidence": _plain(evidence),
+        }
+        record["steps"] = [*record["steps"], entry]
+        with self.registry.database.transaction() as conn:
+            repo.save(conn, record)
+            record_audit(
+                conn,
+                self.registry.actor,
+                f"pipeline.{step}",
+                self.name,
+                version,
+                {"pipeline": record["id"], "status": status, **entry["evidence"]},
+            )
+        log.info("%s pipeline %s: %s %s", self.name, record["id"], step, status)
+
+    def _set(self, record: dict[str, Any], **changes: Any) -> None:
+        record.update(changes)
+        with self.registry.database.transaction() as conn:
+            repo.save(conn, record)
+
+    def get(self, pipeline_id: int) -> dict[str, Any]:
+        with self.registry.database.transaction() as conn:
+            record = repo.get(conn, pipeline_id)
+        if record is None:
+            raise NotFound(f"no pipeline {pipeline_id} (shipyard history {self.name})")
+        return record
+
+    # -- steps 1 to 5 ---------------------------------------------------------------------------
+
+    def train_and_canary(
+        self, trigger: dict[str, Any], *, now: datetime | None = None, canary: bool = True
+    ) -> dict[str, Any]:
+        """Build, train, validate, register and (unless told not to) canary a candidate."""
+        now = now or self.clock()
+        champion = self._champion()
+        with self.registry.database.transaction() as conn:
+            active = repo.latest(conn, self.name, repo.ACTIVE)
+            if active is not None:
+                raise Conflict(
+                    f"pipeline {active['id']} of {self.name} is still {active['status']}; wait for it or roll it back "
+                    f"(shipyard deploy {self.name} --rollback)"
+                )
+            record = repo.create(
+                conn, self.name, _plain(trigger), champion.version if champion else None, now
+            )
+        try:
+            return self._run(record, champion, now, canary)
+        except ShipyardError as error:
+            self._step(record, "failed", "error", {"error": error.message})
+            self._set(record, status="failed")
+            raise
+        except Exception as error:  # a training function's own bug: recorded, then raised
+            self._step(record, "failed", "error", {"error": f"{type(error).__name__}: {error}"})
+            self._set(record, status="failed")
+            raise
+
+    def _champion(self) -> Any:
+        try:
+            return self.registry.resolve(f"{self.name}:production")
+        except NotFound:
+            return None
+
+    def _run(
+        self, record: dict[str, Any], champion: Any, now: datetime, canary: bool
+    ) -> dict[str, Any]:
+        spec = self.spec
+        signature: Signature | None = champion.signature if champion is not None else None
+        features = spec.data.features or (signature.names if signature is not None else None)
+        if not features:
+            raise InvalidInput(
+                f"say which features {self.name} trains on (data.features); it has no version yet"
+            )
+        classes = (
+            self.registry.metadata(self.name, champion.version)["model"].get("classes")
+            if champion
+            else None
+        )
+        # 1. the training set
+        frame = build_training_set(spec.data, self.name, features, classes, self.reader, now)
+        train, holdout = split_holdout(frame, spec.holdout, spec.data.time_column)
+        self._step(record, "data", "ok", {
+            "source": spec.data.source, "rows": len(frame), "train_rows": len(train), "holdout_rows": len(holdout),
+            "positive_rate": _positive_rate(frame[spec.data.label], classes),
+        })  # fmt: skip
+        # 2. training, inside a tracked run
+        with self.tracker.start_run(
+            experiment=self.name, name=f"retrain ({record['trigger'].get('kind', 'manual')})", params=spec.params,
+            tags={"pipeline": record["id"], "trigger": record["trigger"].get("kind", "manual")},
+            entrypoint=spec.train, code_dir=self.code_dir,
+        ) as run:  # fmt: skip
+            self._set(record, run_id=run.id)
+            train_print = run.log_dataset("train", train)
+            run.log_dataset("holdout", holdout)
+            model = spec.entrypoint(self.code_dir)(train, dict(spec.params))
+            self._step(
+                record,
+                "train",
+                "ok",
+                {"run": run.id, "entrypoint": spec.train, "data_sha256": train_print["sha256"]},
+            )
+            # 3. validation on the holdout, beside the champion on the same rows
+            sig = signature or Signature.infer(train[features])
+            columns = sig.validate_frame(holdout[features])
+            truth = holdout[spec.data.label].to_numpy()
+            positive = classes[1] if classes else 1
+            threshold = self._threshold(champion, model, sig, train, features)
+            candidate_metrics = self._score(
+                model, sig, train[features], columns, truth, positive, threshold
+            )
+            champion_metrics = None
+            if champion is not None:
+                served = self.registry.open(self.name, champion.version).predictor
+                champion_metrics = holdout_metrics(
+                    served, columns, truth, positive, champion.threshold or 0.5
+                )
+            run.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
+            if champion_metrics:
+                run.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+            results = check(spec.gates, candidate_metrics, champion_metrics)
+            failed = [r for r in results if not r.passed]
+            evidence = {
+                "candidate": candidate_metrics,
+                "champion": champion_metrics,
+                "gates": [r.to_dict() for r in results],
+            }
+            if failed:
+                self._step(
+                    record, "validate", "rejected", {**evidence, "failed": [r.gate for r in failed]}
+                )
+                self._set(record, status="rejected")
+                return record
+            self._step(record, "validate", "passed", evidence)
+            # 4. register, with its lineage
+            version = self.registry.register(
+                model, name=self.name, sample=train[features].iloc[:2000], training_data=train[[*features, spec.data.label]],
+                metrics={k: round(v, 6) for k, v in candidate_metrics.items()}, params=spec.params,
+                description=f"retrained by pipeline {record['id']}", purpose=champion.purpose if champion else "",
+                threshold=threshold, run_id=run.id,
+                lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"]},
+            )  # fmt: skip
+        self._set(record, candidate_version=version.version)
+        self._step(
+            record,
+            "register",
+            "ok",
+            {"version": version.version, "run": run.id, "runtime": version.runtime},
+            version.version,
+        )
+        if not canary or champion is None:
+            self._set(record, status="registered")
+            return record
+        # 5. canary, sticky by the routing field
+        deployment = self.registry.deploy(
+            self.name, version.version, canary=spec.rollout.canary, routing_field=spec.rollout.routing_field,
+            reason=f"pipeline {record['id']}: canary",
+        )  # fmt: skip
+        self._set(record, status="canary")
+        self._step(
+            record,
+            "canary",
+            "started",
+            {"revision": deployment.revision, "split": deployment.describe()},
+            version.version,
+        )
+        return record
+
+    def _threshold(
+        self, champion: Any, model: Any, sig: Signature, train: pd.DataFrame, features: list[str]
+    ) -> float:
+        """The champion's threshold, or the score quantile that flags `threshold_share` of rows."""
+        if self.spec.threshold_share is None:
+            return (
+                float(champion.threshold)
+                if champion is not None and champion.threshold is not None
+                else 0.5
+            )
+        scores = np.asarray(model.predict_proba(train[features]))[:, 1]
+        return round(float(np.quantile(scores, 1 - self.spec.threshold_share)), 6)
+
+    def _score(
+        self,
+        model: Any,
+        sig: Signature,
+        sample: pd.DataFrame,
+        columns: Any,
+        truth: np.ndarray,
+        positive: Any,
+        threshold: float,
+    ) -> dict[str, float]:
+        """Holdout metrics of the candidate on the runtime that would serve it."""
+        folder = Path(tempfile.mkdtemp(prefix="shipyard-candidate-"))
+        try:
+            packaged = package(model, sig, sig.validate_frame(sample.iloc[:1000]), folder / "model")
+            predictor = load_predictor(
+                folder / "model", packaged.info, packaged.runtime, packaged.onnx
+            )
+            return holdout_metrics(predictor, columns, truth, positive, threshold)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # -- step 6 ---------------------------------------------------------------------------------
+
+    def decide(self, pipeline_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+        """Look at the canary's live evidence and promote, roll back, or keep waiting."""
+        record = self.get(pipeline_id)
+        if record["status"] not in ("canary", "awaiting_approval"):
+            return record
+        now = now or self.clock()
+        started = next(
+            datetime.fromisoformat(s["at"])
+            for s in record["steps"]
+            if s["step"] == "canary" and s["status"] == "started"
+        )
+        champion = self._arm(record["champion_version"], started, now)
+        challenger = self._arm(record["candidate_version"], started, now)
+        decision = decide(champion, challenger, self.spec.rollout)
+        if decision.verdict == "wait":
+            last = record["steps"][-1] if record["steps"] else {}
+            evidence = {"reason": decision.reason, **decision.evidence}
+            if last.get("step") == "decide" and last.get("status") == "waiting":
+                # one "waiting" entry, kept current, rather than one per look
+                last.update(at=self.clock().isoformat(), evidence=_plain(evidence))
+                self._set(record, steps=record["steps"])
+            elif record["status"] != "awaiting_approval":
+                self._step(record, "decide", "waiting", evidence, record["candidate_version"])
+            return record
+        if decision.verdict == "promote" and self.spec.rollout.approval == "manual":
+            if record["status"] != "awaiting_approval":
+                self._set(record, status="awaiting_approval")
+                self._step(
+                    record, "decide", "awaiting_approval",
+                    {"reason": decision.reason, "approve_with": f"shipyard approve {self.name} {record['candidate_version']}", **decision.evidence},
+                    record["candidate_version"],
+                )  # fmt: skip
+            return record
+        return self._finish(record, decision)
+
+    def _arm(self, version: int, since: datetime, until: datetime) -> ArmEvidence:
+        length = max(until - since, timedelta(seconds=1))
+        queries = LogQueries(self.reader, self.name, Period(since, until, length))
+        record = self.registry.get_version(self.name, version)
+        positive = None
+        if record.task == "binary":
+            classes = self.registry.metadata(self.name, version)["model"].get("classes") or [0, 1]
+            positive = label_text(classes[1])
+        rows = [
+            r
+            for r in queries.windows(positive)
+            if r["version"] == version and r["variant"] != "shadow"
+        ]
+        errors = sum(
+            e["count"] for e in queries.errors() if e["version"] == version and e["status"] >= 500
+        )
+        labelled = sum(r["labelled"] or 0 for r in rows)
+        correct = sum(round((r["accuracy"] or 0) * (r["labelled"] or 0)) for r in rows)
+        latency = max(
+            (r["latency_p95"] for r in rows if r["latency_p95"] is not None), default=None
+        )
+        return ArmEvidence(
+            version, sum(r["volume"] for r in rows), labelled, correct, errors, latency
+        )
+
+    def _finish(self, record: dict[str, Any], decision: Decision) -> dict[str, Any]:
+        candidate = record["candidate_version"]
+        if decision.verdict == "promote":
+            deployment = self.registry.deploy(
+                self.name, candidate, reason=f"pipeline {record['id']}: promoted"
+            )
+            self.registry.set_alias(self.name, candidate, "champion")
+            self._set(record, status="promoted")
+            self._step(
+                record,
+                "promote",
+                "done",
+                {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
+                candidate,
+            )
+        else:
+            deployment = self.registry.rollback(
+                self.name, reason=f"pipeline {record['id']}: {decision.reason}"
+            )
+            self._set(record, status="rolled_back")
+            self._step(
+                record,
+                "rollback",
+                "done",
+                {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
+                candidate,
+            )
+        return record
+
+    def approve(self, version: int) -> dict[str, Any]:
+        """A person's go-ahead for a candidate waiting for approval."""
+        with self.registry.database.transaction() as conn:
+            record = repo.latest(conn, self.name, ("awaiting_approval", "canary"))
+        if record is None or record["candidate_version"] != version:
+            raise Conflict(
+                f"{self.name}:{version} is not waiting for approval (shipyard history {self.name})"
+            )
+        return self._finish(record, Decision("promote", f"approved by {self.registry.actor}"))
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.registry.database.transaction() as conn:
+            return repo.list_for(conn, self.name, limit)
+
+
+def _positive_rate(labels: pd.Series, classes: list[Any] | None) -> float | None:
+    if not classes or len(classes) != 2:
+        return None
+    return float((labels == classes[1]).mean())
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars to numbers, datetimes to text, NaN to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:
+        return None
+    return value

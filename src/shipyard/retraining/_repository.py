@@ -1,0 +1,102 @@
+"""SQL for pipeline records; functions take the caller's connection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from shipyard.store import tables, utcnow
+
+__all__ = ["ACTIVE", "count_since", "create", "get", "latest", "list_for", "save"]
+
+P = tables.pipelines
+ACTIVE = ("training", "canary", "awaiting_approval")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _record(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "model": row.model_name,
+        "status": row.status,
+        "trigger": row.trigger or {},
+        "champion_version": row.champion_version,
+        "candidate_version": row.candidate_version,
+        "run_id": row.run_id,
+        "steps": list(row.steps or []),
+        "created_at": _aware(row.created_at),
+        "updated_at": _aware(row.updated_at),
+    }
+
+
+def create(
+    conn: Connection,
+    model: str,
+    trigger: dict[str, Any],
+    champion: int | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    now = now or utcnow()
+    result = conn.execute(
+        insert(P).values(
+            model_name=model,
+            status="training",
+            trigger=trigger,
+            champion_version=champion,
+            steps=[],
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return get(conn, int(result.inserted_primary_key[0]))  # type: ignore[index,return-value]
+
+
+def get(conn: Connection, pipeline_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(P).where(P.c.id == pipeline_id)).first()
+    return None if row is None else _record(row)
+
+
+def save(conn: Connection, record: dict[str, Any]) -> None:
+    conn.execute(
+        update(P)
+        .where(P.c.id == record["id"])
+        .values(
+            status=record["status"],
+            candidate_version=record["candidate_version"],
+            run_id=record["run_id"],
+            steps=record["steps"],
+            updated_at=utcnow(),
+        )
+    )
+
+
+def latest(
+    conn: Connection, model: str, statuses: tuple[str, ...] | None = None
+) -> dict[str, Any] | None:
+    query = select(P).where(P.c.model_name == model).order_by(P.c.id.desc()).limit(1)
+    if statuses is not None:
+        query = query.where(P.c.status.in_(statuses))
+    row = conn.execute(query).first()
+    return None if row is None else _record(row)
+
+
+def list_for(conn: Connection, model: str, limit: int = 50) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(P).where(P.c.model_name == model).order_by(P.c.id.desc()).limit(limit)
+    )
+    return [_record(r) for r in rows]
+
+
+def count_since(conn: Connection, model: str, since: datetime) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(P)
+            .where(P.c.model_name == model, P.c.created_at >= since)
+        ).scalar_one()
+    )

@@ -1,0 +1,132 @@
+"""The closed loop from the command line: `pipeline run` (what CI calls), `worker --once`,
+`jobs list`, `history`, `runs`, `approve`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from rich.console import Console
+from tests.retraining.conftest import END_OF_WEEK4
+
+from shipyard.core import Settings
+from shipyard.demo import FEATURES, LABEL, replay_month
+from shipyard.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+
+def _config(folder: Path, gates: list[str]) -> Path:
+    path = folder / f"shipyard-{len(gates)}-{abs(hash(tuple(gates)))}.yaml"
+    path.write_text(yaml.safe_dump({"models": {"fraud-detector": {
+        "train": "shipyard.demo.training:train",
+        "params": {"C": 0.5},
+        "data": {"source": "logs", "window": "28d", "label": "is_fraud"},
+        "holdout": {"split": "time", "fraction": 0.25},
+        "gates": gates,
+        "rollout": {"canary": 10, "routing_field": "customer_id", "min_labels": 300, "check_every": "1d"},
+        "policies": [{"on_alert": "accuracy < 0.90 over 7d with >= 500 labels"}],
+        "threshold_share": 0.04,
+    }}}))  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def home(
+    tmp_path_factory: pytest.TempPathFactory, champion: tuple[Any, pd.DataFrame, float]
+) -> Path:
+    home = tmp_path_factory.mktemp("loop-cli")
+    settings = Settings(home=home, auth="off", actor="cli-tester")
+    model, history, threshold = champion
+    with Registry.from_settings(settings) as registry:
+        registry.register(
+            model,
+            name="fraud-detector",
+            sample=history[FEATURES].iloc[:2000],
+            training_data=history[[*FEATURES, LABEL]],
+            threshold=threshold,
+        )
+        registry.deploy("fraud-detector", 1)
+    replay_month(
+        settings,
+        "fraud-detector",
+        1,
+        end=END_OF_WEEK4,
+        rows_per_week=6000,
+        console=Console(file=io.StringIO()),
+    )
+    return home
+
+
+def shipyard(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(SHIPYARD_HOME=str(home), SHIPYARD_ACTOR="cli-tester", COLUMNS="220")
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_pipeline_run_fails_a_ci_job_when_a_gate_refuses_the_candidate(home: Path) -> None:
+    strict = _config(home, ["auc >= 0.999"])
+    refused = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(strict))
+    assert refused.returncode == 10, refused.stderr
+    assert "rejected" in refused.stdout
+    assert "auc >= 0.999" in refused.stdout
+    assert "FAIL" in refused.stdout
+
+
+def test_pipeline_run_then_the_worker_history_jobs_and_runs(home: Path) -> None:
+    config = _config(home, ["auc >= 0.75", "accuracy >= champion - 0.005"])
+    done = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["status"] == "canary"
+    candidate = record["candidate_version"]
+    # a second run is refused while the canary runs
+    busy = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config))
+    assert busy.returncode == 4
+    assert "is still canary" in busy.stderr
+    ran = shipyard(home, "worker", "--once", "--config", str(config))
+    assert ran.returncode == 0, ran.stderr
+    assert "tick done" in ran.stdout
+    assert "monitor done" in ran.stdout
+    jobs = json.loads(shipyard(home, "jobs", "list", "--json").stdout)
+    kinds = {(j["kind"], j["status"]) for j in jobs}
+    assert ("monitor", "done") in kinds
+    assert ("tick", "queued") in kinds  # the scheduler keeps itself going
+    history = shipyard(home, "history", "fraud-detector").stdout
+    for step in (
+        "pipeline.data",
+        "pipeline.train",
+        "pipeline.validate",
+        "pipeline.register",
+        "pipeline.canary",
+    ):
+        assert step in history
+    runs = json.loads(shipyard(home, "runs", "list", "--json").stdout)
+    run = next(r for r in runs if r["tags"].get("registered") == f"fraud-detector:{candidate}")
+    shown = shipyard(home, "runs", "show", run["id"][:12])
+    assert "entrypoint shipyard.demo.training:train" in shown.stdout
+    wrong = shipyard(home, "approve", "fraud-detector", "1", "--config", str(config))
+    assert wrong.returncode == 4
+    assert "is not waiting for approval" in wrong.stderr
+
+
+def test_a_broken_config_is_a_configuration_error(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "shipyard.yaml"
+    bad.write_text("models:\n  fraud-detector:\n    train: no_colon_here\n")
+    result = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(bad))
+    assert result.returncode == 7
+    assert "train must look like module:function" in result.stderr
