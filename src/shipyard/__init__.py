@@ -1,20 +1,26 @@
 """shipyard: take a trained model from the lab to production and keep it healthy there.
 
-import shipyard
-version = shipyard.register(model, name="fraud-detector", sample=X_train, metrics={"auc": 0.94})
+    import shipyard
+    version = shipyard.register(model, name="fraud-detector", sample=X_train, metrics={"auc": 0.94})
+
+The names below load on first use, so `import shipyard.monitoring` (say) does not pay for the
+registry, the client or pandas unless it needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shipyard.client import AsyncClient, Client
-from shipyard.core import Settings, Signature, errors
 from shipyard.core.version import __version__
-from shipyard.registry import ModelVersion, Registry
-from shipyard.tracking import Run, Tracker
+
+if TYPE_CHECKING:
+    from shipyard.client import AsyncClient, Client
+    from shipyard.core import Settings, Signature, errors
+    from shipyard.registry import ModelVersion, Registry
+    from shipyard.tracking import Run
 
 __all__ = [
     "AsyncClient",
@@ -29,6 +35,24 @@ __all__ = [
     "start_run",
 ]
 
+_LAZY = {
+    "AsyncClient": "shipyard.client",
+    "Client": "shipyard.client",
+    "ModelVersion": "shipyard.registry",
+    "Registry": "shipyard.registry",
+    "Settings": "shipyard.core",
+    "Signature": "shipyard.core",
+    "errors": "shipyard.core",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
+
 
 def register(
     model: Any, *, name: str, settings: Settings | None = None, **fields: Any
@@ -37,8 +61,11 @@ def register(
 
     Takes the keyword arguments of `Registry.register` (`sample`, `metrics`, `params`, `tags`,
     `description`, `purpose`, `features`, `training_data`, `threshold`, `signature`,
-    `aliases`). Settings default to the `SHIPYARD_*` environment.
+    `aliases`, `run_id`, `lineage`). Settings default to the `SHIPYARD_*` environment.
     """
+    from shipyard.core import Settings
+    from shipyard.registry import Registry
+
     with Registry.from_settings(settings or Settings()) as registry:
         return registry.register(model, name=name, **fields)
 
@@ -52,6 +79,10 @@ def start_run(
 
     Takes the keyword arguments of `Tracker.start_run` (`name`, `params`, `tags`, `entrypoint`).
     """
+    from shipyard.core import Settings
+    from shipyard.registry import Registry
+    from shipyard.tracking import Tracker
+
     registry = Registry.from_settings(settings or Settings())
     try:
         tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)

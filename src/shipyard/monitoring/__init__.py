@@ -1,9 +1,15 @@
 """Is the model still working? Performance with delayed labels, data quality, data and concept
-drift, root causes and alerts over the prediction logs; and `compare()` for any two data sets."""
+drift, root causes and alerts over the prediction logs; and `compare()` for any two data sets.
+
+`compare` and the drift types load at once; the log-based monitor (DuckDB, the registry) loads
+on first use, so comparing two data sets stays light.
+"""
 
 from __future__ import annotations
 
-from shipyard.monitoring._alerts import SEVERITIES, AlertManager
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from shipyard.monitoring._drift import (
     DEFAULT_THRESHOLDS,
     METHODS,
@@ -11,10 +17,13 @@ from shipyard.monitoring._drift import (
     DriftReport,
     compare,
 )
-from shipyard.monitoring._html import render_html
-from shipyard.monitoring._logs import LogQueries, Period
-from shipyard.monitoring._monitor import DEFAULT_TARGETS, Monitor, MonitoringReport
 from shipyard.monitoring._rules import Rule, parse_rule, parse_window
+
+if TYPE_CHECKING:
+    from shipyard.monitoring._alerts import SEVERITIES, AlertManager
+    from shipyard.monitoring._html import render_html
+    from shipyard.monitoring._logs import LogQueries, Period
+    from shipyard.monitoring._monitor import DEFAULT_TARGETS, Monitor, MonitoringReport
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -34,3 +43,22 @@ __all__ = [
     "parse_window",
     "render_html",
 ]
+
+_LAZY = {
+    "SEVERITIES": "shipyard.monitoring._alerts",
+    "AlertManager": "shipyard.monitoring._alerts",
+    "render_html": "shipyard.monitoring._html",
+    "LogQueries": "shipyard.monitoring._logs",
+    "Period": "shipyard.monitoring._logs",
+    "DEFAULT_TARGETS": "shipyard.monitoring._monitor",
+    "Monitor": "shipyard.monitoring._monitor",
+    "MonitoringReport": "shipyard.monitoring._monitor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'shipyard.monitoring' has no attribute {name!r}")

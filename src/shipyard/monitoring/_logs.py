@@ -235,7 +235,9 @@ class LogQueries:
             ]
             if total and total[0] > limit:
                 # a query's own USING SAMPLE draws before its WHERE: sample the matching rows
-                query = f"SELECT * FROM ({query}) USING SAMPLE reservoir({limit} ROWS) REPEATABLE (7)"
+                query = (
+                    f"SELECT * FROM ({query}) USING SAMPLE reservoir({limit} ROWS) REPEATABLE (7)"
+                )
             return conn.sql(
                 f"SELECT * FROM ({query}) ORDER BY ts", params=[*params, version]
             ).to_arrow_table()

@@ -87,9 +87,7 @@ class JobQueue:
         with self.database.transaction() as conn:
             if dedup_key is not None:
                 existing = conn.execute(
-                    select(J).where(
-                        J.c.dedup_key == dedup_key, J.c.status == "queued"
-                    )
+                    select(J).where(J.c.dedup_key == dedup_key, J.c.status == "queued")
                 ).first()
                 if existing is not None:
                     return _job(existing)
