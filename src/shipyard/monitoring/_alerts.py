@@ -217,8 +217,8 @@ class AlertManager:
             deliveries.append(self._post_with_retries(url, payload))
         if deliveries:
             with self.database.transaction() as conn:
-                stored = repo.alerts(conn, alert["model"], None, 1_000_000)
-                record = next(a for a in stored if a["id"] == alert["id"])
+                record = repo.get_alert(conn, alert["id"])
+                assert record is not None
                 record["deliveries"] = [*record["deliveries"], *deliveries]
                 repo.save_alert(conn, record)
             alert["deliveries"] = deliveries

@@ -13,6 +13,7 @@ __all__ = [
     "add_rule",
     "alerts",
     "delete_rule",
+    "get_alert",
     "latest_snapshot",
     "model_exists",
     "open_alert",
@@ -155,6 +156,11 @@ def open_alert(conn: Connection, rule_id: int, version: int | None) -> dict[str,
         .where(A.c.rule_id == rule_id, A.c.version == version, A.c.status == "firing")
         .with_for_update()
     ).first()
+    return None if row is None else _alert(row)
+
+
+def get_alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(A).where(A.c.id == alert_id)).first()
     return None if row is None else _alert(row)
 
 
