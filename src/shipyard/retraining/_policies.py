@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from shipyard.core.errors import InvalidInput
 from shipyard.monitoring import parse_rule
 from shipyard.retraining import _repository as repo
 from shipyard.retraining._spec import RetrainSpec, parse_duration
@@ -17,10 +18,19 @@ __all__ = ["due_triggers", "may_retrain"]
 
 
 def _same_rule(a: str, b: str) -> bool:
+    """Whether two rule texts say the same thing (`0.9` and `0.90` do)."""
     try:
-        return parse_rule(a) == parse_rule(b) or a.strip() == b.strip()
-    except Exception:
+        x, y = parse_rule(a), parse_rule(b)
+    except InvalidInput:
         return a.strip() == b.strip()
+    return (x.metric, x.feature, x.op, x.threshold, x.window, x.min_labels) == (
+        y.metric,
+        y.feature,
+        y.op,
+        y.threshold,
+        y.window,
+        y.min_labels,
+    )
 
 
 def due_triggers(

@@ -101,6 +101,12 @@ class RolloutSpec(_Strict):
     approval: Literal["auto", "manual"] = "auto"
     check_every: str = "5m"
 
+    @field_validator("check_every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
 
 class PolicySpec(_Strict):
     """One reason to retrain: a schedule, an alert, or enough new labels."""
@@ -151,6 +157,12 @@ class RetrainSpec(_Strict):
         module, sep, function = value.partition(":")
         if not sep or not module or not function:
             raise ValueError(f"train must look like module:function, got {value!r}")
+        return value
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str) -> str:
+        parse_duration(value)
         return value
 
     @field_validator("gates")
