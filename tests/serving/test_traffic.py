@@ -198,3 +198,22 @@ def test_deployment_reads_and_errors_over_http(live: Settings, client: TestClien
         "version": 1,
         "previous": None,
     }
+
+
+def test_readiness_waits_for_every_deployed_version_to_load(live: Settings, fraud_sample: pd.DataFrame) -> None:
+    with Registry.from_settings(live) as registry:
+        registry.deploy("fraud-detector", 1)
+        registry.deploy("fraud-detector", 2, shadow=True)
+        broken = registry.artifacts.local_path("models/fraud-detector/2/model/model.joblib")
+    broken.write_bytes(b"tampered")
+    with TestClient(create_app(live), raise_server_exceptions=False) as client:
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert ready.json() == {"ready": False}
+        serving = client.get("/v1/serving").json()
+        assert serving["ready"] is False
+        assert "fraud-detector:2" in serving["problems"][0]
+        assert "fails its integrity check" in serving["problems"][0]
+        # what does load keeps answering
+        body = {"instances": records(fraud_sample.iloc[:1])}
+        assert client.post("/v1/models/fraud-detector/predict", json=body).status_code == 200

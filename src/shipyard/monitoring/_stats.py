@@ -145,17 +145,27 @@ def _ks_and_wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float,
     evaluated (scipy's `searchsorted(..., side="right")`).
     """
     n1, n2 = len(ref), len(cur)
+    # memory matters at millions of rows: every step reuses or frees what the last one made
     merged = np.concatenate([ref, cur])
     order = np.argsort(merged, kind="stable")
-    values = merged[order]
-    count_ref = np.cumsum(order < n1, dtype=np.int64)
-    diffs = count_ref / n1 - (np.arange(1, n1 + n2 + 1) - count_ref) / n2
-    deltas = np.diff(values)
+    merged = merged[order]
+    from_ref = order < n1
+    del order
+    diffs = np.cumsum(from_ref, dtype=np.float64)  # reference rows up to each position
+    del from_ref
+    diffs *= 1 / n1 + 1 / n2
+    steps = np.arange(1, n1 + n2 + 1, dtype=np.float64)
+    steps /= n2
+    diffs -= steps  # F_ref - F_cur at every position
+    del steps
+    deltas = np.diff(merged)
+    del merged
     # inside a run of ties the step is zero, so Wasserstein needs no special care; the KS
     # statistic is read only where a run ends (where scipy evaluates both CDFs)
     wasserstein = float(np.dot(np.abs(diffs[:-1]), deltas))
     if not deltas.all():
         diffs = diffs[np.append(deltas != 0, True)]
+    del deltas
     if max(n1, n2) <= _EXACT_KS_MAX_N:
         result = stats.ks_2samp(ref, cur)
         return float(result.statistic), float(result.pvalue), wasserstein
