@@ -200,7 +200,9 @@ def test_deployment_reads_and_errors_over_http(live: Settings, client: TestClien
     }
 
 
-def test_readiness_waits_for_every_deployed_version_to_load(live: Settings, fraud_sample: pd.DataFrame) -> None:
+def test_readiness_waits_for_every_deployed_version_to_load(
+    live: Settings, fraud_sample: pd.DataFrame
+) -> None:
     with Registry.from_settings(live) as registry:
         registry.deploy("fraud-detector", 1)
         registry.deploy("fraud-detector", 2, shadow=True)
