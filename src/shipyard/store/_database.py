@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from shipyard.core.errors import ConfigurationError, SchemaOutdated, missing_ext
 __all__ = ["Database", "utcnow"]
 
 MIGRATIONS = "shipyard.store:migrations"
+_MIGRATING = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -123,7 +125,9 @@ class Database:
         """Apply migrations up to `revision`; returns the revision the database is at."""
         from alembic import command
 
-        with self._connected().begin() as conn:
+        # alembic's `op` and `context` are process-wide proxies: two threads migrating two
+        # databases at once would swap each other's out, so one migration per process at a time
+        with _MIGRATING, self._connected().begin() as conn:
             if self.dialect == "postgresql":
                 # one migrator at a time when several replicas start together
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7419853)")
