@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/serving/profile_shipyard.py --model lr --concurrency 64 --seconds 10
 
-Starts `shipyard-1w` (as `serve_bench.py` does), drives it with single-record requests at
-the given concurrency, and samples the server with `py-spy record --nonblocking` (py-spy
-lives in its own venv, `ROOT/venv-tools`, created on first use). Prints the functions with
+Starts `shipyard-1w` (as `serve_bench.py` does), drives it with single-record (or, with
+`--rows 100`, 100-record) requests at the given concurrency, and samples the server with
+`py-spy record --nonblocking` (py-spy lives in its own venv, `ROOT/venv-tools`, created on
+first use). Prints the functions with
 the most samples on their own (self) and the share of samples under a few named stages of a
 request (inclusive); writes the collapsed stacks to `bench/results/raw/` for flame graphs.
 Sampling costs the server a little CPU; use it to see proportions, not to measure speed.
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--model", default="lr")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rows", type=int, choices=(1, 100), default=1, help="records per request")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--summarise", type=Path, default=None, help="only summarise this file")
@@ -110,17 +112,18 @@ def main() -> None:
     port = port_of(args.target)
     raw = BENCH / "results" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    out = raw / f"pyspy-{args.target}-{args.model}-c{args.concurrency}-{time.strftime('%Y%m%d-%H%M%S')}.txt"  # fmt: skip
+    out = raw / f"pyspy-{args.target}-{args.model}-{args.rows}rows-c{args.concurrency}-{time.strftime('%Y%m%d-%H%M%S')}.txt"  # fmt: skip
     p, log = peers.start(args.target, spec, args.model, port, str(root), {})
     try:
         peers.wait_healthy(p, port, spec["health"])
-        url = f"http://127.0.0.1:{port}{spec['path']}"
-        check = check_body(url, spec["body"], spec.get("headers_file"))
+        path, body = (spec["path"], spec["body"]) if args.rows == 1 else (spec["batch_path"], spec["batch_body"])  # fmt: skip
+        url = f"http://127.0.0.1:{port}{path}"
+        check = check_body(url, body, spec.get("headers_file"))
         if check["status"] != 200:
             raise SystemExit(f"the server answered {check}")
         cmd = ["wrk", "-t1", f"-c{args.concurrency}", f"-d{args.seconds + 3}s", "--latency"]
         cmd += ["-s", str(Path(__file__).parent / "lua" / "post_body_headers.lua"), url, "--"]
-        cmd += [spec["body"], "200000", spec.get("headers_file") or ""]
+        cmd += [body, "200000", spec.get("headers_file") or ""]
         env = {**os.environ, "HARNESS_LUA_DIR": str(HARNESS / "lua")}
         load = threading.Thread(
             target=subprocess.run, args=(cmd,), kwargs={"env": env, "capture_output": True}

@@ -26,7 +26,7 @@ def log_scores(
     model: str = "fraud",
     version: int = 1,
     at: float | None = None,
-    **inputs: list[Any],
+    **inputs: Any,
 ) -> None:
     """Log binary predictions for `ids` (inputs default to one `amount` column)."""
     columns = inputs or {"amount": [float(i) for i in range(len(ids))]}

@@ -140,6 +140,70 @@ def test_prediction_columns_are_typed_by_the_signature_and_missing_values_are_nu
     assert rows[2]["features"]["weekend"] is None
 
 
+def test_large_entries_spool_numbers_as_raw_bytes_and_read_back_exactly_with_small_ones(
+    spool_dir: Path, store: ArtifactStore
+) -> None:
+    rng = np.random.default_rng(7)
+    big = 40  # over the size from which numeric columns are spooled as raw bytes
+    amounts = rng.normal(size=big)
+    amounts[[3, 17]] = np.nan  # JSON nulls in a nullable column, as validation leaves them
+    counts = rng.integers(-(2**62), 2**62, size=big)
+    weekend = rng.random(big) < 0.5
+    scores = rng.random(big)
+    small_ids, big_ids = [new_id(), new_id()], [new_id() for _ in range(big)]
+    with LogWriter(spool_dir, store, types_of=types_of, flush_seconds=3600) as writer:
+        for ids, amount, count, flags, score in (
+            (small_ids, np.array([1.5, 2.5]), np.array([7, 8]), np.array([True, False]),
+             np.array([0.25, 0.75])),
+            (big_ids, amounts, counts, weekend, scores),
+        ):  # fmt: skip
+            writer.log_predictions(
+                model="fraud",
+                version=3,
+                variant="primary",
+                ids=ids,
+                inputs={"amount": amount, "count": count, "weekend": flags,
+                        "category": np.array(["a"] * len(ids), dtype=object)},
+                outputs={"score": score, "label": [int(s >= 0.5) for s in score]},
+                latency_ms=1.0,
+                at=NOON,
+            )  # fmt: skip
+        (spool,) = spool_dir.glob("*.spool")
+        small_line, rest = spool.read_bytes().split(b"\n", 1)
+        big_line, raw = rest.split(b"\n", 1)
+        assert b'"raw"' not in small_line
+        assert big_line.count(b'{"raw":') == 4  # amount, count, weekend; score
+        assert len(raw) == big * (8 + 8 + 1 + 8)  # their bytes, after the line
+    table = read_segment(store, "logs/predictions/*/*/*.parquet")
+    features = table.column("features").combine_chunks()
+    assert table.column("prediction_id").to_pylist() == small_ids + big_ids
+    expected_amounts = [1.5, 2.5] + [None if np.isnan(a) else a for a in amounts]
+    assert features.field("amount").to_pylist() == expected_amounts
+    assert features.field("count").to_pylist() == [7, 8, *counts.tolist()]
+    assert features.field("weekend").to_pylist() == [True, False, *weekend.tolist()]
+    assert features.field("category").to_pylist() == ["a"] * (big + 2)
+    assert table.column("score").to_pylist() == [0.25, 0.75, *scores.tolist()]
+    assert table.column("label").to_pylist()[2:] == [str(int(s >= 0.5)) for s in scores]
+
+
+def test_an_untyped_column_spooled_as_a_list_and_as_raw_bytes_reads_as_one_column(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    log_scores(writer, [new_id()], rooms=[3])  # one int from JSON
+    writer.log_predictions(
+        model="fraud",
+        version=1,
+        variant="primary",
+        ids=[new_id() for _ in range(20)],
+        inputs={"rooms": np.arange(20, dtype=np.float64) + 0.5},
+        outputs={"score": np.full(20, 0.5), "label": [1] * 20},
+        latency_ms=1.0,
+    )
+    writer.flush()
+    rooms = LogReader(any_store).predictions().column("features").combine_chunks().field("rooms")
+    assert rooms.to_pylist() == [3, *(np.arange(20) + 0.5).tolist()]
+
+
 def test_regression_values_fill_value_and_leave_the_classifier_columns_null(
     writer: LogWriter, any_store: ArtifactStore
 ) -> None:
@@ -247,3 +311,20 @@ def test_the_background_flusher_writes_every_flush_seconds(
             time.sleep(0.02)
         assert writer.pending_ids() == set()
     assert LogReader(any_store).predictions().num_rows == 1
+
+
+def test_segments_dictionary_encode_repeating_text_and_store_numbers_and_ids_plain(
+    spool_dir: Path, store: ArtifactStore
+) -> None:
+    with LogWriter(spool_dir, store, types_of=types_of, flush_seconds=3600) as writer:
+        log_scores(writer, [new_id() for _ in range(30)], version=3, amount=list(range(30)),
+                   category=["grocery", "travel"] * 15)  # fmt: skip
+    (path,) = store.glob("logs/predictions/*/*/*.parquet")
+    metadata = pq.ParquetFile(store.local_path(path)).metadata.row_group(0)
+    encodings = {
+        metadata.column(j).path_in_schema: metadata.column(j).encodings
+        for j in range(metadata.num_columns)
+    }
+    dictionary = {path for path, used in encodings.items() if "RLE_DICTIONARY" in used}
+    assert {"model", "variant", "label", "features.category"} <= dictionary
+    assert not dictionary & {"prediction_id", "features.amount", "score", "latency_ms"}

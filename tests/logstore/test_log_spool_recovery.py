@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -133,6 +134,29 @@ def test_a_torn_last_line_is_skipped_and_the_lines_before_it_kept(
     assert logged_ids(LogReader(store)) == sorted(kept)
     assert caplog.records == []  # a torn tail is expected after a crash, not an error
     assert list(crashed.iterdir()) == []
+
+
+def test_an_entry_whose_raw_column_bytes_were_cut_off_is_skipped_quietly(
+    tmp_path: Path, store: ArtifactStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    scratch = LogWriter(tmp_path / "scratch", ArtifactStore(str(tmp_path / "scratch-store")))
+    kept, torn = [new_id() for _ in range(20)], [new_id() for _ in range(20)]
+    amounts = np.linspace(0.0, 1.0, 20)  # 20 rows: spooled as raw bytes after the line
+    log_scores(scratch, kept, amount=amounts)
+    log_scores(scratch, torn, amount=amounts)
+    (source,) = (tmp_path / "scratch").glob("*.spool")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    data = source.read_bytes()
+    (crashed / source.name).write_bytes(data[: len(data) - 7])  # cut inside the raw bytes
+    scratch.close()
+
+    with caplog.at_level(logging.ERROR, logger="shipyard.logstore"):
+        assert LogWriter(crashed, store).recover() == 20
+    table = LogReader(store).predictions()
+    assert sorted(table.column("prediction_id").to_pylist()) == sorted(kept)
+    assert table.column("features").combine_chunks().field("amount").to_pylist() == amounts.tolist()
+    assert caplog.records == []
 
 
 def test_a_corrupt_line_in_the_middle_is_reported_and_the_others_kept(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +14,7 @@ import pytest
 from tests.conftest import records
 from tests.serving.servers import ServerProcess
 
+from shipyard.cli.server import REUSE_PORT
 from shipyard.core import Settings
 
 pytestmark = pytest.mark.slow
@@ -47,3 +52,62 @@ def test_two_worker_server_answers_v1_and_v2_over_tcp(
             if line.startswith("shipyard_predictions_total{") and 'status="200"' in line
         )
         assert float(line.rsplit(" ", 1)[1]) == 20
+
+
+def _server_sockets(port: int) -> dict[str, list[str]]:
+    """TCP states ('0A' listening, '01' established) of each socket with local `port`, by pid."""
+    states = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    states[f"socket:[{fields[9]}]"] = fields[3]
+    owners: dict[str, list[str]] = {}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:  # a process that ended, or one that is not ours
+            continue
+        found = [states[link] for link in links if link in states]
+        if found:
+            owners[fd_dir.parent.name] = found
+    return owners
+
+
+@pytest.mark.skipif(not REUSE_PORT, reason="per-worker sockets need Linux's SO_REUSEPORT")
+def test_keep_alive_connections_are_spread_over_the_workers(served_settings: Settings) -> None:
+    # with one shared socket the first worker to wake accepts every waiting connection; with a
+    # socket per worker the kernel spreads them (all 16 on one worker: p = 2 / 2**16)
+    with ServerProcess(served_settings, workers=2) as server:
+        deadline = time.monotonic() + 30
+        while sum(s.count("0A") for s in _server_sockets(server.port).values()) < 2:
+            assert time.monotonic() < deadline, "both workers should listen within 30 s"
+            time.sleep(0.1)
+        # connect all 16 before any is accepted, as a client pool does at start
+        clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(16)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert all(client.recv(1024).startswith(b"HTTP/1.1 200") for client in clients)
+            held = {
+                pid: states.count("01")
+                for pid, states in _server_sockets(server.port).items()
+                if "01" in states
+            }
+        finally:
+            for client in clients:
+                client.close()
+    assert sum(held.values()) == 16
+    assert len(held) == 2, f"connections per worker process: {held}"
+
+
+def test_a_taken_port_is_refused_at_once_naming_the_address(served_settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ServerProcess(served_settings, workers=2)
+        server.port = port
+        with pytest.raises(AssertionError, match=f"cannot listen on 127.0.0.1:{port}"):
+            server.start(timeout=30)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
+import sys
+from typing import Any
 
 import typer
 
 from shipyard.cli._common import settings
+
+log = logging.getLogger("shipyard.server")
 
 
 def server(
@@ -33,13 +39,78 @@ def server(
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure_logging(config.log_format, log_level)
-    uvicorn.run(
-        "shipyard.app:factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        log_config=None,
-        access_log=False,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": log_level,
+        "log_config": None,
+        "access_log": False,
+    }
+    if workers > 1 and REUSE_PORT:
+        serve_workers(uvicorn.Config("shipyard.app:factory", **options))
+    else:
+        uvicorn.run("shipyard.app:factory", **options)
+
+
+# -- several workers, one listening socket each ---------------------------------------------
+#
+# uvicorn's workers share one listening socket, and asyncio accepts every waiting connection
+# in one go: the worker that wakes first takes them all. With a few keep-alive clients (a load
+# balancer's pool, 16 benchmark connections) one worker can end up with every connection and
+# the other cores idle (seen: 2 workers, 16 clients, 1.04 cores busy). With SO_REUSEPORT each
+# worker listens on a socket of its own and the kernel spreads new connections over them.
+
+REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _reuseport_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+class WorkerSocket(socket.socket):
+    """Bound in the supervisor to hold the port; each worker that unpickles it binds its own.
+
+    The supervisor's socket never listens, so the kernel gives connections only to the
+    workers' sockets (bound to the same address with SO_REUSEPORT), spread over them.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reuseport_socket, (self.family, self.getsockname())
+
+
+def reserve(host: str, port: int) -> WorkerSocket:
+    """The supervisor's socket: fails at once, naming the address, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = WorkerSocket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise SystemExit(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+def serve_workers(config: Any) -> None:
+    """uvicorn's supervisor (restarts, health checks, signals) over per-worker sockets."""
+    from uvicorn.supervisors import Multiprocess
+
+    sock = reserve(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "listening on http://%s:%d with %d workers (one socket each)",
+        host if sock.family == socket.AF_INET else f"[{host}]", port, config.workers,
+    )  # fmt: skip
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()

@@ -28,9 +28,6 @@ Columns = dict[str, np.ndarray]
 """Validated input: one numpy array per signature column, all of the same length."""
 
 _MAX_REPORTED_ERRORS = 20
-# up to this many records, converting by column type beats converting column by column (measured:
-# 1 record 16 vs 32 us; at 100 records the 2-D conversion and its checks cost more than they save)
-_FEW = 8
 _FLOAT_KINDS = frozenset({int, float, type(None)})
 _STRING_KINDS = frozenset({str, type(None)})
 _MISSING = object()
@@ -170,10 +167,11 @@ class Signature:
                 f"'{loc}' must be a list of records (objects), got {_describe(records)}",
                 [{"loc": [loc], "msg": "must be a list of objects"}],
             )
-        if len(records) <= _FEW:  # the common single-record request: a few numpy calls in all
-            fast = self._fast_records(records)
-            if fast is not None:
-                return fast
+        # well-formed input (nearly all of it): one conversion per column type, measured faster
+        # than column by column at every size (1 record: 16 vs 32 us; 100 x 30 floats: 250 vs 450)
+        fast = self._fast_records(records)
+        if fast is not None:
+            return fast
         for i, record in enumerate(records):
             if not isinstance(record, dict):
                 errors.add([loc, i], f"must be an object of field values, got {_describe(record)}")
