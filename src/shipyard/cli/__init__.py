@@ -57,6 +57,7 @@ def _root(
     # warnings from the library (an alert that fired, a webhook that failed) reach the terminal
     # once, in Rich's format; `shipyard server` replaces this with its own JSON logging
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))  # Rich shows the level itself
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     ctx.obj = Settings()
 
