@@ -113,8 +113,9 @@ def _label_texts(values: Any) -> list[str | None]:
 
 
 def read_entries(data: bytes) -> Iterator[dict[str, Any]]:
-    """Parsed spool entries: a JSON line each, then the raw bytes of the columns it marks
-    `{"raw": [dtype, nbytes]}` (in order, "in" before "out"), which become numpy arrays.
+    """Parsed spool entries: a JSON line each; an entry with `"raw": true` is followed by the
+    raw bytes of the columns it marks `{"raw": [dtype, nbytes]}` (in order, "in" before
+    "out"), which become numpy arrays.
 
     A torn tail (a write cut off by a crash; its request was never answered) is skipped
     quietly; unreadable bytes in the middle of a file are skipped and reported.
@@ -131,7 +132,7 @@ def read_entries(data: bytes) -> Iterator[dict[str, Any]]:
         if entry is None:
             bad_from = start if bad_from is None else bad_from
             continue
-        if entry.get("k") == "p":
+        if entry.pop("raw", False):
             pos = _attach_raw(entry, view, pos)
             if pos > size:  # its raw bytes were cut off
                 bad_from = start if bad_from is None else bad_from

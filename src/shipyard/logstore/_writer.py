@@ -155,8 +155,12 @@ class LogWriter:
             "in": columns.encode(inputs),
             "out": columns.encode(outputs),
         }
-        line = orjson.dumps(entry, option=_DUMPS) + b"\n"
-        self._append(b"".join([line, *columns.blobs]) if columns.blobs else line, len(ids), ids)
+        if columns.blobs:
+            entry["raw"] = True  # the reader looks for raw bytes only after such lines
+            line = orjson.dumps(entry, option=_DUMPS) + b"\n"
+            self._append(b"".join([line, *columns.blobs]), len(ids), ids)
+        else:
+            self._append(orjson.dumps(entry, option=_DUMPS) + b"\n", len(ids), ids)
 
     def log_error(
         self,
