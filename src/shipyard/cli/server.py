@@ -20,7 +20,9 @@ def server(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
     port: int = typer.Option(8000, help="port to listen on"),
-    workers: int = typer.Option(1, min=1, help="worker processes (one per core is a good start)"),
+    workers: int = typer.Option(
+        1, min=1, help="worker processes, each with its own socket on Linux (one per core)"
+    ),
     log_level: str = typer.Option("info", help="log level"),
 ) -> None:
     """Serve predictions over HTTP (/v1, the V2 inference protocol, /metrics, /docs)."""
