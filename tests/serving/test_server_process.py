@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -111,3 +112,27 @@ def test_a_taken_port_is_refused_at_once_naming_the_address(served_settings: Set
         server.port = port
         with pytest.raises(AssertionError, match=f"cannot listen on 127.0.0.1:{port}"):
             server.start(timeout=30)
+
+
+@pytest.mark.skipif(not REUSE_PORT, reason="per-worker sockets need Linux's SO_REUSEPORT")
+def test_a_killed_worker_is_replaced_and_listens_on_its_own_socket_again(
+    served_settings: Settings,
+) -> None:
+    def listeners(port: int) -> set[str]:
+        return {pid for pid, states in _server_sockets(port).items() if "0A" in states}
+
+    with ServerProcess(served_settings, workers=2) as server:
+        deadline = time.monotonic() + 30
+        while len(first := listeners(server.port)) < 2:
+            assert time.monotonic() < deadline, "both workers should listen within 30 s"
+            time.sleep(0.1)
+        victim = sorted(first)[0]
+        os.kill(int(victim), signal.SIGKILL)
+        # the other worker keeps answering while the supervisor starts a new one
+        assert httpx.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
+        deadline = time.monotonic() + 60
+        while len(now := listeners(server.port)) < 2 or victim in now:
+            assert time.monotonic() < deadline, f"no replacement worker listening: {now}"
+            time.sleep(0.2)
+        answers = [httpx.get(f"{server.url}/v2/health/ready", timeout=10) for _ in range(20)]
+        assert {a.status_code for a in answers} == {200}
