@@ -327,6 +327,36 @@ def test_each_version_has_its_own_alert(manager: AlertManager, registry: Registr
     ]
 
 
+def test_alerts_of_a_version_that_no_longer_serves_are_resolved_and_delivered(
+    manager: AlertManager, registry: Registry, hook: Hook
+) -> None:
+    manager.add_rule(MODEL, "accuracy < 0.90", webhooks=[hook.url])
+    (old,) = evaluate(manager, NOW, v1=summary(accuracy=0.80))
+    (new,) = evaluate(manager, NOW, v2=summary(accuracy=0.85))
+    (retired,) = manager.retire(MODEL, {2, 3}, LATER)
+    assert (retired["id"], retired["status"], retired["resolved_at"]) == (
+        old["id"], "resolved", LATER,
+    )  # fmt: skip
+    assert retired["evidence"]["resolution"] == "version 1 no longer serves fraud"
+    assert retired["evidence"]["rule"] == "accuracy < 0.90"  # the rest of the evidence is kept
+    assert {a["version"]: a["status"] for a in manager.alerts(MODEL)} == {
+        1: "resolved",
+        2: "firing",
+    }
+    assert manager.retire(MODEL, {2, 3}, LATER) == []  # nothing left to retire
+    assert [(body["alert"]["id"], body["alert"]["status"]) for body in hook.received] == [
+        (old["id"], "firing"),
+        (new["id"], "firing"),
+        (old["id"], "resolved"),
+    ]
+    assert alert_events(registry)[-1] == (
+        "alert.resolved",
+        1,
+        {"alert": old["id"], "rule": "accuracy < 0.90", "value": pytest.approx(0.80),
+         "reason": "version no longer serves"},
+    )  # fmt: skip
+
+
 def test_feature_rules_look_at_their_feature_and_percent_rules_at_rates(
     manager: AlertManager,
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -122,6 +123,39 @@ def test_alerts_fired_with_evidence_and_rerunning_does_not_duplicate_them(
     drift_alert = next(a for a in after if a["evidence"]["rule"] == "drift(transaction_amount)")
     assert drift_alert["status"] == "firing"
     assert "transaction_amount" in drift_alert["evidence"]["drifted"]
+
+
+def test_once_another_version_serves_the_old_versions_alerts_are_resolved(
+    month: tuple[Settings, MonthResult, str],
+    tmp_path: Path,
+    fraud_model: Any,
+    fraud_data: pd.DataFrame,
+) -> None:
+    settings, _, _ = month
+    shutil.copytree(settings.home, tmp_path / "home")  # the month stays as the others see it
+    copy = Settings(home=tmp_path / "home", auth="off", actor="tester")
+    with Registry.from_settings(copy) as registry:
+        registry.register(
+            fraud_model, name="fraud-detector", sample=fraud_data[FEATURES].iloc[:2000]
+        )
+        registry.deploy("fraud-detector", 2)
+        monitor = Monitor.from_settings(copy, registry)
+        assert monitor.alert_manager is not None
+        firing = monitor.alert_manager.alerts("fraud-detector", "firing")
+        report = monitor.run("fraud-detector", window="7d", periods=4, now=END)
+        after = {a["id"]: a for a in monitor.alert_manager.alerts("fraud-detector")}
+        resolved = [e for e in registry.history("fraud-detector") if e.action == "alert.resolved"]
+    assert firing
+    assert {a["version"] for a in firing} == {1}
+    assert sorted(a["id"] for a in report.alerts) == sorted(a["id"] for a in firing)
+    for alert in firing:
+        assert after[alert["id"]]["status"] == "resolved"
+        assert after[alert["id"]]["resolved_at"] == END
+        assert after[alert["id"]]["evidence"]["resolution"] == (
+            "version 1 no longer serves fraud-detector"
+        )
+    assert sorted(e.details["alert"] for e in resolved) == sorted(a["id"] for a in firing)
+    assert all(e.details["reason"] == "version no longer serves" for e in resolved)
 
 
 def test_the_snapshot_and_the_html_report(month: tuple[Settings, MonthResult, str]) -> None:

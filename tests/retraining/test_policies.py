@@ -93,6 +93,19 @@ def test_an_alert_fires_a_retrain_once_per_alert(database: Database) -> None:
     ] == [[8]]
 
 
+def test_an_alert_answered_by_any_earlier_retrain_does_not_fire_another(
+    database: Database,
+) -> None:
+    anything = spec(PolicySpec(on_alert="any"))
+    old = {"id": 7, "version": 1, "value": 0.88, "evidence": {"rule": "accuracy < 0.9"}}
+    new = {"id": 9, "version": 3, "value": 1.0, "evidence": {"rule": "drift(amount)"}}
+    _pipeline(database, NOW - timedelta(days=2), alerts=[7])
+    assert [t["alerts"] for t in due_triggers(anything, database, [old, new], NOW, NOW, lambda since: 0)] == [[9]]  # fmt: skip
+    _pipeline(database, NOW - timedelta(days=1), alerts=[9])
+    # alert 7 is still firing, but the retrain before the latest one answered it
+    assert due_triggers(anything, database, [old, new], NOW, NOW, lambda since: 0) == []
+
+
 def test_enough_new_labels_fire_a_retrain_counted_since_the_last_one(database: Database) -> None:
     continuous = spec(PolicySpec(every_labels=5000))
     seen: list[datetime] = []

@@ -159,6 +159,9 @@ def _describe(line: dict[str, Any]) -> str:
     d, action = line["details"], line["action"]
     if action == "alert.firing":
         return f"{d.get('rule')} (value {_num(d.get('value'))}) on version {line['version']}"
+    if action == "alert.resolved":
+        why = d.get("reason") or f"value {_num(d.get('value'))}"
+        return f"{d.get('rule')} on version {line['version']}: resolved ({why})"
     if action == "pipeline.data":
         return f"{d.get('rows')} labelled rows from the prediction log ({d.get('train_rows')} train / {d.get('holdout_rows')} holdout)"
     if action == "pipeline.train":

@@ -143,6 +143,37 @@ class AlertManager:
                     changed.append(alert)
         return changed
 
+    def retire(self, model: str, live: set[int], now: datetime) -> list[dict[str, Any]]:
+        """Resolve the firing alerts of versions that no longer serve `model`.
+
+        A version that was rolled back or replaced gets no traffic, so its breach can neither
+        clear nor be confirmed; left firing, it would stay open for ever and keep answering
+        "retrain on alert" policies. Returns the alerts resolved (delivered like any other).
+        """
+        rules = {r["id"]: r for r in self.rules(model)}
+        with self.database.transaction() as conn:
+            stale = [
+                a for a in repo.alerts(conn, model, "firing", limit=100_000)
+                if a["version"] is not None and a["version"] not in live
+            ]  # fmt: skip
+            for alert in stale:
+                alert.update(status="resolved", resolved_at=now, last_seen_at=now)
+                alert["evidence"] = {
+                    **alert["evidence"],
+                    "resolution": f"version {alert['version']} no longer serves {model}",
+                }
+                repo.save_alert(conn, alert)
+                record_audit(
+                    conn, "monitor", "alert.resolved", model, alert["version"],
+                    {"alert": alert["id"], "rule": alert["evidence"].get("rule"),
+                     "value": alert["value"], "reason": "version no longer serves"},
+                )  # fmt: skip
+        for alert in stale:
+            rule_row = rules[alert["rule_id"]]
+            alert["severity"] = rule_row["severity"]
+            self._deliver(alert, rule_row)
+        return stale
+
     def _transition(
         self,
         rule_row: dict[str, Any],

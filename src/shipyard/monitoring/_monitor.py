@@ -136,7 +136,29 @@ class Monitor:
             report.versions[version] = self._version_summary(
                 name, record, period, window, rows, errors
             )
-        if self.alert_manager is not None and served:
+        if self.alert_manager is not None:
+            report.alerts = _jsonable(self._alerts(name, versions, served, step, end, report))
+        with self.registry.database.transaction() as conn:
+            repo.save_snapshot(conn, name, window, period.start, period.end, report.to_dict())
+        return report
+
+    def _alerts(
+        self,
+        name: str,
+        versions: dict[int, ModelVersion],
+        served: list[int],
+        step: timedelta,
+        end: datetime,
+        report: MonitoringReport,
+    ) -> list[dict[str, Any]]:
+        """Evaluate the rules on the live versions that had traffic; retire the others' alerts."""
+        assert self.alert_manager is not None
+        plan = self.registry.serving_plan().get(name)
+        # never deployed and no production alias: every version with traffic counts as live
+        live = {v.version for v in plan.variants} if plan is not None else set(served)
+        served = [v for v in served if v in live]
+        changed: list[dict[str, Any]] = []
+        if served:
             cache: dict[tuple[str, int], dict[str, Any] | None] = {}
 
             def summary_for(rule: Rule, version: int) -> dict[str, Any] | None:
@@ -148,10 +170,10 @@ class Monitor:
                     cache[key] = self._summary_over(name, versions[version], end, rule.window)
                 return cache[key]
 
-            report.alerts = _jsonable(self.alert_manager.evaluate(name, summary_for, served, end))
-        with self.registry.database.transaction() as conn:
-            repo.save_snapshot(conn, name, window, period.start, period.end, report.to_dict())
-        return report
+            changed += self.alert_manager.evaluate(name, summary_for, served, end)
+        if plan is not None:
+            changed += self.alert_manager.retire(name, live, end)
+        return changed
 
     def _summary_over(
         self, name: str, record: ModelVersion, end: datetime, length: timedelta

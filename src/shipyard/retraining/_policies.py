@@ -50,6 +50,7 @@ def due_triggers(
     reasons: list[dict[str, Any]] = []
     with database.transaction() as conn:
         last = repo.latest(conn, spec.name)
+        handled = repo.handled_alerts(conn, spec.name) if firing else set()
     for policy in spec.policies:
         if policy.schedule is not None:
             fire_at = croniter(policy.schedule, last_tick).get_next(datetime)
@@ -59,7 +60,6 @@ def due_triggers(
                     {"kind": "schedule", "schedule": policy.schedule, "at": fire_at.isoformat()}
                 )
         elif policy.on_alert is not None:
-            handled = set(last["trigger"].get("alerts", [])) if last is not None else set()
             for alert in firing:
                 matches = policy.on_alert == "any" or _same_rule(
                     policy.on_alert, alert["evidence"].get("rule", "")

@@ -92,6 +92,12 @@ def list_for(conn: Connection, model: str, limit: int = 50) -> list[dict[str, An
     return [_record(r) for r in rows]
 
 
+def handled_alerts(conn: Connection, model: str) -> set[int]:
+    """Alerts some pipeline of `model` was started for (each alert triggers one retrain)."""
+    rows = conn.execute(select(P.c.trigger).where(P.c.model_name == model))
+    return {int(a) for (trigger,) in rows for a in (trigger or {}).get("alerts", [])}
+
+
 def count_since(conn: Connection, model: str, since: datetime) -> int:
     return int(
         conn.execute(
