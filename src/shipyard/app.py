@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             flush_seconds=settings.log_flush_seconds,
             segment_rows=settings.log_segment_rows,
             fsync_seconds=settings.log_fsync_seconds,
+            flush_in=settings.log_flush_in,
         )
         await anyio.to_thread.run_sync(writer.start)
         service = PredictionService(registry, settings, writer)

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="fsync the spool this often (survives a machine crash); 0 = never "
         "(a killed process still loses nothing)",
     )
+    log_flush_in: Literal["thread", "process"] = Field(
+        default="thread",
+        description="where spooled logs are turned into Parquet: a thread of the serving "
+        "process, or a helper process of its own (off the GIL of the request path); "
+        "`shipyard server` picks a process when it has fewer workers than cores",
+    )
     spool_dir: Path | None = Field(
         default=None, description="local write-ahead spool for logs; default <home>/spool"
     )

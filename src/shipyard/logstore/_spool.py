@@ -36,6 +36,7 @@ class SpoolFile:
     bytes: int = 0
     ids: set[str] = field(default_factory=set)
     opened_at: float = 0.0
+    versions: set[tuple[str, int]] = field(default_factory=set)  # model versions logged in it
 
     def release(self, *, delete: bool) -> None:
         """Delete (after its Parquet is written) or keep the file, then let go of it."""
@@ -87,7 +88,9 @@ class Spool:
             raise OSError(f"cannot lock new spool file {path}")
         return SpoolFile(path, fd, opened_at=time.monotonic())
 
-    def append(self, data: bytes, rows: int, ids: list[str]) -> None:
+    def append(
+        self, data: bytes, rows: int, ids: list[str], version: tuple[str, int] | None = None
+    ) -> None:
         """Append whole lines; returns once the kernel has them."""
         with self._lock:
             current = self._current
@@ -100,6 +103,8 @@ class Spool:
             current.rows += rows
             current.bytes += len(data)
             current.ids.update(ids)
+            if version is not None:
+                current.versions.add(version)
             self._dirty = True
 
     def rotate(self) -> SpoolFile | None:

@@ -13,11 +13,14 @@ store is down, spool files wait and are retried; the lag shows how far behind th
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -58,6 +61,14 @@ class _Columns:
         return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
+def _write_file(root: str, path: str, types: dict[str, dict[str, str] | None]) -> int:
+    """In the flush process: one spool file's Parquet segments, typed by `types` ("model:v")."""
+    data = Path(path).read_bytes()
+    return write_segments(
+        ArtifactStore(root), Path(path).stem, data, lambda m, v: types.get(f"{m}:{v}")
+    )
+
+
 class LogWriter:
     """Appends prediction and label logs for one process; see the module docstring.
 
@@ -68,6 +79,10 @@ class LogWriter:
         flush_seconds: how often the spool becomes Parquet.
         segment_rows: rows after which the spool is cut early.
         fsync_seconds: how often the spool is fsynced (0: never).
+        flush_in: "thread" (this process) or "process": a helper process turns the spool into
+            Parquet while this process keeps the files' locks and waits without the GIL, so
+            the conversion never competes with the request path (files from a crash, and
+            anything the helper cannot take, are still written here).
     """
 
     def __init__(
@@ -79,6 +94,7 @@ class LogWriter:
         flush_seconds: float = 5.0,
         segment_rows: int = 100_000,
         fsync_seconds: float = 1.0,
+        flush_in: Literal["thread", "process"] = "thread",
     ) -> None:
         self.spool_dir = spool_dir
         self.store = store
@@ -86,6 +102,8 @@ class LogWriter:
         self.flush_seconds = flush_seconds
         self.segment_rows = segment_rows
         self.fsync_seconds = fsync_seconds
+        self.flush_in = flush_in
+        self._pool: ProcessPoolExecutor | None = None
         self._spool = Spool(spool_dir)
         self._waiting: list[SpoolFile] = []  # rotated, not yet written as Parquet
         self._waiting_lock = threading.Lock()
@@ -117,6 +135,9 @@ class LogWriter:
             left, self._waiting = self._waiting, []
         for spool_file in left:  # the store refused them: keep the files for the next start
             spool_file.release(delete=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def __enter__(self) -> LogWriter:
         return self.start()
@@ -158,9 +179,10 @@ class LogWriter:
         if columns.blobs:
             entry["raw"] = True  # the reader looks for raw bytes only after such lines
             line = orjson.dumps(entry, option=_DUMPS) + b"\n"
-            self._append(b"".join([line, *columns.blobs]), len(ids), ids)
+            self._append(b"".join([line, *columns.blobs]), len(ids), ids, (model, version))
         else:
-            self._append(orjson.dumps(entry, option=_DUMPS) + b"\n", len(ids), ids)
+            line = orjson.dumps(entry, option=_DUMPS) + b"\n"
+            self._append(line, len(ids), ids, (model, version))
 
     def log_error(
         self,
@@ -208,8 +230,10 @@ class LogWriter:
         }
         self._append(orjson.dumps(entry, option=_DUMPS) + b"\n", len(ids), [])
 
-    def _append(self, line: bytes, rows: int, ids: Sequence[str]) -> None:
-        self._spool.append(line, rows, list(ids))
+    def _append(
+        self, line: bytes, rows: int, ids: Sequence[str], version: tuple[str, int] | None = None
+    ) -> None:
+        self._spool.append(line, rows, list(ids), version)
         current = self._spool.current
         if current is not None and current.rows >= self.segment_rows:
             self._wake.set()
@@ -281,8 +305,39 @@ class LogWriter:
             return rows
 
     def _write(self, spool_file: SpoolFile) -> int:
+        # a memory:// store lives in this process only: the helper could not write into it
+        if self.flush_in == "process" and spool_file.versions and not self._store_is_local_memory:
+            written = self._write_in_process(spool_file)
+            if written is not None:
+                return written
         data = spool_file.path.read_bytes()
         return write_segments(self.store, spool_file.path.stem, data, self.types_of)
+
+    @property
+    def _store_is_local_memory(self) -> bool:
+        return self.store.root.startswith("memory:")
+
+    def _write_in_process(self, spool_file: SpoolFile) -> int | None:
+        """Write through the helper process; None if it cannot (then the caller writes here).
+
+        The signature types are looked up here (the helper has no registry) for the model
+        versions this process logged into the file; errors from the store come back as they
+        are, so a failed write stays in the spool exactly as it does in a thread.
+        """
+        types = {
+            f"{model}:{version}": self.types_of(model, version) if self.types_of else None
+            for model, version in spool_file.versions
+        }
+        if self._pool is None:
+            # spawn: a fork of a process with running threads (the server's) is not safe
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            future = self._pool.submit(_write_file, self.store.root, str(spool_file.path), types)
+            return int(future.result())
+        except BrokenProcessPool:
+            log.warning("the log flush process died; writing %s here", spool_file.path.name)
+            self._pool = None  # a new one next time
+            return None
 
     def _run(self) -> None:
         last_fsync = time.monotonic()
