@@ -73,11 +73,17 @@ def server(
 REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def _reuseport_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+def _reuseport_socket(
+    family: int, address: tuple[Any, ...], kind: type[socket.socket] = socket.socket
+) -> socket.socket:
+    sock = kind(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -92,18 +98,13 @@ class WorkerSocket(socket.socket):
         return _reuseport_socket, (self.family, self.getsockname())
 
 
-def reserve(host: str, port: int) -> WorkerSocket:
+def reserve(host: str, port: int) -> socket.socket:
     """The supervisor's socket: fails at once, naming the address, when the port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = WorkerSocket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((host, port))
+        return _reuseport_socket(family, (host, port), WorkerSocket)
     except OSError as error:
-        sock.close()
         raise SystemExit(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    return sock
 
 
 def serve_workers(config: Any) -> None:

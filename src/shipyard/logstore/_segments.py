@@ -17,6 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,6 @@ from shipyard.store import ArtifactStore
 __all__ = ["ERROR_SCHEMA", "LABEL_SCHEMA", "PREDICTION_SCHEMA_BASE", "TypesOf", "write_segments"]
 
 log = logging.getLogger("shipyard.logstore")
-
-_MISSING: Any = object()
 
 TypesOf = Callable[[str, int], dict[str, str] | None]
 """Signature column types of a model version (name -> float64/int64/.../string), if known."""
@@ -105,10 +104,9 @@ def _label_texts(values: Any) -> list[str | None]:
     out = []
     for value in values.tolist() if isinstance(values, np.ndarray) else values:
         key = (type(value), value)
-        text = memo.get(key, _MISSING)
-        if text is _MISSING:
-            text = memo[key] = label_text(value)
-        out.append(text)
+        if key not in memo:
+            memo[key] = label_text(value)
+        out.append(memo[key])
     return out
 
 
@@ -186,21 +184,15 @@ class _Chunks:
     def array(self, arrow_type: pa.DataType | None) -> pa.Array:
         if not self.parts:
             return pa.array([], type=arrow_type or pa.null())
-        # neighbouring numpy parts are joined first: one Arrow call per run, not one per entry
-        runs: list[tuple[bool, list[Any]]] = []  # (numpy parts?, the parts or the values)
-        for part in self.parts:
-            is_array = isinstance(part, np.ndarray)
-            if is_array and runs and runs[-1][0]:
-                runs[-1][1].append(part)
-            else:
-                runs.append((True, [part]) if is_array else (False, part))  # type: ignore[arg-type]
-        # from_pandas: a NaN a nullable column was given as (a JSON null, validated) is a null again
-        arrays = [
-            pa.array(np.concatenate(items), type=arrow_type, from_pandas=True)
-            if is_array
-            else pa.array(items, type=arrow_type)
-            for is_array, items in runs
-        ]
+        arrays = []
+        for is_array, run in groupby(self.parts, key=lambda part: isinstance(part, np.ndarray)):
+            if is_array:  # neighbouring arrays joined first: one Arrow call per run, not per entry
+                # from_pandas: a NaN a nullable column was given as (a JSON null) is a null again
+                arrays.append(
+                    pa.array(np.concatenate(list(run)), type=arrow_type, from_pandas=True)
+                )
+            else:  # add() already merged neighbouring lists: one part
+                arrays.extend(pa.array(part, type=arrow_type) for part in run)
         if len({a.type for a in arrays}) > 1:  # untyped column whose parts inferred differently
             return pa.array([v for part in self.parts for v in list(part)])
         return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)

@@ -178,11 +178,9 @@ class LogWriter:
         }
         if columns.blobs:
             entry["raw"] = True  # the reader looks for raw bytes only after such lines
-            line = orjson.dumps(entry, option=_DUMPS) + b"\n"
-            self._append(b"".join([line, *columns.blobs]), len(ids), ids, (model, version))
-        else:
-            line = orjson.dumps(entry, option=_DUMPS) + b"\n"
-            self._append(line, len(ids), ids, (model, version))
+        line = orjson.dumps(entry, option=_DUMPS) + b"\n"
+        data = b"".join([line, *columns.blobs]) if columns.blobs else line
+        self._append(data, len(ids), ids, (model, version))
 
     def log_error(
         self,

@@ -355,26 +355,20 @@ class Pipeline:
                 self.name, candidate, reason=f"pipeline {record['id']}: promoted"
             )
             self.registry.set_alias(self.name, candidate, "champion")
-            self._set(record, status="promoted")
-            self._step(
-                record,
-                "promote",
-                "done",
-                {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
-                candidate,
-            )
+            status, step = "promoted", "promote"
         else:
             deployment = self.registry.rollback(
                 self.name, reason=f"pipeline {record['id']}: {decision.reason}"
             )
-            self._set(record, status="rolled_back")
-            self._step(
-                record,
-                "rollback",
-                "done",
-                {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
-                candidate,
-            )
+            status, step = "rolled_back", "rollback"
+        self._set(record, status=status)
+        self._step(
+            record,
+            step,
+            "done",
+            {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
+            candidate,
+        )
         return record
 
     def approve(self, version: int) -> dict[str, Any]:
