@@ -19,6 +19,8 @@ from shipyard.registry import Registry
 
 POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
 
+pytest_plugins = ["tests.webhooks"]  # the `hook` fixture: a real webhook endpoint
+
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:

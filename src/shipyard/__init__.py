@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from shipyard.core.version import __version__
 
 if TYPE_CHECKING:
+    from shipyard import errors
     from shipyard.client import AsyncClient, Client
-    from shipyard.core import Settings, Signature, errors
+    from shipyard.core import Settings, Signature
     from shipyard.registry import ModelVersion, Registry
     from shipyard.tracking import Run
 
@@ -42,11 +43,12 @@ _LAZY = {
     "Registry": "shipyard.registry",
     "Settings": "shipyard.core",
     "Signature": "shipyard.core",
-    "errors": "shipyard.core",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return importlib.import_module("shipyard.errors")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -1,4 +1,9 @@
-"""`create_app(settings)`: the one place the HTTP server is assembled."""
+"""`create_app(settings)`: the one place the HTTP server is assembled.
+
+The composition root: every service is built once here (constructors do no I/O), handed to
+the router of each area, opened in the lifespan and closed after it. Routes never reach into
+`app.state`; tests read `app.state.services` to look inside a running app.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +11,107 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shipyard.access import Authenticator, KeyStore, RateLimiter
-from shipyard.access.api import router as keys_router
+from shipyard.access import Authenticator, FailureThrottle, KeyStore, RateLimiter
+from shipyard.access import api as access_api
+from shipyard.access.api import SCOPE_ATTRIBUTE, Guard
 from shipyard.core import Settings, new_id
 from shipyard.core import errors as e
+from shipyard.core.api import JSONBytes
+from shipyard.core.lifetime import watch_parent
 from shipyard.core.logs import request_id
 from shipyard.core.status import status_of
 from shipyard.core.version import __version__
 from shipyard.logstore import LogWriter
 from shipyard.monitoring import Monitor
-from shipyard.monitoring.api import router as monitoring_router
+from shipyard.monitoring import api as monitoring_api
 from shipyard.registry import Registry
-from shipyard.registry.api import router as registry_router
-from shipyard.retraining.api import router as retraining_router
+from shipyard.registry import api as registry_api
+from shipyard.retraining import api as retraining_api
 from shipyard.serving import PredictionService
+from shipyard.serving import api as serving_api
 from shipyard.serving import metrics as m
-from shipyard.serving.api import JSONBytes, scoring_router, v1_router, v2_router
-from shipyard.tracking.api import router as tracking_router
+from shipyard.tracking import Tracker
+from shipyard.tracking import api as tracking_api
 
-__all__ = ["create_app", "factory"]
+__all__ = ["Services", "build_services", "create_app", "factory"]
 
 log = logging.getLogger("shipyard.app")
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass
+class Services:
+    """Everything the server's routes use, built once per app."""
+
+    settings: Settings
+    registry: Registry
+    keys: KeyStore
+    auth: Authenticator
+    limiter: RateLimiter
+    guard: Guard
+    writer: LogWriter
+    predictions: PredictionService
+    monitor: Monitor
+    tracker: Tracker
+
+
+def build_services(settings: Settings) -> Services:
+    """The server's services over `settings`; nothing connects until the lifespan opens them."""
+    registry = Registry.from_settings(settings)
+    keys = KeyStore(registry.database, actor=settings.actor)
+    auth = Authenticator(
+        keys if settings.auth == "on" else None, max_stale_seconds=settings.max_stale_seconds
+    )
+    shared = None
+    if settings.redis_url:
+        from shipyard.store.redis import RedisBuckets
+
+        shared = RedisBuckets(settings.redis_url)
+    limiter = RateLimiter(shared)
+    throttle = FailureThrottle(settings.auth_failures_per_second, settings.auth_failure_burst)
+    guard = Guard(auth, limiter, throttle)
+
+    def types_of(name: str, version: int) -> dict[str, str]:
+        return {c.name: c.type for c in registry.get_version(name, version).signature.columns}
+
+    writer = LogWriter(
+        settings.resolved_spool_dir,
+        registry.artifacts,
+        types_of=types_of,
+        flush_seconds=settings.log_flush_seconds,
+        segment_rows=settings.log_segment_rows,
+        fsync_seconds=settings.log_fsync_seconds,
+        flush_in=settings.log_flush_in,
+    )
+    predictions = PredictionService(registry, settings, writer, auth=auth)
+    monitor = Monitor.from_settings(settings, registry, concurrency=settings.monitoring_concurrency)
+    tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)
+    return Services(
+        settings, registry, keys, auth, limiter, guard, writer, predictions, monitor, tracker
+    )
+
+
+# -- errors: one shape everywhere -----------------------------------------------------------------
 
 
 def _error_body(
@@ -53,7 +128,9 @@ def _error_body(
 async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
     assert isinstance(error, e.ShipyardError)
     status = status_of(error)
-    if status >= 500 and not isinstance(error, e.Overloaded | e.DeadlineExceeded):
+    if status >= 500 and not isinstance(
+        error, e.Overloaded | e.DeadlineExceeded | e.BackendUnavailable
+    ):
         log.error("%s %s: %s", request.method, request.url.path, error.message)
     headers = {}
     retry_after = getattr(error, "retry_after", None)
@@ -61,20 +138,53 @@ async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     if isinstance(error, e.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="shipyard"'
+    if isinstance(error, e.MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)
     body = _error_body(request, type(error).__name__, error.message, list(error.details()))
     return JSONBytes(body, status_code=status, headers=headers)
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONBytes:
     assert isinstance(error, RequestValidationError)
-    details = [{"loc": list(d.get("loc", ())), "msg": d.get("msg", "")} for d in error.errors()]
-    message = (
-        "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
-        or "invalid request"
-    )
-    return JSONBytes(
-        _error_body(request, "MalformedRequest", message, list(details)), status_code=400
-    )
+    details = [
+        {"loc": [str(part) for part in d.get("loc", ())], "msg": str(d.get("msg", ""))}
+        for d in error.errors()
+    ]
+    message = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details) or "invalid request"
+    return await _shipyard_error(request, e.MalformedRequest(message[:2000], details))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONBytes:
+    """The router's own refusals (no such route, wrong method) in the one error shape."""
+    assert isinstance(error, StarletteHTTPException)
+    problem: e.ShipyardError
+    if error.status_code == 405:
+        allowed = _allowed_methods(request)
+        problem = e.MethodNotAllowed(
+            f"{request.url.path} does not take {request.method[:16]}; it takes "
+            f"{', '.join(allowed)} (see /docs)",
+            allowed,
+        )
+    elif error.status_code == 404:
+        problem = e.NotFound(f"no route {request.url.path[:200]}; the API is described at /docs")
+    elif error.status_code == 413:
+        problem = e.PayloadTooLarge("the request body is over this server's limit")
+    else:
+        problem = e.MalformedRequest(str(error.detail)[:500])
+    response = await _shipyard_error(request, problem)
+    if error.status_code not in (404, 405, 413):
+        response.status_code = error.status_code if error.status_code < 500 else 400
+    return response
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONBytes:
@@ -85,9 +195,13 @@ async def _unexpected(request: Request, error: Exception) -> JSONBytes:
     return JSONBytes(body, status_code=500)
 
 
+# -- request context and metrics ----------------------------------------------------------------
+
+
 class RequestContext:
     """Pure ASGI middleware: a request id on every request and response, request metrics, and
-    (when asked for) one access-log line per request."""
+    (when asked for) one access-log line per request. Every metric label is from a closed set
+    (route templates, known methods, status codes), whatever a caller sends."""
 
     def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app
@@ -122,24 +236,27 @@ class RequestContext:
             request_id.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             elapsed = time.perf_counter() - started
-            m.HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            m.HTTP_REQUESTS.labels(template, method, str(status)).inc()
             m.HTTP_LATENCY.labels(template).observe(elapsed)
             if self.access_log:
                 self.log.info(
-                    "%s %s %s %.1f ms", scope["method"], scope["path"], status, elapsed * 1e3,
+                    "%s %s %s %.1f ms", method, scope["path"][:200], status, elapsed * 1e3,
                     extra={"request_id": rid, "status": status},
                 )  # fmt: skip
 
 
-async def _update_gauges(
-    service: PredictionService, writer: LogWriter, limiter: RateLimiter
-) -> None:
+async def _update_gauges(services: Services) -> None:
     written = 0
+    failures = 0
+    service, writer, limiter = services.predictions, services.writer, services.limiter
     while True:
         m.LOG_LAG.set(writer.lag_seconds)
         m.LOG_ROWS.inc(writer.rows_written - written)
         written = writer.rows_written
+        m.LOG_FAILURES.inc(writer.failures - failures)
+        failures = writer.failures
         m.MODELS_LOADED.set(len(service.loaded()))
         m.RATELIMIT_SHARED.set(1 if limiter.shared is not None and limiter.shared_up else 0)
         for (name, version), batcher in service.batchers().items():
@@ -151,63 +268,144 @@ async def _update_gauges(
         await asyncio.sleep(1.0)
 
 
+def _leave_with_supervisor() -> None:
+    """A worker of `shipyard server --workers N` drains and exits if its supervisor dies."""
+    supervisor = os.environ.get("SHIPYARD_SUPERVISOR_PID", "")
+    if not supervisor.isdigit() or int(supervisor) != os.getppid():
+        return
+
+    def orphaned() -> None:
+        log.warning("the server's supervisor process is gone; this worker stops")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watch_parent(int(supervisor), orphaned)
+
+
+# -- the published API --------------------------------------------------------------------------
+
+_SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <key>` (create one: `shipyard keys create`)",
+    },
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def _scopes_of(route: APIRoute) -> list[str] | None:
+    declared = (route.openapi_extra or {}).get("x-scopes")
+    if declared is not None:
+        return list(declared)
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dependant = stack.pop()
+        scopes = getattr(dependant.call, SCOPE_ATTRIBUTE, None)
+        if scopes is not None:
+            return sorted(scopes)
+        stack.extend(dependant.dependencies)
+    return None
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with who may call what: security schemes, and per operation
+    the scopes it needs (in its description and as `x-scopes`)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    document.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+    paths = document.get("paths", {})
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        scopes = _scopes_of(route)
+        for method in route.methods or ():
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is None:
+                continue
+            for status, response in list(operation.get("responses", {}).items()):
+                if status == "422" and "HTTPValidationError" in str(response):
+                    del operation["responses"][status]  # ours are 400 MalformedRequest
+            if scopes is None:
+                operation["security"] = []
+                continue
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            operation["x-scopes"] = scopes
+            needs = " or ".join(f"`{s}`" for s in scopes)
+            operation["description"] = (
+                f"{operation.get('description', '')}\n\nNeeds an API key with scope {needs} "
+                "(an admin key may do everything); a key bound to a model may only touch it."
+            ).strip()
+    for name in ("HTTPValidationError", "ValidationError"):
+        document.get("components", {}).get("schemas", {}).pop(name, None)
+    app.openapi_schema = document
+    return document
+
+
+def _docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) and `/redoc` from assets shipped with the package: no CDN."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount("/docs/assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="shipyard API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="shipyard API",
+            redoc_js_url="/docs/assets/redoc.standalone.js",
+            redoc_favicon_url="/docs/assets/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The prediction server: `/v1` (predict, feedback, registry, keys), `/v2`, `/metrics`."""
+    """The prediction server: `/v1` (predict, feedback, registry, keys, monitoring, runs,
+    jobs), `/v2` (Open Inference Protocol), `/metrics`, `/docs`."""
     settings = settings or Settings()
+    services = build_services(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = Registry.from_settings(settings)
+        registry = services.registry
         await anyio.to_thread.run_sync(registry.database.open)
-        keys = KeyStore(registry.database, actor=settings.actor)
         if settings.auth == "off":
             log.warning(
                 "AUTHENTICATION IS OFF (SHIPYARD_AUTH=off): anyone who can reach this server can "
                 "score, read and change every model; never run it like this in production"
             )
-        auth = Authenticator(keys if settings.auth == "on" else None, ttl=settings.refresh_seconds)
-        shared = None
-        if settings.redis_url:
-            from shipyard.store.redis import RedisBuckets
-
-            shared = RedisBuckets(settings.redis_url)
-        limiter = RateLimiter(shared)
-        if shared is None and os.environ.get("SHIPYARD_WORKERS", "1") != "1":
+        if services.limiter.shared is None and os.environ.get("SHIPYARD_WORKERS", "1") != "1":
             log.warning(
                 "rate limits are kept per worker process; set SHIPYARD_REDIS_URL to share them "
                 "across workers and replicas"
             )
-
-        def types_of(name: str, version: int) -> dict[str, str]:
-            return {c.name: c.type for c in registry.get_version(name, version).signature.columns}
-
-        writer = LogWriter(
-            settings.resolved_spool_dir,
-            registry.artifacts,
-            types_of=types_of,
-            flush_seconds=settings.log_flush_seconds,
-            segment_rows=settings.log_segment_rows,
-            fsync_seconds=settings.log_fsync_seconds,
-            flush_in=settings.log_flush_in,
-        )
-        await anyio.to_thread.run_sync(writer.start)
-        service = PredictionService(registry, settings, writer)
-        app.state.settings = settings
-        app.state.registry = registry
-        app.state.keys = keys
-        app.state.auth = auth
-        app.state.limiter = limiter
-        app.state.predictions = service
-        app.state.monitor = Monitor.from_settings(settings, registry)
-        await service.start()
-        app.state.ready = True
+        abandoned = await anyio.to_thread.run_sync(registry.clean_up_abandoned)
+        if abandoned:
+            log.warning("removed registrations that never finished: %s", ", ".join(abandoned))
+        await anyio.to_thread.run_sync(services.writer.start)
+        await services.predictions.start()
+        _leave_with_supervisor()
         # everything loaded so far (libraries, models) lives as long as the server: moving it out
         # of the collector's view keeps full collections short, and with them the tail latency
         gc.collect()
         gc.freeze()
-        gauges = asyncio.get_running_loop().create_task(_update_gauges(service, writer, limiter))
+        gauges = asyncio.get_running_loop().create_task(_update_gauges(services))
         loaded = ", ".join(
-            f"{s.name}:{s.version} ({s.predictor.runtime})" for s in service.loaded()
+            f"{s.name}:{s.version} ({s.predictor.runtime})" for s in services.predictions.loaded()
         )
         log.info(
             "serving %s", loaded or "no models yet (deploy a version or point an alias at one)"
@@ -215,12 +413,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.ready = False
             gauges.cancel()
-            await service.stop()
-            await anyio.to_thread.run_sync(writer.close)
-            if shared is not None:
-                await shared.close()
+            await services.predictions.stop()
+            await anyio.to_thread.run_sync(services.writer.close)
+            if services.limiter.shared is not None:
+                await services.limiter.shared.close()
             registry.close()
 
     app = FastAPI(
@@ -228,30 +425,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=(
             "Prediction API: shipyard's /v1 and the Open Inference Protocol (KServe V2) under /v2. "
-            "Send an API key as `Authorization: Bearer <key>` or `X-API-Key`."
+            "Send an API key as `Authorization: Bearer <key>` or `X-API-Key`. Errors answer "
+            '`{"error": {"type", "message", "details"}}` (under /v2: `{"error": "..."}`).'
         ),
         lifespan=lifespan,
         default_response_class=JSONBytes,
+        docs_url=None,
+        redoc_url=None,
         exception_handlers={
             e.ShipyardError: _shipyard_error,
             RequestValidationError: _validation_error,
+            StarletteHTTPException: _http_error,
             Exception: _unexpected,
         },
     )
-    app.include_router(scoring_router)
-    app.include_router(v1_router)
-    app.include_router(registry_router)
-    app.include_router(keys_router)
-    app.include_router(monitoring_router)
-    app.include_router(tracking_router)
-    app.include_router(retraining_router)
-    app.include_router(v2_router)
+    app.state.services = services
+    guard = services.guard
 
-    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics")
+    def runs_of(model: str) -> set[str]:
+        return {v.run_id for v in services.registry.list_versions(model) if v.run_id}
+
+    for router in (
+        *serving_api.routers(services.predictions, guard),
+        registry_api.router(services.registry, guard),
+        access_api.router(services.keys, guard),
+        monitoring_api.router(services.monitor, guard),
+        tracking_api.router(services.tracker, guard, runs_of),
+        retraining_api.router(services.registry, guard),
+    ):
+        # each router's routes carry their full paths, tags and responses already; adding them
+        # as they are keeps `app.routes` the flat list of every route (for the OpenAPI document
+        # and the `Allow` header), whatever FastAPI's include_router does with them
+        app.router.routes.extend(router.routes)
+
+    @app.get(
+        "/metrics",
+        tags=["observability"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         body, content_type = m.render()
         return Response(body, media_type=content_type)
 
+    _docs(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestContext, access_log=settings.access_log)
     return app
 

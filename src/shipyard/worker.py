@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.core import Settings
-from shipyard.core.errors import Conflict, ShipyardError
+from shipyard.core.errors import ConfigurationError, Conflict, ShipyardError
 from shipyard.logstore import LogReader
 from shipyard.monitoring import Monitor
 from shipyard.registry import Registry
@@ -101,7 +101,7 @@ class Worker:
     def pipeline(self, model: str) -> Pipeline:
         spec = self.specs.get(model)
         if spec is None:
-            raise ShipyardError(
+            raise ConfigurationError(
                 f"{model} has no retraining spec; add it under models: in shipyard.yaml"
             )
         return Pipeline(

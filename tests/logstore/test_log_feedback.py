@@ -10,9 +10,15 @@ import pytest
 
 from shipyard.core import new_id
 from shipyard.core.errors import MalformedRequest
-from shipyard.logstore import LogReader, LogWriter, parse_feedback, record_feedback
+from shipyard.logstore import (
+    LogReader,
+    LogWriter,
+    parse_feedback,
+    record_feedback,
+    resolve_feedback,
+)
 from shipyard.store import ArtifactStore
-from tests.logstore._logs import DAY, log_scores, made_at
+from tests.logstore._logs import DAY, NOON, log_scores, made_at
 
 ID = "018f3a2b4c5d0123456789abcdef0123"
 
@@ -92,7 +98,9 @@ def test_record_feedback_stores_labels_for_known_pending_and_fresh_ids_and_refus
         (future, 1),
         ("g" * 32, 1),
     ]
-    result = record_feedback(pairs, writer, LogReader(any_store), key_id="key-3")
+    resolved = resolve_feedback(pairs, writer, LogReader(any_store))
+    assert resolved.models == {"fraud"}
+    result = record_feedback(resolved, writer, key_id="key-3")
 
     assert result.accepted == [in_parquet, in_spool]
     assert result.pending == [fresh]
@@ -121,7 +129,52 @@ def test_an_unknown_id_is_pending_only_while_younger_than_the_horizon(
     writer: LogWriter, any_store: ArtifactStore, age: float, horizon: float, pending: bool
 ) -> None:
     pid = made_at(time.time() - age)
-    result = record_feedback([(pid, 1)], writer, LogReader(any_store), horizon_seconds=horizon)
+    resolved = resolve_feedback([(pid, 1)], writer, LogReader(any_store), horizon=horizon)
+    result = record_feedback(resolved, writer)
     assert (result.pending == [pid]) is pending
     assert (result.unknown == []) is pending
     assert (pid in writer.pending_ids()) is False  # a label is not a prediction
+
+
+def test_each_label_is_resolved_to_the_model_of_its_prediction_in_spool_and_parquet(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    churn_written, fraud_spooled = new_id(), new_id()
+    log_scores(writer, [churn_written], model="churn")
+    writer.flush()
+    log_scores(writer, [fraud_spooled], model="fraud")
+    resolved = resolve_feedback(
+        [(churn_written, 1), (fraud_spooled, 0), (new_id(), 1)], writer, LogReader(any_store)
+    )
+    assert [(i.prediction_id, i.model) for i in resolved.items][:2] == [
+        (churn_written, "churn"),
+        (fraud_spooled, "fraud"),
+    ]
+    assert resolved.items[2].model is None  # fresh, not logged anywhere yet: pending
+    assert resolved.models == {"churn", "fraud"}
+
+
+def test_a_key_bound_to_a_model_cannot_store_labels_whose_model_is_not_known_yet(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    mine, fresh = new_id(), new_id()
+    log_scores(writer, [mine], model="fraud")
+    resolved = resolve_feedback([(mine, 1), (fresh, 1)], writer, LogReader(any_store))
+    result = record_feedback(resolved, writer, key_id="k", bound_to="fraud")
+    assert result.accepted == [mine]
+    assert result.pending == []
+    assert [u["prediction_id"] for u in result.unknown] == [fresh]
+    assert "send it again in a few seconds" in result.unknown[0]["reason"]
+    # an unbound key may leave it pending: it is joined once the prediction lands
+    assert record_feedback(resolved, writer, key_id="k").pending == [fresh]
+
+
+def test_ids_from_all_over_the_calendar_are_looked_up_in_one_listing(
+    writer: LogWriter, any_store: ArtifactStore
+) -> None:
+    logged = made_at(NOON)
+    log_scores(writer, [logged], at=NOON)
+    writer.flush()
+    scattered = [made_at(NOON - d * DAY) for d in range(1, 400)]
+    found = LogReader(any_store).models_of([logged, *scattered])
+    assert found == {logged: "fraud"}

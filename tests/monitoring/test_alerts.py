@@ -3,18 +3,15 @@ breach lasts, resolved when it clears, audited, and delivered to webhooks with r
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.webhooks import Hook
 
 from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
 from shipyard.monitoring import AlertManager, Rule, parse_rule
@@ -205,44 +202,6 @@ def test_a_healthy_summary_opens_nothing(manager: AlertManager) -> None:
     assert evaluate(manager, NOW, v1=summary(accuracy=0.95)) == []
     assert evaluate(manager, NOW, v1=summary(accuracy=None)) == []  # nothing to judge
     assert manager.alerts(MODEL) == []
-
-
-class Hook:
-    """What a webhook endpoint received; it answers 500 to the first `failures` posts."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.received: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.url = ""
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    """A real HTTP endpoint on 127.0.0.1 (stdlib server in a thread)."""
-    state = Hook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with state.lock:
-                state.received.append(json.loads(body))
-                status = 500 if len(state.received) <= state.failures else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 def test_a_lasting_breach_updates_its_open_alert_and_is_not_delivered_again(

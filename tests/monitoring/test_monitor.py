@@ -202,12 +202,11 @@ def test_monitoring_over_http(month: tuple[Settings, MonthResult, str]) -> None:
             "removed": added.json()["id"]
         }
         assert client.get("/v1/models/nope/monitoring").status_code == 404
-        assert (
-            client.get(
-                "/v1/models/fraud-detector/monitoring", params={"window": "fortnight"}
-            ).status_code
-            == 422
+        fortnight = client.get(
+            "/v1/models/fraud-detector/monitoring", params={"window": "fortnight"}
         )
+        assert fortnight.status_code == 400
+        assert "query.window" in fortnight.json()["error"]["message"]
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -187,7 +187,7 @@ def test_a_model_that_raises_is_a_503_not_a_crash(sqlite_settings: Settings) -> 
     assert bundle_model.predictor is not None
     settings = sqlite_settings.model_copy(update={"auth": "off"})
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        served = client.app.state.predictions.cached("fraud-flaky", version.version)  # type: ignore[attr-defined]
+        served = client.app.state.services.predictions.cached("fraud-flaky", version.version)  # type: ignore[attr-defined]
         served.predictor._model.fail = True  # the model starts failing at run time
         response = client.post(
             "/v1/models/fraud-flaky/predict", json={"instances": [{"x0": 1.0, "x1": 1.0}]}

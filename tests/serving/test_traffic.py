@@ -85,17 +85,19 @@ def test_shadow_gets_a_copy_logged_but_never_answers(
         body = client.post("/v1/models/fraud-detector/predict", json={"instances": [record]}).json()
         assert (body["version"], body["variant"]) == (1, "primary")
         ids += body["prediction_ids"]
-    client.app.state.predictions.writer.flush()  # type: ignore[attr-defined]
+    client.app.state.services.predictions.writer.flush()  # type: ignore[attr-defined]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         logged = (
-            LogReader(client.app.state.registry.artifacts).predictions("fraud-detector").to_pylist()
+            LogReader(client.app.state.services.registry.artifacts)
+            .predictions("fraud-detector")
+            .to_pylist()
         )  # type: ignore[attr-defined]
         shadows = [r for r in logged if r["variant"] == "shadow"]
         if len(shadows) == 30:
             break
         time.sleep(0.1)
-        client.app.state.predictions.writer.flush()  # type: ignore[attr-defined]
+        client.app.state.services.predictions.writer.flush()  # type: ignore[attr-defined]
     assert len(shadows) == 30
     assert {r["version"] for r in shadows} == {2}
     assert {r["request_id"] for r in shadows} == {
@@ -119,7 +121,7 @@ def test_a_failing_or_slow_shadow_never_reaches_the_caller(
         )
         deployment = registry.deploy("fraud-detector", broken.version, shadow=True)
     _wait_for_revision(client, deployment.revision)
-    service = client.app.state.predictions  # type: ignore[attr-defined]
+    service = client.app.state.services.predictions  # type: ignore[attr-defined]
     service.cached(
         "fraud-detector", broken.version
     ).predictor._model.fail = True  # it breaks in production
@@ -214,7 +216,8 @@ def test_readiness_waits_for_every_deployed_version_to_load(
     with TestClient(create_app(live), raise_server_exceptions=False) as client:
         ready = client.get("/v2/health/ready")
         assert ready.status_code == 503
-        assert ready.json() == {"ready": False}
+        assert ready.json()["ready"] is False
+        assert any("fraud-detector:2" in p for p in ready.json()["problems"])
         serving = client.get("/v1/serving").json()
         assert serving["ready"] is False
         assert "fraud-detector:2" in serving["problems"][0]

@@ -183,7 +183,7 @@ def test_malformed_bodies_are_4xx_with_what_to_send(
             "no model named 'nope'; registered models: fraud-detector",
         ),
         ("/v1/models/fraud-detector/versions/9/predict", 404, "no version 9; versions are 1-2"),
-        ("/v1/models/fraud-detector/versions/zero/predict", 400, "must be a positive integer"),
+        ("/v1/models/fraud-detector/versions/zero/predict", 400, "must be a whole number from 1"),
         ("/v1/models/bad name/predict", 400, "not allowed"),
     ],
 )

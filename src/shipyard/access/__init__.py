@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shipyard.access._auth import ANONYMOUS, Authenticator, token_from_headers
+from shipyard.access._auth import ANONYMOUS, Authenticator, FailureThrottle, token_from_headers
 from shipyard.access._keys import SCOPES, ApiKey, Scope, grants, parse_rate
 from shipyard.access._keystore import KeyStore
 from shipyard.access._limits import MemoryBuckets, RateLimiter
@@ -12,6 +12,7 @@ __all__ = [
     "SCOPES",
     "ApiKey",
     "Authenticator",
+    "FailureThrottle",
     "KeyStore",
     "MemoryBuckets",
     "RateLimiter",

@@ -1,22 +1,34 @@
-"""Authenticating calls: a presented key becomes an `ApiKey`, checked once per refresh interval.
+"""Authenticating calls: a presented key becomes an `ApiKey` without touching the database.
 
-Verifying a key reads the database; a server keeps each answer (a key, or why a token was
-refused) for `ttl` seconds so the hot path touches no database, and a revoked key stops
-working within that time on every replica.
+A server holds every key (its id, scope, binding, revocation and the SHA-256 of its secret),
+re-read every refresh interval, and checks presented keys against that snapshot. So the
+request path never waits on the database, a revoked key stops working within one refresh on
+every replica, and predictions keep being served while the database is away: from the last
+known keys, for at most `max_stale_seconds`. Revocations made during an outage apply at the
+first refresh after it; past the staleness bound every keyed call answers 503 rather than
+trusting a list that may be out of date.
+
+A key newer than the snapshot is looked up once (and a miss remembered until the next
+refresh). Failed authentications are budgeted per client (`FailureThrottle`): a client that
+keeps presenting bad keys gets 429 for them, without a database look-up, while valid keys,
+from that client too, pass as before.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shipyard.access._keys import ApiKey
+from shipyard.access._keys import ApiKey, secret_matches, split_token
 from shipyard.access._keystore import KeyStore
-from shipyard.core.errors import Unauthenticated
+from shipyard.core.errors import DatabaseUnavailable, RateLimited, Unauthenticated
 
-__all__ = ["ANONYMOUS", "Authenticator", "token_from_headers"]
+__all__ = ["ANONYMOUS", "Authenticator", "FailureThrottle", "token_from_headers"]
 
 log = logging.getLogger("shipyard.access")
 
@@ -30,7 +42,9 @@ ANONYMOUS = ApiKey(
     created_at=datetime(2026, 1, 1, tzinfo=UTC),
     created_by="shipyard",
 )
-MAX_CACHED = 10_000
+MAX_REMEMBERED = 10_000
+
+_INVALID = "the API key is not valid; check it, or create one with `shipyard keys create`"
 
 
 def token_from_headers(authorization: str | None, api_key: str | None) -> str:
@@ -51,43 +65,157 @@ def token_from_headers(authorization: str | None, api_key: str | None) -> str:
 
 
 class Authenticator:
-    """Turns tokens into keys, caching each verdict for `ttl` seconds.
+    """Turns tokens into keys against an in-memory snapshot of every key.
 
     Args:
         keys: the key store, or None when authentication is off (every caller is admin).
-        ttl: seconds a verdict is trusted before the database is asked again.
+        max_stale_seconds: how long the last snapshot is trusted while the database cannot
+            be read; after that, keyed calls answer 503.
+        clock: seconds, monotonic (tests inject their own).
     """
 
-    def __init__(self, keys: KeyStore | None, *, ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        keys: KeyStore | None,
+        *,
+        max_stale_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.keys = keys
-        self.ttl = ttl
-        self._cache: OrderedDict[str, tuple[float, ApiKey | Unauthenticated]] = OrderedDict()
+        self.max_stale_seconds = max_stale_seconds
+        self.clock = clock
+        self._snapshot: dict[str, tuple[ApiKey, str]] = {}
+        self._loaded_at: float | None = None
+        self._unknown: OrderedDict[str, None] = OrderedDict()  # ids missing at the last look
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self.keys is not None
 
-    def cached(self, token: str) -> ApiKey | None:
-        """The key for `token` if a fresh verdict is cached; raises a cached refusal."""
-        entry = self._cache.get(token)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        verdict = entry[1]
-        if isinstance(verdict, Unauthenticated):
-            raise verdict
-        return verdict
+    # -- the snapshot ---------------------------------------------------------------------------
 
-    def verify(self, token: str) -> ApiKey:
-        """Check `token` against the database (blocking; call it off the event loop)."""
+    def refresh(self) -> None:
+        """Re-read every key (blocking). Raises what the database raises; the old snapshot stays."""
         assert self.keys is not None
+        snapshot = self.keys.snapshot()
+        with self._lock:
+            self._snapshot = snapshot
+            self._loaded_at = self.clock()
+            self._unknown.clear()
+
+    @property
+    def age(self) -> float:
+        """Seconds since the keys were last read (infinite before the first read)."""
+        return math.inf if self._loaded_at is None else self.clock() - self._loaded_at
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the snapshot may still be trusted."""
+        return not self.enabled or self.age <= self.max_stale_seconds
+
+    def _check_fresh(self) -> None:
+        if not self.fresh:
+            raise DatabaseUnavailable(
+                f"API keys could not be re-read for {self.age:.0f} s, longer than the "
+                f"{self.max_stale_seconds:.0f} s they are trusted for "
+                "(SHIPYARD_MAX_STALE_SECONDS); the metadata database does not answer",
+                retry_after=5.0,
+            )
+
+    # -- verifying --------------------------------------------------------------------------------
+
+    def known(self, token: str) -> ApiKey | None:
+        """The key for `token` from the snapshot; None when its id is newer than the snapshot
+        (then `lookup` asks the database). Raises `Unauthenticated` for a bad or revoked key."""
+        key_id, secret = split_token(token)
+        self._check_fresh()
+        entry = self._snapshot.get(key_id)
+        if entry is None:
+            if key_id in self._unknown:
+                raise Unauthenticated(_INVALID)
+            return None
+        return _verdict(entry, secret)
+
+    def lookup(self, token: str) -> ApiKey:
+        """Check a key newer than the snapshot against the database (blocking).
+
+        While the database is down, such a key is refused like an unknown one: the server
+        answers from the last keys it knows.
+        """
+        assert self.keys is not None
+        key_id, secret = split_token(token)
         try:
-            verdict: ApiKey | Unauthenticated = self.keys.verify(token)
-        except Unauthenticated as error:
-            verdict = error
-        self._cache[token] = (time.monotonic() + self.ttl, verdict)
-        self._cache.move_to_end(token)
-        while len(self._cache) > MAX_CACHED:
-            self._cache.popitem(last=False)
-        if isinstance(verdict, Unauthenticated):
-            raise verdict
-        return verdict
+            entry = self.keys.lookup(key_id)
+        except DatabaseUnavailable:
+            raise Unauthenticated(
+                f"{_INVALID} (the metadata database does not answer, so keys created in the "
+                f"last {self.age:.0f} s are not known to this server yet)"
+            ) from None
+        with self._lock:
+            if entry is None:
+                self._unknown[key_id] = None
+                while len(self._unknown) > MAX_REMEMBERED:
+                    self._unknown.popitem(last=False)
+                raise Unauthenticated(_INVALID)
+            self._snapshot = {**self._snapshot, key_id: entry}
+        return _verdict(entry, secret)
+
+
+def _verdict(entry: tuple[ApiKey, str], secret: str) -> ApiKey:
+    key, digest = entry
+    if not secret_matches(secret, digest):
+        raise Unauthenticated(
+            _INVALID
+        )  # the same words as for an unknown id: tell a guesser nothing
+    if not key.active:
+        raise Unauthenticated(
+            f"API key {key.id} was revoked; create a new one with `shipyard keys create`"
+        )
+    return key
+
+
+class FailureThrottle:
+    """A budget of failed authentications per client: `burst` at once, then `per_second`.
+
+    Args:
+        per_second: failures a client earns back per second.
+        burst: failures allowed in a row before the client is throttled.
+        clock: seconds, monotonic.
+    """
+
+    def __init__(
+        self,
+        per_second: float = 1.0,
+        burst: int = 20,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self.clock = clock
+        self._clients: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def _tokens(self, client: str) -> float:
+        tokens, at = self._clients.get(client, (float(self.burst), self.clock()))
+        return min(float(self.burst), tokens + (self.clock() - at) * self.per_second)
+
+    def check(self, client: str) -> None:
+        """Raise `RateLimited` when `client` has failed too often to be heard now."""
+        tokens = self._tokens(client)
+        if tokens < 1.0:
+            retry = max(1, math.ceil((1.0 - tokens) / self.per_second))
+            raise RateLimited(
+                f"too many failed authentications from {client}; retry in {retry} s with a "
+                "valid API key",
+                retry_after=retry,
+            )
+
+    def failed(self, client: str) -> None:
+        """Count one failed authentication of `client`."""
+        # a client that keeps failing while throttled stays throttled, at most `burst` s longer
+        tokens = max(-float(self.burst), self._tokens(client) - 1.0)
+        self._clients[client] = (tokens, self.clock())
+        self._clients.move_to_end(client)
+        while len(self._clients) > MAX_REMEMBERED:
+            self._clients.popitem(last=False)

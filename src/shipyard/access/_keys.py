@@ -52,10 +52,17 @@ class ApiKey:
     def active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def actor(self) -> str:
+        """Who this key acts as, in the audit trail: its id and name."""
+        return f"key {self.id} ({self.name})" if self.name else f"key {self.id}"
+
     def allows(self, needed: frozenset[str], model: str | None = None) -> bool:
-        return bool(_GRANTS[self.scope] & needed) and (
-            self.model is None or model is None or model == self.model
-        )
+        return bool(_GRANTS[self.scope] & needed) and self.may_see(model)
+
+    def may_see(self, model: str | None) -> bool:
+        """Whether this key may touch `model` (None: nothing model-specific)."""
+        return self.model is None or model is None or model == self.model
 
     def check(self, needed: frozenset[str], model: str | None = None) -> None:
         """Raise `Forbidden` unless this key may do `needed` (any of) on `model`."""
@@ -65,10 +72,30 @@ class ApiKey:
                 f"{' or '.join(sorted(needed))} (create one with `shipyard keys create --scope "
                 f"{sorted(needed)[0]}`)"
             )
-        if self.model is not None and model is not None and model != self.model:
+        self.check_model(model)
+
+    def check_model(self, model: str | None) -> None:
+        """Raise `Forbidden` when this key is bound to a model other than `model`."""
+        if not self.may_see(model):
             raise Forbidden(
                 f"API key {self.id} is bound to model {self.model!r} and cannot be used for "
                 f"{model!r}; use a key for that model or one without --model"
+            )
+
+    def check_manages(self, scope: str, model: str | None, action: str) -> None:
+        """Raise `Forbidden` unless this key may `action` ("create", "revoke") a key of `scope`
+        bound to `model`: never one that could do more than this key itself (a wider scope, or
+        another or no model binding). Only an unbound admin key manages unbound keys."""
+        if scope in _GRANTS and not _GRANTS[scope] <= _GRANTS[self.scope]:
+            raise Forbidden(
+                f"API key {self.id} has scope {self.scope!r} and cannot {action} a key with "
+                f"scope {scope!r}, which can do more than it can"
+            )
+        if self.model is not None and model != self.model:
+            target = f"bound to model {model!r}" if model is not None else "not bound to a model"
+            raise Forbidden(
+                f"API key {self.id} is bound to model {self.model!r} and cannot {action} a key "
+                f"{target}; only a key without a model binding manages those"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,6 +30,10 @@ class KeyStore:
         self.database = database
         self.actor = actor
 
+    def acting_as(self, actor: str) -> KeyStore:
+        """The same store, recording `actor` on what it changes."""
+        return KeyStore(self.database, actor=actor)
+
     def create(
         self,
         scope: str,
@@ -38,6 +42,7 @@ class KeyStore:
         rate_per_second: float | None = None,
         burst: int | None = None,
         name: str = "",
+        by: ApiKey | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its token (`sy_<id>_<secret>`); the token is not stored anywhere.
 
@@ -48,9 +53,13 @@ class KeyStore:
             burst: requests allowed at once above the sustained rate (default: one second's
                 worth, at least 1).
             name: what the key is for, e.g. `checkout-service`.
+            by: the key asking (over HTTP); it may not create a key that can do more than
+                itself. None: the operator at the command line.
         """
         if model is not None:
             validate_model_name(model)
+        if by is not None:
+            by.check_manages(validate_scope(scope), model, "create")
         if rate_per_second is not None and rate_per_second <= 0:
             raise InvalidInput(f"rate must be positive, got {rate_per_second}")
         if burst is not None and burst < 1:
@@ -74,13 +83,29 @@ class KeyStore:
             repo.insert_key(conn, key, digest)
             record_audit(
                 conn, self.actor, "key.created", model, None,
-                {"key": key_id, "scope": key.scope, "name": name, "rate_per_second": rate_per_second},
+                {"key": key_id, "scope": key.scope, "name": name, "model": model,
+                 "rate_per_second": rate_per_second, "burst": burst},
             )  # fmt: skip
         return key, token_for(key_id, secret)
 
-    def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
+    def list_keys(self, *, include_revoked: bool = False, by: ApiKey | None = None) -> list[ApiKey]:
+        """Keys, oldest first; a key bound to a model (`by`) sees only the keys bound to it."""
         with self.database.transaction() as conn:
-            return repo.list_keys(conn, include_revoked)
+            keys = repo.list_keys(conn, include_revoked)
+        if by is not None and by.model is not None:
+            keys = [k for k in keys if k.model == by.model]
+        return keys
+
+    def snapshot(self) -> dict[str, tuple[ApiKey, str]]:
+        """Every key (revoked ones too) with its secret's SHA-256, by id: what servers verify
+        against, so the request path needs no database."""
+        with self.database.transaction() as conn:
+            return repo.all_keys(conn)
+
+    def lookup(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """One key and its secret's SHA-256 (for a key newer than a server's snapshot)."""
+        with self.database.transaction() as conn:
+            return repo.get_key(conn, key_id)
 
     def get(self, key_id: str) -> ApiKey:
         with self.database.transaction() as conn:
@@ -89,14 +114,24 @@ class KeyStore:
             raise NotFound(f"no API key with id {key_id!r} (shipyard keys list)")
         return found[0]
 
-    def revoke(self, key_id: str) -> ApiKey:
-        """Revoke a key; servers stop accepting it within their refresh interval."""
+    def revoke(self, key_id: str, *, by: ApiKey | None = None) -> ApiKey:
+        """Revoke a key; servers stop accepting it within their refresh interval.
+
+        `by` (the key asking, over HTTP) may revoke only keys it could have created.
+        """
         with self.database.transaction() as conn:
             found = repo.get_key(conn, key_id)
-            if found is None:
+            if found is None or (by is not None and by.model not in (None, found[0].model)):
+                # a key bound to another model is not there, as far as `by` can tell
                 raise NotFound(f"no API key with id {key_id!r} (shipyard keys list)")
+            target = found[0]
+            if by is not None:
+                by.check_manages(target.scope, target.model, "revoke")
             if repo.revoke_key(conn, key_id, self.actor):
-                record_audit(conn, self.actor, "key.revoked", found[0].model, None, {"key": key_id})
+                record_audit(
+                    conn, self.actor, "key.revoked", target.model, None,
+                    {"key": key_id, "scope": target.scope, "name": target.name},
+                )  # fmt: skip
         return self.get(key_id)
 
     def verify(self, token: str) -> ApiKey:

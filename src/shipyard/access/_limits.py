@@ -14,7 +14,7 @@ import time
 from typing import Protocol
 
 from shipyard.access._keys import ApiKey
-from shipyard.core.errors import RateLimited
+from shipyard.core.errors import RateLimited, RedisUnavailable
 
 __all__ = ["MemoryBuckets", "RateLimiter"]
 
@@ -27,6 +27,8 @@ class Buckets(Protocol):
     async def take(
         self, bucket: str, rate: float, burst: int, cost: int = 1
     ) -> tuple[bool, float]: ...
+
+    async def close(self) -> None: ...
 
 
 class MemoryBuckets:
@@ -47,6 +49,9 @@ class MemoryBuckets:
 
     async def take(self, bucket: str, rate: float, burst: int, cost: int = 1) -> tuple[bool, float]:
         return self.take_now(bucket, rate, burst, cost)
+
+    async def close(self) -> None:
+        """Nothing to close: the buckets live in this process."""
 
 
 class RateLimiter:
@@ -77,8 +82,6 @@ class RateLimiter:
             )
 
     async def _take(self, bucket: str, rate: float, burst: int) -> tuple[bool, float]:
-        from shipyard.store.redis import RedisUnavailable
-
         if self.shared is not None and time.monotonic() >= self._redis_down_until:
             try:
                 result = await self.shared.take(bucket, rate, burst)

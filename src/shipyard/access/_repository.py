@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from shipyard.access._keys import ApiKey
 from shipyard.store import tables, utcnow
 
-__all__ = ["get_key", "insert_key", "list_keys", "revoke_key"]
+__all__ = ["all_keys", "get_key", "insert_key", "list_keys", "revoke_key"]
 
 K = tables.api_keys
 
@@ -57,6 +57,11 @@ def get_key(conn: Connection, key_id: str) -> tuple[ApiKey, str] | None:
     """The key and its secret's SHA-256, or None."""
     row = conn.execute(select(K).where(K.c.id == key_id)).first()
     return None if row is None else (_key(row), row.secret_sha256)
+
+
+def all_keys(conn: Connection) -> dict[str, tuple[ApiKey, str]]:
+    """Every key with its secret's SHA-256, by id."""
+    return {row.id: (_key(row), row.secret_sha256) for row in conn.execute(select(K))}
 
 
 def list_keys(conn: Connection, include_revoked: bool) -> list[ApiKey]:

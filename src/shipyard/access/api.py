@@ -1,102 +1,274 @@
-"""HTTP face of access control: the guard every route uses, and `/v1/keys` for admins."""
+"""HTTP face of access control: the one authorisation step every route goes through, and
+`/v1/keys`.
 
-from __future__ import annotations
+Every route declares what it needs with `guard.require(scope, ..., touches=resolver)`:
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+    authenticate the key (a snapshot in memory; bad keys are budgeted per client)
+      -> check its scope
+      -> resolve the model(s) the call touches: the `{name}` in the path, and whatever the
+         route's resolver finds (the model of a rule, of a prediction id, named in the body)
+      -> check the key's model binding against each of them
+      -> take a rate-limit token
+
+and gets back the `Caller`, whose key listings use to show only what it may see. The scoring
+routes, which skip FastAPI's dependency solving for speed, call the same `Guard.check`.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the annotations of routes defined
+# inside the router factory, which name its local dependencies
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePath
+from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from shipyard.access._auth import ANONYMOUS, Authenticator, token_from_headers
+from shipyard.access._auth import ANONYMOUS, Authenticator, FailureThrottle, token_from_headers
 from shipyard.access._keys import ApiKey, parse_rate
 from shipyard.access._keystore import KeyStore
 from shipyard.access._limits import RateLimiter
-from shipyard.core.errors import MalformedRequest
+from shipyard.core.api import GUARDED, JSONRoute, error_responses
+from shipyard.core.errors import Unauthenticated
 
-__all__ = ["authorize", "require", "router"]
+__all__ = ["Caller", "Guard", "KeyOut", "NewKey", "router"]
 
-
-async def authenticate(request: Request) -> ApiKey:
-    """The key the request presents (the anonymous admin when auth is off)."""
-    auth: Authenticator = request.app.state.auth
-    if not auth.enabled:
-        return ANONYMOUS
-    headers = request.headers
-    token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-    key = auth.cached(token)
-    if key is None:
-        key = await anyio.to_thread.run_sync(auth.verify, token)
-    return key
+ModelTouches = Callable[..., Awaitable[Iterable[str]]]
+SCOPE_ATTRIBUTE = "shipyard_scopes"  # set on each guard dependency; the OpenAPI document reads it
 
 
-async def authorize(request: Request, needed: frozenset[str], model: str | None = None) -> ApiKey:
-    """Authenticate, check scope and model binding, then take a rate-limit token."""
-    key = await authenticate(request)
-    key.check(needed, model)
-    limiter: RateLimiter = request.app.state.limiter
-    await limiter.check(key)
-    request.state.key = key
-    return key
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key, and what it may see."""
+
+    key: ApiKey
+
+    @property
+    def actor(self) -> str:
+        """What the audit trail records for changes this caller makes."""
+        return "anonymous (auth off)" if self.key is ANONYMOUS else self.key.actor
+
+    @property
+    def is_admin(self) -> bool:
+        return self.key.scope == "admin"
+
+    def may_see(self, model: str | None) -> bool:
+        return self.key.may_see(model)
+
+    def shown(self, value: Any) -> Any:
+        """`value` as this caller may read it: local paths (where training data lay, say) are
+        for admin keys; others see only the file's name."""
+        return value if self.is_admin else _hide_paths(value)
+
+    def only(self, model: str | None) -> str | None:
+        """The model filter of a listing: the key's binding, or what the caller asked for
+        (a bound key asking for another model is refused)."""
+        self.key.check_model(model)
+        return self.key.model if self.key.model is not None else model
 
 
-def require(*scopes: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A route dependency: the caller needs one of `scopes` (and the model in the path, if any)."""
-    needed = frozenset(scopes)
-
-    async def guard(request: Request) -> ApiKey:
-        return await authorize(request, needed, request.path_params.get("name"))
-
-    return guard
-
-
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+def _hide_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _hide_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_paths(v) for v in value]
+    if isinstance(value, str) and _is_local_path(value):
+        return PurePath(value.removeprefix("file://")).name or "(path)"
+    return value
 
 
-def _keys(request: Request) -> KeyStore:
-    keys: KeyStore = request.app.state.keys
-    return keys
-
-
-@router.get("", summary="List API keys (admin)")
-async def list_keys(request: Request, include_revoked: bool = False) -> dict[str, Any]:
-    await authorize(request, frozenset({"admin"}))
-    keys = await anyio.to_thread.run_sync(
-        lambda: _keys(request).list_keys(include_revoked=include_revoked)
+def _is_local_path(text: str) -> bool:
+    return (
+        text.startswith(("/", "~", "file:", "\\\\"))
+        or (len(text) > 2 and text[1] == ":" and text[2] in "\\/")  # C:\ or C:/
     )
-    return {"keys": [k.to_dict() for k in keys]}
 
 
-@router.post("", status_code=201, summary="Create an API key (admin); the key is shown once")
-async def create_key(request: Request) -> dict[str, Any]:
-    await authorize(request, frozenset({"admin"}))
-    body = await request.json() if await request.body() else {}
-    if not isinstance(body, dict) or "scope" not in body:
-        raise MalformedRequest(
-            'send {"scope": "predict|read|write|admin", "model": null, "rate": "100/s", "burst": null, "name": ""}'
-        )
-    rate = body.get("rate")
-    if rate is not None and not isinstance(rate, str | int | float):
-        raise MalformedRequest(
-            "'rate' must be a string like '100/s' or a number of requests per second"
-        )
-    per_second = (
-        parse_rate(rate) if isinstance(rate, str) else (float(rate) if rate is not None else None)
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+class Guard:
+    """Authentication, scope, model binding and rate limits, in one step.
+
+    Args:
+        auth: verifies keys (None-store authenticators admit everyone as admin).
+        limiter: per-key rate limits.
+        throttle: per-client budget of failed authentications.
+    """
+
+    def __init__(
+        self, auth: Authenticator, limiter: RateLimiter, throttle: FailureThrottle | None = None
+    ) -> None:
+        self.auth = auth
+        self.limiter = limiter
+        self.throttle = throttle or FailureThrottle()
+
+    async def authenticate(self, request: Request) -> ApiKey:
+        """The key the request presents (the anonymous admin when auth is off)."""
+        if not self.auth.enabled:
+            return ANONYMOUS
+        client = _client(request)
+        try:
+            headers = request.headers
+            token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
+            key = self.auth.known(token)
+            if key is None:  # newer than the snapshot: a database look-up, if the client earned it
+                self.throttle.check(client)
+                key = await anyio.to_thread.run_sync(self.auth.lookup, token)
+        except Unauthenticated:
+            self.throttle.failed(client)
+            self.throttle.check(client)
+            raise
+        return key
+
+    async def check(
+        self, request: Request, needed: frozenset[str], models: Iterable[str | None] = ()
+    ) -> Caller:
+        """The whole step: who, which scope, which models, and a rate-limit token."""
+        key = await self.authenticate(request)
+        key.check(needed)
+        for model in models:
+            key.check_model(model)
+        await self.limiter.check(key)
+        request.state.key = key
+        return Caller(key)
+
+    def require(self, *scopes: str, touches: ModelTouches | None = None) -> Any:
+        """A route dependency giving the `Caller`: a key with one of `scopes`, bound (if at all)
+        to the model in the path and to every model `touches` resolves.
+
+        `touches` is itself a dependency (it may take the route's body or parameters); it runs
+        only once the key is authenticated and has the scope.
+        """
+        needed = frozenset(scopes)
+
+        async def authorized(request: Request) -> Caller:
+            return await self.check(request, needed, [request.path_params.get("name")])
+
+        if touches is None:
+            setattr(authorized, SCOPE_ATTRIBUTE, needed)
+            return Depends(authorized)
+
+        async def bound(
+            caller: Annotated[Caller, Depends(authorized)],
+            models: Annotated[Iterable[str], Depends(touches)],
+        ) -> Caller:
+            for model in models:
+                caller.key.check_model(model)
+            return caller
+
+        setattr(bound, SCOPE_ATTRIBUTE, needed)
+        return Depends(bound)
+
+
+# -- /v1/keys -----------------------------------------------------------------------------------
+
+Scope = Literal["predict", "read", "write", "admin"]
+_RATE_TEXT = r"^\s*\d{1,9}(\.\d{1,6})?\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$"
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class NewKey(BaseModel):
+    """A key to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Scope = Field(
+        description="what the key may do: predict, read, write (and read) or admin"
     )
-    key, token = await anyio.to_thread.run_sync(
-        lambda: _keys(request).create(
-            str(body["scope"]),
-            model=body.get("model"),
-            rate_per_second=per_second,
-            burst=body.get("burst"),
-            name=str(body.get("name") or ""),
-        )
+    model: str | None = Field(
+        default=None, max_length=128, pattern=_MODEL, description="bind the key to one model"
     )
-    return {"key": key.to_dict(), "token": token}
+    rate: (
+        Annotated[str, Field(max_length=32, pattern=_RATE_TEXT)]
+        | Annotated[StrictFloat | StrictInt, Field(gt=0, le=1_000_000)]
+        | None
+    ) = Field(
+        default=None,
+        description="sustained rate: '100/s', '6000/min', '50/h', or requests per second",
+        examples=["100/s"],
+    )
+    burst: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None, description="requests allowed at once above the rate (needs a rate)"
+    )
+    name: str = Field(
+        default="", max_length=256, pattern=_PRINTABLE, description="what the key is for"
+    )
 
 
-@router.delete("/{key_id}", summary="Revoke an API key (admin)")
-async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
-    await authorize(request, frozenset({"admin"}))
-    key = await anyio.to_thread.run_sync(_keys(request).revoke, key_id)
-    return {"key": key.to_dict()}
+class KeyOut(BaseModel):
+    """A stored key, without its secret."""
+
+    id: str
+    name: str
+    scope: Scope
+    model: str | None
+    rate_per_second: float | None
+    burst: int | None
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+class KeyEnvelope(BaseModel):
+    key: KeyOut
+
+
+class CreatedKey(BaseModel):
+    key: KeyOut
+    token: str = Field(description="the key itself; shown this once, never stored")
+
+
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="a key's 16-hex-digit id")]
+
+
+def router(keys: KeyStore, guard: Guard) -> APIRouter:
+    """`/v1/keys`: admin keys manage keys, never one that can do more than themselves."""
+    api = APIRouter(
+        prefix="/v1/keys",
+        tags=["keys"],
+        route_class=JSONRoute,
+        responses=error_responses(*GUARDED, 404, 413, 415, 422),
+    )
+    admin = guard.require("admin")
+
+    @api.get("", response_model=KeyList, summary="List API keys")
+    def list_keys(
+        caller: Annotated[Caller, admin],
+        include_revoked: Annotated[bool, Query(description="list revoked keys too")] = False,
+    ) -> dict[str, Any]:
+        """Keys, oldest first; a key bound to a model sees the keys bound to that model."""
+        found = keys.list_keys(include_revoked=include_revoked, by=caller.key)
+        return {"keys": [k.to_dict() for k in found]}
+
+    @api.post("", status_code=201, response_model=CreatedKey, summary="Create an API key")
+    def create_key(body: NewKey, caller: Annotated[Caller, admin]) -> dict[str, Any]:
+        """The new key's token is in the answer, once. The key can do at most what the
+        calling key can: no wider scope, and the same model binding if the caller has one."""
+        rate = parse_rate(body.rate) if isinstance(body.rate, str) else body.rate
+        key, token = keys.acting_as(caller.actor).create(
+            body.scope,
+            model=body.model,
+            rate_per_second=None if rate is None else float(rate),
+            burst=body.burst,
+            name=body.name,
+            by=caller.key,
+        )
+        return {"key": key.to_dict(), "token": token}
+
+    @api.delete("/{key_id}", response_model=KeyEnvelope, summary="Revoke an API key")
+    def revoke_key(key_id: KeyId, caller: Annotated[Caller, admin]) -> dict[str, Any]:
+        """Servers stop accepting the key within their refresh interval."""
+        key = keys.acting_as(caller.actor).revoke(key_id, by=caller.key)
+        return {"key": key.to_dict()}
+
+    return api

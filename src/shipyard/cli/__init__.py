@@ -17,23 +17,41 @@ from shipyard.core import errors as e
 
 __all__ = ["EXIT_CODES", "app", "exit_code_for", "main"]
 
-# Exit codes that mean something to scripts; the first matching class wins.
-EXIT_CODES: list[tuple[type[e.ShipyardError], int]] = [
-    (e.InvalidInput, 2),
-    (e.NotFound, 3),
-    (e.Conflict, 4),
-    (e.PayloadTooLarge, 2),
-    (e.Unauthenticated, 8),
-    (e.Forbidden, 8),
-    (e.ArtifactCorrupted, 5),
-    (e.ModelUnavailable, 5),
-    (e.MissingDependency, 6),
-    (e.SchemaOutdated, 7),
-    (e.ConfigurationError, 7),
-    (e.RateLimited, 9),
-    (e.Overloaded, 9),
-    (e.DeadlineExceeded, 9),
-]
+# Exit codes that mean something to scripts, one per class of the error tree (a test walks
+# the tree, so a new class cannot silently become exit 1)
+EXIT_CODES: dict[type[e.ShipyardError], int] = {
+    e.ShipyardError: 1,
+    e.InvalidInput: 2,
+    e.InvalidName: 2,
+    e.MalformedRequest: 2,
+    e.SchemaViolation: 2,
+    e.ModelOutputInvalid: 2,
+    e.UnsupportedModel: 2,
+    e.UnsupportedMediaType: 2,
+    e.PayloadTooLarge: 2,
+    e.MethodNotAllowed: 2,
+    e.NotFound: 3,
+    e.ModelNotFound: 3,
+    e.VersionNotFound: 3,
+    e.AliasNotFound: 3,
+    e.Conflict: 4,
+    e.VersionArchived: 4,
+    e.ArtifactCorrupted: 5,
+    e.ModelUnavailable: 5,
+    e.MissingDependency: 6,
+    e.SchemaOutdated: 7,
+    e.ConfigurationError: 7,
+    e.Unauthenticated: 8,
+    e.Forbidden: 8,
+    e.RateLimited: 9,
+    e.Overloaded: 9,
+    e.DeadlineExceeded: 9,
+    e.ServiceUnavailable: 9,
+    e.BackendUnavailable: 9,
+    e.DatabaseUnavailable: 9,
+    e.LogUnavailable: 9,
+    e.RedisUnavailable: 9,
+}
 
 app = typer.Typer(
     name="shipyard",
@@ -79,8 +97,9 @@ app.command("demo")(demo.demo)
 
 
 def exit_code_for(error: e.ShipyardError) -> int:
-    for cls, code in EXIT_CODES:
-        if isinstance(error, cls):
+    for cls in type(error).__mro__:
+        code = EXIT_CODES.get(cls)
+        if code is not None:
             return code
     return 1
 

@@ -24,6 +24,9 @@ def deploy(
         False, "--shadow", help="VERSION gets a copy of every request, never answers"
     ),
     rollback: bool = typer.Option(False, "--rollback", help="return to the previous deployment"),
+    stop: bool = typer.Option(
+        False, "--stop", help="stop serving NAME (--rollback brings it back)"
+    ),
     routing_field: str | None = typer.Option(
         None, "--routing-field", help="request field whose value keeps a caller on one variant"
     ),
@@ -35,20 +38,26 @@ def deploy(
 
     `--version 3` sends all traffic to 3 (and moves the production alias); `--version 4
     --canary 5` sends 5% to 4 beside the primary; `--ab 50` splits for a comparison;
-    `--shadow` mirrors requests to 4; `--rollback` undoes the last change. Running servers
-    pick the change up within seconds.
+    `--shadow` mirrors requests to 4; `--rollback` undoes the last change; `--stop` stops
+    serving NAME. Running servers pick the change up within seconds.
     """
     with open_registry(ctx) as registry:
         if status:
             _show(name, registry.deployment_history(name), as_json)
             return
-        if rollback:
+        if stop:
+            if version is not None or canary is not None or ab is not None or shadow or rollback:
+                raise InvalidInput(
+                    "--stop takes no --version, --canary, --ab, --shadow or --rollback"
+                )
+            result = registry.stop(name, reason=reason)
+        elif rollback:
             if version is not None or canary is not None or ab is not None or shadow:
                 raise InvalidInput("--rollback takes no --version, --canary, --ab or --shadow")
             result = registry.rollback(name, reason=reason)
         elif version is None:
             raise InvalidInput(
-                f"say which version to deploy (shipyard deploy {name} --version N), or --rollback / --status"
+                f"say which version to deploy (shipyard deploy {name} --version N), or --rollback / --stop / --status"
             )
         else:
             result = registry.deploy(

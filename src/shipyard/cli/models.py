@@ -1,14 +1,16 @@
-"""`shipyard models ...`: register, list, show, alias, archive, history."""
+"""`shipyard models ...`: register, list, show, alias, archive, unarchive, delete, history."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from shipyard.cli._common import console, emit_json, open_registry, parse_pairs, read_table
-from shipyard.core import ModelRef
+from shipyard.core import ModelRef, parse_version
+from shipyard.core.errors import InvalidInput
 from shipyard.registry import ModelVersion
 from shipyard.runtime import load_model_file
 
@@ -168,18 +170,39 @@ def _version_detail(v: ModelVersion) -> None:
 def alias(
     ctx: typer.Context,
     name: str,
-    version: int,
-    alias_name: str = typer.Argument(..., metavar="ALIAS"),
+    first: str = typer.Argument(..., metavar="VERSION"),
+    second: str | None = typer.Argument(None, metavar="ALIAS"),
+    remove: bool = typer.Option(
+        False, "--remove", help="remove ALIAS instead (shipyard models alias NAME ALIAS --remove)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Point ALIAS (e.g. production) at VERSION of NAME."""
+    """Point ALIAS (e.g. production) at VERSION of NAME, or remove it with --remove."""
     with open_registry(ctx) as registry:
-        move = registry.set_alias(name, version, alias_name)
+        if remove:
+            alias_name = second if second is not None else first
+            if second is not None:
+                registry.get_version(name, _version_number(first))
+            move = registry.remove_alias(name, alias_name)
+        else:
+            if second is None:
+                raise InvalidInput(
+                    f"say which version the alias points at: shipyard models alias {name} VERSION "
+                    f"{first} (or add --remove to remove it)"
+                )
+            move = registry.set_alias(name, _version_number(first), second)
     if as_json:
-        emit_json(move.to_dict())
+        emit_json({**move.to_dict(), "removed": True} if remove else move.to_dict())
+        return
+    if remove:
+        console.print(f"[yellow]removed[/] {name}:{move.alias} (it pointed at {move.version})")
         return
     was = f" (was {move.previous})" if move.previous is not None else ""
-    console.print(f"[green]{name}:{alias_name}[/] → version {move.version}{was}")
+    console.print(f"[green]{name}:{move.alias}[/] → version {move.version}{was}")
+
+
+def _version_number(text: str) -> int:
+    return parse_version(text)
 
 
 @app.command("archive")
@@ -193,6 +216,50 @@ def archive(
         emit_json(record.to_dict())
         return
     console.print(f"[yellow]archived[/] {record.ref}")
+
+
+@app.command("unarchive")
+def unarchive(
+    ctx: typer.Context, name: str, version: int, as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """Bring back an archived VERSION of NAME: it may serve and take aliases again."""
+    with open_registry(ctx) as registry:
+        record = registry.unarchive(name, version)
+    if as_json:
+        emit_json(record.to_dict())
+        return
+    console.print(f"[green]unarchived[/] {record.ref}")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME (the model, all versions) or NAME:VERSION"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Delete a version, or a model with all its versions, and their bundle files.
+
+    Refused while a version has an alias or serves. The audit trail keeps the record; the
+    prediction logs stay.
+    """
+    parsed = ModelRef.parse(ref)
+    if parsed.alias is not None:
+        raise InvalidInput(f"delete takes NAME or NAME:VERSION, not an alias ({ref!r})")
+    what = (
+        str(parsed) if parsed.version is not None else f"model {parsed.name} and all its versions"
+    )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(f"deleting {what} needs --yes when there is no terminal to ask")
+        typer.confirm(f"delete {what}?", abort=True)
+    with open_registry(ctx) as registry:
+        deleted = registry.delete(parsed.name, parsed.version)
+    if as_json:
+        emit_json({"model": parsed.name, "versions": deleted})
+        return
+    versions = ", ".join(map(str, deleted)) or "none"
+    console.print(f"[red]deleted[/] {what} (versions: {versions})")
 
 
 @app.command("history")

@@ -112,6 +112,9 @@ def serve_workers(config: Any) -> None:
     from uvicorn.supervisors import Multiprocess
 
     sock = reserve(config.host, config.port)
+    # each worker leaves (draining, as on SIGTERM) if this supervisor dies, even by kill -9:
+    # otherwise orphaned workers would keep serving on the port beside a restarted server
+    os.environ["SHIPYARD_SUPERVISOR_PID"] = str(os.getpid())
     host, port = sock.getsockname()[:2]
     log.info(
         "listening on http://%s:%d with %d workers (one socket each)",

@@ -78,13 +78,22 @@ def _error(response: httpx.Response) -> e.ShipyardError:
         message, kind = str(error.get("message", "")), str(error.get("type", ""))
     else:
         message, kind = str(error or response.text[:500]), ""
-    cls = _ERRORS.get(kind) or next((c for c, s in HTTP_STATUS if s == response.status_code), None)
+    cls = _ERRORS.get(kind) or next(
+        (
+            c
+            for c, s in HTTP_STATUS.items()
+            if s == response.status_code and c is not e.ShipyardError
+        ),
+        None,
+    )
     message = message or f"HTTP {response.status_code}"
     if cls is e.SchemaViolation:
         details = error.get("details", []) if isinstance(error, dict) else []
         return e.SchemaViolation(message, details)
-    if cls in (e.RateLimited, e.Overloaded):
+    if cls is not None and issubclass(cls, e.RateLimited | e.Overloaded | e.BackendUnavailable):
         return cls(message, retry_after=_retry_after(response) or 1.0)
+    if cls is e.MethodNotAllowed:
+        return e.MethodNotAllowed(message, response.headers.get("allow", "").split(", "))
     if cls is None or cls is e.ServiceUnavailable:
         return e.ServiceUnavailable(message, status=response.status_code)
     return cls(message)

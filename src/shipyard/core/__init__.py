@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from shipyard.core import errors
 from shipyard.core.config import Settings
-from shipyard.core.ids import ModelRef, new_id, new_ids, validate_alias, validate_model_name
+from shipyard.core.ids import (
+    MAX_VERSION,
+    ModelRef,
+    new_id,
+    new_ids,
+    parse_version,
+    validate_alias,
+    validate_model_name,
+)
 from shipyard.core.profile import fingerprint, profile, reference_sample
 from shipyard.core.signature import Columns, ColumnSpec, ColumnType, Signature
 
 __all__ = [
+    "MAX_VERSION",
     "ColumnSpec",
     "ColumnType",
     "Columns",
@@ -19,6 +28,7 @@ __all__ = [
     "fingerprint",
     "new_id",
     "new_ids",
+    "parse_version",
     "profile",
     "reference_sample",
     "validate_alias",

@@ -52,6 +52,22 @@ class Settings(BaseSettings):
         ge=0,
         description="how often a server re-reads deployments, aliases and API keys",
     )
+    max_stale_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="while the metadata database is unreachable, how long a server keeps "
+        "serving from the last API keys and deployments it read (then 503)",
+    )
+    max_cold_versions: int = Field(
+        default=4,
+        ge=0,
+        description="versions outside the serving plan (pinned requests, V2 ready) kept loaded",
+    )
+    max_cold_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=0,
+        description="bundle bytes of versions outside the serving plan kept loaded",
+    )
 
     # -- who may call ----------------------------------------------------------------------
     auth: Literal["on", "off"] = Field(
@@ -59,6 +75,19 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None, description="Redis for state shared by replicas (rate-limit buckets)"
+    )
+    auth_failure_burst: int = Field(
+        default=20,
+        gt=0,
+        description="failed authentications one client may make in a row before it gets 429",
+    )
+    auth_failures_per_second: float = Field(
+        default=1.0, gt=0, description="failed authentications a client earns back per second"
+    )
+    monitoring_concurrency: int = Field(
+        default=1,
+        gt=0,
+        description="monitoring reports a server process computes at once (more wait: 503)",
     )
 
     # -- how predictions are computed ------------------------------------------------------
@@ -120,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def resolved_spool_dir(self) -> Path:
         return (self.spool_dir or self.home / "spool").resolve()
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where bundles are assembled before upload (cleaned up after killed registrations)."""
+        return (self.home / "tmp").resolve()
 
     @property
     def cache_dir(self) -> Path:

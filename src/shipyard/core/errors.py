@@ -8,20 +8,28 @@ codes: `shipyard.app` maps them to status codes in one handler, `shipyard.cli` t
     │   ├── InvalidName                      a model name, alias or reference that cannot be used
     │   ├── MalformedRequest                 a request body that is not what the endpoint takes
     │   ├── SchemaViolation                  records that do not match the model's signature
+    │   │   └── ModelOutputInvalid           rows the model answered with NaN or infinity
     │   └── UnsupportedModel                 an object or file no flavour can package
+    ├── UnsupportedMediaType                 a request body that is not JSON
     ├── NotFound (LookupError)
     │   ├── ModelNotFound
     │   ├── VersionNotFound
     │   └── AliasNotFound
+    ├── MethodNotAllowed                     an HTTP method the route does not take
     ├── Conflict                             the request clashes with stored state
     │   └── VersionArchived
     ├── PayloadTooLarge                      a body or batch over the configured limit
     ├── Unauthenticated                      no API key, or one that is unknown or revoked
     ├── Forbidden (PermissionError)          a key without the scope or model the call needs
-    ├── RateLimited                          a key over its rate limit (retry_after seconds)
+    ├── RateLimited                          a key (or a client failing to authenticate) over
+    │                                        its rate limit (retry_after seconds)
     ├── Overloaded                           the server's queue is full (retry_after seconds)
     ├── DeadlineExceeded (TimeoutError)      the answer would come after the request's deadline
     ├── ServiceUnavailable (ConnectionError) a client could not get an answer from the server
+    ├── BackendUnavailable                   a part the server needs is down (retry_after seconds)
+    │   ├── DatabaseUnavailable              the metadata database does not answer
+    │   ├── LogUnavailable                   the prediction log cannot be written (disk full)
+    │   └── RedisUnavailable                 Redis does not answer (callers fall back)
     ├── ArtifactCorrupted                    a stored file whose SHA-256 no longer matches
     ├── ModelUnavailable                     a model that cannot be loaded right now
     ├── SchemaOutdated                       the metadata database needs `shipyard db upgrade`
@@ -37,25 +45,32 @@ from typing import Any
 __all__ = [
     "AliasNotFound",
     "ArtifactCorrupted",
+    "BackendUnavailable",
     "ConfigurationError",
     "Conflict",
+    "DatabaseUnavailable",
     "DeadlineExceeded",
     "Forbidden",
     "InvalidInput",
     "InvalidName",
+    "LogUnavailable",
     "MalformedRequest",
+    "MethodNotAllowed",
     "MissingDependency",
     "ModelNotFound",
+    "ModelOutputInvalid",
     "ModelUnavailable",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
     "RateLimited",
+    "RedisUnavailable",
     "SchemaOutdated",
     "SchemaViolation",
     "ServiceUnavailable",
     "ShipyardError",
     "Unauthenticated",
+    "UnsupportedMediaType",
     "UnsupportedModel",
     "VersionArchived",
     "VersionNotFound",
@@ -84,7 +99,18 @@ class InvalidName(InvalidInput):
 
 
 class MalformedRequest(InvalidInput):
-    """A request body is not valid JSON or lacks the shape the endpoint takes."""
+    """A request body or parameter is not valid JSON or lacks the shape the endpoint takes.
+
+    Attributes:
+        problems: one entry per problem, each with `loc` (where) and `msg` (what).
+    """
+
+    def __init__(self, message: str, problems: Sequence[dict[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+    def details(self) -> list[dict[str, Any]]:
+        return self.problems
 
 
 class SchemaViolation(InvalidInput):
@@ -102,8 +128,17 @@ class SchemaViolation(InvalidInput):
         return self.errors
 
 
+class ModelOutputInvalid(SchemaViolation):
+    """The model answered some rows with NaN or infinity (usually inputs far outside the
+    training range); those rows get no prediction, never a default label."""
+
+
 class UnsupportedModel(InvalidInput):
     """No flavour knows how to package this object or file."""
+
+
+class UnsupportedMediaType(ShipyardError):
+    """A request body sent with a Content-Type other than JSON."""
 
 
 class NotFound(ShipyardError, LookupError):
@@ -120,6 +155,14 @@ class VersionNotFound(NotFound):
 
 class AliasNotFound(NotFound):
     """The model has no version under that alias."""
+
+
+class MethodNotAllowed(ShipyardError):
+    """The route exists but not for this HTTP method; `allowed` lists the methods it takes."""
+
+    def __init__(self, message: str, allowed: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allowed = list(allowed)
 
 
 class Conflict(ShipyardError):
@@ -172,6 +215,27 @@ class ServiceUnavailable(ShipyardError, ConnectionError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BackendUnavailable(ShipyardError):
+    """A part the server relies on does not answer; `retry_after` says when to try again."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(BackendUnavailable):
+    """The metadata database refuses connections or dropped them."""
+
+
+class LogUnavailable(BackendUnavailable):
+    """The prediction log cannot be written (e.g. the spool's disk is full), so the server
+    refuses predictions it could not record instead of answering them unlogged."""
+
+
+class RedisUnavailable(BackendUnavailable):
+    """Redis did not answer; rate limits fall back to this process."""
 
 
 class ArtifactCorrupted(ShipyardError):

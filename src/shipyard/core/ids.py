@@ -9,7 +9,17 @@ from dataclasses import dataclass
 
 from shipyard.core.errors import InvalidName
 
-__all__ = ["ModelRef", "new_id", "new_ids", "validate_alias", "validate_model_name"]
+__all__ = [
+    "MAX_VERSION",
+    "ModelRef",
+    "new_id",
+    "new_ids",
+    "parse_version",
+    "validate_alias",
+    "validate_model_name",
+]
+
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the metadata database
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -35,6 +45,20 @@ def validate_alias(alias: str) -> str:
     return alias
 
 
+def parse_version(text: str, *, where: str = "") -> int:
+    """A version number from text: 1 to `MAX_VERSION`, else `InvalidName` saying so."""
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > 10
+        or not 1 <= int(text) <= MAX_VERSION
+    ):
+        raise InvalidName(
+            f"version {text[:40]!r}{where} must be a whole number from 1 to {MAX_VERSION}"
+        )
+    return int(text)
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A parsed `name`, `name:3` or `name:production` reference.
@@ -54,10 +78,7 @@ class ModelRef:
         if not sep:
             return cls(name)
         if tag.isdigit():
-            version = int(tag)
-            if version < 1:
-                raise InvalidName(f"version in {text!r} must be 1 or more")
-            return cls(name, version=version)
+            return cls(name, version=parse_version(tag, where=f" in {text!r}"))
         return cls(name, alias=validate_alias(tag))
 
     def __str__(self) -> str:

@@ -3,7 +3,14 @@ artifact store, DuckDB to read them."""
 
 from __future__ import annotations
 
-from shipyard.logstore._feedback import FeedbackResult, parse_feedback, record_feedback
+from shipyard.logstore._feedback import (
+    FeedbackResult,
+    ResolvedFeedback,
+    horizon_seconds,
+    parse_feedback,
+    record_feedback,
+    resolve_feedback,
+)
 from shipyard.logstore._reader import LogReader, id_time
 from shipyard.logstore._segments import TypesOf, label_text
 from shipyard.logstore._writer import LogWriter
@@ -12,9 +19,12 @@ __all__ = [
     "FeedbackResult",
     "LogReader",
     "LogWriter",
+    "ResolvedFeedback",
     "TypesOf",
+    "horizon_seconds",
     "id_time",
     "label_text",
     "parse_feedback",
     "record_feedback",
+    "resolve_feedback",
 ]

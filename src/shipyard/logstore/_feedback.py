@@ -1,7 +1,21 @@
-"""Ground truth that arrives after the prediction: check the ids, then log the labels."""
+"""Ground truth that arrives after the prediction: find each id's prediction, then log labels.
+
+Feedback happens in two steps so that access control can sit between them:
+
+    resolve_feedback(pairs, writer, reader)  -> which model each id's prediction belongs to
+    (the caller checks its key may label those models)
+    record_feedback(resolved, writer, ...)   -> the labels logged, and what was refused
+
+An id is looked up in this process's unwritten log and in the Parquet logs. A well-formed id
+younger than the horizon (a few flush intervals) may still sit in another replica's spool: its
+label is stored as pending and joined once the prediction lands. A key bound to one model
+cannot have labels stored for predictions whose model is not known yet: those are refused
+with a reason, to be sent again in a few seconds.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -11,9 +25,18 @@ from shipyard.core.errors import MalformedRequest
 from shipyard.logstore._reader import LogReader, id_time
 from shipyard.logstore._writer import LogWriter
 
-__all__ = ["FeedbackResult", "parse_feedback", "record_feedback"]
+__all__ = [
+    "FeedbackResult",
+    "ResolvedFeedback",
+    "horizon_seconds",
+    "parse_feedback",
+    "record_feedback",
+    "resolve_feedback",
+]
 
 MAX_ITEMS = 10_000
+MAX_ID_CHARS = 64
+MAX_LABEL_CHARS = 256
 
 
 @dataclass
@@ -30,6 +53,32 @@ class FeedbackResult:
             "pending": self.pending,
             "unknown": self.unknown,
         }
+
+
+@dataclass(frozen=True)
+class _Item:
+    prediction_id: str
+    label: Any
+    model: str | None  # the model of a logged prediction; None while it is not found yet
+    refused: str | None = None  # why the label cannot be stored
+
+
+@dataclass(frozen=True)
+class ResolvedFeedback:
+    """Labels with the model of each prediction they are for, as far as it is known."""
+
+    items: list[_Item]
+
+    @property
+    def models(self) -> set[str]:
+        """The models whose predictions these labels are for."""
+        return {i.model for i in self.items if i.model is not None}
+
+
+def horizon_seconds(writer: LogWriter) -> float:
+    """How young an id must be to count as a prediction still on its way to the Parquet logs
+    (in some replica's spool): a few flush intervals, and at least 30 s."""
+    return max(30.0, 3 * writer.flush_seconds)
 
 
 def parse_feedback(body: Any) -> list[tuple[str, Any]]:
@@ -54,56 +103,88 @@ def parse_feedback(body: Any) -> list[tuple[str, Any]]:
         if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
             raise MalformedRequest(f"feedback[{i}] needs both 'prediction_id' and 'label'")
         pid, label = item["prediction_id"], item["label"]
-        if not isinstance(pid, str):
-            raise MalformedRequest(f"feedback[{i}].prediction_id must be a string")
+        if not isinstance(pid, str) or len(pid) > MAX_ID_CHARS:
+            raise MalformedRequest(
+                f"feedback[{i}].prediction_id must be a string (a prediction id, 32 hex digits)"
+            )
         if label is None or isinstance(label, list | dict):
             raise MalformedRequest(f"feedback[{i}].label must be a number, string or boolean")
+        if isinstance(label, str) and len(label) > MAX_LABEL_CHARS:
+            raise MalformedRequest(
+                f"feedback[{i}].label is longer than {MAX_LABEL_CHARS} characters"
+            )
+        if isinstance(label, float) and not math.isfinite(label):
+            raise MalformedRequest(f"feedback[{i}].label must be a finite number")
         pairs.append((pid, label))
     return pairs
 
 
-def record_feedback(
+def resolve_feedback(
     pairs: list[tuple[str, Any]],
     writer: LogWriter,
     reader: LogReader,
     *,
-    key_id: str | None = None,
-    horizon_seconds: float = 30.0,
-) -> FeedbackResult:
-    """Log labels for ids that are predictions; report the others with the reason.
+    horizon: float | None = None,
+    now: datetime | None = None,
+) -> ResolvedFeedback:
+    """Find the prediction (and so the model) each label is for; refuse ids that cannot be.
 
-    An id is verified against this process's unwritten log and the Parquet logs. A well-formed
-    id younger than `horizon_seconds` may still sit in another replica's spool: its label is
-    stored as pending, and the monitor joins it once the prediction lands.
+    `horizon`: seconds an id not found yet still counts as pending (default: `horizon_seconds`).
+    """
+    moment = now or datetime.now(UTC)
+    horizon = horizon_seconds(writer) if horizon is None else horizon
+    local = writer.pending_models()
+    made = {pid: id_time(pid) for pid, _ in pairs}
+    candidates = [
+        pid
+        for pid, _ in pairs
+        if pid not in local and (t := made[pid]) is not None and t <= moment + timedelta(seconds=5)
+    ]
+    found = reader.models_of(candidates) if candidates else {}
+    items = []
+    for pid, label in pairs:
+        when = made[pid]
+        model = local.get(pid) or found.get(pid)
+        refused = None
+        if when is None:
+            refused = "not a shipyard prediction id (32 hex digits)"
+        elif model is None and when > moment + timedelta(seconds=5):
+            refused = "the id is from the future"
+        elif model is None and (moment - when).total_seconds() > horizon:
+            refused = "no logged prediction has this id"
+        items.append(_Item(pid, label, model, refused))
+    return ResolvedFeedback(items)
+
+
+def record_feedback(
+    resolved: ResolvedFeedback,
+    writer: LogWriter,
+    *,
+    key_id: str | None = None,
+    bound_to: str | None = None,
+) -> FeedbackResult:
+    """Log the labels that can be stored; report the others with the reason.
+
+    `bound_to` is the model the calling key is bound to, if any: a label for a prediction
+    whose model is not known yet cannot be checked against it, so it is refused (for now).
     """
     result = FeedbackResult()
-    now = datetime.now(UTC)
-    local = writer.pending_ids()
-    candidates = [pid for pid, _ in pairs if pid not in local]
-    found = reader.known_ids(candidates) if candidates else set()
     keep_ids: list[str] = []
     keep_labels: list[Any] = []
-    for pid, label in pairs:
-        made = id_time(pid)
-        if made is None:
-            result.unknown.append(
-                {"prediction_id": pid, "reason": "not a shipyard prediction id (32 hex digits)"}
+    for item in resolved.items:
+        refused = item.refused
+        if refused is None and item.model is None and bound_to is not None:
+            refused = (
+                "the prediction is not in the logs yet, so this key (bound to model "
+                f"{bound_to!r}) cannot be checked against its model; send it again in a few "
+                "seconds"
             )
+        if refused is not None:
+            result.unknown.append({"prediction_id": item.prediction_id, "reason": refused})
             continue
-        if pid in local or pid in found:
-            result.accepted.append(pid)
-        elif made > now + timedelta(seconds=5):
-            result.unknown.append({"prediction_id": pid, "reason": "the id is from the future"})
-            continue
-        elif (now - made).total_seconds() <= horizon_seconds:
-            result.pending.append(pid)
-        else:
-            result.unknown.append(
-                {"prediction_id": pid, "reason": "no logged prediction has this id"}
-            )
-            continue
-        keep_ids.append(pid)
-        keep_labels.append(label)
+        (result.accepted if item.model is not None else result.pending).append(item.prediction_id)
+        keep_ids.append(item.prediction_id)
+        keep_labels.append(item.label)
     if keep_ids:
         writer.log_labels(keep_ids, keep_labels, key_id=key_id, at=time.time())
     return result

@@ -33,8 +33,16 @@ def id_time(prediction_id: str) -> datetime | None:
 class LogReader:
     """Queries over `logs/predictions` and `logs/labels` in an artifact store."""
 
-    def __init__(self, store: ArtifactStore) -> None:
+    def __init__(self, store: ArtifactStore, *, threads: int | None = None) -> None:
         self.store = store
+        self.threads = threads
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection for queries over the logs, using at most `threads` threads
+        (a server keeps monitoring from taking every core from the prediction path)."""
+        if self.threads is None:
+            return duckdb.connect()
+        return duckdb.connect(config={"threads": self.threads})
 
     def prediction_files(
         self, *, model: str | None = None, days: Iterable[str] | None = None
@@ -42,10 +50,16 @@ class LogReader:
         model_part = f"model={model}" if model else "model=*"
         if days is None:
             return self.store.glob(f"logs/predictions/{model_part}/date=*/*.parquet")
-        files: list[str] = []
-        for day in sorted(set(days)):
-            files += self.store.glob(f"logs/predictions/{model_part}/date={day}/*.parquet")
-        return files
+        wanted = sorted(set(days))
+        if len(wanted) <= 3:
+            files: list[str] = []
+            for day in wanted:
+                files += self.store.glob(f"logs/predictions/{model_part}/date={day}/*.parquet")
+            return files
+        # many days (ids from all over the calendar): one listing, filtered, not one per day
+        keep = {f"date={day}" for day in wanted}
+        every = self.store.glob(f"logs/predictions/{model_part}/date=*/*.parquet")
+        return [f for f in every if f.rsplit("/", 2)[-2] in keep]
 
     def label_files(self) -> list[str]:
         return self.store.glob("logs/labels/date=*/*.parquet")
@@ -79,9 +93,14 @@ class LogReader:
 
     def known_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of `ids` are logged predictions (searching only the days the ids were made)."""
+        return set(self.models_of(ids))
+
+    def models_of(self, ids: Iterable[str]) -> dict[str, str]:
+        """The model of each of `ids` that is a logged prediction (searching only the days the
+        ids were made)."""
         wanted = [i for i in ids if id_time(i) is not None]
         if not wanted:
-            return set()
+            return {}
         days = set()
         for i in wanted:
             made = id_time(i)
@@ -90,17 +109,18 @@ class LogReader:
             # so one made just before midnight may sit in the next day's folder
             days |= {(made + timedelta(seconds=s)).strftime("%Y-%m-%d") for s in (-1, 0, 60)}
         files = self.prediction_files(days=days)
-        conn = duckdb.connect()
+        conn = self.connect()
         try:
             if not self.relation(conn, files, "predictions"):
-                return set()
+                return {}
             conn.register("wanted", pa.table({"prediction_id": wanted}))
             rows = conn.execute(
-                "SELECT DISTINCT p.prediction_id FROM predictions p JOIN wanted w USING (prediction_id)"
+                "SELECT DISTINCT p.prediction_id, p.model FROM predictions p "
+                "JOIN wanted w USING (prediction_id)"
             ).fetchall()
         finally:
             conn.close()
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
 
     def predictions(self, model: str | None = None) -> pa.Table:
         """All logged predictions (of one model), as an Arrow table. For tests and small logs."""
@@ -115,7 +135,7 @@ class LogReader:
         return self._table(self.error_files(), "errors")
 
     def _table(self, files: list[str], name: str) -> Any:
-        conn = duckdb.connect()
+        conn = self.connect()
         try:
             if not self.relation(conn, files, name):
                 return pa.table({})

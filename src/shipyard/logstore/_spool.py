@@ -3,6 +3,8 @@
 Each writing process appends to its own spool file and holds an exclusive `flock` on it for
 as long as the file is its own. A file whose lock can be taken belongs to nobody: its writer
 exited or was killed (`kill -9` releases the lock too), so whoever takes the lock replays it.
+A new file is created and locked under a name the replay never looks at, and only then
+renamed into view, so a sibling's replay can never take a file its owner has just created.
 
 One `os.write` per call puts the bytes in the kernel before the caller answers, so a killed
 process loses nothing it acknowledged; `fsync` (periodic) adds protection against a machine
@@ -20,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipyard.core import new_id
+from shipyard.core.lifetime import pid_alive
 
 __all__ = ["Spool", "SpoolFile", "claim_orphans"]
 
 SUFFIX = ".spool"
+CREATING = ".creating"  # a file being created: not yet locked, never replayed
 
 
 @dataclass
@@ -34,7 +38,7 @@ class SpoolFile:
     fd: int
     rows: int = 0
     bytes: int = 0
-    ids: set[str] = field(default_factory=set)
+    ids: dict[str, str] = field(default_factory=dict)  # prediction id -> model
     opened_at: float = 0.0
     versions: set[tuple[str, int]] = field(default_factory=set)  # model versions logged in it
 
@@ -65,10 +69,23 @@ def claim_orphans(folder: Path) -> Iterator[SpoolFile]:
     """Spool files no live process holds, oldest first, each locked for the caller."""
     if not folder.exists():
         return
+    _remove_abandoned_creations(folder)
     for path in sorted(folder.glob(f"*{SUFFIX}")):
         fd = _open_locked(path, os.O_RDONLY)
         if fd is not None:
             yield SpoolFile(path, fd, bytes=path.stat().st_size)
+
+
+def _remove_abandoned_creations(folder: Path) -> None:
+    """Remove files a process was killed while creating (empty: nothing was written to them).
+
+    Such a file is only ever abandoned between its creation and its rename, a few microseconds;
+    one whose creator is still alive is left alone.
+    """
+    for path in folder.glob(f"*{CREATING}"):
+        pid = path.stem.rpartition("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
 
 
 class Spool:
@@ -82,28 +99,45 @@ class Spool:
 
     def _new_file(self) -> SpoolFile:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{new_id()}-{os.getpid()}{SUFFIX}"
-        fd = _open_locked(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        if fd is None:  # pragma: no cover - a fresh unique name cannot be locked by others
-            raise OSError(f"cannot lock new spool file {path}")
+        stem = f"{new_id()}-{os.getpid()}"
+        hidden, path = self.folder / f"{stem}{CREATING}", self.folder / f"{stem}{SUFFIX}"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            # nobody else knows this name yet, so the lock cannot be taken by anyone else; the
+            # lock belongs to the open file, so it holds across the rename
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, path)
+        except BaseException:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
         return SpoolFile(path, fd, opened_at=time.monotonic())
 
     def append(
         self, data: bytes, rows: int, ids: list[str], version: tuple[str, int] | None = None
     ) -> None:
-        """Append whole lines; returns once the kernel has them."""
+        """Append whole lines; returns once the kernel has them.
+
+        Raises `OSError` (a full disk, say) with the file as it was before: a partly written
+        entry is cut off again, so the next entry never follows a torn line.
+        """
         with self._lock:
             current = self._current
             if current is None:
                 current = self._current = self._new_file()
             view = memoryview(data)
-            while view:  # a regular file takes it all at once; the loop is for the rule book
-                written = os.write(current.fd, view)
-                view = view[written:]
+            try:
+                while view:  # a regular file takes it all at once; the loop is for the rule book
+                    written = os.write(current.fd, view)
+                    view = view[written:]
+            except OSError:
+                if len(view) < len(data):
+                    os.ftruncate(current.fd, current.bytes)
+                raise
             current.rows += rows
             current.bytes += len(data)
-            current.ids.update(ids)
             if version is not None:
+                current.ids.update(dict.fromkeys(ids, version[0]))
                 current.versions.add(version)
             self._dirty = True
 
@@ -124,6 +158,25 @@ class Spool:
     def current(self) -> SpoolFile | None:
         return self._current
 
-    def pending_ids(self) -> set[str]:
+    def pending_ids(self) -> dict[str, str]:
+        """Prediction ids in the current file, with their model."""
         current = self._current
-        return set(current.ids) if current is not None else set()
+        return dict(current.ids) if current is not None else {}
+
+    def writable(self) -> bool:
+        """Whether the spool's disk takes writes again (after a full disk, say): a probe file
+        of 64 KB is written, synced and removed."""
+        probe = self.folder / f".probe-{os.getpid()}"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, b"\0" * 65536)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
+        return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from shipyard.core.errors import LogUnavailable
+from shipyard.core.lifetime import exit_with_parent
 from shipyard.logstore._segments import TypesOf, write_segments
 from shipyard.logstore._spool import Spool, SpoolFile, claim_orphans
 from shipyard.store import ArtifactStore
@@ -112,7 +115,8 @@ class LogWriter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.rows_written = 0
-        self.failures = 0
+        self.failures = 0  # log writes that failed: spool appends refused, segments not written
+        self.unwritable: str | None = None  # why the spool cannot be written, while it cannot
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -231,19 +235,46 @@ class LogWriter:
     def _append(
         self, line: bytes, rows: int, ids: Sequence[str], version: tuple[str, int] | None = None
     ) -> None:
-        self._spool.append(line, rows, list(ids), version)
+        try:
+            self._spool.append(line, rows, list(ids), version)
+        except OSError as error:
+            self.failures += 1
+            if self.unwritable is None:  # one log line per episode, not one per request
+                log.error(
+                    "cannot write the log spool in %s (%s); predictions are refused (503) until "
+                    "it can be written again",
+                    self.spool_dir, error.strerror or error,
+                )  # fmt: skip
+            self.unwritable = f"{error.strerror or error} ({self.spool_dir})"
+            raise LogUnavailable(
+                "the prediction log cannot be written on this server "
+                f"({error.strerror or type(error).__name__}), so the prediction is not answered "
+                "(nothing unlogged is ever answered); retry shortly or on another replica",
+                retry_after=5.0,
+            ) from None
+        if self.unwritable is not None:
+            self._writable_again()
         current = self._spool.current
         if current is not None and current.rows >= self.segment_rows:
             self._wake.set()
+
+    def _writable_again(self) -> None:
+        if self.unwritable is not None:
+            log.warning("the log spool in %s can be written again", self.spool_dir)
+            self.unwritable = None
 
     # -- state ----------------------------------------------------------------------------------
 
     def pending_ids(self) -> set[str]:
         """Prediction ids this process logged that are not in Parquet yet."""
+        return set(self.pending_models())
+
+    def pending_models(self) -> dict[str, str]:
+        """Prediction ids this process logged that are not in Parquet yet, with their model."""
         ids = self._spool.pending_ids()
         with self._waiting_lock:
             for spool_file in self._waiting:
-                ids |= spool_file.ids
+                ids.update(spool_file.ids)
         return ids
 
     @property
@@ -327,8 +358,15 @@ class LogWriter:
             for model, version in spool_file.versions
         }
         if self._pool is None:
-            # spawn: a fork of a process with running threads (the server's) is not safe
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # spawn: a fork of a process with running threads (the server's) is not safe; the
+            # helper leaves when this process dies, even by kill -9 (and with it, the last
+            # holder of multiprocessing's resource tracker pipe, so the tracker leaves too)
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         try:
             future = self._pool.submit(_write_file, self.store.root, str(spool_file.path), types)
             return int(future.result())
@@ -344,9 +382,14 @@ class LogWriter:
         while not self._stop.is_set():
             self._wake.wait(tick)
             self._wake.clear()
+            if self.unwritable is not None and self._spool.writable():
+                self._writable_again()  # readiness comes back without waiting for a request
             now = time.monotonic()
             if self.fsync_seconds and now - last_fsync >= self.fsync_seconds:
-                self._spool.fsync()
+                try:
+                    self._spool.fsync()
+                except OSError as error:
+                    log.error("cannot fsync the log spool: %s", error)
                 last_fsync = now
             current = self._spool.current
             due = now - last_flush >= self.flush_seconds

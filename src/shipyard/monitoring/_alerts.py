@@ -55,6 +55,12 @@ class AlertManager:
         self._post = post
         self.backoff = backoff
 
+    def acting_as(self, actor: str) -> AlertManager:
+        """The same manager, recording `actor` on the rules it changes."""
+        twin = object.__new__(AlertManager)
+        twin.__dict__.update(self.__dict__, actor=actor)
+        return twin
+
     # -- rules ----------------------------------------------------------------------------------
 
     def add_rule(
@@ -92,8 +98,16 @@ class AlertManager:
         return next(r for r in self.rules(model) if r["id"] == rule_id)
 
     def rules(self, model: str | None = None) -> list[dict[str, Any]]:
-        with self.database.transaction() as conn:
-            return repo.rules(conn, model)
+        return self.database.read(lambda conn: repo.rules(conn, model))
+
+    def model_of_rule(self, rule_id: int) -> str:
+        """The model a rule watches; `NotFound` when there is no such rule."""
+        found = [
+            r["model"] for r in self.database.read(lambda conn: repo.rules(conn, None, rule_id))
+        ]
+        if not found:
+            raise NotFound(f"no alert rule {rule_id} (shipyard monitor rules)")
+        return str(found[0])
 
     def remove_rule(self, rule_id: int) -> None:
         with self.database.transaction() as conn:
@@ -105,8 +119,7 @@ class AlertManager:
     def alerts(
         self, model: str | None = None, status: str | None = None, limit: int = 200
     ) -> list[dict[str, Any]]:
-        with self.database.transaction() as conn:
-            return repo.alerts(conn, model, status, limit)
+        return self.database.read(lambda conn: repo.alerts(conn, model, status, limit))
 
     # -- evaluation -----------------------------------------------------------------------------
 

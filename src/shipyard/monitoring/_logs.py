@@ -65,7 +65,7 @@ class LogQueries:
         self.days = days_between(period.start, period.end)
 
     def _connect(self) -> tuple[duckdb.DuckDBPyConnection, bool, bool]:
-        conn = duckdb.connect()
+        conn = self.reader.connect()
         conn.execute("SET TimeZone = 'UTC'")
         has_predictions = self.reader.relation(
             conn, self.reader.prediction_files(model=self.model, days=self.days), "predictions"
@@ -172,7 +172,7 @@ class LogQueries:
     def errors(self) -> list[dict[str, Any]]:
         """Refused and failed requests per version, variant, window and status."""
         files = self.reader.error_files(days=self.days)
-        conn = duckdb.connect()
+        conn = self.reader.connect()
         try:
             conn.execute("SET TimeZone = 'UTC'")
             if not self.reader.relation(conn, files, "errors"):
@@ -202,7 +202,7 @@ class LogQueries:
     def schema_violations(self) -> dict[str, int]:
         """How often each field was named in refused requests (422s) over the period."""
         files = self.reader.error_files(days=self.days)
-        conn = duckdb.connect()
+        conn = self.reader.connect()
         try:
             if not self.reader.relation(conn, files, "errors"):
                 return {}

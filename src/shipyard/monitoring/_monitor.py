@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shipyard.core import Settings, validate_model_name
+from shipyard.core.errors import InvalidInput, Overloaded
 from shipyard.logstore import LogReader, label_text
 from shipyard.monitoring import _repository as repo
 from shipyard.monitoring._alerts import AlertManager
@@ -24,7 +26,7 @@ from shipyard.monitoring._concept import detect_changes
 from shipyard.monitoring._drift import DriftReport, compare
 from shipyard.monitoring._estimate import Calibration, calibration_table, estimate
 from shipyard.monitoring._logs import LogQueries, Period, numpy_column
-from shipyard.monitoring._rules import Rule, parse_rule, parse_window
+from shipyard.monitoring._rules import MAX_WINDOW, Rule, parse_rule, parse_window
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = ["DEFAULT_TARGETS", "Monitor", "MonitoringReport"]
@@ -101,28 +103,80 @@ class Monitor:
         reader: LogReader,
         alerts: AlertManager | None = None,
         targets: dict[str, float] | None = None,
+        *,
+        concurrency: int | None = None,
     ) -> None:
         self.registry = registry
         self.reader = reader
         self.alert_manager = alerts
         self.targets = {**DEFAULT_TARGETS, **(targets or {})}
         self._references: dict[tuple[str, int], pa.Table | None] = {}
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
 
     @classmethod
-    def from_settings(cls, settings: Settings, registry: Registry) -> Monitor:
+    def from_settings(
+        cls, settings: Settings, registry: Registry, *, concurrency: int | None = None
+    ) -> Monitor:
+        """A monitor over `settings`' logs; `concurrency` caps runs at once (servers: a run
+        uses one DuckDB thread and at most that many run, so reports never starve predictions)."""
         webhooks = [u.strip() for u in (settings.alert_webhooks or "").split(",") if u.strip()]
         manager = AlertManager(registry.database, actor=settings.actor, webhooks=webhooks)
-        return cls(registry, LogReader(registry.artifacts), manager)
+        reader = LogReader(registry.artifacts, threads=1 if concurrency else None)
+        return cls(registry, reader, manager, concurrency=concurrency)
 
     # -- the run --------------------------------------------------------------------------------
 
+    def latest(self, name: str, *, window: str = "1d", periods: int = 7) -> dict[str, Any]:
+        """What a reader sees: the latest snapshot of this window length when it is recent
+        (within the window, and at most an hour old), else a report computed now and not
+        stored (no snapshot, no alert evaluation: reading changes nothing)."""
+        self.registry.get_model(name)
+        step = _checked_span(window, periods)
+        found = self.registry.database.read(lambda conn: repo.snapshots(conn, name, window, 1))
+        if found and found[0]["period_end"] >= datetime.now(UTC) - min(step, timedelta(hours=1)):
+            summary: dict[str, Any] = found[0]["summary"]
+            return summary
+        return self.run(name, window=window, periods=periods, record=False).to_dict()
+
     def run(
-        self, name: str, *, window: str = "1d", periods: int = 7, now: datetime | None = None
+        self,
+        name: str,
+        *,
+        window: str = "1d",
+        periods: int = 7,
+        now: datetime | None = None,
+        record: bool = True,
     ) -> MonitoringReport:
-        """Monitor `name` over the last `periods` windows of length `window`, ending `now`."""
+        """Monitor `name` over the last `periods` windows of length `window`, ending `now`.
+
+        With `record` (the default) the report is stored as a snapshot and the alert rules are
+        evaluated (alerts fire, resolve and are delivered); without, nothing is written.
+        """
         validate_model_name(name)
+        step = _checked_span(window, periods)
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            raise Overloaded(
+                "monitoring reports are being computed already; retry shortly (or read the "
+                "latest snapshot: GET /v1/models/NAME/monitoring)",
+                retry_after=5.0,
+            )
+        try:
+            return self._run(name, window, periods, step, now, keep=record)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    def _run(
+        self,
+        name: str,
+        window: str,
+        periods: int,
+        step: timedelta,
+        now: datetime | None,
+        *,
+        keep: bool,
+    ) -> MonitoringReport:
         versions = {v.version: v for v in self.registry.list_versions(name)}
-        step = parse_window(window)
         end = _align(now or datetime.now(UTC), step)
         period = Period(end - periods * step, end, step)
         report = MonitoringReport(name, window, period, datetime.now(UTC))
@@ -136,6 +190,8 @@ class Monitor:
             report.versions[version] = self._version_summary(
                 name, record, period, window, rows, errors
             )
+        if not keep:
+            return report
         if self.alert_manager is not None:
             report.alerts = _jsonable(self._alerts(name, versions, served, step, end, report))
         with self.registry.database.transaction() as conn:
@@ -451,6 +507,21 @@ class Monitor:
             1,
         ]
         return label_text(classes[1])
+
+
+MAX_PERIODS = 400
+
+
+def _checked_span(window: str, periods: int) -> timedelta:
+    """The window length, once `periods` of them are known to be a span worth computing."""
+    step = parse_window(window)
+    if not 1 <= periods <= MAX_PERIODS:
+        raise InvalidInput(f"periods must be between 1 and {MAX_PERIODS}, got {periods}")
+    if step * periods > MAX_WINDOW:
+        raise InvalidInput(
+            f"{periods} windows of {window} span more than ten years; ask for fewer or shorter ones"
+        )
+    return step
 
 
 def _align(moment: datetime, step: timedelta) -> datetime:

@@ -106,10 +106,14 @@ def add_rule(
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
-def rules(conn: Connection, model: str | None = None) -> list[dict[str, Any]]:
+def rules(
+    conn: Connection, model: str | None = None, rule_id: int | None = None
+) -> list[dict[str, Any]]:
     query = select(R).order_by(R.c.id)
     if model is not None:
         query = query.where(R.c.model_name == model)
+    if rule_id is not None:
+        query = query.where(R.c.id == rule_id)
     return [
         {
             "id": r.id,

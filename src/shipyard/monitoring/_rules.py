@@ -19,7 +19,14 @@ from typing import Any
 
 from shipyard.core.errors import InvalidInput
 
-__all__ = ["FEATURE_METRICS", "MODEL_METRICS", "Rule", "parse_rule", "parse_window"]
+__all__ = [
+    "FEATURE_METRICS",
+    "MAX_WINDOW",
+    "MODEL_METRICS",
+    "Rule",
+    "parse_rule",
+    "parse_window",
+]
 
 MODEL_METRICS = frozenset(
     {
@@ -61,14 +68,24 @@ _RULE = re.compile(
 )
 _WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
+
+
+MAX_WINDOW = timedelta(days=3660)
 
 
 def parse_window(text: str) -> timedelta:
-    """`30m`, `1h`, `7d`, `2w` -> a timedelta."""
-    match = _WINDOW.match(text or "")
+    """`30m`, `1h`, `7d`, `2w` -> a timedelta (at most ten years)."""
+    match = _WINDOW.match(text or "") if isinstance(text, str) and len(text) <= 16 else None
     if match is None or int(match.group(1)) <= 0:
-        raise InvalidInput(f"window {text!r} is not a duration; write e.g. 30m, 1h, 1d or 7d")
-    return timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+        raise InvalidInput(
+            f"window {str(text)[:40]!r} is not a duration; write e.g. 30m, 1h, 1d or 7d"
+        )
+    unit = _UNITS[match.group(2).lower()]
+    count = int(match.group(1))
+    if count * _SECONDS[unit] > MAX_WINDOW.total_seconds():
+        raise InvalidInput(f"window {text!r} is longer than ten years; choose a shorter one")
+    return timedelta(**{unit: count})
 
 
 @dataclass(frozen=True)

@@ -1,122 +1,219 @@
-"""HTTP face of monitoring: the report of a model, alert rules, and alerts."""
+"""HTTP face of monitoring: a model's report, alert rules, and alerts.
 
-from __future__ import annotations
+Reading never writes or calls out: `GET .../monitoring` answers the latest snapshot, or a
+report computed now and not stored. A run that stores a snapshot, evaluates the alert rules
+and delivers their webhooks is a change (`POST .../monitoring`, write scope). Both are
+bounded: the span of windows, and how many reports a server computes at once (more: 503).
+"""
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+# no `from __future__ import annotations`: FastAPI reads the annotations of routes defined
+# inside the router factory, which name its local dependencies
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.access.api import require
-from shipyard.core.errors import MalformedRequest
-from shipyard.monitoring import _repository as repo
+from shipyard.access.api import Caller, Guard
+from shipyard.core.api import GUARDED, JSONRoute, Limit, ModelName, error_responses
+from shipyard.monitoring._alerts import AlertManager
 from shipyard.monitoring._html import render_html
-from shipyard.monitoring._monitor import Monitor
-from shipyard.monitoring._rules import parse_window
-from shipyard.registry import Registry
+from shipyard.monitoring._monitor import MAX_PERIODS, Monitor
 
-__all__ = ["router"]
+__all__ = ["AlertOut", "MonitoringReportOut", "NewRule", "RuleOut", "router"]
 
-router = APIRouter(prefix="/v1", tags=["monitoring"])
-READ = [Depends(require("read"))]
-WRITE = [Depends(require("write"))]
-
-
-def _monitor(request: Request) -> Monitor:
-    monitor: Monitor = request.app.state.monitor
-    return monitor
+_WINDOW = r"^\s*\d{1,7}\s*[mhdwMHDW]\s*$"
+Window = Annotated[
+    str,
+    Query(max_length=16, pattern=_WINDOW, description="window length: 30m, 1h, 1d, 7d or 2w"),
+]
+Periods = Annotated[int, Query(ge=1, le=MAX_PERIODS, description="how many windows, ending now")]
+RuleId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an alert rule's id")]
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
-def _report(request: Request, name: str, window: str, periods: int, fresh: bool) -> dict[str, Any]:
-    """The latest snapshot of this window length when it is recent enough, else a new run."""
-    monitor = _monitor(request)
-    registry: Registry = request.app.state.registry
-    registry.get_model(name)
-    step = parse_window(window)
-    if not 1 <= periods <= 400:
-        raise MalformedRequest("periods must be between 1 and 400")
-    if not fresh:
-        with registry.database.transaction() as conn:
-            found = repo.snapshots(conn, name, window, 1)
-        if found and found[0]["period_end"] >= datetime.now(UTC) - min(step, timedelta(hours=1)):
-            summary: dict[str, Any] = found[0]["summary"]
-            return summary
-    return monitor.run(name, window=window, periods=periods).to_dict()
+class Period(BaseModel):
+    start: datetime
+    end: datetime
 
 
-@router.get("/models/{name}/monitoring", summary="Monitoring report of a model", dependencies=READ)
-async def monitoring(
-    request: Request, name: str, window: str = "1d", periods: int = 7, fresh: bool = False
-) -> dict[str, Any]:
-    """Per version: performance per window (realised and estimated), data quality, drift, concept
-    drift, root causes and OK / warning / failing checks. Served from the latest snapshot when
-    one is recent, else computed now (`fresh=true` forces that)."""
-    return await anyio.to_thread.run_sync(lambda: _report(request, name, window, periods, fresh))
+class MonitoringReportOut(BaseModel):
+    """Per version: performance per window (realised and estimated), data quality, drift,
+    concept drift, root causes and OK / warning / failing checks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    window: str
+    period: Period
+    computed_at: datetime
+    versions: dict[str, dict[str, Any]]
+    alerts: list[dict[str, Any]]
 
 
-@router.get(
-    "/models/{name}/monitoring/report.html",
-    summary="The report as a standalone HTML page",
-    dependencies=READ,
-)
-async def monitoring_html(
-    request: Request, name: str, window: str = "1d", periods: int = 7, fresh: bool = False
-) -> HTMLResponse:
-    report = await anyio.to_thread.run_sync(lambda: _report(request, name, window, periods, fresh))
-    return HTMLResponse(render_html(report))
+class MonitoringRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window: str = Field(default="1d", max_length=16, pattern=_WINDOW)
+    periods: int = Field(default=7, ge=1, le=MAX_PERIODS)
 
 
-@router.get("/alerts", summary="Alerts, newest first", dependencies=READ)
-async def alerts(
-    request: Request, model: str | None = None, status: str | None = None, limit: int = 100
-) -> dict[str, Any]:
-    manager = _monitor(request).alert_manager
-    assert manager is not None
-    found = await anyio.to_thread.run_sync(
-        lambda: manager.alerts(model, status, min(max(limit, 1), 1000))
+class AlertOut(BaseModel):
+    id: int
+    rule_id: int
+    model: str
+    version: int | None
+    status: Literal["firing", "resolved"]
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    value: float | None
+    evidence: dict[str, Any]
+    deliveries: list[dict[str, Any]]
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
+
+
+class RuleOut(BaseModel):
+    id: int
+    model: str
+    expression: str
+    severity: Literal["warning", "critical"]
+    webhooks: list[str]
+    enabled: bool
+    created_at: datetime
+    created_by: str
+
+
+class RuleList(BaseModel):
+    rules: list[RuleOut]
+
+
+class NewRule(BaseModel):
+    """An alert rule: `accuracy < 0.90 over 7d with >= 500 labels`, `psi(amount) > 0.2`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=_PRINTABLE,
+        examples=["accuracy < 0.90 over 7d with >= 500 labels"],
     )
-    return {"alerts": found}
+    severity: Literal["warning", "critical"] = "warning"
+    webhooks: list[
+        Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$")]
+    ] = Field(default_factory=list, max_length=10, description="URLs each alert is POSTed to")
 
 
-@router.get("/models/{name}/alert-rules", summary="Alert rules of a model", dependencies=READ)
-async def rules(request: Request, name: str) -> dict[str, Any]:
-    manager = _monitor(request).alert_manager
-    assert manager is not None
-    return {"rules": await anyio.to_thread.run_sync(manager.rules, name)}
+class RemovedRule(BaseModel):
+    removed: int
 
 
-@router.post(
-    "/models/{name}/alert-rules", status_code=201, summary="Add an alert rule", dependencies=WRITE
-)
-async def add_rule(request: Request, name: str) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("expression"), str):
-        raise MalformedRequest(
-            'send {"expression": "accuracy < 0.90 over 7d with >= 500 labels", "severity": "warning", "webhooks": []}'
-        )
-    manager = _monitor(request).alert_manager
-    assert manager is not None
-    webhooks = body.get("webhooks") or []
-    if not isinstance(webhooks, list) or not all(isinstance(u, str) for u in webhooks):
-        raise MalformedRequest("'webhooks' must be a list of URLs")
-    return await anyio.to_thread.run_sync(
-        lambda: manager.add_rule(
-            name,
-            body["expression"],
-            severity=str(body.get("severity", "warning")),
-            webhooks=webhooks,
-        )
+def router(monitor: Monitor, guard: Guard) -> APIRouter:
+    """Routes of monitoring over `monitor` (which must have an alert manager)."""
+    manager = monitor.alert_manager
+    assert isinstance(manager, AlertManager)
+    alerts_of: AlertManager = manager
+    api = APIRouter(
+        prefix="/v1",
+        tags=["monitoring"],
+        route_class=JSONRoute,
+        responses=error_responses(*GUARDED, 404),
     )
+    read, write = guard.require("read"), guard.require("write")
 
+    async def rule_model(rule_id: RuleId) -> list[str]:
+        return [await anyio.to_thread.run_sync(alerts_of.model_of_rule, rule_id)]
 
-@router.delete("/alert-rules/{rule_id}", summary="Remove an alert rule", dependencies=WRITE)
-async def remove_rule(request: Request, rule_id: int) -> dict[str, Any]:
-    manager = _monitor(request).alert_manager
-    assert manager is not None
-    await anyio.to_thread.run_sync(manager.remove_rule, rule_id)
-    return {"removed": rule_id}
+    @api.get(
+        "/models/{name}/monitoring",
+        response_model=MonitoringReportOut,
+        summary="Monitoring report of a model (read-only)",
+    )
+    def monitoring(
+        name: ModelName,
+        caller: Annotated[Caller, read],
+        window: Window = "1d",
+        periods: Periods = 7,
+    ) -> dict[str, Any]:
+        """The latest snapshot of this window length when it is recent, else a report computed
+        now and not stored. To store one and evaluate the alert rules: POST."""
+        return monitor.latest(name, window=window.strip(), periods=periods)
+
+    @api.get(
+        "/models/{name}/monitoring/report.html",
+        response_class=HTMLResponse,
+        responses={200: {"content": {"text/html": {}}, "description": "a standalone page"}},
+        summary="The report as a standalone HTML page",
+    )
+    def monitoring_html(
+        name: ModelName,
+        caller: Annotated[Caller, read],
+        window: Window = "1d",
+        periods: Periods = 7,
+    ) -> HTMLResponse:
+        return HTMLResponse(
+            render_html(monitor.latest(name, window=window.strip(), periods=periods))
+        )
+
+    @api.post(
+        "/models/{name}/monitoring",
+        response_model=MonitoringReportOut,
+        responses=error_responses(413, 415, 422),
+        summary="Run monitoring now: store a snapshot, evaluate the alert rules",
+    )
+    def run_monitoring(
+        name: ModelName, caller: Annotated[Caller, write], body: MonitoringRun | None = None
+    ) -> dict[str, Any]:
+        """Alerts that fire or resolve are delivered to their webhooks."""
+        spec = body or MonitoringRun()
+        report = monitor.run(name, window=spec.window.strip(), periods=spec.periods)
+        return report.to_dict()
+
+    @api.get("/alerts", response_model=AlertList, summary="Alerts, newest first")
+    def alerts(
+        caller: Annotated[Caller, read],
+        model: Annotated[
+            str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+        ] = None,
+        status: Literal["firing", "resolved"] | None = None,
+        limit: int = Limit(100, 1000),
+    ) -> dict[str, Any]:
+        """A key bound to a model sees that model's alerts."""
+        return {"alerts": alerts_of.alerts(caller.only(model), status, limit)}
+
+    @api.get("/models/{name}/alert-rules", response_model=RuleList, summary="Alert rules")
+    def rules(name: ModelName, caller: Annotated[Caller, read]) -> dict[str, Any]:
+        monitor.registry.get_model(name)
+        return {"rules": alerts_of.rules(name)}
+
+    @api.post(
+        "/models/{name}/alert-rules",
+        status_code=201,
+        response_model=RuleOut,
+        responses=error_responses(413, 415, 422),
+        summary="Add an alert rule",
+    )
+    def add_rule(
+        name: ModelName, body: NewRule, caller: Annotated[Caller, write]
+    ) -> dict[str, Any]:
+        return alerts_of.acting_as(caller.actor).add_rule(
+            name, body.expression, severity=body.severity, webhooks=body.webhooks
+        )
+
+    @api.delete(
+        "/alert-rules/{rule_id}", response_model=RemovedRule, summary="Remove an alert rule"
+    )
+    def remove_rule(
+        rule_id: RuleId, caller: Annotated[Caller, guard.require("write", touches=rule_model)]
+    ) -> dict[str, Any]:
+        alerts_of.acting_as(caller.actor).remove_rule(rule_id)
+        return {"removed": rule_id}
+
+    return api

@@ -70,8 +70,15 @@ class Deployment:
     def versions(self) -> list[int]:
         return sorted({v.version for v in self.variants})
 
+    @property
+    def stopped(self) -> bool:
+        """A revision that serves nothing (`shipyard deploy NAME --stop`)."""
+        return not self.variants
+
     def describe(self) -> str:
-        """`3 primary 95% + 4 canary 5% + 5 shadow`."""
+        """`3 primary 95% + 4 canary 5% + 5 shadow`, or `stopped`."""
+        if self.stopped:
+            return "stopped"
         parts = [
             f"{v.version} {v.role}" + (f" {v.weight:g}%" if v.role != "shadow" else "")
             for v in self.variants
@@ -126,7 +133,7 @@ def plan(
         raise InvalidInput(f"choose one of {', '.join(modes)}; a version takes one role at a time")
     if not modes:
         return (Variant(version, 100.0, "primary"),)
-    if current is None:
+    if not current:
         raise Conflict(
             f"there is no primary version yet to split traffic with; deploy one first "
             f"(shipyard deploy NAME --version {version})"

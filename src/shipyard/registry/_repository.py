@@ -22,6 +22,8 @@ __all__ = [
     "audit_trail",
     "current_deployment",
     "current_deployments",
+    "delete_model",
+    "delete_model_if_empty",
     "delete_version",
     "deployment_at",
     "deployment_history",
@@ -34,12 +36,15 @@ __all__ = [
     "insert_pending_version",
     "list_models",
     "list_versions",
+    "pending_versions",
+    "release_version_number",
     "remove_alias",
     "set_alias",
     "set_status",
 ]
 
 M, V, A, E = tables.models, tables.model_versions, tables.aliases, tables.audit_events
+D = tables.deployments
 
 
 def _aware(value: datetime) -> datetime:
@@ -120,7 +125,11 @@ def allocate_version(conn: Connection, name: str) -> int:
     return int(current)
 
 
-def insert_pending_version(conn: Connection, name: str, version: int, actor: str) -> None:
+def insert_pending_version(
+    conn: Connection, name: str, version: int, actor: str, claim: dict[str, Any]
+) -> None:
+    """A version being written: invisible to readers; `claim` says which process writes it
+    (kept in `tags` until the version is finalised, which replaces them)."""
     conn.execute(
         insert(V).values(
             model_name=name,
@@ -135,7 +144,7 @@ def insert_pending_version(conn: Connection, name: str, version: int, actor: str
             task="",
             metrics={},
             params={},
-            tags={},
+            tags={"registering": claim},
             features=[],
             bundle_path="",
             metadata_sha256="",
@@ -160,6 +169,52 @@ def finalise_version(conn: Connection, name: str, version: int, values: dict[str
 
 def delete_version(conn: Connection, name: str, version: int) -> None:
     conn.execute(delete(V).where(V.c.model_name == name, V.c.version == version))
+
+
+def release_version_number(conn: Connection, name: str, version: int) -> None:
+    """Hand `version` out again if no later one was handed out since (a failed registration
+    burns no number)."""
+    conn.execute(
+        update(M)
+        .where(M.c.name == name, M.c.next_version == version + 1)
+        .values(next_version=version)
+    )
+
+
+def delete_model_if_empty(conn: Connection, name: str) -> bool:
+    """Remove a model that has no versions at all (not even one being written) and was never
+    deployed; True when it was removed."""
+    has_version = conn.execute(select(V.c.version).where(V.c.model_name == name).limit(1)).first()
+    deployed = conn.execute(select(D.c.id).where(D.c.model_name == name).limit(1)).first()
+    if has_version is not None or deployed is not None:
+        return False
+    return bool(conn.execute(delete(M).where(M.c.name == name)).rowcount)
+
+
+def delete_model(conn: Connection, name: str) -> None:
+    """Remove a model and everything recorded under it, except the audit trail."""
+    conn.execute(delete(A).where(A.c.model_name == name))
+    for table in (
+        tables.alerts,
+        tables.monitoring_snapshots,
+        tables.pipelines,
+        tables.deployments,
+    ):
+        conn.execute(delete(table).where(table.c.model_name == name))
+    conn.execute(delete(tables.alert_rules).where(tables.alert_rules.c.model_name == name))
+    conn.execute(delete(V).where(V.c.model_name == name))
+    conn.execute(delete(M).where(M.c.name == name))
+
+
+def pending_versions(conn: Connection) -> list[tuple[str, int, datetime, dict[str, Any]]]:
+    """Versions still being written (or abandoned half-way): name, version, started, claim."""
+    rows = conn.execute(
+        select(V.c.model_name, V.c.version, V.c.created_at, V.c.tags).where(V.c.status == "pending")
+    )
+    return [
+        (r.model_name, r.version, _aware(r.created_at), (r.tags or {}).get("registering") or {})
+        for r in rows
+    ]
 
 
 def set_status(conn: Connection, name: str, version: int, status: str) -> None:
@@ -256,9 +311,6 @@ def audit_trail(conn: Connection, name: str | None = None, limit: int = 500) -> 
         AuditEvent(r.id, _aware(r.at), r.actor, r.action, r.model_name, r.version, r.details or {})
         for r in conn.execute(query)
     ]
-
-
-D = tables.deployments
 
 
 def _deployment(row: Row[Any]) -> Deployment:

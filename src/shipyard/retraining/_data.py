@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from shipyard.core.errors import ConfigurationError, InvalidInput
@@ -61,7 +60,7 @@ def _from_logs(
 ) -> pd.DataFrame:
     """Logged predictions of every version over the window, with their latest label."""
     start = now - parse_duration(data.window)
-    conn = duckdb.connect()
+    conn = reader.connect()
     try:
         if not reader.relation(conn, reader.prediction_files(model=model), "predictions"):
             raise InvalidInput(

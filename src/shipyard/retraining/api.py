@@ -1,39 +1,96 @@
 """HTTP face of the closed loop: pipelines of a model and the jobs queue (read scope)."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads the annotations of routes defined
+# inside the router factory, which name its local dependencies
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
-from shipyard.access.api import require
+from shipyard.access.api import Caller, Guard
+from shipyard.core.api import GUARDED, JSONRoute, Limit, ModelName, error_responses
+from shipyard.registry import Registry
 from shipyard.retraining import _repository as repo
 from shipyard.store import JobQueue
 
-__all__ = ["router"]
-
-router = APIRouter(prefix="/v1", tags=["retraining"], dependencies=[Depends(require("read"))])
+__all__ = ["JobOut", "PipelineOut", "router"]
 
 
-@router.get("/models/{name}/pipelines", summary="Retraining pipelines of a model, newest first")
-async def pipelines(request: Request, name: str, limit: int = 20) -> dict[str, Any]:
-    registry = request.app.state.registry
+class PipelineOut(BaseModel):
+    id: int
+    model: str
+    status: str
+    trigger: dict[str, Any]
+    champion_version: int | None
+    candidate_version: int | None
+    run_id: str | None
+    steps: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
 
-    def load() -> list[dict[str, Any]]:
-        registry.get_model(name)
-        with registry.database.transaction() as conn:
-            return repo.list_for(conn, name, min(max(limit, 1), 200))
 
-    return {"pipelines": await anyio.to_thread.run_sync(load)}
+class PipelineList(BaseModel):
+    pipelines: list[PipelineOut]
 
 
-@router.get("/jobs", summary="Background jobs, newest first")
-async def jobs(
-    request: Request, status: str | None = None, model: str | None = None, limit: int = 100
-) -> dict[str, Any]:
-    queue = JobQueue(request.app.state.registry.database)
-    found = await anyio.to_thread.run_sync(
-        lambda: queue.list_jobs(status=status, model=model, limit=min(max(limit, 1), 1000))
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    model: str | None
+    payload: dict[str, Any]
+    status: Literal["queued", "running", "done", "failed"]
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    lease_until: datetime | None
+    leased_by: str | None
+    last_error: str | None
+    result: dict[str, Any] | None
+    dedup_key: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+def router(registry: Registry, guard: Guard) -> APIRouter:
+    """Pipelines and jobs, read from `registry`'s database."""
+    api = APIRouter(
+        prefix="/v1",
+        tags=["retraining"],
+        route_class=JSONRoute,
+        responses=error_responses(*GUARDED, 404),
     )
-    return {"jobs": [j.to_dict() for j in found]}
+    read = guard.require("read")
+    queue = JobQueue(registry.database)
+
+    @api.get(
+        "/models/{name}/pipelines",
+        response_model=PipelineList,
+        summary="Retraining pipelines of a model, newest first",
+    )
+    def pipelines(
+        name: ModelName, caller: Annotated[Caller, read], limit: int = Limit(20, 200)
+    ) -> dict[str, Any]:
+        registry.get_model(name)
+        found = registry.database.read(lambda conn: repo.list_for(conn, name, limit))
+        return {"pipelines": found}
+
+    @api.get("/jobs", response_model=JobList, summary="Background jobs, newest first")
+    def jobs(
+        caller: Annotated[Caller, read],
+        status: Literal["queued", "running", "done", "failed"] | None = None,
+        model: Annotated[
+            str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+        ] = None,
+        limit: int = Limit(100, 1000),
+    ) -> dict[str, Any]:
+        """A key bound to a model sees that model's jobs."""
+        found = queue.list_jobs(status=status, model=caller.only(model), limit=limit)
+        return {"jobs": [j.to_dict() for j in found]}
+
+    return api

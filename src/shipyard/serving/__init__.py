@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._routing import choose, key_point
-from shipyard.serving._service import PredictionResult, PredictionService, ServedModel
+from shipyard.serving._service import PredictionService, Readiness
 
-__all__ = ["PredictionResult", "PredictionService", "ServedModel", "choose", "key_point"]
+__all__ = [
+    "PredictionResult",
+    "PredictionService",
+    "Readiness",
+    "ServedModel",
+    "choose",
+    "key_point",
+]

@@ -82,6 +82,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"shipyard-model-{name}"
         )
+        self._closed = False
 
     @property
     def queued_rows(self) -> int:
@@ -121,6 +122,8 @@ class Batcher:
                     await self._run(jobs)
         finally:
             self._running = False
+            if self._closed:
+                self._executor.shutdown(wait=False)
 
     async def _run(self, jobs: list[_Job]) -> None:
         columns = _concat([j.columns for j in jobs])
@@ -128,6 +131,8 @@ class Batcher:
             if self._call_seconds < self.inline_below:
                 # a fast model: a thread hop would cost more than the call blocks the loop
                 output, elapsed = self._timed(columns)
+            elif self._closed:  # evicted while requests were still queued: finish them anyway
+                output, elapsed = await asyncio.to_thread(self._timed, columns)
             else:
                 loop = asyncio.get_running_loop()
                 output, elapsed = await loop.run_in_executor(self._executor, self._timed, columns)
@@ -152,7 +157,10 @@ class Batcher:
 
     def _timed(self, columns: Columns) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
-        output = self.predictor.predict(columns)
+        # extreme inputs overflow to infinity or NaN inside the model: that is an answer to
+        # check (`shape` refuses non-finite rows), not a warning per request in the log
+        with np.errstate(all="ignore"):
+            output = self.predictor.predict(columns)
         return output, time.perf_counter() - started
 
     def _take(self) -> list[_Job]:
@@ -181,7 +189,10 @@ class Batcher:
         return jobs
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop once the requests queued now are answered (at once if none are)."""
+        self._closed = True
+        if not self._running:
+            self._executor.shutdown(wait=False)
 
 
 def _late(name: str, deadline: float) -> str:

@@ -73,9 +73,11 @@ def _tensor(item: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
         raise MalformedRequest(
             f"{where}.shape must be a list of non-negative integers, got {shape!r}"
         )
-    if datatype not in _KNOWN:
+    if not isinstance(datatype, str) or datatype not in _KNOWN:
+        shown = datatype if isinstance(datatype, str) else type(datatype).__name__
         raise MalformedRequest(
-            f"{where}.datatype {datatype!r} is not a V2 datatype; use one of {', '.join(sorted(_KNOWN))}"
+            f"{where}.datatype {str(shown)[:40]!r} is not a V2 datatype; use one of "
+            f"{', '.join(sorted(_KNOWN))}"
         )
     flat = _flatten(data)
     expected = math.prod(shape)
@@ -114,6 +116,11 @@ def decode_inputs(body: Any, signature: Signature) -> tuple[Columns, int]:
             "a V2 inference request is an object with a non-empty 'inputs' list of "
             "{name, shape, datatype, data} tensors"
         )
+    request_id = body.get("id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 256):
+        raise MalformedRequest("'id' must be a string of at most 256 characters")
+    if not isinstance(body.get("parameters", {}), dict):
+        raise MalformedRequest("'parameters' must be an object")
     tensors = [_tensor(item, i) for i, item in enumerate(body["inputs"])]
     names = signature.names
     if len(tensors) == 1 and tensors[0][0] not in names and len(tensors[0][1]) == 2:

@@ -1,158 +1,68 @@
 """Scoring: which version answers, keeping models warm, batching calls, shaping and logging.
 
 A server holds a serving plan: for every model, its deployment (or its `production` alias as
-sole primary). A background task re-reads the plan every `refresh_seconds`, loads the
-versions it names *before* switching to it, and only then swaps it in, so a replica picks up
-a new deployment within seconds, without a restart, and no request waits on a model load.
+sole primary). A background task re-reads the plan (and the API keys) every
+`refresh_seconds`, loads the versions it names *before* switching to it, and only then swaps
+it in, so a replica picks up a new deployment within seconds, without a restart, and no
+request waits on a model load.
+
+When the metadata database stops answering, the server keeps serving the last plan and keys
+it read, for at most `max_stale_seconds` (then 503), says so once in its log and in its
+readiness, and picks up what changed meanwhile at the first refresh after the outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import numpy as np
 
-from shipyard.core import Columns, Settings, Signature, new_ids
+from shipyard.access import Authenticator
+from shipyard.core import Columns, Settings
 from shipyard.core.errors import (
+    DatabaseUnavailable,
     MalformedRequest,
     ModelUnavailable,
     PayloadTooLarge,
     SchemaViolation,
     ShipyardError,
 )
+from shipyard.core.status import status_of
 from shipyard.logstore import LogWriter
-from shipyard.registry import Deployment, ModelVersion, Registry, Variant
-from shipyard.runtime import Predictor
+from shipyard.registry import Deployment, Registry, Variant
 from shipyard.serving._batcher import Batcher
+from shipyard.serving._models import ModelCache
+from shipyard.serving._result import PredictionResult, ServedModel, shape
 from shipyard.serving._routing import choose
 
-__all__ = ["PredictionResult", "PredictionService", "ServedModel"]
+__all__ = ["PredictionResult", "PredictionService", "Readiness", "ServedModel"]
 
 log = logging.getLogger("shipyard.serving")
 
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A loaded version, ready to answer."""
-
-    record: ModelVersion
-    predictor: Predictor
-    classes: list[Any] | None
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def version(self) -> int:
-        return self.record.version
-
-    @property
-    def signature(self) -> Signature:
-        return self.record.signature
-
-    @property
-    def task(self) -> str:
-        return self.record.task
+MAX_DEADLINE_MS = 60_000.0
+OTHER_MODEL = "_other"  # the metric label of every name that is not a registered model
+# refusals worth a model's monitoring (bad input, overload, failures); not auth or unknown models
+LOGGED_STATUSES = frozenset({400, 413, 422, 429, 503, 504})
 
 
-@dataclass(frozen=True)
-class PredictionResult:
-    """Scores for a batch of rows, in the shape of the model's task.
+@dataclass
+class Readiness:
+    """Whether the server can answer: `problems` say why not; `degraded` what it serves from."""
 
-    `scores` is the positive-class probability (binary), `probabilities` the class matrix
-    (multiclass), `values` the regression output; `labels` the decided class per row.
-    """
+    ready: bool
+    problems: list[str] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
 
-    model: ServedModel
-    ids: list[str]
-    labels: list[Any] | None = None
-    scores: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
-    values: np.ndarray | None = None
-    threshold: float | None = None
-    latency_ms: float = 0.0
-    variant: str = "primary"
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per row, as `/v1/.../predict` answers."""
-        if self.values is not None:
-            return [{"value": v} for v in self.values.tolist()]
-        if self.scores is not None:
-            t = self.threshold
-            return [
-                {"score": s, "label": lab, "threshold": t}
-                for s, lab in zip(self.scores.tolist(), self.labels or [], strict=True)
-            ]
-        assert self.probabilities is not None
-        classes = [str(c) for c in self.model.classes or []]
-        return [
-            {"label": lab, "score": max(row), "probabilities": dict(zip(classes, row, strict=True))}
-            for lab, row in zip(self.labels or [], self.probabilities.tolist(), strict=True)
-        ]
-
-    def outputs(self) -> dict[str, Any]:
-        """Columnar outputs, as the prediction log stores them."""
-        if self.values is not None:
-            return {"value": self.values}
-        if self.scores is not None:
-            return {"score": self.scores, "label": self.labels}
-        assert self.probabilities is not None
-        return {
-            "score": self.probabilities.max(axis=1),
-            "label": self.labels,
-            "probabilities": self.probabilities,
-        }
-
-
-def shape(
-    served: ServedModel, raw: np.ndarray, latency_ms: float, variant: str = "primary"
-) -> PredictionResult:
-    """Turn a model's raw output into labelled predictions with fresh ids."""
-    n = len(raw)
-    ids = new_ids(n)
-    if served.task == "regression":
-        return PredictionResult(
-            served,
-            ids,
-            values=np.asarray(raw, dtype=np.float64),
-            latency_ms=latency_ms,
-            variant=variant,
-        )
-    classes = served.classes or []
-    if served.task == "binary":
-        threshold = served.record.threshold if served.record.threshold is not None else 0.5
-        scores = np.ascontiguousarray(raw[:, 1])
-        negative, positive = classes[0], classes[1]
-        labels = [positive if s >= threshold else negative for s in scores.tolist()]
-        return PredictionResult(
-            served,
-            ids,
-            labels=labels,
-            scores=scores,
-            threshold=threshold,
-            latency_ms=latency_ms,
-            variant=variant,
-        )
-    picked = raw.argmax(axis=1).tolist()
-    return PredictionResult(
-        served,
-        ids,
-        labels=[classes[i] for i in picked],
-        probabilities=raw,
-        latency_ms=latency_ms,
-        variant=variant,
-    )
+    def to_dict(self) -> dict[str, Any]:
+        return {"ready": self.ready, "problems": self.problems, "degraded": self.degraded}
 
 
 class PredictionService:
@@ -160,66 +70,71 @@ class PredictionService:
 
     Args:
         registry: where versions and deployments are read.
-        settings: limits, batching and refresh interval.
+        settings: limits, batching, refresh interval and staleness bound.
         writer: the prediction log (None: predictions are not logged, e.g. the local CLI).
+        auth: API keys, re-read with the plan (None: nothing to refresh).
+        clock: seconds, monotonic (tests inject their own).
     """
 
     def __init__(
-        self, registry: Registry, settings: Settings, writer: LogWriter | None = None
+        self,
+        registry: Registry,
+        settings: Settings,
+        writer: LogWriter | None = None,
+        *,
+        auth: Authenticator | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.writer = writer
+        self.auth = auth
+        self.clock = clock
         self.plans: dict[str, Deployment] = {}
         self.problems: list[str] = []
-        self._models: dict[tuple[str, int], ServedModel] = {}
-        self._batchers: dict[tuple[str, int], Batcher] = {}
-        self._locks: dict[tuple[str, int], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self.known: frozenset[str] = frozenset()  # registered model names
+        self.models = ModelCache(
+            self._load_version,
+            self._make_batcher,
+            max_cold=settings.max_cold_versions,
+            max_cold_bytes=settings.max_cold_bytes,
+        )
+        self.started = False
+        self._plans_at: float | None = None
+        self._unreachable_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- loading --------------------------------------------------------------------------------
 
+    def _load_version(self, name: str, version: int) -> ServedModel:
+        bundle = self.registry.open(name, version)
+        record = self.registry.get_version(name, version)
+        return ServedModel(record, bundle.predictor, bundle.metadata["model"].get("classes"))
+
+    def _make_batcher(self, served: ServedModel) -> Batcher:
+        s = self.settings
+        return Batcher(
+            served.predictor,
+            max_rows=s.batch_max_rows,
+            max_wait=s.batch_max_wait_ms / 1e3,
+            max_queue_rows=s.queue_max_rows,
+            name=f"{served.name}:{served.version}",
+        )
+
     def cached(self, name: str, version: int) -> ServedModel | None:
-        return self._models.get((name, version))
+        return self.models.get(name, version)
 
     def load(self, name: str, version: int) -> ServedModel:
         """The loaded model, loading (and verifying) its bundle the first time. Blocking."""
-        key = (name, version)
-        served = self._models.get(key)
-        if served is not None:
-            return served
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            served = self._models.get(key)
-            if served is None:
-                started = time.perf_counter()
-                bundle = self.registry.open(name, version)
-                record = self.registry.get_version(name, version)
-                served = ServedModel(
-                    record, bundle.predictor, bundle.metadata["model"].get("classes")
-                )
-                self._models[key] = served
-                log.info(
-                    "loaded %s:%s on %s in %.0f ms",
-                    name, version, served.predictor.runtime, (time.perf_counter() - started) * 1e3,
-                )  # fmt: skip
-        return served
+        return self.models.load(name, version)
 
     def loaded(self) -> list[ServedModel]:
-        return list(self._models.values())
+        return self.models.loaded()
 
-    @property
-    def ready(self) -> bool:
-        """Every version the plan names is loaded."""
-        return not self.problems and all(
-            (name, v.version) in self._models
-            for name, plan in self.plans.items()
-            for v in plan.variants
-        )
+    def batchers(self) -> dict[tuple[str, int], Batcher]:
+        return self.models.batchers()
 
     def load_plan(self) -> tuple[dict[str, Deployment], list[str]]:
         """Read the serving plan and load every version it names. Blocking."""
@@ -229,14 +144,23 @@ class PredictionService:
             for variant in plan.variants:
                 try:
                     self.load(name, variant.version)
+                except DatabaseUnavailable:
+                    raise
                 except ShipyardError as error:
                     problems.append(f"{name}:{variant.version}: {error.message}")
                     log.error("cannot load %s:%s: %s", name, variant.version, error.message)
         return plans, problems
 
+    def _read_state(self) -> tuple[dict[str, Deployment], list[str], frozenset[str]]:
+        if self.auth is not None and self.auth.enabled:
+            self.auth.refresh()
+        names = frozenset(m.name for m in self.registry.list_models())
+        plans, problems = self.load_plan()
+        return plans, problems, names
+
     async def refresh(self) -> None:
-        """Swap in the current plan once its versions are loaded."""
-        plans, problems = await anyio.to_thread.run_sync(self.load_plan)
+        """Re-read keys and plan; swap in the plan once its versions are loaded."""
+        plans, problems, names = await anyio.to_thread.run_sync(self._read_state)
         for name, plan in plans.items():
             old = self.plans.get(name)
             if old is None or old.variants != plan.variants:
@@ -247,9 +171,20 @@ class PredictionService:
             n: (self.plans[n] if n in broken and n in self.plans else p) for n, p in plans.items()
         }
         self.problems = problems
+        self.known = names
+        self.models.keep({(n, v.version) for n, p in self.plans.items() for v in p.variants})
+        self._plans_at = self.clock()
+        if self._unreachable_since is not None:
+            log.warning(
+                "the metadata database answers again after %.0f s; keys and deployments are "
+                "current again",
+                self.clock() - self._unreachable_since,
+            )
+            self._unreachable_since = None
 
     async def start(self) -> None:
         await self.refresh()
+        self.started = True
         if self.settings.refresh_seconds > 0:
             self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
@@ -258,22 +193,81 @@ class PredictionService:
             await asyncio.sleep(self.settings.refresh_seconds)
             try:
                 await self.refresh()
-            except Exception:  # the database may be briefly away; keep serving the last plan
+            except DatabaseUnavailable as error:
+                if self._unreachable_since is None:  # one line per outage, not one per refresh
+                    self._unreachable_since = self.clock()
+                    log.warning(
+                        "%s; serving the deployments and API keys read %.0f s ago for up to "
+                        "%.0f s (SHIPYARD_MAX_STALE_SECONDS)",
+                        error.message, self.plan_age, self.settings.max_stale_seconds,
+                    )  # fmt: skip
+            except Exception:
                 log.exception("cannot refresh the serving plan; serving the previous one")
 
     async def stop(self) -> None:
+        self.started = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        for batcher in self._batchers.values():
-            batcher.close()
+        self.models.close()
+
+    # -- freshness and readiness ----------------------------------------------------------------
+
+    @property
+    def plan_age(self) -> float:
+        """Seconds since the plan was last read."""
+        return float("inf") if self._plans_at is None else self.clock() - self._plans_at
+
+    def check_fresh(self) -> None:
+        """Refuse to answer from a plan older than the staleness bound."""
+        if self.plan_age > self.settings.max_stale_seconds:
+            raise DatabaseUnavailable(
+                f"deployments could not be re-read for {self.plan_age:.0f} s, longer than the "
+                f"{self.settings.max_stale_seconds:.0f} s they are trusted for "
+                "(SHIPYARD_MAX_STALE_SECONDS); the metadata database does not answer",
+                retry_after=5.0,
+            )
+
+    def readiness(self) -> Readiness:
+        """Ready when started, every planned version is loaded, plan and keys are within the
+        staleness bound and the prediction log can be written."""
+        problems: list[str] = []
+        degraded: list[str] = []
+        if not self.started:
+            problems.append("starting up")
+        problems += self.problems
+        missing = [
+            f"{name}:{v.version} is not loaded"
+            for name, plan in self.plans.items()
+            for v in plan.variants
+            if (name, v.version) not in self.models
+        ]
+        problems += missing
+        if self.plan_age > self.settings.max_stale_seconds:
+            problems.append(f"the serving plan is {self.plan_age:.0f} s old (database unreachable)")
+        elif self._unreachable_since is not None:
+            degraded.append(
+                f"the metadata database does not answer since {self.clock() - self._unreachable_since:.0f} s; "
+                f"serving the deployments and API keys read {self.plan_age:.0f} s ago "
+                f"(trusted for {self.settings.max_stale_seconds:.0f} s)"
+            )
+        if self.auth is not None and not self.auth.fresh:
+            problems.append(f"the API keys are {self.auth.age:.0f} s old (database unreachable)")
+        if self.writer is not None and self.writer.unwritable is not None:
+            problems.append(f"the prediction log cannot be written: {self.writer.unwritable}")
+        return Readiness(not problems, problems, degraded)
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness().ready
 
     # -- which version --------------------------------------------------------------------------
 
     async def plan_for(self, name: str) -> Deployment:
         """What `name` serves now."""
+        self.check_fresh()
         plan = self.plans.get(name)
         if plan is None:
             # registered or deployed since the last refresh, or unknown: the registry says which
@@ -293,13 +287,14 @@ class PredictionService:
     ) -> tuple[Variant, ServedModel]:
         """The live variant that answers this routing key, loaded."""
         variant = choose(plan, routing_key, self._rng)
-        served = self._models.get((plan.name, variant.version))
+        served = self.models.get(plan.name, variant.version)
         if served is None:
             served = await anyio.to_thread.run_sync(self.load, plan.name, variant.version)
         return variant, served
 
     async def pinned(self, name: str, version: int) -> ServedModel:
-        served = self._models.get((name, version))
+        self.check_fresh()
+        served = self.models.get(name, version)
         if served is None:
             served = await anyio.to_thread.run_sync(self.load, name, version)
         return served
@@ -313,6 +308,38 @@ class PredictionService:
             return plan.primary.version
         return self.registry.resolve(f"{name}:{self.settings.serving_alias}").version
 
+    def routing_key(
+        self, header: str | None, body: Mapping[str, Any], plan: Deployment
+    ) -> str | None:
+        """The sticky-routing key: the `X-Routing-Key` header, a `routing_key` field of the
+        body, or the deployment's routing field in the first record."""
+        if header:
+            return header
+        value = body.get("routing_key")
+        if value is None and plan.routing_field:
+            instances = body.get("instances")
+            first = instances[0] if isinstance(instances, list) and instances else None
+            value = first.get(plan.routing_field) if isinstance(first, dict) else None
+        if value is None or isinstance(value, dict | list):
+            return None
+        return str(value)[:256]
+
+    def deadline(self, header: str | None) -> float:
+        """When the answer must be ready: `X-Deadline-Ms` (up to 60 s) or the server's default."""
+        budget = self.settings.deadline_ms
+        if header is not None:
+            try:
+                budget = float(header)
+            except ValueError:
+                raise MalformedRequest(
+                    f"X-Deadline-Ms must be a number of milliseconds, got {header[:40]!r}"
+                ) from None
+            if not 0 < budget <= MAX_DEADLINE_MS:  # NaN fails this too
+                raise MalformedRequest(
+                    f"X-Deadline-Ms must be between 0 and {MAX_DEADLINE_MS:.0f}, got {header[:40]}"
+                )
+        return time.monotonic() + budget / 1e3
+
     # -- scoring --------------------------------------------------------------------------------
 
     def check_batch(self, rows: int) -> None:
@@ -325,23 +352,6 @@ class PredictionService:
                 "batch or raise SHIPYARD_MAX_BATCH_RECORDS (use `shipyard batch` for files)"
             )
 
-    def batcher(self, served: ServedModel) -> Batcher:
-        key = (served.name, served.version)
-        batcher = self._batchers.get(key)
-        if batcher is None:
-            s = self.settings
-            batcher = self._batchers[key] = Batcher(
-                served.predictor,
-                max_rows=s.batch_max_rows,
-                max_wait=s.batch_max_wait_ms / 1e3,
-                max_queue_rows=s.queue_max_rows,
-                name=f"{served.name}:{served.version}",
-            )
-        return batcher
-
-    def batchers(self) -> dict[tuple[str, int], Batcher]:
-        return dict(self._batchers)
-
     async def score(
         self,
         served: ServedModel,
@@ -352,14 +362,19 @@ class PredictionService:
     ) -> PredictionResult:
         """Score validated columns through the model's micro-batcher."""
         started = time.perf_counter()
-        raw = await self.batcher(served).predict(columns, rows, deadline)
+        batcher = self.models.batcher(served)
+        if batcher is not None:
+            raw = await batcher.predict(columns, rows, deadline)
+        else:  # the version was unloaded while this request held it: score it directly
+            raw = await anyio.to_thread.run_sync(_predict_quietly, served, columns)
         return shape(served, raw, (time.perf_counter() - started) * 1e3, variant)
 
     def score_now(self, served: ServedModel, columns: Columns, rows: int) -> PredictionResult:
         """Score in the calling thread, without batching (the CLI, tests)."""
         self.check_batch(rows)
         started = time.perf_counter()
-        raw = served.predictor.predict(columns)
+        with np.errstate(all="ignore"):  # non-finite outputs are refused by `shape`
+            raw = served.predictor.predict(columns)
         return shape(served, raw, (time.perf_counter() - started) * 1e3)
 
     def predict_records(self, served: ServedModel, records: Any) -> PredictionResult:
@@ -376,7 +391,8 @@ class PredictionService:
         key_id: str | None,
         request_id: str | None,
     ) -> None:
-        """Append answered predictions to the prediction log (a no-op without a writer)."""
+        """Append answered predictions to the prediction log (a no-op without a writer).
+        Raises `LogUnavailable` when the log cannot be written: the answer is then refused."""
         if self.writer is None:
             return
         self.writer.log_predictions(
@@ -391,17 +407,25 @@ class PredictionService:
             request_id=request_id,
         )
 
-    def log_error(
+    def metric_model(self, name: str) -> str:
+        """`name` as a metric label: registered models by name, anything else as one label, so
+        names an outsider makes up never create new series."""
+        return name if name in self.known or name in self.plans else OTHER_MODEL
+
+    def log_refusal(
         self,
         name: str,
-        outcome: Any,
-        status: int,
+        version: int | None,
+        variant: str | None,
         error: ShipyardError,
-        key: Any,
+        key_id: str | None,
         request_id: str | None,
     ) -> None:
-        """Log a refused or failed prediction request, with the fields a schema error named."""
-        if self.writer is None:
+        """Log a refused or failed prediction request of a registered model when it matters to
+        its monitoring (bad input, overload, failures; not authentication), with the fields a
+        schema error named."""
+        status = status_of(error)
+        if self.writer is None or status not in LOGGED_STATUSES or name not in self.known:
             return
         fields = sorted(
             {
@@ -410,16 +434,18 @@ class PredictionService:
                 if d.get("loc") and isinstance(d["loc"][-1], str)
             }
         )
-        self.writer.log_error(
-            model=name,
-            version=int(outcome.version) if outcome.version else None,
-            variant=outcome.variant or None,
-            status=status,
-            error=type(error).__name__,
-            fields=fields,
-            key_id=getattr(key, "id", None),
-            request_id=request_id,
-        )
+        # best effort: an unwritable log loses only this entry (the writer said so, and counts it)
+        with contextlib.suppress(ShipyardError):
+            self.writer.log_error(
+                model=name,
+                version=version,
+                variant=variant,
+                status=status,
+                error=type(error).__name__,
+                fields=fields,
+                key_id=key_id,
+                request_id=request_id,
+            )
 
     async def shadow(
         self,
@@ -475,3 +501,8 @@ class PredictionService:
                 variant.version,
                 error,
             )
+
+
+def _predict_quietly(served: ServedModel, columns: Columns) -> np.ndarray:
+    with np.errstate(all="ignore"):  # non-finite outputs are refused by `shape`
+        return served.predictor.predict(columns)

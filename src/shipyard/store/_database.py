@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url
 
-from shipyard.core.errors import ConfigurationError, SchemaOutdated, missing_extra
+from shipyard.core.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidInput,
+    SchemaOutdated,
+    missing_extra,
+)
 
 __all__ = ["Database", "utcnow"]
+
+log = logging.getLogger("shipyard.store")
+T = TypeVar("T")
 
 MIGRATIONS = "shipyard.store:migrations"
 _MIGRATING = threading.Lock()
@@ -109,9 +119,47 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A connection inside one transaction, committed on success, rolled back on error."""
-        with self.engine.begin() as conn:
-            yield conn
+        """A connection inside one transaction, committed on success, rolled back on error.
+
+        A database that refuses connections or drops one raises `DatabaseUnavailable` (503,
+        retry later); a value it cannot store (a number out of range, a NUL in text) raises
+        `InvalidInput`. Starting the transaction is tried twice: a connection the server
+        dropped since it was pooled is replaced before anything ran on it.
+        """
+        try:
+            conn, transaction = self._begin()
+            with conn, transaction:
+                yield conn
+        except exc.DBAPIError as error:
+            raise _translated(error) from error
+
+    def _begin(self) -> tuple[Connection, Any]:
+        engine = self.engine
+        for attempt in (1, 2):
+            conn = None
+            try:
+                conn = engine.connect()
+                return conn, conn.begin()
+            except exc.DBAPIError as error:
+                if conn is not None:
+                    conn.close()
+                if attempt == 2 or not _is_disconnect(error):
+                    raise
+                log.warning("the metadata database dropped a connection; reconnecting")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read(self, query: Callable[[Connection], T]) -> T:
+        """Run a read-only `query(conn)` in a transaction; once more, on a new connection, when
+        the database dropped the first one half-way (e.g. `pg_terminate_backend`, a failover)."""
+        try:
+            with self.transaction() as conn:
+                return query(conn)
+        except DatabaseUnavailable as error:
+            cause = error.__cause__
+            if not (isinstance(cause, exc.DBAPIError) and _is_disconnect(cause)):
+                raise
+        with self.transaction() as conn:
+            return query(conn)
 
     def _alembic_config(self, conn: Connection) -> Any:
         from alembic.config import Config
@@ -153,6 +201,30 @@ class Database:
                 f"the metadata database is at revision {current or 'none (empty)'} but this "
                 f"shipyard needs {head}; run `shipyard db upgrade` (or set SHIPYARD_AUTO_MIGRATE=true)"
             )
+
+
+def _is_disconnect(error: exc.DBAPIError) -> bool:
+    """A connection the server refused, dropped or could not serve (SQLite: locked too long)."""
+    if error.connection_invalidated or isinstance(error, exc.InterfaceError):
+        return True
+    if not isinstance(error, exc.OperationalError):
+        return False
+    if type(error.orig).__module__.startswith("psycopg"):
+        return True  # refused, terminated, shut down, failed over: all operational errors
+    return "locked" in str(error.orig) or "unable to open" in str(error.orig)
+
+
+def _translated(error: exc.DBAPIError) -> Exception:
+    """What a database error means to the caller: the database is away, or a value is bad."""
+    if isinstance(error, exc.DataError):
+        detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
+        return InvalidInput(f"the metadata database refused a value: {detail}")
+    if _is_disconnect(error):
+        detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
+        return DatabaseUnavailable(
+            f"the metadata database does not answer ({detail}); retry shortly", retry_after=2.0
+        )
+    return error
 
 
 def _configure_sqlite(engine: Engine) -> None:

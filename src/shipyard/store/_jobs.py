@@ -190,5 +190,4 @@ class JobQueue:
             query = query.where(J.c.status == status)
         if model is not None:
             query = query.where(J.c.model_name == model)
-        with self.database.transaction() as conn:
-            return [_job(r) for r in conn.execute(query)]
+        return self.database.read(lambda conn: [_job(r) for r in conn.execute(query)])

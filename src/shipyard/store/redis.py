@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.core.errors import ConfigurationError, missing_extra
+from shipyard.core.errors import ConfigurationError, RedisUnavailable, missing_extra
 
 __all__ = ["RedisBuckets", "RedisUnavailable"]
 
@@ -39,10 +39,6 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {allowed, tostring(wait)}
 """
-
-
-class RedisUnavailable(Exception):
-    """Redis did not answer; callers fall back and say so."""
 
 
 class RedisBuckets:
@@ -90,7 +86,7 @@ class RedisBuckets:
                 keys=[self.prefix + bucket], args=[rate, burst, cost]
             )
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
-            raise RedisUnavailable(str(error)) from None
+            raise RedisUnavailable(f"Redis does not answer: {error}") from None
         return bool(int(allowed)), float(wait)
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import math
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -242,18 +242,27 @@ class Tracker:
     # -- reading --------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
-        with self.database.transaction() as conn:
-            row = conn.execute(select(R).where(R.c.id == run_id)).first()
+        row = self.database.read(
+            lambda conn: conn.execute(select(R).where(R.c.id == run_id)).first()
+        )
         if row is None:
             raise NotFound(f"no run {run_id!r} (shipyard runs list)")
         return _record(row)
 
-    def list_runs(self, experiment: str | None = None, limit: int = 100) -> list[RunRecord]:
+    def list_runs(
+        self,
+        experiment: str | None = None,
+        limit: int = 100,
+        *,
+        among: Collection[str] | None = None,
+    ) -> list[RunRecord]:
+        """Runs, newest first; `among` keeps only runs with those ids."""
         query = select(R).order_by(R.c.started_at.desc(), R.c.id.desc()).limit(limit)
         if experiment is not None:
             query = query.where(R.c.experiment == experiment)
-        with self.database.transaction() as conn:
-            return [_record(r) for r in conn.execute(query)]
+        if among is not None:
+            query = query.where(R.c.id.in_(sorted(among)))
+        return self.database.read(lambda conn: [_record(r) for r in conn.execute(query)])
 
     def metric_history(self, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
         query = (
@@ -263,11 +272,12 @@ class Tracker:
         )
         if key is not None:
             query = query.where(M.c.key == key)
-        with self.database.transaction() as conn:
-            return [
+        return self.database.read(
+            lambda conn: [
                 {"key": r.key, "step": r.step, "value": r.value, "at": r.at.isoformat()}
                 for r in conn.execute(query)
             ]
+        )
 
     def compare(self, run_ids: list[str]) -> dict[str, Any]:
         """Params and final metrics of runs side by side, with the keys that differ."""
