@@ -8,6 +8,7 @@ the router of each area, opened in the lifespan and closed after it. Routes neve
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -80,7 +81,9 @@ def build_services(settings: Settings) -> Services:
     registry = Registry.from_settings(settings)
     keys = KeyStore(registry.database, actor=settings.actor)
     auth = Authenticator(
-        keys if settings.auth == "on" else None, max_stale_seconds=settings.max_stale_seconds
+        keys if settings.auth == "on" else None,
+        max_stale_seconds=settings.max_stale_seconds,
+        snapshot=settings.refresh_seconds > 0,
     )
     shared = None
     if settings.redis_url:
@@ -91,7 +94,9 @@ def build_services(settings: Settings) -> Services:
     throttle = FailureThrottle(settings.auth_failures_per_second, settings.auth_failure_burst)
     guard = Guard(auth, limiter, throttle)
 
+    @functools.lru_cache(maxsize=1024)
     def types_of(name: str, version: int) -> dict[str, str]:
+        # a version's signature never changes: asked once, so logs flush while the database is away
         return {c.name: c.type for c in registry.get_version(name, version).signature.columns}
 
     writer = LogWriter(
@@ -271,13 +276,14 @@ async def _update_gauges(services: Services) -> None:
 def _leave_with_supervisor() -> None:
     """A worker of `shipyard server --workers N` drains and exits if its supervisor dies."""
     supervisor = os.environ.get("SHIPYARD_SUPERVISOR_PID", "")
-    if not supervisor.isdigit() or int(supervisor) != os.getppid():
+    if not supervisor.isdigit() or os.environ.get("SHIPYARD_WORKERS", "1") == "1":
         return
 
     def orphaned() -> None:
         log.warning("the server's supervisor process is gone; this worker stops")
         os.kill(os.getpid(), signal.SIGTERM)
 
+    # it may have died while this worker was starting: then leave now
     watch_parent(int(supervisor), orphaned)
 
 
@@ -328,6 +334,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for status, response in list(operation.get("responses", {}).items()):
                 if status == "422" and "HTTPValidationError" in str(response):
                     del operation["responses"][status]  # ours are 400 MalformedRequest
+                    continue
+                content = response.get("content", {})
+                if status >= "400" and "application/json" not in content and content:
+                    # errors are JSON whatever the route answers when it succeeds (HTML, text)
+                    response["content"] = {"application/json": next(iter(content.values()))}
             if scopes is None:
                 operation["security"] = []
                 continue

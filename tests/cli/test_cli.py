@@ -240,3 +240,40 @@ def test_deploy_canary_status_and_rollback(home: Path) -> None:
     missing = shipyard(home, "deploy", "fraud-detector")
     assert missing.returncode == 2
     assert "say which version to deploy" in missing.stderr
+
+
+def test_a_failed_register_leaves_nothing_and_models_can_be_removed_again(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    home = tmp_path / "home"
+    text = tmp_path / "not-a-model.joblib"
+    text.write_text("amount,label\n1,0\n")
+    failed = shipyard(
+        home, "models", "register", str(text), "--name", "bc", "--sample", str(files["sample"])
+    )
+    assert failed.returncode != 0
+    assert json.loads(shipyard(home, "models", "list", "--json").stdout) == []
+    register = ("models", "register", str(files["model"]), "--name", "bc", "--sample", str(files["sample"]))  # fmt: skip
+    assert json.loads(shipyard(home, *register, "--json").stdout)["version"] == 1
+    assert shipyard(home, *register).returncode == 0
+    assert shipyard(home, "models", "alias", "bc", "2", "staging").returncode == 0
+    removed = shipyard(home, "models", "alias", "bc", "staging", "--remove", "--json")
+    assert json.loads(removed.stdout) == {
+        "name": "bc", "alias": "staging", "version": 2, "previous": 2, "removed": True,
+    }  # fmt: skip
+    assert shipyard(home, "models", "archive", "bc", "2").returncode == 0
+    assert shipyard(home, "models", "unarchive", "bc", "2").returncode == 0
+    asked = shipyard(home, "models", "delete", "bc:2")
+    assert asked.returncode == 2
+    assert "needs --yes" in asked.stderr
+    assert json.loads(shipyard(home, "models", "delete", "bc:2", "--yes", "--json").stdout) == {
+        "model": "bc",
+        "versions": [2],
+    }
+    assert shipyard(home, "deploy", "bc", "--version", "1").returncode == 0
+    refused = shipyard(home, "models", "delete", "bc", "--yes")
+    assert refused.returncode == 4
+    assert "shipyard deploy bc --stop" in refused.stderr
+    assert "stopped" in shipyard(home, "deploy", "bc", "--stop").stdout
+    assert shipyard(home, "models", "delete", "bc", "--yes").returncode == 0
+    assert json.loads(shipyard(home, "models", "list", "--json").stdout) == []

@@ -30,6 +30,18 @@ def served_settings(settings: Settings, fraud_model: Any, fraud_sample: pd.DataF
     return settings
 
 
+@pytest.fixture
+def served_sqlite(
+    sqlite_settings: Settings, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> Settings:
+    """fraud-detector:1 serving, on SQLite only (for tests about processes, not databases)."""
+    with Registry.from_settings(sqlite_settings) as registry:
+        registry.register(
+            fraud_model, name="fraud-detector", sample=fraud_sample, aliases=["production"]
+        )
+    return sqlite_settings
+
+
 def make_key(settings: Settings, scope: str, **options: Any) -> str:
     """A new API key's token."""
     with Registry.from_settings(settings) as registry:

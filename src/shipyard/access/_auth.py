@@ -71,6 +71,8 @@ class Authenticator:
         keys: the key store, or None when authentication is off (every caller is admin).
         max_stale_seconds: how long the last snapshot is trusted while the database cannot
             be read; after that, keyed calls answer 503.
+        snapshot: trust the snapshot at all; without (a server that never refreshes it,
+            `SHIPYARD_REFRESH_SECONDS=0`) every key is looked up in the database.
         clock: seconds, monotonic (tests inject their own).
     """
 
@@ -79,10 +81,12 @@ class Authenticator:
         keys: KeyStore | None,
         *,
         max_stale_seconds: float = 300.0,
+        snapshot: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keys = keys
         self.max_stale_seconds = max_stale_seconds
+        self.use_snapshot = snapshot
         self.clock = clock
         self._snapshot: dict[str, tuple[ApiKey, str]] = {}
         self._loaded_at: float | None = None
@@ -112,7 +116,7 @@ class Authenticator:
     @property
     def fresh(self) -> bool:
         """Whether the snapshot may still be trusted."""
-        return not self.enabled or self.age <= self.max_stale_seconds
+        return not self.enabled or not self.use_snapshot or self.age <= self.max_stale_seconds
 
     def _check_fresh(self) -> None:
         if not self.fresh:
@@ -129,6 +133,8 @@ class Authenticator:
         """The key for `token` from the snapshot; None when its id is newer than the snapshot
         (then `lookup` asks the database). Raises `Unauthenticated` for a bad or revoked key."""
         key_id, secret = split_token(token)
+        if not self.use_snapshot:
+            return None
         self._check_fresh()
         entry = self._snapshot.get(key_id)
         if entry is None:
@@ -154,7 +160,8 @@ class Authenticator:
             ) from None
         with self._lock:
             if entry is None:
-                self._unknown[key_id] = None
+                if self.use_snapshot:
+                    self._unknown[key_id] = None
                 while len(self._unknown) > MAX_REMEMBERED:
                     self._unknown.popitem(last=False)
                 raise Unauthenticated(_INVALID)

@@ -117,6 +117,7 @@ class LogWriter:
         self.rows_written = 0
         self.failures = 0  # log writes that failed: spool appends refused, segments not written
         self.unwritable: str | None = None  # why the spool cannot be written, while it cannot
+        self._failed_flushes = 0  # in a row
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -252,7 +253,8 @@ class LogWriter:
                 "(nothing unlogged is ever answered); retry shortly or on another replica",
                 retry_after=5.0,
             ) from None
-        if self.unwritable is not None:
+        if self.unwritable is not None and self._thread is None:
+            # with a flusher, its probe decides: a small entry may fit where a real one will not
             self._writable_again()
         current = self._spool.current
         if current is not None and current.rows >= self.segment_rows:
@@ -322,11 +324,21 @@ class LogWriter:
                     rows += self._write(spool_file)
                 except Exception as error:
                     self.failures += 1
-                    log.error(
+                    self._failed_flushes += 1
+                    # one line per episode: the store (or what types the logs) may be away a while
+                    level = logging.ERROR if self._failed_flushes == 1 else logging.DEBUG
+                    log.log(
+                        level,
                         "cannot write log segment %s (%s: %s); it stays in the spool and is retried",
                         spool_file.path.name, type(error).__name__, error,
                     )  # fmt: skip
                     break  # keep order: later files wait for this one
+                if self._failed_flushes:
+                    log.warning(
+                        "log segments are written again after %d failed attempts",
+                        self._failed_flushes,
+                    )
+                    self._failed_flushes = 0
                 with self._waiting_lock:
                     self._waiting.remove(spool_file)
                 spool_file.release(delete=True)

@@ -69,8 +69,10 @@ class Lifecycle(RegistryBase):
         """Delete one version, or the model with all its versions; returns the versions deleted.
 
         Refused while a version to delete has an alias or serves in the live deployment. The
-        bundle files go; the audit trail keeps the record of what was deleted, by whom, and
-        the prediction logs stay (they are history).
+        bundle files go, and with a whole model its prediction logs (a model registered again
+        under the name starts at version 1 again); the audit trail keeps the record of what was
+        deleted and by whom. A deleted version's logs stay with its model (numbers are never
+        handed out twice within a model).
         """
         with self.database.transaction() as conn:
             if version is not None:
@@ -101,10 +103,20 @@ class Lifecycle(RegistryBase):
         else:
             self.artifacts.delete_tree(f"models/{name}")
             self.artifacts.clear_cache(f"models/{name}")
+            # a model registered again under this name starts at version 1: its logs must not
+            # mix with the deleted model's
+            self.artifacts.delete_tree(f"logs/predictions/model={name}")
         return deleted
 
     def _check_unused(self, conn: Any, record: ModelVersion, action: str) -> None:
         name, version = record.name, record.version
+        deployment = repo.current_deployment(conn, name)
+        if deployment is not None and version in deployment.versions:
+            raise Conflict(
+                f"cannot {action} {name}:{version}: it serves in deployment revision "
+                f"{deployment.revision} ({deployment.describe()}); deploy without it first "
+                f"(shipyard deploy {name} ..., or shipyard deploy {name} --stop)"
+            )
         if record.aliases:
             first = record.aliases[0]
             raise Conflict(
@@ -112,11 +124,4 @@ class Lifecycle(RegistryBase):
                 f"{', '.join(map(repr, record.aliases))} version; move the alias first "
                 f"(shipyard models alias {name} OTHER_VERSION {first}, or "
                 f"shipyard models alias {name} {version} {first} --remove)"
-            )
-        deployment = repo.current_deployment(conn, name)
-        if deployment is not None and version in deployment.versions:
-            raise Conflict(
-                f"cannot {action} {name}:{version}: it serves in deployment revision "
-                f"{deployment.revision} ({deployment.describe()}); deploy without it first "
-                f"(shipyard deploy {name} ...)"
             )

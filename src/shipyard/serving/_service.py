@@ -29,6 +29,7 @@ from shipyard.access import Authenticator
 from shipyard.core import Columns, Settings
 from shipyard.core.errors import (
     DatabaseUnavailable,
+    LogUnavailable,
     MalformedRequest,
     ModelUnavailable,
     PayloadTooLarge,
@@ -139,6 +140,8 @@ class PredictionService:
     def load_plan(self) -> tuple[dict[str, Deployment], list[str]]:
         """Read the serving plan and load every version it names. Blocking."""
         plans = self.registry.serving_plan(self.settings.serving_alias)
+        # what serves now and what is about to: neither may be evicted while this loads
+        self.models.keep(_versions(self.plans) | _versions(plans))
         problems = []
         for name, plan in plans.items():
             for variant in plan.variants:
@@ -172,7 +175,7 @@ class PredictionService:
         }
         self.problems = problems
         self.known = names
-        self.models.keep({(n, v.version) for n, p in self.plans.items() for v in p.variants})
+        self.models.keep(_versions(self.plans))
         self._plans_at = self.clock()
         if self._unreachable_since is not None:
             log.warning(
@@ -221,8 +224,9 @@ class PredictionService:
         return float("inf") if self._plans_at is None else self.clock() - self._plans_at
 
     def check_fresh(self) -> None:
-        """Refuse to answer from a plan older than the staleness bound."""
-        if self.plan_age > self.settings.max_stale_seconds:
+        """Refuse to answer from a plan older than the staleness bound (a server that never
+        refreshes, `SHIPYARD_REFRESH_SECONDS=0`, serves the plan it started with)."""
+        if self.settings.refresh_seconds > 0 and self.plan_age > self.settings.max_stale_seconds:
             raise DatabaseUnavailable(
                 f"deployments could not be re-read for {self.plan_age:.0f} s, longer than the "
                 f"{self.settings.max_stale_seconds:.0f} s they are trusted for "
@@ -245,7 +249,10 @@ class PredictionService:
             if (name, v.version) not in self.models
         ]
         problems += missing
-        if self.plan_age > self.settings.max_stale_seconds:
+        stale = (
+            self.settings.refresh_seconds > 0 and self.plan_age > self.settings.max_stale_seconds
+        )
+        if stale:
             problems.append(f"the serving plan is {self.plan_age:.0f} s old (database unreachable)")
         elif self._unreachable_since is not None:
             degraded.append(
@@ -314,7 +321,7 @@ class PredictionService:
         """The sticky-routing key: the `X-Routing-Key` header, a `routing_key` field of the
         body, or the deployment's routing field in the first record."""
         if header:
-            return header
+            return header[:256]
         value = body.get("routing_key")
         if value is None and plan.routing_field:
             instances = body.get("instances")
@@ -425,7 +432,12 @@ class PredictionService:
         its monitoring (bad input, overload, failures; not authentication), with the fields a
         schema error named."""
         status = status_of(error)
-        if self.writer is None or status not in LOGGED_STATUSES or name not in self.known:
+        if (
+            self.writer is None
+            or status not in LOGGED_STATUSES
+            or name not in self.known
+            or isinstance(error, LogUnavailable)  # the log is what failed
+        ):
             return
         fields = sorted(
             {
@@ -501,6 +513,10 @@ class PredictionService:
                 variant.version,
                 error,
             )
+
+
+def _versions(plans: Mapping[str, Deployment]) -> set[tuple[str, int]]:
+    return {(name, v.version) for name, plan in plans.items() for v in plan.variants}
 
 
 def _predict_quietly(served: ServedModel, columns: Columns) -> np.ndarray:

@@ -145,7 +145,7 @@ class Database:
                     conn.close()
                 if attempt == 2 or not _is_disconnect(error):
                     raise
-                log.warning("the metadata database dropped a connection; reconnecting")
+                log.debug("the metadata database dropped a connection; reconnecting")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read(self, query: Callable[[Connection], T]) -> T:
