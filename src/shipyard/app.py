@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -36,13 +36,13 @@ from shipyard.access import api as access_api
 from shipyard.access.api import SCOPE_ATTRIBUTE, Guard
 from shipyard.core import Settings, new_id
 from shipyard.core import errors as e
-from shipyard.core.api import JSONBytes
+from shipyard.core.api import JSONBytes, hide_paths
 from shipyard.core.lifetime import watch_parent
 from shipyard.core.logs import request_id
 from shipyard.core.status import status_of
 from shipyard.core.version import __version__
 from shipyard.logstore import LogWriter
-from shipyard.monitoring import Monitor
+from shipyard.monitoring import Monitor, ReportProcess
 from shipyard.monitoring import api as monitoring_api
 from shipyard.registry import Registry
 from shipyard.registry import api as registry_api
@@ -73,6 +73,7 @@ class Services:
     writer: LogWriter
     predictions: PredictionService
     monitor: Monitor
+    reports: ReportProcess
     tracker: Tracker
 
 
@@ -109,10 +110,20 @@ def build_services(settings: Settings) -> Services:
         flush_in=settings.log_flush_in,
     )
     predictions = PredictionService(registry, settings, writer, auth=auth)
-    monitor = Monitor.from_settings(settings, registry, concurrency=settings.monitoring_concurrency)
+    monitor = Monitor.from_settings(settings, registry)
     tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)
     return Services(
-        settings, registry, keys, auth, limiter, guard, writer, predictions, monitor, tracker
+        settings,
+        registry,
+        keys,
+        auth,
+        limiter,
+        guard,
+        writer,
+        predictions,
+        monitor,
+        ReportProcess(settings),
+        tracker,
     )
 
 
@@ -120,22 +131,21 @@ def build_services(settings: Settings) -> Services:
 
 
 def _error_body(
-    request: Request, error_type: str, message: str, details: list[object]
+    request: Request, error_type: str, message: str, details: Sequence[object]
 ) -> dict[str, object]:
     if request.url.path.startswith("/v2"):
         return {"error": message}  # the Open Inference Protocol's error shape
     body: dict[str, object] = {"type": error_type, "message": message}
     if details:
-        body["details"] = details
+        body["details"] = list(details)
     return {"error": body}
 
 
 async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
     assert isinstance(error, e.ShipyardError)
     status = status_of(error)
-    if status >= 500 and not isinstance(
-        error, e.Overloaded | e.DeadlineExceeded | e.BackendUnavailable
-    ):
+    quiet = e.Overloaded | e.DeadlineExceeded | e.BackendUnavailable | e.ModelUnavailable
+    if status >= 500 and not isinstance(error, quiet):  # those are logged where they happen
         log.error("%s %s: %s", request.method, request.url.path, error.message)
     headers = {}
     retry_after = getattr(error, "retry_after", None)
@@ -145,7 +155,15 @@ async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
         headers["WWW-Authenticate"] = 'Bearer realm="shipyard"'
     if isinstance(error, e.MethodNotAllowed):
         headers["Allow"] = ", ".join(error.allowed)
-    body = _error_body(request, type(error).__name__, error.message, list(error.details()))
+    message, details = error.message, list(error.details())
+    key = getattr(request.state, "key", None)
+    if key is None or key.scope != "admin":
+        # what lies where on the server is for admin keys; a key bound to one model does not
+        # learn the others' names from a miss
+        if key is not None and key.model is not None and isinstance(error, e.ModelNotFound):
+            message = f"no model named {error.name!r}; this key is bound to {key.model!r}"
+        message, details = hide_paths(message), hide_paths(details)
+    body = _error_body(request, type(error).__name__, message, details)
     return JSONBytes(body, status_code=status, headers=headers)
 
 
@@ -425,6 +443,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             gauges.cancel()
+            services.reports.close()
             await services.predictions.stop()
             await anyio.to_thread.run_sync(services.writer.close)
             if services.limiter.shared is not None:
@@ -460,7 +479,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         *serving_api.routers(services.predictions, guard),
         registry_api.router(services.registry, guard),
         access_api.router(services.keys, guard),
-        monitoring_api.router(services.monitor, guard),
+        monitoring_api.router(services.monitor, guard, services.reports),
         tracking_api.router(services.tracker, guard, runs_of),
         retraining_api.router(services.registry, guard),
     ):

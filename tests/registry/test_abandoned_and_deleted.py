@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,13 +17,14 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from shipyard.app import create_app
 from shipyard.core import Settings
 from shipyard.core import errors as e
 from shipyard.registry import Registry
 from shipyard.registry import _repository as repo
-from shipyard.store import utcnow
+from shipyard.store import tables, utcnow
 
 
 def _pending(registry: Registry) -> list[tuple[str, int]]:
@@ -112,8 +114,6 @@ def test_a_registration_killed_half_way_is_cleaned_up_when_the_server_starts(
 def test_a_registration_still_running_is_left_alone(
     registry: Registry, fraud_model: Any, fraud_sample: pd.DataFrame
 ) -> None:
-    import socket
-
     with registry.database.transaction() as conn:
         repo.ensure_model(conn, "bc", "tester", "")
         for version, claim in (
@@ -187,3 +187,29 @@ def test_an_archived_version_comes_back_with_unarchive(
         "version.unarchived",
         "version.archived",
     ]
+
+
+def test_a_clean_up_that_comes_late_leaves_a_new_registration_of_the_same_number_alone(
+    registry: Registry, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    """Two processes saw the same abandoned version; the first cleaned it up and a new
+    registration took its number. The second must not remove the new one."""
+    dead = {"host": "elsewhere", "pid": 1}
+    with registry.database.transaction() as conn:
+        repo.ensure_model(conn, "bc", "tester", "")
+        repo.insert_pending_version(conn, "bc", repo.allocate_version(conn, "bc"), "tester", dead)
+        conn.execute(  # started a day and more ago, on a host that never came back
+            update(tables.model_versions).values(created_at=utcnow() - timedelta(hours=25))
+        )
+    seen_by_both = registry.database.read(repo.pending_versions)
+    later = utcnow()
+    assert registry.clean_up_abandoned(now=later) == ["bc:1"]  # the first one
+    with registry.database.transaction() as conn:  # a new registration takes number 1 again
+        repo.ensure_model(conn, "bc", "tester", "")
+        taken = repo.allocate_version(conn, "bc")
+        alive = {"host": socket.gethostname(), "pid": os.getpid()}  # running, right here
+        repo.insert_pending_version(conn, "bc", taken, "tester", alive)
+    assert taken == 1
+    (name, version, _, _) = seen_by_both[0]
+    assert registry._take_over(name, version, later) is False  # the second one, late
+    assert _pending(registry) == [("bc", 1)]

@@ -4,6 +4,7 @@ show only what a key may see, and reading never changes anything."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -244,12 +245,12 @@ def test_expensive_reads_are_bounded_in_span_and_in_how_many_run_at_once(
         answer = app_client.get(f"/v1/models/fraud-detector/monitoring?{query}", headers=headers)
         assert answer.status_code in (400, 422), query
         assert answer.json()["error"]["type"] in ("MalformedRequest", "InvalidInput")
-    monitor = app_client.app.state.services.monitor  # type: ignore[attr-defined]
-    assert monitor._slots.acquire(blocking=False)  # a report is being computed
+    reports = app_client.app.state.services.reports  # type: ignore[attr-defined]
+    assert reports._busy.acquire(blocking=False)  # a report is being computed
     try:
         busy = app_client.get("/v1/models/fraud-detector/monitoring", headers=headers)
     finally:
-        monitor._slots.release()
+        reports._busy.release()
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "5"
     assert busy.json()["error"]["type"] == "Overloaded"
@@ -348,3 +349,111 @@ def test_anonymous_requests_to_made_up_models_create_no_metric_series(
     assert "FROB" not in after
     new_lines = set(after.splitlines()) - set(before.splitlines())
     assert len(new_lines) < 120, sorted(new_lines)[:20]
+
+
+def test_readiness_tells_anyone_only_the_verdict_and_errors_hide_paths_from_non_admins(
+    two_models: Settings, app_client: TestClient, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    with Registry.from_settings(two_models) as registry:
+        registry.register(fraud_model, name="churn", sample=fraud_sample)
+        registry.artifacts.local_path("models/churn/2/model/model.joblib").write_bytes(b"x")
+        registry.deploy("churn", 2, shadow=True)  # the plan names a version that cannot load
+    home = str(two_models.home)
+    reader, admin = make_key(two_models, "read"), make_key(two_models, "admin")
+    deadline = time.monotonic() + 15
+    while not app_client.get("/v1/serving", headers=bearer(admin)).json()["problems"]:
+        assert time.monotonic() < deadline, "the broken version should show as a problem"
+        time.sleep(0.1)
+    assert app_client.get("/v2/health/ready").json() == {"ready": False}  # and nothing more
+    for token, sees_paths in ((reader, False), (admin, True)):
+        answer = app_client.get("/v2/models/churn/versions/2", headers=bearer(token))
+        assert answer.status_code == 503
+        assert (home in answer.json()["error"]) is sees_paths, answer.json()
+        serving = app_client.get("/v1/serving", headers=bearer(token)).json()
+        assert any("churn:2" in p for p in serving["problems"])
+        assert (home in str(serving)) is sees_paths
+
+
+def test_a_bound_key_does_not_learn_other_models_names_from_misses_or_refusals(
+    two_models: Settings, app_client: TestClient
+) -> None:
+    ghost = make_key(two_models, "write", model="ghost")
+    missing = app_client.get("/v1/models/ghost", headers=bearer(ghost))
+    assert missing.status_code == 404
+    message = missing.json()["error"]["message"]
+    assert "churn" not in message
+    assert "fraud-detector" not in message
+    admin = make_key(two_models, "admin")
+    rule = app_client.post(
+        "/v1/models/churn/alert-rules", json={"expression": "volume > 0"}, headers=bearer(admin)
+    ).json()
+    refused = app_client.delete(f"/v1/alert-rules/{rule['id']}", headers=bearer(ghost))
+    assert refused.status_code == 403
+    assert "churn" not in refused.json()["error"]["message"]
+
+
+def test_run_comparisons_pipelines_and_jobs_hide_paths_from_non_admins(
+    two_models: Settings, app_client: TestClient
+) -> None:
+    import shipyard
+
+    secret = "/home/alice/secret/train.parquet"
+    runs = []
+    for _ in range(2):
+        with shipyard.start_run("x", settings=two_models, params={"data": secret}) as run:
+            runs.append(run.id)
+    with Registry.from_settings(two_models) as registry:
+        JobQueue(registry.database).enqueue("retrain", model="churn", payload={"source": secret})
+    reader, admin = make_key(two_models, "read"), make_key(two_models, "admin")
+    compare = f"/v1/runs/compare?ids={','.join(runs)}"
+    assert secret not in app_client.get(compare, headers=bearer(reader)).text
+    assert secret in app_client.get(compare, headers=bearer(admin)).text
+    assert secret not in app_client.get("/v1/jobs", headers=bearer(reader)).text
+    assert "train.parquet" in app_client.get("/v1/jobs", headers=bearer(reader)).text
+
+
+def test_a_rate_limited_key_cannot_mint_a_key_with_a_looser_limit(
+    two_models: Settings, app_client: TestClient
+) -> None:
+    limited = make_key(two_models, "admin", rate_per_second=10.0)
+    headers = bearer(limited)
+    for body in (
+        {"scope": "read"},
+        {"scope": "read", "rate": "20/s"},
+        {"scope": "read", "rate": 5, "burst": 50},
+    ):
+        refused = app_client.post("/v1/keys", json=body, headers=headers)
+        assert refused.status_code == 403, body
+        assert "looser limit" in refused.json()["error"]["message"]
+    assert (
+        app_client.post(
+            "/v1/keys", json={"scope": "read", "rate": "5/s"}, headers=headers
+        ).status_code
+        == 201
+    )
+
+
+def test_without_refreshes_valid_keys_still_pass_after_a_clients_failures(
+    two_models: Settings,
+) -> None:
+    settings = two_models.model_copy(
+        update={"refresh_seconds": 0, "auth_failure_burst": 3, "auth_failures_per_second": 0.001}
+    )
+    good = make_key(settings, "read")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for _ in range(10):
+            client.get("/v1/models", headers=bearer(f"sy_{'0' * 16}_{'x' * 30}"))
+        assert client.get("/v1/models", headers=bearer(good)).status_code == 200
+
+
+def test_the_failure_budget_of_an_ipv6_client_is_its_slash_64() -> None:
+    from starlette.requests import Request
+
+    from shipyard.access import api as access_api
+
+    def client(host: str) -> str:
+        return access_api._client(Request({"type": "http", "client": (host, 1), "headers": []}))
+
+    assert client("2001:db8:1:2::1") == client("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client("2001:db8:1:3::1") != client("2001:db8:1:2::1")
+    assert client("10.0.0.7") == "10.0.0.7"

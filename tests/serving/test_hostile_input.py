@@ -189,3 +189,61 @@ def test_records_the_model_answers_with_nan_or_infinity_get_no_label(
     ]
     alone = client.post("/v1/models/fraud-detector/predict", json={"instances": [rows[0]]})
     assert alone.status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"abc"', b"5", b"null", b"true"])
+@pytest.mark.parametrize(
+    "path", ["/v2/models/fraud-detector/infer", "/v1/models/fraud-detector/predict"]
+)
+def test_a_scoring_body_that_is_not_an_object_is_a_400(
+    client: TestClient, path: str, body: bytes
+) -> None:
+    answer = client.post(path, content=body, headers=JSON)
+    assert answer.status_code == 400, answer.text
+
+
+def test_labels_and_ids_out_of_any_range_are_refused_or_reported_not_a_500(
+    client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    answer = client.post(
+        "/v1/models/fraud-detector/predict", json={"instances": records(fraud_sample.iloc[:1])}
+    )
+    pid = answer.json()["prediction_ids"][0]
+    huge = client.post(
+        "/v1/feedback", content=f'{{"prediction_id": "{pid}", "label": {2**70}}}', headers=JSON
+    )
+    assert huge.status_code == 400
+    assert "64-bit range" in huge.json()["error"]["message"]
+    odd_ids = ["f" * 32, "0x" + "0" * 30, "-" + "1" * 31, "0_" + "1" * 30, "\uff11" * 32, "A" * 32]
+    reported = client.post("/v1/feedback", json=[{"prediction_id": i, "label": 1} for i in odd_ids])
+    assert reported.status_code == 200
+    assert {u["reason"] for u in reported.json()["unknown"]} == {
+        "not a shipyard prediction id (32 hex digits)"
+    }
+
+
+def test_v2_outputs_that_do_not_exist_are_refused_before_anything_is_scored_or_logged(
+    client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    writer = client.app.state.services.writer  # type: ignore[attr-defined]
+    record = records(fraud_sample.iloc[:1])[0]
+    inputs = [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "BYTES" if isinstance(v, str) else "FP64",
+            "data": [v],
+        }
+        for k, v in record.items()
+    ]
+    before = writer.pending_ids()
+    for outputs in ([{"name": "nope"}], "x", [{"nom": "score"}]):
+        answer = client.post(
+            "/v2/models/fraud-detector/infer", json={"inputs": inputs, "outputs": outputs}
+        )
+        assert answer.status_code == 400, answer.text
+    assert writer.pending_ids() == before
+    wanted = client.post(
+        "/v2/models/fraud-detector/infer", json={"inputs": inputs, "outputs": [{"name": "score"}]}
+    )
+    assert [o["name"] for o in wanted.json()["outputs"]] == ["score"]

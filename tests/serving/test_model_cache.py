@@ -4,6 +4,7 @@ predict key used to make a server load every registered version and never let go
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -32,6 +33,7 @@ def six_versions(
     return sqlite_settings
 
 
+@contextmanager
 def _client(settings: Settings, **limits: int) -> Iterator[tuple[TestClient, Any]]:
     settings = settings.model_copy(update=limits)
     token = make_key(settings, "read")
@@ -46,7 +48,7 @@ def _loaded(service: Any) -> set[int]:
 def test_versions_outside_the_plan_are_kept_by_count_least_recently_used_first(
     six_versions: Settings,
 ) -> None:
-    for client, service in _client(six_versions, max_cold_versions=2):
+    with _client(six_versions, max_cold_versions=2) as (client, service):
         for version in (2, 3, 4):
             assert client.get(f"/v2/models/fraud-detector/versions/{version}/ready").json()["ready"]
         assert _loaded(service) == {1, 3, 4}
@@ -59,7 +61,7 @@ def test_versions_outside_the_plan_are_kept_by_count_least_recently_used_first(
 
 
 def test_versions_outside_the_plan_are_kept_by_bundle_bytes(six_versions: Settings) -> None:
-    for client, service in _client(six_versions, max_cold_bytes=1):
+    with _client(six_versions, max_cold_bytes=1) as (client, service):
         assert client.get("/v2/models/fraud-detector/versions/2/ready").json()["ready"]
         assert _loaded(service) == {1}
 
@@ -70,7 +72,7 @@ def test_an_evicted_versions_batcher_is_closed_and_its_model_can_come_back(
     predict = make_key(six_versions, "predict")
     body = {"instances": records(fraud_sample.iloc[:2])}
     headers = {"Authorization": f"Bearer {predict}"}
-    for client, service in _client(six_versions, max_cold_versions=1):
+    with _client(six_versions, max_cold_versions=1) as (client, service):
         first = client.post(
             "/v1/models/fraud-detector/versions/2/predict", json=body, headers=headers
         )
@@ -85,3 +87,66 @@ def test_an_evicted_versions_batcher_is_closed_and_its_model_can_come_back(
         )
         assert again.json()["predictions"] == first.json()["predictions"]
         assert _loaded(service) == {1, 2}
+
+
+def test_asking_for_versions_that_do_not_exist_leaves_nothing_behind(
+    six_versions: Settings, fraud_sample: pd.DataFrame
+) -> None:
+    with _client(six_versions) as (client, service):
+        for version in range(100, 400):
+            answer = client.get(f"/v2/models/fraud-detector/versions/{version}/ready")
+            assert answer.status_code == 404
+        assert service.models._locks == {}
+        assert _loaded(service) == {1}
+
+
+def test_a_version_that_fails_to_load_is_not_read_again_on_every_request(
+    six_versions: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Registry.from_settings(six_versions) as registry:
+        registry.artifacts.local_path("models/fraud-detector/3/model/model.joblib").write_bytes(
+            b"x"
+        )
+    with _client(six_versions) as (client, service):
+        opened: list[int] = []
+        real_open = service.registry.open
+
+        def counting_open(name: str, version: int) -> Any:
+            opened.append(version)
+            return real_open(name, version)
+
+        monkeypatch.setattr(service.registry, "open", counting_open)
+        answers = [client.get("/v2/models/fraud-detector/versions/3/ready") for _ in range(20)]
+        assert {a.json()["ready"] for a in answers} == {False}
+        assert opened == [3]  # read once; refused from memory for the next few seconds
+
+
+def test_requests_for_a_registered_model_that_does_not_serve_do_not_each_refresh_everything(
+    six_versions: Settings, fraud_sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Registry.from_settings(six_versions) as registry:
+        registry.deploy("fraud-detector", 1)
+        registry.stop("fraud-detector")
+        registry.set_alias("fraud-detector", 2, "production")  # an alias, but a stopped deployment
+    predict = make_key(six_versions, "predict")
+    body = {"instances": records(fraud_sample.iloc[:1])}
+    with _client(six_versions) as (client, service):
+        reads: list[float] = []
+        real = service._read_state
+
+        def counting() -> Any:
+            reads.append(1.0)
+            return real()
+
+        monkeypatch.setattr(service, "_read_state", counting)
+        answers = [
+            client.post(
+                "/v1/models/fraud-detector/predict",
+                json=body,
+                headers={"Authorization": f"Bearer {predict}"},
+            )
+            for _ in range(20)
+        ]
+        assert {a.status_code for a in answers} == {503}
+        assert "does not serve" in answers[0].json()["error"]["message"]
+        assert len(reads) <= 2  # at most one refresh a second, whatever the request rate

@@ -216,8 +216,7 @@ def test_readiness_waits_for_every_deployed_version_to_load(
     with TestClient(create_app(live), raise_server_exceptions=False) as client:
         ready = client.get("/v2/health/ready")
         assert ready.status_code == 503
-        assert ready.json()["ready"] is False
-        assert any("fraud-detector:2" in p for p in ready.json()["problems"])
+        assert ready.json() == {"ready": False}
         serving = client.get("/v1/serving").json()
         assert serving["ready"] is False
         assert "fraud-detector:2" in serving["problems"][0]

@@ -165,7 +165,12 @@ class Authenticator:
                 while len(self._unknown) > MAX_REMEMBERED:
                     self._unknown.popitem(last=False)
                 raise Unauthenticated(_INVALID)
-            self._snapshot = {**self._snapshot, key_id: entry}
+            if not self.use_snapshot:
+                pass  # the database's answer is the answer
+            elif key_id in self._snapshot:  # a refresh since read it (perhaps revoked): it wins
+                entry = self._snapshot[key_id]
+            else:
+                self._snapshot = {**self._snapshot, key_id: entry}
         return _verdict(entry, secret)
 
 

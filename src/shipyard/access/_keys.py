@@ -74,18 +74,38 @@ class ApiKey:
             )
         self.check_model(model)
 
-    def check_model(self, model: str | None) -> None:
-        """Raise `Forbidden` when this key is bound to a model other than `model`."""
+    def check_model(self, model: str | None, *, reveal: bool = True) -> None:
+        """Raise `Forbidden` when this key is bound to a model other than `model` (named in the
+        message only with `reveal`: a model found behind a rule id or a prediction id is not
+        told to a key that may not see it)."""
         if not self.may_see(model):
+            other = f"{model!r}" if reveal else "what this call touches (another model)"
             raise Forbidden(
                 f"API key {self.id} is bound to model {self.model!r} and cannot be used for "
-                f"{model!r}; use a key for that model or one without --model"
+                f"{other}; use a key for that model or one without --model"
             )
 
-    def check_manages(self, scope: str, model: str | None, action: str) -> None:
+    def check_manages(
+        self,
+        scope: str,
+        model: str | None,
+        action: str,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+    ) -> None:
         """Raise `Forbidden` unless this key may `action` ("create", "revoke") a key of `scope`
-        bound to `model`: never one that could do more than this key itself (a wider scope, or
-        another or no model binding). Only an unbound admin key manages unbound keys."""
+        bound to `model` (limited to `rate`/`burst`): never one that could do more than this
+        key itself (a wider scope, another or no model binding, a looser rate limit). Only an
+        unbound admin key manages unbound keys."""
+        if action == "create" and self.rate_per_second is not None:
+            looser = rate is None or rate > self.rate_per_second or (burst or 0) > (self.burst or 0)
+            if looser:
+                raise Forbidden(
+                    f"API key {self.id} is limited to {self.rate_per_second:g} requests/s "
+                    f"(burst {self.burst}) and cannot {action} a key with a looser limit; give "
+                    "the new key a --rate (and burst) no higher than that"
+                )
         if scope in _GRANTS and not _GRANTS[scope] <= _GRANTS[self.scope]:
             raise Forbidden(
                 f"API key {self.id} has scope {self.scope!r} and cannot {action} a key with "

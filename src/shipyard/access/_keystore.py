@@ -58,8 +58,6 @@ class KeyStore:
         """
         if model is not None:
             validate_model_name(model)
-        if by is not None:
-            by.check_manages(validate_scope(scope), model, "create")
         if rate_per_second is not None and rate_per_second <= 0:
             raise InvalidInput(f"rate must be positive, got {rate_per_second}")
         if burst is not None and burst < 1:
@@ -68,6 +66,10 @@ class KeyStore:
             raise InvalidInput("a burst needs a rate; pass --rate as well (e.g. --rate 100/s)")
         if rate_per_second is not None and burst is None:
             burst = max(1, round(rate_per_second))
+        if by is not None:
+            by.check_manages(
+                validate_scope(scope), model, "create", rate=rate_per_second, burst=burst
+            )
         key_id, secret, digest = new_secret()
         key = ApiKey(
             id=key_id,

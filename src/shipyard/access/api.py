@@ -17,10 +17,10 @@ routes, which skip FastAPI's dependency solving for speed, call the same `Guard.
 # no `from __future__ import annotations`: FastAPI reads the annotations of routes defined
 # inside the router factory, which name its local dependencies
 
+import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -31,7 +31,7 @@ from shipyard.access._auth import ANONYMOUS, Authenticator, FailureThrottle, tok
 from shipyard.access._keys import ApiKey, parse_rate
 from shipyard.access._keystore import KeyStore
 from shipyard.access._limits import RateLimiter
-from shipyard.core.api import GUARDED, JSONRoute, error_responses
+from shipyard.core.api import GUARDED, JSONRoute, error_responses, hide_paths
 from shipyard.core.errors import Unauthenticated
 
 __all__ = ["Caller", "Guard", "KeyOut", "NewKey", "router"]
@@ -61,7 +61,7 @@ class Caller:
     def shown(self, value: Any) -> Any:
         """`value` as this caller may read it: local paths (where training data lay, say) are
         for admin keys; others see only the file's name."""
-        return value if self.is_admin else _hide_paths(value)
+        return value if self.is_admin else hide_paths(value)
 
     def only(self, model: str | None) -> str | None:
         """The model filter of a listing: the key's binding, or what the caller asked for
@@ -70,25 +70,16 @@ class Caller:
         return self.key.model if self.key.model is not None else model
 
 
-def _hide_paths(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _hide_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_hide_paths(v) for v in value]
-    if isinstance(value, str) and _is_local_path(value):
-        return PurePath(value.removeprefix("file://")).name or "(path)"
-    return value
-
-
-def _is_local_path(text: str) -> bool:
-    return (
-        text.startswith(("/", "~", "file:", "\\\\"))
-        or (len(text) > 2 and text[1] == ":" and text[2] in "\\/")  # C:\ or C:/
-    )
-
-
 def _client(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    """Who a failure budget belongs to: the address, or its /64 for IPv6 (one host holds a
+    whole /64, and could otherwise start afresh from each address)."""
+    host = request.client.host if request.client is not None else "unknown"
+    if ":" in host:
+        try:
+            return str(ipaddress.ip_network(f"{host}/64", strict=False))
+        except ValueError:
+            return host
+    return host
 
 
 class Guard:
@@ -117,7 +108,8 @@ class Guard:
             token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
             key = self.auth.known(token)
             if key is None:  # newer than the snapshot: a database look-up, if the client earned it
-                self.throttle.check(client)
+                if self.auth.use_snapshot:  # (without a snapshot every key is looked up)
+                    self.throttle.check(client)
                 key = await anyio.to_thread.run_sync(self.auth.lookup, token)
         except Unauthenticated:
             self.throttle.failed(client)
@@ -130,11 +122,11 @@ class Guard:
     ) -> Caller:
         """The whole step: who, which scope, which models, and a rate-limit token."""
         key = await self.authenticate(request)
+        request.state.key = key  # the error handler shows what this key may see
         key.check(needed)
         for model in models:
             key.check_model(model)
         await self.limiter.check(key)
-        request.state.key = key
         return Caller(key)
 
     def require(self, *scopes: str, touches: ModelTouches | None = None) -> Any:
@@ -157,8 +149,8 @@ class Guard:
             caller: Annotated[Caller, Depends(authorized)],
             models: Annotated[Iterable[str], Depends(touches)],
         ) -> Caller:
-            for model in models:
-                caller.key.check_model(model)
+            for model in models:  # found by the route, not named by the caller: not named back
+                caller.key.check_model(model, reveal=False)
             return caller
 
         setattr(bound, SCOPE_ATTRIBUTE, needed)

@@ -84,11 +84,6 @@ class Settings(BaseSettings):
     auth_failures_per_second: float = Field(
         default=1.0, gt=0, description="failed authentications a client earns back per second"
     )
-    monitoring_concurrency: int = Field(
-        default=1,
-        gt=0,
-        description="monitoring reports a server process computes at once (more wait: 503)",
-    )
 
     # -- how predictions are computed ------------------------------------------------------
     batch_max_rows: int = Field(default=256, gt=0, description="most rows in one model call")

@@ -146,7 +146,11 @@ class NotFound(ShipyardError, LookupError):
 
 
 class ModelNotFound(NotFound):
-    """No model is registered under that name."""
+    """No model is registered under that name (`name`, when the raiser knows it)."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class VersionNotFound(NotFound):

@@ -115,6 +115,8 @@ def parse_feedback(body: Any) -> list[tuple[str, Any]]:
             )
         if isinstance(label, float) and not math.isfinite(label):
             raise MalformedRequest(f"feedback[{i}].label must be a finite number")
+        if isinstance(label, int) and not isinstance(label, bool) and not -(2**63) <= label < 2**63:
+            raise MalformedRequest(f"feedback[{i}].label is an integer out of the 64-bit range")
         pairs.append((pid, label))
     return pairs
 

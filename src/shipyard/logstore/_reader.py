@@ -6,6 +6,7 @@ over fsspec, so no DuckDB extension has to be downloaded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,15 +20,18 @@ from shipyard.store import ArtifactStore
 __all__ = ["LogReader", "id_time"]
 
 
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
 def id_time(prediction_id: str) -> datetime | None:
-    """When a shipyard id was made (its first 12 hex digits are a millisecond clock)."""
-    if len(prediction_id) != 32:
+    """When a shipyard id was made (its first 12 hex digits are a millisecond clock); None for
+    anything that is not 32 lower-case hex digits of a time a calendar can hold."""
+    if not isinstance(prediction_id, str) or not _ID.match(prediction_id):
         return None
     try:
-        int(prediction_id, 16)
-    except ValueError:
+        return datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # past the year 9999
         return None
-    return datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, UTC)
 
 
 class LogReader:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from shipyard.monitoring._html import render_html
     from shipyard.monitoring._logs import LogQueries, Period
     from shipyard.monitoring._monitor import DEFAULT_TARGETS, Monitor, MonitoringReport
+    from shipyard.monitoring._offload import ReportProcess
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -37,6 +38,7 @@ __all__ = [
     "Monitor",
     "MonitoringReport",
     "Period",
+    "ReportProcess",
     "Rule",
     "compare",
     "parse_rule",
@@ -53,6 +55,7 @@ _LAZY = {
     "DEFAULT_TARGETS": "shipyard.monitoring._monitor",
     "Monitor": "shipyard.monitoring._monitor",
     "MonitoringReport": "shipyard.monitoring._monitor",
+    "ReportProcess": "shipyard.monitoring._offload",
 }
 
 

@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,16 +127,26 @@ class Monitor:
 
     # -- the run --------------------------------------------------------------------------------
 
-    def latest(self, name: str, *, window: str = "1d", periods: int = 7) -> dict[str, Any]:
+    def latest(
+        self,
+        name: str,
+        *,
+        window: str = "1d",
+        periods: int = 7,
+        compute: Callable[[str, str, int], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """What a reader sees: the latest snapshot of this window length when it is recent
         (within the window, and at most an hour old), else a report computed now and not
-        stored (no snapshot, no alert evaluation: reading changes nothing)."""
+        stored (no snapshot, no alert evaluation: reading changes nothing), by `compute`
+        when given (a server computes off its prediction path)."""
         self.registry.get_model(name)
         step = _checked_span(window, periods)
         found = self.registry.database.read(lambda conn: repo.snapshots(conn, name, window, 1))
         if found and found[0]["period_end"] >= datetime.now(UTC) - min(step, timedelta(hours=1)):
             summary: dict[str, Any] = found[0]["summary"]
             return summary
+        if compute is not None:
+            return compute(name, window, periods)
         return self.run(name, window=window, periods=periods, record=False).to_dict()
 
     def run(

@@ -22,6 +22,7 @@ from shipyard.core.api import GUARDED, JSONRoute, Limit, ModelName, error_respon
 from shipyard.monitoring._alerts import AlertManager
 from shipyard.monitoring._html import render_html
 from shipyard.monitoring._monitor import MAX_PERIODS, Monitor
+from shipyard.monitoring._offload import ReportProcess
 
 __all__ = ["AlertOut", "MonitoringReportOut", "NewRule", "RuleOut", "router"]
 
@@ -115,8 +116,9 @@ class RemovedRule(BaseModel):
     removed: int
 
 
-def router(monitor: Monitor, guard: Guard) -> APIRouter:
-    """Routes of monitoring over `monitor` (which must have an alert manager)."""
+def router(monitor: Monitor, guard: Guard, reports: ReportProcess) -> APIRouter:
+    """Routes of monitoring over `monitor` (which must have an alert manager); reports are
+    computed by `reports`, off the prediction path."""
     manager = monitor.alert_manager
     assert isinstance(manager, AlertManager)
     alerts_of: AlertManager = manager
@@ -144,7 +146,7 @@ def router(monitor: Monitor, guard: Guard) -> APIRouter:
     ) -> dict[str, Any]:
         """The latest snapshot of this window length when it is recent, else a report computed
         now and not stored. To store one and evaluate the alert rules: POST."""
-        return monitor.latest(name, window=window.strip(), periods=periods)
+        return monitor.latest(name, window=window.strip(), periods=periods, compute=reports.report)
 
     @api.get(
         "/models/{name}/monitoring/report.html",
@@ -159,7 +161,9 @@ def router(monitor: Monitor, guard: Guard) -> APIRouter:
         periods: Periods = 7,
     ) -> HTMLResponse:
         return HTMLResponse(
-            render_html(monitor.latest(name, window=window.strip(), periods=periods))
+            render_html(
+                monitor.latest(name, window=window.strip(), periods=periods, compute=reports.report)
+            )
         )
 
     @api.post(
@@ -173,8 +177,11 @@ def router(monitor: Monitor, guard: Guard) -> APIRouter:
     ) -> dict[str, Any]:
         """Alerts that fire or resolve are delivered to their webhooks."""
         spec = body or MonitoringRun()
-        report = monitor.run(name, window=spec.window.strip(), periods=spec.periods)
-        return report.to_dict()
+        monitor.registry.get_model(name)
+        report: dict[str, Any] = reports.report(
+            name, spec.window.strip(), spec.periods, record=True, actor=caller.actor
+        )
+        return report
 
     @api.get("/alerts", response_model=AlertList, summary="Alerts, newest first")
     def alerts(

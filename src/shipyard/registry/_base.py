@@ -66,7 +66,8 @@ class RegistryBase:
         )
         return ModelNotFound(
             f"no model named {name!r}; {hint} (register one with shipyard.register(...) or "
-            "`shipyard models register PATH --name NAME`)"
+            "`shipyard models register PATH --name NAME`)",
+            name=name,
         )
 
     def _move_alias(self, conn: Any, name: str, alias: str, version: int) -> AliasMove:

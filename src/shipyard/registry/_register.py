@@ -112,7 +112,7 @@ class Registering(RegistryBase):
         threshold = _threshold(threshold)
         self.clean_up_abandoned()
 
-        claim = {"host": socket.gethostname(), "pid": os.getpid(), "started": utcnow().isoformat()}
+        claim = _claim()
         with self.database.transaction() as conn:
             repo.ensure_model(conn, name, self.actor, description)
             version = repo.allocate_version(conn, name)
@@ -269,14 +269,28 @@ class Registering(RegistryBase):
         moment = now or utcnow()
         removed = []
         for name, version, started, claim in self.database.read(repo.pending_versions):
-            if _abandoned(claim, moment - started):
+            if _abandoned(claim, moment - started) and self._take_over(name, version, moment):
                 self._discard(name, version, abandoned=claim)
                 removed.append(f"{name}:{version}")
         self._remove_dead_scratch()
         return removed
 
+    def _take_over(self, name: str, version: int, moment: datetime) -> bool:
+        """Claim an abandoned pending version for its clean-up, checking again under a lock:
+        another process may have cleaned it up since, and a new registration taken its number."""
+        with self.database.transaction() as conn:
+            found = repo.pending_version(conn, name, version)
+            if found is None or not _abandoned(found[1], moment - found[0]):
+                return False
+            repo.set_claim(conn, name, version, {**_claim(), "cleaning_up": found[1]})
+        return True
+
     def _discard(self, name: str, version: int, abandoned: dict[str, Any] | None = None) -> None:
-        """Remove a version that never became visible, its bundle files, and a model left empty."""
+        """Remove a version that never became visible, its bundle files, and a model left empty.
+
+        The files go while the number is still taken (no new registration can write under the
+        same prefix); only then is the number handed out again.
+        """
         self.artifacts.delete_tree(bundle_prefix(name, version))
         with self.database.transaction() as conn:
             repo.delete_version(conn, name, version)
@@ -296,6 +310,11 @@ class Registering(RegistryBase):
             match = _SCRATCH.match(path.name)
             if match and path.is_dir() and not pid_alive(int(match.group(1))):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _claim() -> dict[str, Any]:
+    """Which process answers for a pending version: this one."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": utcnow().isoformat()}
 
 
 def _abandoned(claim: dict[str, Any], age: timedelta) -> bool:

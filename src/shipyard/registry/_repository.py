@@ -36,10 +36,12 @@ __all__ = [
     "insert_pending_version",
     "list_models",
     "list_versions",
+    "pending_version",
     "pending_versions",
     "release_version_number",
     "remove_alias",
     "set_alias",
+    "set_claim",
     "set_status",
 ]
 
@@ -204,6 +206,29 @@ def delete_model(conn: Connection, name: str) -> None:
     conn.execute(delete(tables.alert_rules).where(tables.alert_rules.c.model_name == name))
     conn.execute(delete(V).where(V.c.model_name == name))
     conn.execute(delete(M).where(M.c.name == name))
+
+
+def pending_version(
+    conn: Connection, name: str, version: int
+) -> tuple[datetime, dict[str, Any]] | None:
+    """A version still being written, locked for the caller's transaction: started, claim."""
+    row = conn.execute(
+        select(V.c.created_at, V.c.tags)
+        .where(V.c.model_name == name, V.c.version == version, V.c.status == "pending")
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    return _aware(row.created_at), (row.tags or {}).get("registering") or {}
+
+
+def set_claim(conn: Connection, name: str, version: int, claim: dict[str, Any]) -> None:
+    """Say which process now answers for a pending version."""
+    conn.execute(
+        update(V)
+        .where(V.c.model_name == name, V.c.version == version, V.c.status == "pending")
+        .values(tags={"registering": claim})
+    )
 
 
 def pending_versions(conn: Connection) -> list[tuple[str, int, datetime, dict[str, Any]]]:

@@ -78,7 +78,7 @@ def router(registry: Registry, guard: Guard) -> APIRouter:
     ) -> dict[str, Any]:
         registry.get_model(name)
         found = registry.database.read(lambda conn: repo.list_for(conn, name, limit))
-        return {"pipelines": found}
+        return caller.shown({"pipelines": found})  # type: ignore[no-any-return]
 
     @api.get("/jobs", response_model=JobList, summary="Background jobs, newest first")
     def jobs(
@@ -91,6 +91,6 @@ def router(registry: Registry, guard: Guard) -> APIRouter:
     ) -> dict[str, Any]:
         """A key bound to a model sees that model's jobs."""
         found = queue.list_jobs(status=status, model=caller.only(model), limit=limit)
-        return {"jobs": [j.to_dict() for j in found]}
+        return caller.shown({"jobs": [j.to_dict() for j in found]})  # type: ignore[no-any-return]
 
     return api

@@ -4,7 +4,9 @@ Versions the serving plan names are kept as long as the plan names them. Any oth
 (a pinned request, a V2 `ready` check, a version that left the plan) is kept in a bounded
 least-recently-used set: at most `max_cold` of them and `max_cold_bytes` of bundle bytes.
 Evicting one forgets it and closes its batcher once the requests already queued on it are
-answered; a request that still holds the evicted model is scored without a batcher.
+answered; a request that still holds the evicted model is scored without a batcher. A version
+that fails to load (a corrupted bundle, a missing version) is refused for a few seconds
+without being read again, so callers cannot make the server re-read a broken bundle per request.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from shipyard.core.errors import BackendUnavailable, ShipyardError
 from shipyard.serving._batcher import Batcher
 from shipyard.serving._result import ServedModel
 
@@ -23,6 +26,8 @@ __all__ = ["ModelCache"]
 log = logging.getLogger("shipyard.serving")
 
 Key = tuple[str, int]
+FAILED_LOAD_SECONDS = 5.0  # how long a version that failed to load is refused without a retry
+MAX_FAILED = 1024
 
 
 class ModelCache:
@@ -52,6 +57,7 @@ class ModelCache:
         self._hot: frozenset[Key] = frozenset()
         self._cold: OrderedDict[Key, int] = OrderedDict()  # key -> bundle bytes, oldest first
         self._locks: dict[Key, threading.Lock] = {}
+        self._failed: OrderedDict[Key, tuple[float, ShipyardError]] = OrderedDict()
         self._guard = threading.Lock()
 
     def get(self, name: str, version: int) -> ServedModel | None:
@@ -70,23 +76,48 @@ class ModelCache:
         served = self.get(name, version)
         if served is not None:
             return served
+        failed = self._failed.get(key)
+        if failed is not None and failed[0] > time.monotonic():
+            raise failed[1]  # a version that just failed to load is not read again at once
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            served = self._models.get(key)
-            if served is None:
-                started = time.perf_counter()
-                served = self._load(name, version)
-                with self._guard:
-                    self._models[key] = served
-                    if key not in self._hot:
-                        self._cold[key] = max(0, served.record.size_bytes)
-                log.info(
-                    "loaded %s:%s on %s in %.0f ms",
-                    name, version, served.predictor.runtime, (time.perf_counter() - started) * 1e3,
-                )  # fmt: skip
+        try:
+            with lock:
+                served = self._models.get(key)
+                if served is None:
+                    started = time.perf_counter()
+                    try:
+                        served = self._load(name, version)
+                    except BackendUnavailable:
+                        raise  # the database or the store is away: worth trying again soon
+                    except ShipyardError as error:
+                        self._remember_failure(key, error)
+                        raise
+                    with self._guard:
+                        self._models[key] = served
+                        if key not in self._hot:
+                            self._cold[key] = max(0, served.record.size_bytes)
+                    log.info(
+                        "loaded %s:%s on %s in %.0f ms",
+                        name, version, served.predictor.runtime,
+                        (time.perf_counter() - started) * 1e3,
+                    )  # fmt: skip
+        finally:
+            # a lock only lives while its version loads: asking for versions that do not exist
+            # (any number up to 2^31) must not leave one behind each
+            with self._guard:
+                if self._locks.get(key) is lock:
+                    del self._locks[key]
         self._evict()
         return served
+
+    def _remember_failure(self, key: Key, error: ShipyardError) -> None:
+        log.warning("cannot load %s:%s: %s", key[0], key[1], error.message)
+        with self._guard:
+            self._failed[key] = (time.monotonic() + FAILED_LOAD_SECONDS, error)
+            self._failed.move_to_end(key)
+            while len(self._failed) > MAX_FAILED:
+                self._failed.popitem(last=False)
 
     def keep(self, hot: set[Key]) -> None:
         """The versions the plan names now: kept for good; the others become evictable."""
@@ -107,7 +138,6 @@ class ModelCache:
             ):
                 key, _ = self._cold.popitem(last=False)
                 self._models.pop(key, None)
-                self._locks.pop(key, None)
                 evicted.append((key, self._batchers.pop(key, None)))
         for (name, version), batcher in evicted:
             if batcher is not None:

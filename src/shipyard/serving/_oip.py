@@ -13,7 +13,15 @@ from typing import Any
 from shipyard.core import Columns, Signature
 from shipyard.core.errors import MalformedRequest, SchemaViolation
 
-__all__ = ["DATATYPES", "decode_inputs", "encode_outputs", "metadata_tensors", "requested_outputs"]
+__all__ = [
+    "DATATYPES",
+    "check_outputs",
+    "decode_inputs",
+    "encode_outputs",
+    "metadata_tensors",
+    "output_names",
+    "requested_outputs",
+]
 
 DATATYPES = {
     "float64": "FP64",
@@ -197,6 +205,29 @@ def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dic
             f"unknown output(s) {', '.join(map(repr, unknown))}; this model returns {', '.join(available)}"
         )
     return [available[w] for w in wanted]
+
+
+def output_names(task: str) -> list[str]:
+    """The output tensors a model of `task` answers."""
+    if task == "regression":
+        return ["value", "prediction_id"]
+    if task == "binary":
+        return ["score", "label", "prediction_id"]
+    return ["probabilities", "label", "prediction_id"]
+
+
+def check_outputs(body: dict[str, Any], task: str) -> None:
+    """Refuse unknown requested outputs before anything is scored or logged."""
+    wanted = requested_outputs(body)
+    if wanted is None:
+        return
+    available = output_names(task)
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        raise MalformedRequest(
+            f"unknown output(s) {', '.join(map(repr, unknown))}; this model returns "
+            f"{', '.join(available)}"
+        )
 
 
 def requested_outputs(body: dict[str, Any]) -> list[str] | None:

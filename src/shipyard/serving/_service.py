@@ -49,6 +49,7 @@ __all__ = ["PredictionResult", "PredictionService", "Readiness", "ServedModel"]
 log = logging.getLogger("shipyard.serving")
 
 MAX_DEADLINE_MS = 60_000.0
+MIN_REQUESTED_REFRESH_SECONDS = 1.0  # requests for models the plan lacks refresh at most this often
 OTHER_MODEL = "_other"  # the metric label of every name that is not a registered model
 # refusals worth a model's monitoring (bad input, overload, failures); not auth or unknown models
 LOGGED_STATUSES = frozenset({400, 413, 422, 429, 503, 504})
@@ -104,6 +105,7 @@ class PredictionService:
         self._plans_at: float | None = None
         self._unreachable_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()
         self._rng = random.Random()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -162,7 +164,21 @@ class PredictionService:
         return plans, problems, names
 
     async def refresh(self) -> None:
-        """Re-read keys and plan; swap in the plan once its versions are loaded."""
+        """Re-read keys and plan; swap in the plan once its versions are loaded. One refresh
+        at a time: an older read never replaces a newer plan."""
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh_soon(self) -> None:
+        """Refresh for a request that names a model the plan lacks, unless a refresh just
+        finished (so such requests cannot make the server re-read everything each time)."""
+        if self.clock() - (self._plans_at or 0.0) < MIN_REQUESTED_REFRESH_SECONDS:
+            return
+        async with self._refreshing:
+            if self.clock() - (self._plans_at or 0.0) >= MIN_REQUESTED_REFRESH_SECONDS:
+                await self._refresh()
+
+    async def _refresh(self) -> None:
         plans, problems, names = await anyio.to_thread.run_sync(self._read_state)
         for name, plan in plans.items():
             old = self.plans.get(name)
@@ -281,11 +297,13 @@ class PredictionService:
             await anyio.to_thread.run_sync(
                 lambda: self.registry.resolve(f"{name}:{self.settings.serving_alias}")
             )
-            await self.refresh()
+            await self._refresh_soon()
             plan = self.plans.get(name)
             if plan is None:
                 raise ModelUnavailable(
-                    f"model {name!r} has no version that loads; see the server log"
+                    f"model {name!r} does not serve: its deployment was stopped, or its versions "
+                    f"do not load (GET /v1/serving says which); deploy a version with "
+                    f"`shipyard deploy {name} --version N`"
                 )
         return plan
 
@@ -322,6 +340,8 @@ class PredictionService:
         body, or the deployment's routing field in the first record."""
         if header:
             return header[:256]
+        if not isinstance(body, Mapping):
+            return None
         value = body.get("routing_key")
         if value is None and plan.routing_field:
             instances = body.get("instances")

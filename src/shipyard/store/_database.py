@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -128,10 +129,28 @@ class Database:
         """
         try:
             conn, transaction = self._begin()
-            with conn, transaction:
-                yield conn
         except exc.DBAPIError as error:
             raise _translated(error) from error
+        except exc.TimeoutError:  # every pooled connection is in use
+            raise DatabaseUnavailable(
+                "every connection to the metadata database is busy; retry shortly",
+                retry_after=1.0,
+            ) from None
+        with conn:
+            try:
+                yield conn
+            except BaseException as error:
+                with contextlib.suppress(
+                    exc.DBAPIError
+                ):  # a dropped connection: rolled back anyway
+                    transaction.rollback()
+                if isinstance(error, exc.DBAPIError):
+                    raise _translated(error) from error
+                raise
+            try:
+                transaction.commit()
+            except exc.DBAPIError as error:
+                raise _translated(error, committing=True) from error
 
     def _begin(self) -> tuple[Connection, Any]:
         engine = self.engine
@@ -211,16 +230,22 @@ def _is_disconnect(error: exc.DBAPIError) -> bool:
         return False
     if type(error.orig).__module__.startswith("psycopg"):
         return True  # refused, terminated, shut down, failed over: all operational errors
-    return "locked" in str(error.orig) or "unable to open" in str(error.orig)
+    text = str(error.orig)
+    return any(sign in text for sign in ("locked", "unable to open", "disk is full", "disk I/O"))
 
 
-def _translated(error: exc.DBAPIError) -> Exception:
+def _translated(error: exc.DBAPIError, *, committing: bool = False) -> Exception:
     """What a database error means to the caller: the database is away, or a value is bad."""
+    detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
     if isinstance(error, exc.DataError):
-        detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
         return InvalidInput(f"the metadata database refused a value: {detail}")
     if _is_disconnect(error):
-        detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
+        if committing:
+            return DatabaseUnavailable(
+                f"the metadata database dropped the connection while saving a change ({detail}); "
+                "the change may or may not have been saved: look before trying it again",
+                retry_after=2.0,
+            )
         return DatabaseUnavailable(
             f"the metadata database does not answer ({detail}); retry shortly", retry_after=2.0
         )

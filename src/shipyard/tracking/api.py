@@ -108,7 +108,7 @@ def router(tracker: Tracker, guard: Guard, runs_of: Callable[[str], set[str]]) -
             raise MalformedRequest("give at least two run ids: /v1/runs/compare?ids=ID1,ID2")
         for run_id in run_ids:
             visible(caller, run_id)
-        return tracker.compare(run_ids)
+        return caller.shown(tracker.compare(run_ids))  # type: ignore[no-any-return]
 
     @api.get("/{run_id}", response_model=RunDetail, summary="One run with its metric history")
     def show(run_id: RunId, caller: Annotated[Caller, read]) -> dict[str, Any]:

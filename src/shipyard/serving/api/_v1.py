@@ -104,7 +104,10 @@ class FeedbackAnswer(BaseModel):
 
 class ServingState(BaseModel):
     ready: bool
-    problems: list[str]
+    problems: list[str] = Field(description="why the server is not ready")
+    degraded: list[str] = Field(
+        description="ready, but serving from state older than usual (e.g. the database is away)"
+    )
     models: dict[str, dict[str, Any]]
 
 
@@ -237,11 +240,14 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
             if caller.may_see(name)
         }
         readiness = service.readiness()
-        return {
-            "ready": readiness.ready,
-            "problems": [p for p in readiness.problems if _visible(p, caller, service)],
-            "models": models,
-        }
+        return caller.shown(  # type: ignore[no-any-return]
+            {
+                "ready": readiness.ready,
+                "problems": [p for p in readiness.problems if _visible(p, caller, service)],
+                "degraded": readiness.degraded,
+                "models": models,
+            }
+        )
 
     return [direct, v1]
 

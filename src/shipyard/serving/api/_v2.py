@@ -23,9 +23,15 @@ from shipyard.core.api import (
     VersionPath,
     error_responses,
 )
-from shipyard.core.errors import NotFound, ShipyardError
+from shipyard.core.errors import MalformedRequest, NotFound, ShipyardError
 from shipyard.core.version import __version__
-from shipyard.serving._oip import decode_inputs, encode_outputs, metadata_tensors, requested_outputs
+from shipyard.serving._oip import (
+    check_outputs,
+    decode_inputs,
+    encode_outputs,
+    metadata_tensors,
+    requested_outputs,
+)
 from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
 from shipyard.serving.api._io import PREDICT_OR_READ, Scoring, inline_schema
@@ -101,11 +107,9 @@ class Live(BaseModel):
 
 
 class Ready(BaseModel):
+    """Only the verdict: anyone may ask, so why is told to keys (`GET /v1/serving`)."""
+
     ready: bool
-    problems: list[str] = Field(description="why the server is not ready")
-    degraded: list[str] = Field(
-        description="ready, but serving from state older than usual (e.g. the database is away)"
-    )
 
 
 class ModelReady(BaseModel):
@@ -178,12 +182,13 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     @v2.get(
         "/health/ready",
         response_model=Ready,
-        responses={503: {"model": Ready, "description": "not ready: `problems` say why"}},
+        responses={503: {"model": Ready, "description": "not ready (`GET /v1/serving` says why)"}},
         summary="Readiness: every deployed version loaded, state fresh, the log writable",
     )
     async def ready() -> Response:
+        """Why the server is not ready, or serves from old state: `GET /v1/serving`."""
         readiness = service.readiness()
-        return JSONBytes(readiness.to_dict(), status_code=200 if readiness.ready else 503)
+        return JSONBytes({"ready": readiness.ready}, status_code=200 if readiness.ready else 503)
 
     async def metadata(name: str, version: int | None) -> dict[str, Any]:
         resolved = await anyio.to_thread.run_sync(service.resolve_version, name, version)
@@ -259,7 +264,14 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
 
 
 def _v2_decode(body: Any, service: PredictionService) -> Any:
+    if not isinstance(body, dict):
+        raise MalformedRequest(
+            "a V2 inference request is an object with a non-empty 'inputs' list of "
+            "{name, shape, datatype, data} tensors"
+        )
+
     def decode(served: ServedModel) -> tuple[Any, int]:
+        check_outputs(body, served.task)  # before scoring: a refused request is never logged
         return decode_inputs(body, served.signature)
 
     return decode
