@@ -277,3 +277,54 @@ def test_a_failed_register_leaves_nothing_and_models_can_be_removed_again(
     assert "stopped" in shipyard(home, "deploy", "bc", "--stop").stdout
     assert shipyard(home, "models", "delete", "bc", "--yes").returncode == 0
     assert json.loads(shipyard(home, "models", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("table.joblib", b"amount,label\n1,0\n", "is not a joblib/pickle file of a model"),
+        ("truncated.joblib", None, "is not a joblib/pickle file of a model"),
+        ("garbage.onnx", b"not an onnx graph", "is not an ONNX model"),
+        ("notes.txt", b"hello world\n", "is not a LightGBM model in its text format"),
+        ("settings.json", b'{"a": 1}', "is not an XGBoost model in its JSON format"),
+    ],
+)
+def test_a_file_that_is_not_the_model_its_name_says_gets_a_message_and_exit_2(
+    tmp_path: Path, files: dict[str, Path], name: str, content: bytes | None, says: str
+) -> None:
+    bad = tmp_path / name
+    whole = files["model"].read_bytes()
+    bad.write_bytes(content if content is not None else whole[: len(whole) // 2])
+    answer = shipyard(tmp_path / "home", "models", "register", str(bad), "--name", "bc")
+    assert answer.returncode == 2
+    assert says in " ".join(answer.stderr.split())
+    assert name in answer.stderr
+    assert "Traceback" not in answer.stderr + answer.stdout
+
+
+def test_an_mlflow_model_with_a_signature_registers_from_the_cli_without_a_sample(
+    tmp_path: Path, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    source = tmp_path / "fraud-mlflow"
+    mlflow.sklearn.save_model(
+        fraud_model,
+        str(source),
+        signature=infer_signature(fraud_sample),
+        input_example=fraud_sample.head(5),
+        skops_trusted_types=["numpy.dtype"],  # MLflow 3 asks the saver of this pipeline to
+        pip_requirements=[],
+    )
+    home = tmp_path / "home"
+    done = shipyard(home, "models", "register", str(source), "--name", "fraud", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["signature"]["columns"][0]["name"] == fraud_sample.columns[0]
+    scored = shipyard(
+        home, "predict", "fraud:1", "--input", "-", "--json",
+        stdin=json.dumps({"instances": records(fraud_sample.iloc[:2])}),
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    scores = [p["score"] for p in json.loads(scored.stdout)["predictions"]]
+    assert scores == pytest.approx(fraud_model.predict_proba(fraud_sample.iloc[:2])[:, 1], abs=1e-5)

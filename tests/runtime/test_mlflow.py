@@ -160,25 +160,56 @@ def _rewrite_mlmodel(folder: Path, edit: Callable[[dict[str, Any]], None]) -> No
     (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
 
 
-def test_mlflow_sklearn_model_saved_with_skops_is_refused_with_how_to_save_it_instead(
+def test_an_mlflow_3_model_saved_as_skops_is_loaded_and_scores_identically(
     serve: Serve, tmp_path: Path, frame: pd.DataFrame, binary_labels: np.ndarray
 ) -> None:
-    # skops (mlflow 3's default format) is not installed here, so the MLmodel that
-    # save_model(..., serialization_format="skops") writes is reproduced by hand
-    source = _save_sklearn(LogisticRegression().fit(frame, binary_labels), tmp_path / "skops")
-    (source / "model.pkl").rename(source / "model.skops")
+    model = LogisticRegression().fit(frame, binary_labels)
+    source = tmp_path / "skops-model"
+    mlflow.sklearn.save_model(model, str(source), serialization_format="skops", pip_requirements=[])
+    assert (source / "model.skops").is_file()
 
-    def to_skops(mlmodel: dict[str, Any]) -> None:
-        mlmodel["flavors"]["sklearn"].update(
-            pickled_model="model.skops", serialization_format="skops"
-        )
-        mlmodel["flavors"]["python_function"]["model_path"] = "model.skops"
+    served = serve(source, frame)
 
-    _rewrite_mlmodel(source, to_skops)
+    assert served.info.extra["serialization"] == "skops"
+    assert served.native.runtime == "sklearn"
+    expected = model.predict_proba(frame)
+    np.testing.assert_allclose(served.native.predict(served.columns), expected, atol=NATIVE_ATOL)
+    np.testing.assert_allclose(served.predictor.predict(served.columns), expected, atol=ONNX_ATOL)
+    assert any(r.startswith("skops==") for r in served.packaged.requirements)
 
-    with pytest.raises(UnsupportedModel, match="skops") as refused:
+
+class _Untrusted(LogisticRegression):
+    """A subclass scikit-learn does not know: skops must not load it unless told to trust it."""
+
+
+def test_a_skops_file_holding_a_type_nobody_trusted_is_refused_naming_the_type(
+    serve: Serve, tmp_path: Path, frame: pd.DataFrame, binary_labels: np.ndarray
+) -> None:
+    model = _Untrusted().fit(frame, binary_labels)
+    untrusted = f"{type(model).__module__}._Untrusted"
+    source = tmp_path / "skops-model"
+    # MLflow itself insists the saver names such types; whoever wrote the directory did
+    mlflow.sklearn.save_model(
+        model,
+        str(source),
+        serialization_format="skops",
+        skops_trusted_types=[untrusted],
+        pip_requirements=[],
+    )
+    served = serve(source, frame)
+    np.testing.assert_allclose(
+        served.native.predict(served.columns), model.predict_proba(frame), atol=NATIVE_ATOL
+    )
+
+    # a directory whose MLmodel trusts nothing (edited, or written by another tool)
+    def trust_nothing(mlmodel: dict[str, Any]) -> None:
+        mlmodel["flavors"]["sklearn"]["skops_trusted_types"] = None
+
+    _rewrite_mlmodel(source, trust_nothing)
+    with pytest.raises(UnsupportedModel, match="does not trust") as refused:
         serve(source, frame)
-    assert "serialization_format='cloudpickle'" in str(refused.value)
+    assert untrusted in str(refused.value)
+    assert "skops_trusted_types=" in str(refused.value)
 
 
 def test_mlflow_model_without_a_python_function_flavour_is_refused_naming_its_flavours(

@@ -26,8 +26,13 @@ def register(
         ..., help="model file (.joblib/.pkl/.onnx/.txt/.json) or MLflow model folder"
     ),
     name: str = typer.Option(..., "--name", "-n", help="model name, e.g. fraud-detector"),
-    sample: Path = typer.Option(
-        ..., "--sample", "-s", help="training features sample (.csv/.parquet/.json)"
+    sample: Path | None = typer.Option(
+        None,
+        "--sample",
+        "-s",
+        help="rows of the training features (.csv/.parquet/.json); needed when the model "
+        "does not say what it takes (scikit-learn), optional for MLflow models with a "
+        "signature, ONNX, LightGBM and XGBoost",
     ),
     metric: list[str] | None = typer.Option(
         None, "--metric", "-m", help="metric as key=value (repeatable)"
@@ -45,7 +50,7 @@ def register(
 ) -> None:
     """Register a model file as the next version of NAME."""
     model = load_model_file(path)
-    frame = read_table(sample)
+    frame = read_table(sample) if sample is not None else None
     with open_registry(ctx) as registry:
         version = registry.register(
             model,

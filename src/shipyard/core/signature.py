@@ -155,6 +155,19 @@ class Signature:
             raise InvalidInput("the sample has no columns; pass the training features (X)")
         return cls(tuple(columns))
 
+    def placeholder_rows(self, rows: int = 8) -> Any:
+        """A DataFrame of `rows` neutral values per column (0, False, ""): enough to prove a
+        model scores, never a reference for drift."""
+        import pandas as pd
+
+        neutral = {"bool": False, "string": ""}
+        data = {c.name: [neutral.get(c.type, 0)] * rows for c in self.columns}
+        frame = pd.DataFrame(data)
+        for c in self.columns:
+            if c.is_numeric:
+                frame[c.name] = frame[c.name].astype(c.type)
+        return frame
+
     def validate_records(self, records: Any, *, loc: str = "instances") -> Columns:
         """Check JSON-like records against the signature and return them as columns.
 

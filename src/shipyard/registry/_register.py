@@ -37,7 +37,7 @@ from shipyard.registry import _repository as repo
 from shipyard.registry._base import RegistryBase
 from shipyard.registry._bundle import bundle_prefix, upload_bundle, write_json, write_metadata
 from shipyard.registry._records import ModelVersion
-from shipyard.runtime import is_mlflow_dir, mlflow_signature, package
+from shipyard.runtime import described_inputs, detect_flavour, package
 from shipyard.store import utcnow
 from shipyard.tracking import active_run
 
@@ -84,7 +84,10 @@ class Registering(RegistryBase):
             name: the model's name, e.g. `fraud-detector`.
             sample: rows of training features (DataFrame, Arrow table, records, 2-D array). It
                 fixes the input signature, must score without error, checks the ONNX fast path,
-                and is the reference profile unless `training_data` is given.
+                and is the reference profile unless `training_data` is given. Optional for
+                models that say what they take (an MLflow model with a signature, an ONNX
+                graph, LightGBM, XGBoost); without it and without `training_data` the version
+                has no reference, so its inputs are not checked for drift.
             metrics: evaluation metrics, e.g. `{"auc": 0.94}`.
             params: hyperparameters, stored as config.json.
             tags: free-form labels.
@@ -102,13 +105,13 @@ class Registering(RegistryBase):
         """
         validate_model_name(name)
         alias_list = [validate_alias(a) for a in aliases]
-        sig = self._signature(model, sample, signature)
-        if sample is None:
-            raise InvalidInput(
-                "register() needs sample=: a few rows of the training features; they fix the "
-                "input signature, prove the model scores, and check the ONNX fast path"
-            )
-        checked = sig.validate_frame(_head(sample, SAMPLE_ROWS_CHECKED))
+        sig, example = self._inputs(model, sample, signature)
+        # what proves the model scores and checks the ONNX fast path: the caller's sample, else
+        # the artifact's own example, else neutral rows of its signature
+        scoring = sample if sample is not None else example
+        if scoring is None:
+            scoring = sig.placeholder_rows()
+        checked = sig.validate_frame(_head(scoring, SAMPLE_ROWS_CHECKED))
         threshold = _threshold(threshold)
         self.clean_up_abandoned()
 
@@ -166,22 +169,26 @@ class Registering(RegistryBase):
             raise
         return self.database.read(lambda conn: self._version(conn, name, version)[0])
 
-    def _signature(
+    def _inputs(
         self, model: Any, sample: Any, signature: Signature | Mapping[str, Any] | None
-    ) -> Signature:
+    ) -> tuple[Signature, Any]:
+        """The signature (given, inferred from the sample, or the one the artifact declares)
+        and the artifact's example rows, if it carries some."""
+        described = described_inputs(model) if sample is None else None
+        example = described[1] if described is not None else None
         if isinstance(signature, Signature):
-            return signature
+            return signature, example
         if signature is not None:
-            return Signature.from_dict(signature)
+            return Signature.from_dict(signature), example
         if sample is not None:
-            return Signature.infer(sample)
-        if is_mlflow_dir(model):
-            declared = mlflow_signature(Path(model))
-            if declared is not None:
-                return declared
+            return Signature.infer(sample), example
+        if described is not None:
+            return described
         raise InvalidInput(
-            "register() needs sample=: a few rows of the training features; they fix the input "
-            "signature, prove the model scores, and check the ONNX fast path"
+            f"this {detect_flavour(model).name} model does not say which inputs it takes, so "
+            "register() needs sample=: a few rows of the training features (they fix the input "
+            "signature, prove the model scores and check the ONNX fast path). MLflow models with "
+            "a signature, ONNX graphs and LightGBM/XGBoost models need none"
         )
 
     def _write_bundle(
@@ -212,17 +219,19 @@ class Registering(RegistryBase):
                 (folder / "model.onnx").write_bytes(packaged.onnx)
             write_json(folder / "config.json", fields["params"])
             (folder / "requirements.txt").write_text("\n".join(packaged.requirements) + "\n")
-            write_json(
-                folder / "reference" / "profile.json",
-                profile(_head(data_for_profile, PROFILE_ROWS), sig),
-            )
-            # rows for drift tests against live traffic (a profile cannot give a KS test)
-            pq.write_table(
-                reference_sample(data_for_profile, sig, REFERENCE_ROWS),
-                folder / "reference" / "sample.parquet",
-                compression="zstd",
-            )
-            data_fp = fingerprint(training_data if training_data is not None else sample)
+            if data_for_profile is not None:  # no data, no reference: drift is not checked
+                write_json(
+                    folder / "reference" / "profile.json",
+                    profile(_head(data_for_profile, PROFILE_ROWS), sig),
+                )
+                # rows for drift tests against live traffic (a profile cannot give a KS test)
+                pq.write_table(
+                    reference_sample(data_for_profile, sig, REFERENCE_ROWS),
+                    folder / "reference" / "sample.parquet",
+                    compression="zstd",
+                )
+            seen = training_data if training_data is not None else sample
+            data_fp = fingerprint(seen) if seen is not None else None
             created_at = utcnow()
             metadata = {
                 "format": 1,

@@ -6,6 +6,7 @@ from shipyard.runtime._mlflow import is_mlflow_dir, mlflow_signature
 from shipyard.runtime._package import (
     FLAVOURS,
     Packaged,
+    described_inputs,
     detect_flavour,
     load_model_file,
     load_predictor,
@@ -20,6 +21,7 @@ __all__ = [
     "Packaged",
     "Predictor",
     "Task",
+    "described_inputs",
     "detect_flavour",
     "is_mlflow_dir",
     "load_model_file",

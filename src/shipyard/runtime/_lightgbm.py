@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.core import Columns, Signature
+from shipyard.core import Columns, ColumnSpec, Signature
 from shipyard.core.errors import UnsupportedModel, missing_extra
 from shipyard.runtime._predictor import (
     Flavour,
@@ -100,6 +100,13 @@ class LightGBMFlavour(Flavour):
         if objective.startswith(("multiclass", "softmax", "multiclassova")):
             return "multiclass", list(range(int(booster.dump_model(num_iteration=1)["num_class"])))
         return "regression", None
+
+    def described_inputs(self, model: Any) -> tuple[Signature, Any] | None:
+        """A LightGBM model names its features; it takes them as numbers (missing allowed)."""
+        names = self._booster(model).feature_name()
+        if not names:
+            return None
+        return Signature(tuple(ColumnSpec(str(n), "float64", True) for n in names)), None
 
     def load(self, folder: Path, info: ModelInfo) -> LightGBMPredictor:
         lgb = _lgb()

@@ -19,7 +19,7 @@ from shipyard.core.errors import UnsupportedModel, missing_extra
 from shipyard.runtime._predictor import Flavour, ModelInfo, as_probabilities, columns_to_frame
 from shipyard.runtime._sklearn import SklearnPredictor, describe_estimator, sklearn_onnx_candidates
 
-__all__ = ["MlflowFlavour", "is_mlflow_dir", "mlflow_signature"]
+__all__ = ["MlflowFlavour", "is_mlflow_dir", "mlflow_input_example", "mlflow_signature"]
 
 _MLFLOW_TYPES: dict[str, ColumnType] = {
     "double": "float64",
@@ -61,15 +61,58 @@ def mlflow_signature(folder: Path) -> Signature | None:
     return Signature(tuple(columns))
 
 
-def _load_sklearn(folder: Path, flavour: dict[str, Any]) -> Any:
-    if flavour.get("serialization_format") == "skops":
-        raise UnsupportedModel(
-            f"the MLflow model at {folder} stores its estimator in the skops format, which "
-            "shipyard cannot load; save it with mlflow.sklearn.save_model(model, path, "
-            "serialization_format='cloudpickle')"
+def mlflow_input_example(folder: Path) -> Any:
+    """The example rows an MLflow model directory carries (a DataFrame), if it carries some."""
+    info = _read_mlmodel(Path(folder)).get("saved_input_example_info") or {}
+    if info.get("type") != "dataframe":
+        return None
+    import pandas as pd
+
+    try:
+        data = json.loads(
+            (Path(folder) / info.get("artifact_path", "input_example.json")).read_text()
         )
-    with (folder / flavour["pickled_model"]).open("rb") as fh:
+        if info.get("pandas_orient", "split") == "split":
+            return pd.DataFrame(data["data"], columns=data["columns"])
+        return pd.DataFrame.from_records(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an example that cannot be read is no example
+
+
+# types a skops file may hold without being named by whoever saved it: the libraries a
+# scikit-learn model is made of; anything else must be listed as trusted when saving
+_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+def _load_sklearn(folder: Path, flavour: dict[str, Any]) -> Any:
+    path = folder / flavour["pickled_model"]
+    if flavour.get("serialization_format") == "skops":
+        return _load_skops(path, flavour.get("skops_trusted_types") or [])
+    with path.open("rb") as fh:
         return pickle.load(fh)  # the bundle's hashes were verified before this load
+
+
+def _load_skops(path: Path, declared: list[str]) -> Any:
+    """A skops file, trusting only scikit-learn's own types and those declared when it was
+    saved (`skops_trusted_types`); any other type is refused by name, never loaded."""
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise missing_extra("skops", "mlflow", "MLflow models saved in the skops format") from None
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as error:
+        raise UnsupportedModel(
+            f"{path.name} is not a skops file that can be read ({type(error).__name__}: {error})"
+        ) from None
+    refused = [t for t in untrusted if t not in declared and not t.startswith(_TRUSTED_PREFIXES)]
+    if refused:
+        raise UnsupportedModel(
+            f"{path.name} (skops) holds types shipyard does not trust: {', '.join(refused)}; "
+            "if you trust them, save the model with mlflow.sklearn.save_model(..., "
+            f"skops_trusted_types={refused!r})"
+        )
+    return sio.load(path, trusted=untrusted)
 
 
 class PyfuncPredictor:
@@ -96,6 +139,16 @@ class MlflowFlavour(Flavour):
     def matches(self, model: Any) -> bool:
         return is_mlflow_dir(model)
 
+    def described_inputs(self, model: Any) -> tuple[Signature, Any] | None:
+        """The columns of the model's signature, and its input example when it has one."""
+        signature = mlflow_signature(Path(model))
+        if signature is None:
+            return None
+        example = mlflow_input_example(Path(model))
+        if example is not None and not set(signature.names) <= set(map(str, example.columns)):
+            example = None
+        return signature, None if example is None else example[signature.names]
+
     def save(self, model: Any, folder: Path, signature: Signature) -> ModelInfo:
         source = Path(model)
         mlmodel = _read_mlmodel(source)
@@ -108,7 +161,12 @@ class MlflowFlavour(Flavour):
             numeric = all(
                 s.is_numeric or s.type == "bool" for s in signature.columns if s.name in order
             )
-            extra = {"loader": "sklearn", "input": kind, "numeric": numeric}
+            extra = {
+                "loader": "sklearn",
+                "input": kind,
+                "numeric": numeric,
+                "serialization": flavours["sklearn"].get("serialization_format"),
+            }
             return ModelInfo(self.name, task, classes, files, order, extra)
         if "python_function" not in flavours:
             raise UnsupportedModel(
@@ -131,7 +189,8 @@ class MlflowFlavour(Flavour):
 
     def requirements_for(self, info: ModelInfo) -> tuple[str, ...]:
         if info.extra.get("loader") == "sklearn":
-            return ("scikit-learn", "numpy")
+            skops = ("skops",) if info.extra.get("serialization") == "skops" else ()
+            return ("scikit-learn", *skops, "numpy")
         # either MLflow distribution can load a pyfunc model; only the installed one is pinned
         return ("mlflow", "mlflow-skinny", "cloudpickle", "pandas", "numpy")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.core import Columns, Signature
+from shipyard.core import Columns, ColumnSpec, ColumnType, Signature
 from shipyard.core.errors import UnsupportedModel
 from shipyard.runtime._predictor import Flavour, ModelInfo, Task, as_probabilities
 
@@ -21,6 +21,21 @@ _ONNX_DTYPES = {
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
+
+
+_COLUMN_TYPES: dict[str, ColumnType] = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
+    "tensor(string)": "string",
+}
+
+
+def _column(name: str, onnx_type: str) -> ColumnSpec:
+    kind = _COLUMN_TYPES[onnx_type]
+    return ColumnSpec(name, kind, kind in ("float32", "float64"))
 
 
 def _session(model: bytes) -> Any:
@@ -165,6 +180,28 @@ class OnnxFlavour(Flavour):
             input_order=signature.names,
             extra={"plan": plan},
         )
+
+    def described_inputs(self, model: Any) -> tuple[Signature, Any] | None:
+        """An ONNX graph types its inputs: one input per column, or one (rows x k) matrix
+        whose columns are named `<input>_0` ... `<input>_<k-1>`."""
+        data = model.SerializeToString() if not isinstance(model, bytes) else model
+        try:
+            inputs = _session(data).get_inputs()
+        except Exception:
+            return None  # packaging says what is wrong with the graph
+        if any(i.type not in _COLUMN_TYPES for i in inputs):
+            return None
+        per_column = all(
+            len(i.shape) == 1 or (len(i.shape) == 2 and i.shape[1] == 1) for i in inputs
+        )
+        if per_column:
+            columns = [_column(i.name, i.type) for i in inputs]
+        elif len(inputs) == 1 and len(inputs[0].shape) == 2 and isinstance(inputs[0].shape[1], int):
+            only = inputs[0]
+            columns = [_column(f"{only.name}_{j}", only.type) for j in range(only.shape[1])]
+        else:
+            return None
+        return Signature(tuple(columns)), None
 
     def load(self, folder: Path, info: ModelInfo) -> OnnxPredictor:
         return OnnxPredictor(

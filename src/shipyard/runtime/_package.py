@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.core import Columns, Signature
-from shipyard.core.errors import ModelUnavailable, UnsupportedModel
+from shipyard.core.errors import MissingDependency, ModelUnavailable, UnsupportedModel
 from shipyard.runtime._lightgbm import LightGBMFlavour
 from shipyard.runtime._mlflow import MlflowFlavour
 from shipyard.runtime._onnx import OnnxFlavour, OnnxPredictor
@@ -22,6 +22,7 @@ from shipyard.runtime._xgboost import XGBoostFlavour
 __all__ = [
     "FLAVOURS",
     "Packaged",
+    "described_inputs",
     "detect_flavour",
     "get_flavour",
     "load_model_file",
@@ -68,12 +69,19 @@ def detect_flavour(model: Any) -> Flavour:
     )
 
 
+def described_inputs(model: Any) -> tuple[Signature, Any] | None:
+    """What `model` says it takes (its signature, and example rows when it carries them), or
+    None when only a sample can tell (a scikit-learn estimator, say)."""
+    return detect_flavour(model).described_inputs(model)
+
+
 def load_model_file(path: Path) -> Any:
     """Read a model from disk as the object `package` takes, by its format.
 
     A folder with an `MLmodel` file is an MLflow model; `.onnx` is ONNX; `.joblib`/`.pkl` a
     pickled scikit-learn (or LightGBM/XGBoost scikit-learn-API) model; `.txt` a LightGBM
-    booster; `.json`/`.ubj` an XGBoost booster.
+    booster; `.json`/`.ubj` an XGBoost booster. A file that is not what its name says is
+    refused naming the file and what it is not (`UnsupportedModel`), never a traceback.
     """
     if not path.exists():
         raise UnsupportedModel(f"model path {str(path)!r} does not exist")
@@ -84,28 +92,62 @@ def load_model_file(path: Path) -> Any:
             f"{path} is a folder without an MLmodel file; point at the model file"
         )
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        import onnx
+    readers = {
+        ".onnx": (_read_onnx, "an ONNX model"),
+        ".joblib": (_read_pickle, "a joblib/pickle file of a model"),
+        ".pkl": (_read_pickle, "a joblib/pickle file of a model"),
+        ".pickle": (_read_pickle, "a joblib/pickle file of a model"),
+        ".txt": (_read_lightgbm, "a LightGBM model in its text format"),
+        ".json": (_read_xgboost, "an XGBoost model in its JSON format"),
+        ".ubj": (_read_xgboost, "an XGBoost model in its UBJSON format"),
+    }
+    if suffix not in readers:
+        raise UnsupportedModel(
+            f"cannot tell the format of {path.name}; use .joblib/.pkl (scikit-learn), .onnx, "
+            ".txt (LightGBM), .json/.ubj (XGBoost) or an MLflow model folder"
+        )
+    read, what = readers[suffix]
+    try:
+        return read(path)
+    except (MissingDependency, UnsupportedModel):
+        raise
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise UnsupportedModel(
+            f"{path.name} is not {what} that can be read ({type(error).__name__}"
+            f"{': ' + detail if detail else ''}); check the file, or give it the extension of "
+            "its format"
+        ) from None
 
-        return onnx.load(str(path))
-    if suffix in (".joblib", ".pkl", ".pickle"):
-        import joblib
 
-        return joblib.load(path)  # pickle runs code: only register files you trust
-    if suffix == ".txt":
-        from shipyard.runtime._lightgbm import _lgb
+def _read_onnx(path: Path) -> Any:
+    import onnx
 
-        return _lgb().Booster(model_file=str(path))
-    if suffix in (".json", ".ubj"):
-        from shipyard.runtime._xgboost import _xgb
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    return model
 
-        booster = _xgb().Booster()
-        booster.load_model(str(path))
-        return booster
-    raise UnsupportedModel(
-        f"cannot tell the format of {path.name}; use .joblib/.pkl (scikit-learn), .onnx, "
-        ".txt (LightGBM), .json/.ubj (XGBoost) or an MLflow model folder"
-    )
+
+def _read_pickle(path: Path) -> Any:
+    import joblib
+
+    return joblib.load(path)  # pickle runs code: only register files you trust
+
+
+def _read_lightgbm(path: Path) -> Any:
+    from shipyard.runtime._lightgbm import _lgb
+
+    return _lgb().Booster(model_file=str(path))
+
+
+def _read_xgboost(path: Path) -> Any:
+    from shipyard.runtime._xgboost import _xgb
+
+    booster = _xgb().Booster()
+    booster.load_model(str(path))
+    return booster
 
 
 def _requirements(flavour: Flavour, info: ModelInfo, uses_onnx: bool) -> list[str]:

@@ -66,6 +66,11 @@ class Flavour(ABC):
     def load(self, folder: Path, info: ModelInfo) -> Predictor:
         """Load what `save` wrote."""
 
+    def described_inputs(self, model: Any) -> tuple[Signature, Any] | None:
+        """What the artifact itself says it takes, when it says: its signature, and rows of an
+        example (a DataFrame) when it carries one. None: only a sample can tell."""
+        return None
+
     def requirements_for(self, info: ModelInfo) -> tuple[str, ...]:
         """The distributions serving the saved model needs (only installed ones get pinned)."""
         return self.requirements

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.core import Columns, Signature
+from shipyard.core import Columns, ColumnSpec, Signature
 from shipyard.core.errors import UnsupportedModel, missing_extra
 from shipyard.runtime._lightgbm import feature_order
 from shipyard.runtime._predictor import (
@@ -95,6 +95,24 @@ class XGBoostFlavour(Flavour):
             n = int(config["learner_model_param"]["num_class"])
             return "multiclass", list(range(n))
         return "regression", None
+
+    def described_inputs(self, model: Any) -> tuple[Signature, Any] | None:
+        """An XGBoost model knows how many features it takes, often their names and types;
+        categorical ones need a sample (their categories are not in the model's schema)."""
+        try:
+            booster = model.get_booster() if hasattr(model, "get_booster") else model
+            count = int(booster.num_features())
+        except Exception:  # not fitted: packaging says so
+            return None
+        names = booster.feature_names or [f"f{i}" for i in range(count)]
+        types = booster.feature_types or ["float"] * len(names)
+        if any(t == "c" for t in types):
+            return None
+        columns = tuple(
+            ColumnSpec(str(n), "int64" if t in ("int", "i") else "float64", t not in ("int", "i"))
+            for n, t in zip(names, types, strict=False)
+        )
+        return Signature(columns), None
 
     def load(self, folder: Path, info: ModelInfo) -> XGBoostPredictor:
         xgb = _xgb()
