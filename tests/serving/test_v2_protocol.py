@@ -38,7 +38,8 @@ def test_server_metadata_and_health(client: TestClient) -> None:
     meta = client.get("/v2").json()
     assert meta["name"] == "shipyard"
     assert isinstance(meta["version"], str)
-    assert meta["extensions"] == []
+    assert meta["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2/").json() == meta  # not a redirect
     assert client.get("/v2/health/live").json() == {"live": True}
     ready = client.get("/v2/health/ready")
     assert ready.status_code == 200
@@ -158,7 +159,7 @@ def _mutated(frame: pd.DataFrame, column: str, **changes: Any) -> list[dict[str,
         (
             lambda f: _mutated(f, "hour_of_day", datatype="BYTES"),
             422,
-            "input 'hour_of_day' has datatype BYTES but the model takes INT64",
+            "input 'hour_of_day' is BYTES but value [0] is",
         ),
         (
             lambda f: _mutated(f, "hour_of_day", shape=[5]),
@@ -172,7 +173,16 @@ def _mutated(frame: pd.DataFrame, column: str, **changes: Any) -> list[dict[str,
             422,
             "missing input(s) 'customer_age'",
         ),
-        (lambda f: _mutated(f, "customer_age", data=["old", 30.0]), 422, "must be a number"),
+        (
+            lambda f: _mutated(f, "customer_age", data=["old", 30.0]),
+            422,
+            "input 'customer_age' is FP64 but value [0] is 'old'",
+        ),
+        (
+            lambda f: _mutated(f, "hour_of_day", datatype="FP64", data=[1.5, 2.0]),
+            422,
+            "inputs.hour_of_day[0]: must be an integer, got number 1.5",
+        ),
         (
             lambda f: _mutated(f, "hour_of_day", shape=[2, 2], data=[1, 2, 3, 4]),
             400,
@@ -227,3 +237,67 @@ def test_v1_and_v2_agree_on_the_same_rows(client: TestClient, fraud_sample: pd.D
     ).json()
     v2_scores = next(o for o in v2["outputs"] if o["name"] == "score")["data"]
     assert [p["score"] for p in v1["predictions"]] == pytest.approx(v2_scores, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "says"),
+    [
+        ("UINT8", [300], "is UINT8 but value [0] is 300"),
+        ("UINT8", [-5], "is UINT8 but value [0] is -5"),
+        ("INT64", [17.99], "is INT64 but value [0] is 17.99"),
+        ("INT32", [2**40], "is INT32"),
+        ("FP32", [1e300], "is FP32"),
+        ("FP64", [True], "is FP64"),
+        ("FP64", ["1.5"], "is FP64"),
+        ("BOOL", [1], "is BOOL"),
+        ("BYTES", [5], "is BYTES"),
+    ],
+)
+def test_values_must_be_what_their_declared_datatype_says(
+    client: TestClient, fraud_sample: pd.DataFrame, datatype: str, data: list[Any], says: str
+) -> None:
+    inputs = _column_inputs(fraud_sample.iloc[:1])
+    inputs[0] = {"name": inputs[0]["name"], "shape": [1], "datatype": datatype, "data": data}
+    answer = client.post("/v2/models/fraud-detector/infer", json={"inputs": inputs})
+    assert answer.status_code in (400, 422)
+    assert says in answer.json()["error"]
+
+
+def test_an_input_given_twice_is_refused_not_silently_overwritten(
+    client: TestClient, fraud_sample: pd.DataFrame
+) -> None:
+    inputs = _column_inputs(fraud_sample.iloc[:1])
+    answer = client.post("/v2/models/fraud-detector/infer", json={"inputs": [*inputs, inputs[0]]})
+    assert answer.status_code == 400
+    assert "is given twice" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(("sent", "echoed"), [("req-7", "req-7"), ("", ""), (None, None)])
+def test_the_request_id_is_echoed_exactly_as_given(
+    client: TestClient, fraud_sample: pd.DataFrame, sent: str | None, echoed: str | None
+) -> None:
+    body: dict[str, Any] = {"inputs": _column_inputs(fraud_sample.iloc[:1])}
+    if sent is not None:
+        body["id"] = sent
+    answer = client.post("/v2/models/fraud-detector/infer", json=body).json()
+    assert answer.get("id") == echoed
+    assert ("id" in answer) is (sent is not None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [({"outputs": []}, "non-empty list"), ({"parameters": [1]}, "'parameters' must be an object")],
+)
+def test_empty_outputs_and_odd_parameters_are_refused(
+    client: TestClient, fraud_sample: pd.DataFrame, extra: dict[str, Any], says: str
+) -> None:
+    body = {"inputs": _column_inputs(fraud_sample.iloc[:1]), **extra}
+    answer = client.post("/v2/models/fraud-detector/infer", json=body)
+    assert answer.status_code == 400
+    assert says in answer.json()["error"]
+
+
+def test_a_missing_versions_readiness_answers_the_error_shape(client: TestClient) -> None:
+    answer = client.get("/v2/models/fraud-detector/versions/99/ready")
+    assert answer.status_code == 404
+    assert set(answer.json()) == {"error"}

@@ -275,7 +275,12 @@ class Signature:
         n = lengths.pop() if lengths else 0
         columns: Columns = {}
         for spec in self.columns:
-            values = list(data[spec.name]) if spec.name in data else [None] * n
+            given = data.get(spec.name)
+            if isinstance(given, np.ndarray) and given.dtype.kind in "biuf":
+                # typed already (binary tensor data): one conversion, checked as a whole
+                columns[spec.name] = _typed_array(spec, given, errors, [loc, spec.name])
+                continue
+            values = list(given) if given is not None else [None] * n
             columns[spec.name] = _column_array(
                 spec, values, errors, lambda i, s=spec.name: [loc, s, i]
             )
@@ -350,6 +355,34 @@ def _infer_type(name: str, series: Any, pd: Any) -> ColumnType:
         f"column {name!r} has dtype {dtype}, which a model signature cannot hold; convert it to a "
         "number, boolean or string (e.g. a timestamp to epoch seconds) before registering"
     )
+
+
+def _typed_array(
+    spec: ColumnSpec, given: np.ndarray, errors: _Errors, loc: list[Any]
+) -> np.ndarray:
+    """A numeric numpy column as `spec` takes it: floats from any number (NaN is a missing
+    value), integers only from integral values in range, booleans only from booleans."""
+    kind = given.dtype.kind
+    if spec.type in ("float64", "float32") and kind in "biuf":
+        array = given.astype(spec.type)
+        if not spec.nullable and np.isnan(array).any():
+            errors.add([*loc, int(np.flatnonzero(np.isnan(array))[0])], "is missing (NaN)")
+        return array
+    if spec.type in ("int64", "int32"):
+        info = np.iinfo(spec.type)
+        if kind in "iu" or (
+            kind == "f" and np.isfinite(given).all() and (given == np.round(given)).all()
+        ):
+            if given.size and (given.min() < info.min or given.max() > info.max):
+                errors.add(loc, f"holds values outside the {spec.type} range")
+                return np.zeros(0, dtype=spec.type)
+            return given.astype(spec.type)
+        errors.add(loc, f"must hold whole numbers for a {spec.type} column")
+        return np.zeros(0, dtype=spec.type)
+    if spec.type == "bool" and kind == "b":
+        return given.astype(bool)
+    errors.add(loc, f"holds {given.dtype} values; the model takes {spec.type} for it")
+    return np.zeros(0, dtype=object)
 
 
 def _column_array(spec: ColumnSpec, values: list[Any], errors: _Errors, loc: Any) -> np.ndarray:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from shipyard.core import Columns, Signature
 from shipyard.core.errors import MalformedRequest, SchemaViolation
 
 __all__ = [
     "DATATYPES",
+    "binary_outputs",
     "check_outputs",
     "decode_inputs",
     "encode_outputs",
@@ -87,13 +90,64 @@ def _tensor(item: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
             f"{where}.datatype {str(shown)[:40]!r} is not a V2 datatype; use one of "
             f"{', '.join(sorted(_KNOWN))}"
         )
-    flat = _flatten(data)
+    binary = isinstance(data, np.ndarray)  # from the binary extension: typed already
+    flat = data if binary else _flatten(data)
     expected = math.prod(shape)
     if len(flat) != expected:
         raise MalformedRequest(
             f"input {name!r} has shape {shape} ({expected} values) but {len(flat)} values in data"
         )
+    if not binary:
+        _check_values(name, datatype, flat)
     return name, shape, datatype, flat
+
+
+_INT_RANGES = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+}
+_FLOAT_MAX = {"FP16": 65504.0, "FP32": float(np.finfo(np.float32).max), "FP64": math.inf}
+
+
+def _check_values(name: str, datatype: str, flat: list[Any]) -> None:
+    """The values of a JSON tensor must be what its datatype says (the spec's rule): integers
+    in range for INT/UINT, numbers for FP, booleans for BOOL, strings for BYTES. null stands
+    for a missing value and is judged by the model's signature."""
+    kinds = set(map(type, flat)) - {type(None)}
+    if datatype == "BYTES":
+        ok = kinds <= {str}
+    elif datatype == "BOOL":
+        ok = kinds <= {bool}
+    elif datatype in _INT_RANGES:
+        low, high = _INT_RANGES[datatype]
+        ok = kinds <= {int} and all(low <= v <= high for v in flat if v is not None)
+    else:
+        ok = kinds <= {int, float} and all(
+            abs(v) <= _FLOAT_MAX[datatype] for v in flat if v is not None
+        )
+    if not ok:
+        bad = next((i, v) for i, v in enumerate(flat) if v is not None and not _fits(datatype, v))
+        raise SchemaViolation(
+            f"input {name!r} is {datatype} but value [{bad[0]}] is {bad[1]!r}",
+            [{"loc": ["inputs", name, bad[0]], "msg": f"not a {datatype} value"}],
+        )
+
+
+def _fits(datatype: str, value: Any) -> bool:
+    if datatype == "BYTES":
+        return isinstance(value, str)
+    if datatype == "BOOL":
+        return type(value) is bool
+    if datatype in _INT_RANGES:
+        low, high = _INT_RANGES[datatype]
+        return type(value) is int and low <= value <= high
+    return type(value) in (int, float) and abs(value) <= _FLOAT_MAX[datatype]
 
 
 def _check_datatype(signature: Signature, name: str, datatype: str) -> None:
@@ -130,6 +184,11 @@ def decode_inputs(body: Any, signature: Signature) -> tuple[Columns, int]:
     if not isinstance(body.get("parameters", {}), dict):
         raise MalformedRequest("'parameters' must be an object")
     tensors = [_tensor(item, i) for i, item in enumerate(body["inputs"])]
+    seen: set[str] = set()
+    for tensor in tensors:
+        if tensor[0] in seen:
+            raise MalformedRequest(f"input {tensor[0]!r} is given twice; send each input once")
+        seen.add(tensor[0])
     names = signature.names
     if len(tensors) == 1 and tensors[0][0] not in names and len(tensors[0][1]) == 2:
         name, shape, datatype, flat = tensors[0]
@@ -169,17 +228,16 @@ def _label_datatype(labels: list[Any]) -> str:
 
 
 def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dict[str, Any]]:
-    """Output tensors for a prediction result, limited to `wanted` names when given."""
+    """Output tensors for a prediction result, limited to `wanted` names when given. Numeric
+    data stays a numpy array: the JSON encoder and the binary extension both take it as is."""
     n = len(result)
     tensors = []
     if task == "regression":
-        tensors.append(
-            {"name": "value", "datatype": "FP64", "shape": [n], "data": result.values.tolist()}
-        )
+        tensors.append({"name": "value", "datatype": "FP64", "shape": [n], "data": result.values})
     else:
         if task == "binary":
             tensors.append(
-                {"name": "score", "datatype": "FP64", "shape": [n], "data": result.scores.tolist()}
+                {"name": "score", "datatype": "FP64", "shape": [n], "data": result.scores}
             )
         else:
             probs = result.probabilities
@@ -188,7 +246,7 @@ def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dic
                     "name": "probabilities",
                     "datatype": "FP64",
                     "shape": list(probs.shape),
-                    "data": probs.ravel().tolist(),
+                    "data": np.ascontiguousarray(probs).ravel(),
                 }
             )
         labels = list(result.labels)
@@ -230,14 +288,34 @@ def check_outputs(body: dict[str, Any], task: str) -> None:
         )
 
 
+def binary_outputs(body: dict[str, Any], names: list[str]) -> set[str]:
+    """The outputs to answer as binary data: `binary_data_output` on the request makes every
+    output binary; `parameters.binary_data` on a requested output decides for that one."""
+    parameters = body.get("parameters")
+    every = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    chosen = set(names) if every else set()
+    for output in body.get("outputs") or []:
+        flag = (output.get("parameters") or {}).get("binary_data")
+        if flag is True:
+            chosen.add(output["name"])
+        elif flag is False:
+            chosen.discard(output["name"])
+    return chosen & set(names)
+
+
 def requested_outputs(body: dict[str, Any]) -> list[str] | None:
     outputs = body.get("outputs")
     if outputs is None:
         return None
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    if (
+        not isinstance(outputs, list)
+        or not outputs
+        or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     ):
-        raise MalformedRequest("'outputs' must be a list of {\"name\": ...} objects")
+        raise MalformedRequest(
+            "'outputs' must be a non-empty list of {\"name\": ...} objects (leave it out for "
+            "every output)"
+        )
     return [o["name"] for o in outputs]
 
 

@@ -22,9 +22,10 @@ from starlette.background import BackgroundTask
 
 from shipyard.access.api import Guard
 from shipyard.core.api import JSONBytes, check_json_content_type, read_body
-from shipyard.core.errors import MalformedRequest, ShipyardError
+from shipyard.core.errors import MalformedRequest, ShipyardError, UnsupportedMediaType
 from shipyard.core.status import status_of
 from shipyard.registry import Deployment
+from shipyard.serving._binary import split_request
 from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
 from shipyard.serving.metrics import PREDICTION_LATENCY, PREDICTION_ROWS, PREDICTIONS
@@ -35,7 +36,7 @@ PREDICT = frozenset({"predict"})
 PREDICT_OR_READ = frozenset({"predict", "read"})
 
 Decode = Callable[[Any, PredictionService], Callable[[ServedModel], tuple[Any, int]]]
-Render = Callable[[PredictionResult, ServedModel, Any], dict[str, Any]]
+Render = Callable[[PredictionResult, ServedModel, Any], dict[str, Any] | Response]
 
 
 class _Outcome:
@@ -67,8 +68,15 @@ class Scoring:
         self.service = service
         self.guard = guard
 
-    async def body(self, request: Request) -> Any:
-        """The request body parsed as JSON, within the scoring body limit."""
+    async def body(self, request: Request, *, binary: bool = False) -> Any:
+        """The request body, within the scoring body limit: JSON, or (with `binary`, where the
+        Open Inference Protocol's binary extension applies) a JSON header with binary tensors."""
+        encoding = request.headers.get("content-encoding", "identity").lower()
+        if encoding != "identity":
+            raise UnsupportedMediaType(
+                f"bodies sent with Content-Encoding {encoding[:20]!r} are not taken; send them "
+                "uncompressed"
+            )
         raw = await read_body(
             request,
             self.service.settings.max_body_bytes,
@@ -76,6 +84,9 @@ class Scoring:
         )
         if not raw:
             raise MalformedRequest("the request body is empty; send a JSON object")
+        header = request.headers.get("inference-header-content-length") if binary else None
+        if header is not None:
+            return split_request(raw, header)
         check_json_content_type(request)
         try:
             return orjson.loads(raw)
@@ -108,7 +119,14 @@ class Scoring:
         return result, served, plan, columns, rows
 
     async def serve(
-        self, request: Request, name: str, version: int | None, decode_body: Decode, render: Render
+        self,
+        request: Request,
+        name: str,
+        version: int | None,
+        decode_body: Decode,
+        render: Render,
+        *,
+        binary: bool = False,
     ) -> Response:
         started = time.perf_counter()
         service = self.service
@@ -117,7 +135,7 @@ class Scoring:
         try:
             caller = await self.guard.check(request, PREDICT, [name])
             key = caller.key
-            body = await self.body(request)
+            body = await self.body(request, binary=binary)
             decode = decode_body(body, service)
             result, served, plan, columns, rows = await self._scored(
                 request, name, version, body, decode, outcome
@@ -139,7 +157,8 @@ class Scoring:
             )
             raise
         outcome.count(200, seconds, rows)
-        response = JSONBytes(render(result, served, body))
+        answer = render(result, served, body)
+        response = answer if isinstance(answer, Response) else JSONBytes(answer)
         if plan is not None and plan.shadows:
             response.background = BackgroundTask(
                 service.shadow, plan, columns, rows, key.id, request_id

@@ -25,7 +25,9 @@ from shipyard.core.api import (
 )
 from shipyard.core.errors import MalformedRequest, NotFound, ShipyardError
 from shipyard.core.version import __version__
+from shipyard.serving._binary import binary_response
 from shipyard.serving._oip import (
+    binary_outputs,
     check_outputs,
     decode_inputs,
     encode_outputs,
@@ -36,7 +38,9 @@ from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
 from shipyard.serving.api._io import PREDICT_OR_READ, Scoring, inline_schema
 
-__all__ = ["InferRequest", "InferResponse", "routers"]
+__all__ = ["EXTENSIONS", "InferRequest", "InferResponse", "routers"]
+
+EXTENSIONS = ["binary_tensor_data"]
 
 Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -77,7 +81,7 @@ class OutputTensor(BaseModel):
 class InferResponse(BaseModel):
     model_name: str
     model_version: str
-    id: str
+    id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[OutputTensor]
 
@@ -117,16 +121,25 @@ class ModelReady(BaseModel):
     ready: bool
 
 
-def _render(result: PredictionResult, served: ServedModel, body: Any) -> dict[str, Any]:
+def _render(result: PredictionResult, served: ServedModel, body: Any) -> dict[str, Any] | Response:
     response: dict[str, Any] = {
         "model_name": served.name,
         "model_version": str(served.version),
-        "id": str(body.get("id") or result.ids[0]),
         "outputs": encode_outputs(served.task, result, requested_outputs(body)),
     }
+    if "id" in body:  # echoed as given; the prediction ids are the prediction_id output
+        response["id"] = body["id"]
     if result.threshold is not None:
         response["parameters"] = {"threshold": result.threshold}
-    return response
+    binary = binary_outputs(body, [t["name"] for t in response["outputs"]])
+    if not binary:
+        return response
+    content, header = binary_response(response, binary)
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header)},
+    )
 
 
 _INFER_DOCS = {
@@ -153,7 +166,7 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     )
     async def infer(request: Request, name: ModelName) -> Response:
         validate_model_name(name)
-        return await scoring.serve(request, name, None, _v2_decode, _render)
+        return await scoring.serve(request, name, None, _v2_decode, _render, binary=True)
 
     @direct.post(
         "/v2/models/{name}/versions/{version}/infer",
@@ -165,15 +178,16 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     async def infer_version(request: Request, name: ModelName, version: VersionPath) -> Response:
         validate_model_name(name)
         pinned = parse_version(str(version))
-        return await scoring.serve(request, name, pinned, _v2_decode, _render)
+        return await scoring.serve(request, name, pinned, _v2_decode, _render, binary=True)
 
     v2 = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=JSONRoute)
     predict_or_read = guard.require(*PREDICT_OR_READ)
     model_errors = error_responses(*GUARDED, 404, v2=True)
 
     @v2.get("", response_model=ServerMetadata, summary="Server metadata")
+    @v2.get("/", response_model=ServerMetadata, include_in_schema=False)
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "shipyard", "version": __version__, "extensions": []}
+        return {"name": "shipyard", "version": __version__, "extensions": EXTENSIONS}
 
     @v2.get("/health/live", response_model=Live, summary="Liveness")
     async def live() -> dict[str, Any]:
