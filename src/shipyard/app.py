@@ -427,6 +427,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("removed registrations that never finished: %s", ", ".join(abandoned))
         await anyio.to_thread.run_sync(services.writer.start)
         await services.predictions.start()
+        grpc_server = None
+        if settings.grpc_port is not None:
+            from shipyard.serving import GrpcServer
+
+            grpc_server = GrpcServer(
+                services.predictions, services.guard, settings.grpc_host, settings.grpc_port
+            )
+            await grpc_server.start()
         _leave_with_supervisor()
         # everything loaded so far (libraries, models) lives as long as the server: moving it out
         # of the collector's view keeps full collections short, and with them the tail latency
@@ -443,6 +451,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             gauges.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop()
             services.reports.close()
             await services.predictions.stop()
             await anyio.to_thread.run_sync(services.writer.close)

@@ -71,6 +71,24 @@ def test_canary_over_http_is_sticky_by_header_and_by_routing_field(
             "/v1/models/fraud-detector/predict", json={"instances": [dict(record, customer=key)]}
         ).json()
         assert {body["version"]} == by_header[key]
+    # and so does the V2 protocol's `routing_key` parameter (gRPC callers send it too)
+    frame = fraud_sample.iloc[:1]
+    inputs = [
+        {
+            "name": name,
+            "shape": [1],
+            "datatype": "FP64" if pd.api.types.is_numeric_dtype(frame[name]) else "BYTES",
+            "data": frame[name].astype(object).where(frame[name].notna(), None).tolist(),
+        }
+        for name in frame.columns
+    ]
+    for key in list(by_header)[:20]:
+        answer = client.post(
+            "/v2/models/fraud-detector/infer",
+            json={"inputs": inputs, "parameters": {"routing_key": key}},
+        )
+        assert answer.status_code == 200, answer.text
+        assert {int(answer.json()["model_version"])} == by_header[key]
 
 
 def test_shadow_gets_a_copy_logged_but_never_answers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shipyard.access._auth import ANONYMOUS, Authenticator, FailureThrottle, token_from_headers
+from shipyard.access._guard import Authorizer, Caller, client_key
 from shipyard.access._keys import SCOPES, ApiKey, Scope, grants, parse_rate
 from shipyard.access._keystore import KeyStore
 from shipyard.access._limits import MemoryBuckets, RateLimiter
@@ -12,11 +13,14 @@ __all__ = [
     "SCOPES",
     "ApiKey",
     "Authenticator",
+    "Authorizer",
+    "Caller",
     "FailureThrottle",
     "KeyStore",
     "MemoryBuckets",
     "RateLimiter",
     "Scope",
+    "client_key",
     "grants",
     "parse_rate",
     "token_from_headers",

@@ -11,28 +11,24 @@ Every route declares what it needs with `guard.require(scope, ..., touches=resol
       -> take a rate-limit token
 
 and gets back the `Caller`, whose key listings use to show only what it may see. The scoring
-routes, which skip FastAPI's dependency solving for speed, call the same `Guard.check`.
+routes, which skip FastAPI's dependency solving for speed, call the same `Guard.check`; the
+gRPC methods the same `Authorizer` underneath.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the annotations of routes defined
 # inside the router factory, which name its local dependencies
 
-import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from shipyard.access._auth import ANONYMOUS, Authenticator, FailureThrottle, token_from_headers
-from shipyard.access._keys import ApiKey, parse_rate
+from shipyard.access._guard import Authorizer, Caller, client_key
+from shipyard.access._keys import parse_rate
 from shipyard.access._keystore import KeyStore
-from shipyard.access._limits import RateLimiter
-from shipyard.core.api import GUARDED, JSONRoute, error_responses, hide_paths
-from shipyard.core.errors import Unauthenticated
+from shipyard.core.api import GUARDED, JSONRoute, error_responses
 
 __all__ = ["Caller", "Guard", "KeyOut", "NewKey", "router"]
 
@@ -40,94 +36,23 @@ ModelTouches = Callable[..., Awaitable[Iterable[str]]]
 SCOPE_ATTRIBUTE = "shipyard_scopes"  # set on each guard dependency; the OpenAPI document reads it
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: the key, and what it may see."""
-
-    key: ApiKey
-
-    @property
-    def actor(self) -> str:
-        """What the audit trail records for changes this caller makes."""
-        return "anonymous (auth off)" if self.key is ANONYMOUS else self.key.actor
-
-    @property
-    def is_admin(self) -> bool:
-        return self.key.scope == "admin"
-
-    def may_see(self, model: str | None) -> bool:
-        return self.key.may_see(model)
-
-    def shown(self, value: Any) -> Any:
-        """`value` as this caller may read it: local paths (where training data lay, say) are
-        for admin keys; others see only the file's name."""
-        return value if self.is_admin else hide_paths(value)
-
-    def only(self, model: str | None) -> str | None:
-        """The model filter of a listing: the key's binding, or what the caller asked for
-        (a bound key asking for another model is refused)."""
-        self.key.check_model(model)
-        return self.key.model if self.key.model is not None else model
-
-
 def _client(request: Request) -> str:
-    """Who a failure budget belongs to: the address, or its /64 for IPv6 (one host holds a
-    whole /64, and could otherwise start afresh from each address)."""
-    host = request.client.host if request.client is not None else "unknown"
-    if ":" in host:
-        try:
-            return str(ipaddress.ip_network(f"{host}/64", strict=False))
-        except ValueError:
-            return host
-    return host
+    return client_key(request.client.host if request.client is not None else None)
 
 
-class Guard:
-    """Authentication, scope, model binding and rate limits, in one step.
-
-    Args:
-        auth: verifies keys (None-store authenticators admit everyone as admin).
-        limiter: per-key rate limits.
-        throttle: per-client budget of failed authentications.
-    """
-
-    def __init__(
-        self, auth: Authenticator, limiter: RateLimiter, throttle: FailureThrottle | None = None
-    ) -> None:
-        self.auth = auth
-        self.limiter = limiter
-        self.throttle = throttle or FailureThrottle()
-
-    async def authenticate(self, request: Request) -> ApiKey:
-        """The key the request presents (the anonymous admin when auth is off)."""
-        if not self.auth.enabled:
-            return ANONYMOUS
-        client = _client(request)
-        try:
-            headers = request.headers
-            token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-            key = self.auth.known(token)
-            if key is None:  # newer than the snapshot: a database look-up, if the client earned it
-                if self.auth.use_snapshot:  # (without a snapshot every key is looked up)
-                    self.throttle.check(client)
-                key = await anyio.to_thread.run_sync(self.auth.lookup, token)
-        except Unauthenticated:
-            self.throttle.failed(client)
-            self.throttle.check(client)
-            raise
-        return key
+class Guard(Authorizer):
+    """The authorisation step for HTTP: from a request's headers, and as a route dependency."""
 
     async def check(
         self, request: Request, needed: frozenset[str], models: Iterable[str | None] = ()
     ) -> Caller:
         """The whole step: who, which scope, which models, and a rate-limit token."""
-        key = await self.authenticate(request)
+        headers = request.headers
+        key = await self.authenticate(
+            headers.get("authorization"), headers.get("x-api-key"), _client(request)
+        )
         request.state.key = key  # the error handler shows what this key may see
-        key.check(needed)
-        for model in models:
-            key.check_model(model)
-        await self.limiter.check(key)
-        return Caller(key)
+        return await self.admit(key, needed, models)
 
     def require(self, *scopes: str, touches: ModelTouches | None = None) -> Any:
         """A route dependency giving the `Caller`: a key with one of `scopes`, bound (if at all)

@@ -24,14 +24,25 @@ def server(
         1, min=1, help="worker processes, each with its own socket on Linux (one per core)"
     ),
     log_level: str = typer.Option("info", help="log level"),
+    grpc_port: int | None = typer.Option(
+        None,
+        "--grpc-port",
+        min=1,
+        max=65535,
+        help="also serve the V2 inference protocol over gRPC on this port (shipyard[grpc])",
+    ),
 ) -> None:
-    """Serve predictions over HTTP (/v1, the V2 inference protocol, /metrics, /docs)."""
+    """Serve predictions over HTTP (/v1, the V2 inference protocol, /metrics, /docs), and over
+    gRPC with --grpc-port."""
     import uvicorn
 
     from shipyard.core.logs import configure_logging
 
     config = settings(ctx)
     os.environ["SHIPYARD_WORKERS"] = str(workers)
+    if grpc_port is not None:
+        os.environ["SHIPYARD_GRPC_PORT"] = str(grpc_port)
+        os.environ["SHIPYARD_GRPC_HOST"] = host
     os.environ["SHIPYARD_LOG_LEVEL"] = log_level
     # With a core to spare, a helper process per worker turns the log spool into Parquet off
     # the request path's GIL (measured, 1 worker on 2 cores: +7-11% single-record and +30-44%

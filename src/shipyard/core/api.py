@@ -10,7 +10,6 @@ bounded nesting, no NUL characters) before FastAPI validates it against the rout
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.core.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 from shipyard.core.ids import MAX_VERSION
+from shipyard.core.redaction import hide_paths
 
 __all__ = [
     "ADMIN_BODY_BYTES",
@@ -72,34 +72,6 @@ class JSONBytes(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-# -- what callers other than admins may read ---------------------------------------------------
-
-# an absolute local path inside text: /tmp/x/y, ~/data, file:///srv/a, C:\\data
-_PATH_IN_TEXT = re.compile(r"(?:file://|(?<![\w.:/-]))(?:/|~/|[A-Za-z]:\\)[^\s'\"),;]+")
-
-
-def hide_paths(value: Any) -> Any:
-    """`value` with every local filesystem path reduced to its last part: where training data
-    or the server's state lie is for admin keys (a path in a message, too)."""
-    if isinstance(value, dict):
-        return {k: hide_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [hide_paths(v) for v in value]
-    if isinstance(value, str) and ("/" in value or "\\" in value):
-        return _PATH_IN_TEXT.sub(_last_part, value)
-    return value
-
-
-_ROUTES = ("/v1", "/v2", "/docs", "/redoc", "/metrics", "/openapi")  # this API's own paths
-
-
-def _last_part(match: re.Match[str]) -> str:
-    if match.group(0).startswith(_ROUTES):
-        return match.group(0)
-    path = match.group(0).rstrip("/\\")
-    return re.split(r"[/\\]", path)[-1] or "(path)"
 
 
 # -- the one error shape ----------------------------------------------------------------------

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         description="bundle bytes of versions outside the serving plan kept loaded",
     )
 
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port "
+        "(needs shipyard[grpc]); `shipyard server --grpc-port`",
+    )
+    grpc_host: str = Field(default="127.0.0.1", description="interface the gRPC service binds")
+
     # -- who may call ----------------------------------------------------------------------
     auth: Literal["on", "off"] = Field(
         default="on", description="API-key authentication; 'off' only for local experiments"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._routing import choose, key_point
 from shipyard.serving._service import PredictionService, Readiness
 
+if TYPE_CHECKING:
+    from shipyard.serving._grpc import GrpcServer
+
 __all__ = [
+    "GrpcServer",
     "PredictionResult",
     "PredictionService",
     "Readiness",
@@ -14,3 +20,11 @@ __all__ = [
     "choose",
     "key_point",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GrpcServer":  # loads grpc only when asked for
+        from shipyard.serving._grpc import GrpcServer
+
+        return GrpcServer
+    raise AttributeError(f"module 'shipyard.serving' has no attribute {name!r}")

@@ -8,6 +8,7 @@ Inputs arrive either one per signature column (`shape [n]` or `[n, 1]`), or as o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "metadata_tensors",
     "output_names",
     "requested_outputs",
+    "v2_decoder",
 ]
 
 DATATYPES = {
@@ -340,3 +342,20 @@ def metadata_tensors(
             ]
     outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [-1]})
     return inputs, outputs
+
+
+def v2_decoder(body: Any, service: Any = None) -> Callable[[Any], tuple[Columns, int]]:
+    """A V2 request body's decoder for the model that will answer it (the inputs are checked
+    against its signature, the requested outputs against its task, before anything is
+    scored or logged)."""
+    if not isinstance(body, dict):
+        raise MalformedRequest(
+            "a V2 inference request is an object with a non-empty 'inputs' list of "
+            "{name, shape, datatype, data} tensors"
+        )
+
+    def decode(served: Any) -> tuple[Columns, int]:
+        check_outputs(body, served.task)
+        return decode_inputs(body, served.signature)
+
+    return decode

@@ -337,12 +337,16 @@ class PredictionService:
         self, header: str | None, body: Mapping[str, Any], plan: Deployment
     ) -> str | None:
         """The sticky-routing key: the `X-Routing-Key` header, a `routing_key` field of the
-        body, or the deployment's routing field in the first record."""
+        body (of its `parameters` in the V2 protocol), or the deployment's routing field in
+        the first record."""
         if header:
             return header[:256]
         if not isinstance(body, Mapping):
             return None
         value = body.get("routing_key")
+        parameters = body.get("parameters")
+        if value is None and isinstance(parameters, Mapping):
+            value = parameters.get("routing_key")
         if value is None and plan.routing_field:
             instances = body.get("instances")
             first = instances[0] if isinstance(instances, list) and instances else None

@@ -37,7 +37,7 @@ from shipyard.logstore import (
 )
 from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
-from shipyard.serving.api._io import Scoring, inline_schema
+from shipyard.serving.api._io import HttpScoring, inline_schema
 
 __all__ = ["FeedbackAnswer", "PredictRequest", "PredictResponse", "routers"]
 
@@ -148,7 +148,7 @@ _SCORING_ERRORS = error_responses(*GUARDED, 404, 413, 415, 422, 504)
 
 def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     """`/v1` scoring (direct routes, off FastAPI's dependency solving) and the rest of `/v1`."""
-    scoring = Scoring(service, guard)
+    scoring = HttpScoring(service, guard)
     direct = APIRouter(tags=["predict"], route_class=DirectRoute)
 
     @direct.post(

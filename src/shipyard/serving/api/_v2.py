@@ -23,20 +23,20 @@ from shipyard.core.api import (
     VersionPath,
     error_responses,
 )
-from shipyard.core.errors import MalformedRequest, NotFound, ShipyardError
+from shipyard.core.errors import NotFound, ShipyardError
 from shipyard.core.version import __version__
 from shipyard.serving._binary import binary_response
 from shipyard.serving._oip import (
     binary_outputs,
-    check_outputs,
-    decode_inputs,
     encode_outputs,
     metadata_tensors,
     requested_outputs,
+    v2_decoder,
 )
 from shipyard.serving._result import PredictionResult, ServedModel
+from shipyard.serving._scoring import PREDICT_OR_READ
 from shipyard.serving._service import PredictionService
-from shipyard.serving.api._io import PREDICT_OR_READ, Scoring, inline_schema
+from shipyard.serving.api._io import HttpScoring, inline_schema
 
 __all__ = ["EXTENSIONS", "InferRequest", "InferResponse", "routers"]
 
@@ -153,7 +153,7 @@ _INFER_DOCS = {
 
 def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     """`/v2` inference (direct routes) and the rest of the protocol."""
-    scoring = Scoring(service, guard)
+    scoring = HttpScoring(service, guard)
     direct = APIRouter(tags=["open inference protocol"], route_class=DirectRoute)
     infer_errors = error_responses(*GUARDED, 404, 413, 415, 422, 504, v2=True)
 
@@ -166,7 +166,7 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     )
     async def infer(request: Request, name: ModelName) -> Response:
         validate_model_name(name)
-        return await scoring.serve(request, name, None, _v2_decode, _render, binary=True)
+        return await scoring.serve(request, name, None, v2_decoder, _render, binary=True)
 
     @direct.post(
         "/v2/models/{name}/versions/{version}/infer",
@@ -178,7 +178,7 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     async def infer_version(request: Request, name: ModelName, version: VersionPath) -> Response:
         validate_model_name(name)
         pinned = parse_version(str(version))
-        return await scoring.serve(request, name, pinned, _v2_decode, _render, binary=True)
+        return await scoring.serve(request, name, pinned, v2_decoder, _render, binary=True)
 
     v2 = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=JSONRoute)
     predict_or_read = guard.require(*PREDICT_OR_READ)
@@ -275,17 +275,3 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
         return await model_ready(name, version)
 
     return [direct, v2]
-
-
-def _v2_decode(body: Any, service: PredictionService) -> Any:
-    if not isinstance(body, dict):
-        raise MalformedRequest(
-            "a V2 inference request is an object with a non-empty 'inputs' list of "
-            "{name, shape, datatype, data} tensors"
-        )
-
-    def decode(served: ServedModel) -> tuple[Any, int]:
-        check_outputs(body, served.task)  # before scoring: a refused request is never logged
-        return decode_inputs(body, served.signature)
-
-    return decode
