@@ -109,6 +109,8 @@ def main() -> None:
     root = args.root.resolve()
     exe = py_spy(root)
     spec = for_model(all_targets(root)[args.target], args.model)
+    if spec.get("transport", "http-json") != "http-json":
+        raise SystemExit(f"{args.target}: profiling drives JSON targets only (shipyard-1w, ...)")
     port = port_of(args.target)
     raw = BENCH / "results" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,23 @@
-"""Start each server on 127.0.0.1, load-test it with wrk, stop it by PID: shipyard and its peers.
+"""Start each server on 127.0.0.1, load-test it, stop it by PID: shipyard and its peers.
 
     .venv/bin/python bench/serving/serve_bench.py --root bench/.peers --rounds 3 \
         --out bench/results/raw/serving.jsonl
 
 Targets: `shipyard-1w` / `shipyard-2w` (`shipyard --home ROOT/shipyard/<model> server
 --workers N`, auth on, prediction logging on, the key from `shipyard_setup.py` sent as
-`Authorization: Bearer`), and every target of the shared harness's `peers.py` (`mlflow-1w`,
+`Authorization: Bearer`, JSON on `/v1/models/fraud-<model>/predict`); the same servers
+measured over the Open Inference Protocol's binary tensor extension,
+`shipyard-1w-bin` / `shipyard-2w-bin` (`POST /v2/models/fraud-<model>/infer`, wrk), and over
+gRPC, `shipyard-1w-grpc` / `shipyard-2w-grpc` (`--grpc-port`, `ModelInfer`, h2load; see
+`grpc_load.py`); and every target of the shared harness's `peers.py` (`mlflow-1w`,
 `mlflow-2w`, `bento-default`, `bento-batching`, `fastapi-plain-1w`, `fastapi-1w`,
 `fastapi-2w`), started, health-checked and stopped by `peers.py`'s own functions.
 
 Method (the harness's): per round every server starts afresh and the order of targets is
 rotated; after a 3 s warm-up at c=16, single-record bodies at c=1, 16, 64 and 100-record
-bodies at c=16, each `wrk -t1 -cN -d10s`; one JSON line per wrk run.
+bodies at c=16, each `wrk -t1 -cN -d10s` (h2load `-cN -m1 -t1 -D 10` for gRPC); one JSON
+line per load run. The binary targets add one 100-record scenario: one tensor per column
+(`columns100`) beside the [100, k] matrix (`batch100`).
 """
 
 from __future__ import annotations
@@ -25,24 +31,45 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grpc_load import check_grpc, h2load_scenario
 from harness import BENCH, DEFAULT_ROOT, module
-from wrk_load import run_target
+from wrk_load import Check, Load, Scenario, check_scenario, run_scenarios, wrk_scenario
 
 peers = module("peers")
 
-DEFAULT_TARGETS = "shipyard-1w,shipyard-2w,mlflow-1w,bento-batching,fastapi-1w,fastapi-2w"
-SHIPYARD_PORTS = {"shipyard-1w": 18401, "shipyard-2w": 18402}
+DEFAULT_TARGETS = ",".join(
+    [
+        "shipyard-1w", "shipyard-2w", "shipyard-1w-bin", "shipyard-2w-bin",
+        "shipyard-1w-grpc", "shipyard-2w-grpc",
+        "mlflow-1w", "bento-batching", "fastapi-1w", "fastapi-2w",
+    ]
+)  # fmt: skip
+SHIPYARD_PORTS = {
+    "shipyard-1w": 18401, "shipyard-2w": 18402, "shipyard-1w-bin": 18403,
+    "shipyard-2w-bin": 18404, "shipyard-1w-grpc": 18405, "shipyard-2w-grpc": 18406,
+}  # fmt: skip
 SHIPYARD = Path(os.environ.get("SHIPYARD_BIN", BENCH.parent / ".venv" / "bin" / "shipyard"))
+GRPC_SERVICE = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def shipyard_target(root: Path, workers: int) -> dict[str, Any]:
-    """A target in `peers.py`'s shape; path and headers depend on the model."""
+def grpc_port(port: int) -> int:
+    """The gRPC port of a shipyard target whose HTTP port is `port`."""
+    return port + 100
+
+
+def shipyard_target(root: Path, workers: int, transport: str = "http-json") -> dict[str, Any]:
+    """A target in `peers.py`'s shape; path and headers depend on the model. `transport`:
+    `http-json` (/v1 JSON), `http-binary` (/v2 binary tensors) or `grpc` (adds --grpc-port);
+    the JSON fields below serve the first, `scenarios` builds the others from setup.json."""
 
     def cmd(model: str, port: int) -> list[str]:
-        return [
+        out = [
             str(SHIPYARD), "--home", str(root / "shipyard" / model), "server",
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         ]  # fmt: skip
+        if transport == "grpc":
+            out += ["--grpc-port", str(grpc_port(port))]
+        return out
 
     bodies = root / "bodies"
     return {
@@ -54,16 +81,80 @@ def shipyard_target(root: Path, workers: int) -> dict[str, Any]:
         "body": str(bodies / "shipyard_single.json"),
         "batch_body": str(bodies / "shipyard_batch100.json"),
         "headers_file": lambda m: str(root / "shipyard" / m / "auth_headers.txt"),
+        "transport": transport,
+        "workers": workers,
     }
 
 
 def all_targets(root: Path) -> dict[str, dict[str, Any]]:
-    targets: dict[str, dict[str, Any]] = {
-        "shipyard-1w": shipyard_target(root, 1),
-        "shipyard-2w": shipyard_target(root, 2),
-    }
+    targets: dict[str, dict[str, Any]] = {}
+    for suffix, transport in (("", "http-json"), ("-bin", "http-binary"), ("-grpc", "grpc")):
+        for workers in (1, 2):
+            targets[f"shipyard-{workers}w{suffix}"] = shipyard_target(root, workers, transport)
     targets.update(peers.targets(str(root)))
     return targets
+
+
+def scenarios(
+    spec: dict[str, Any], model: str, port: int, args: argparse.Namespace, setup: dict[str, Any]
+) -> tuple[list[Scenario], Check, Load]:
+    """The target's scenarios, and how to check and load them (wrk, or grpcio and h2load)."""
+    base = f"http://127.0.0.1:{port}"
+    conc = [int(c) for c in args.concurrency.split(",")]
+    transport = spec.get("transport", "http-json")
+    if transport == "http-json":
+        headers = (spec["headers_file"],) if spec.get("headers_file") else ()
+        out = [Scenario("single", 1, base + spec["path"], spec["body"], c, headers) for c in conc]
+        if not args.no_batch:
+            url = base + spec["batch_path"]
+            out.append(Scenario("batch100", 100, url, spec["batch_body"], args.batch_concurrency, headers))  # fmt: skip
+        return out, check_scenario, wrk_scenario
+    info = setup[model]
+    files = info["requests"][transport]
+    if transport == "grpc":
+        url, check, load = f"http://127.0.0.1:{grpc_port(port)}{GRPC_SERVICE}", check_grpc, h2load_scenario  # fmt: skip
+    else:
+        url, check, load = f"{base}/v2/models/{info['name']}/infer", check_scenario, wrk_scenario
+
+    def scenario(label: str, c: int) -> Scenario:
+        f = files[label]
+        headers = tuple(h for h in (info["headers_file"], f["headers"]) if h)
+        scores = tuple(info["json_scores"]["single" if f["rows"] == 1 else "batch100"])
+        return Scenario(
+            label, f["rows"], url, f["body"], c, headers, transport, f["layout"], scores
+        )
+
+    out = [scenario("single", c) for c in conc]
+    if not args.no_batch:
+        out += [scenario(label, args.batch_concurrency) for label in files if label != "single"]
+    return out, check, load
+
+
+def listening(port: int) -> int:
+    """How many sockets listen on TCP `port` (IPv4 and IPv6), from /proc/net."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def wait_listening(ports: list[int], sockets: int, timeout: float = 60) -> None:
+    """Until every worker listens on each port (each has its own SO_REUSEPORT socket): the
+    first ready worker answers the health check before the others have bound, and load that
+    connects then would all land on it."""
+    deadline = time.monotonic() + timeout
+    while any(listening(p) < sockets for p in ports):
+        if time.monotonic() > deadline:
+            found = {p: listening(p) for p in ports}
+            raise RuntimeError(f"not {sockets} listening socket(s) per port after {timeout}s: {found}")  # fmt: skip
+        time.sleep(0.2)
 
 
 def port_of(name: str) -> int:
@@ -91,6 +182,7 @@ def versions(root: Path) -> dict[str, str]:
     found = {}
     wanted = {
         "shipyard": (BENCH.parent / ".venv", "shipyard"),
+        "grpcio": (BENCH.parent / ".venv", "grpcio"),
         "mlflow": (root / "venv-mlflow", "mlflow"),
         "bentoml": (root / "venv-bento", "bentoml"),
         "fastapi": (root / "venv-fast", "fastapi"),
@@ -101,6 +193,12 @@ def versions(root: Path) -> dict[str, str]:
             code = f"import importlib.metadata as m; print(m.version({dist!r}))"
             p = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
             found[label] = p.stdout.strip() or "?"
+    for tool in ("wrk", "h2load"):
+        try:
+            p = subprocess.run([tool, "--version"], capture_output=True, text=True)
+            found[tool] = (p.stdout or p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            found[tool] = "missing"
     git = ["git", "-C", str(BENCH.parent)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True)
@@ -152,27 +250,26 @@ def main() -> None:
         cell: dict[str, Any] = {"target": name, "model": model, "round": rnd + 1}
         try:
             startup = peers.wait_healthy(p, port, spec["health"])
+            if "workers" in spec:
+                grpc = [grpc_port(port)] if spec["transport"] == "grpc" else []
+                wait_listening([port, *grpc], spec["workers"])
             time.sleep(1)
             procs = len(peers.harness.proc_tree(p.pid))
             print(f"  healthy after {startup:.1f}s; procs={procs}", flush=True)
             extra = {"startup_s": round(startup, 2), "server_env": extra_env}
             if name.startswith("shipyard"):
                 extra["shipyard_runtime"] = setup[model]["runtime"]
-            _, checks = run_target(
+            cell_scenarios, check, load = scenarios(spec, model, port, args, setup)
+            _, checks = run_scenarios(
                 name,
-                port,
-                spec["path"],
-                spec["body"],
+                cell_scenarios,
                 model=model,
-                batch_path=spec["batch_path"],
-                batch_body=None if args.no_batch else spec["batch_body"],
-                batch_concurrency=args.batch_concurrency,
-                concurrency=[int(c) for c in args.concurrency.split(",")],
+                check=check,
+                load=load,
                 duration=args.duration,
                 repeats=1,
                 rep_base=rnd,
                 warmup=args.warmup,
-                headers_file=spec.get("headers_file"),
                 server_pid=p.pid,
                 out=str(args.out),
                 tag=args.tag,

@@ -6,6 +6,7 @@ from shipyard.errors import ModelNotFound
 from __future__ import annotations
 
 from shipyard.core.errors import (
+    AddressInUse,
     AliasNotFound,
     ArtifactCorrupted,
     BackendUnavailable,
@@ -35,12 +36,14 @@ from shipyard.core.errors import (
     Unauthenticated,
     UnsupportedMediaType,
     UnsupportedModel,
+    UserCodeFailed,
     VersionArchived,
     VersionNotFound,
     missing_extra,
 )
 
 __all__ = [
+    "AddressInUse",
     "AliasNotFound",
     "ArtifactCorrupted",
     "BackendUnavailable",
@@ -70,6 +73,7 @@ __all__ = [
     "Unauthenticated",
     "UnsupportedMediaType",
     "UnsupportedModel",
+    "UserCodeFailed",
     "VersionArchived",
     "VersionNotFound",
     "missing_extra",

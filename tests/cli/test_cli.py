@@ -130,6 +130,100 @@ def test_predict_scores_a_file_and_stdin_without_a_server(
     assert "fraud-detector:2 on onnxruntime" in piped.stdout
 
 
+def test_predict_reads_csv_and_parquet_and_writes_every_format(
+    home: Path, tmp_path: Path, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    rows = fraud_sample.iloc[:40]
+    expected = pytest.approx(fraud_model.predict_proba(rows)[:, 1].tolist(), abs=1e-5)
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    rows.to_parquet(tmp_path / "in.parquet")
+    for source in ("in.csv", "in.parquet"):
+        shown = shipyard(home, "predict", "fraud-detector", "-i", str(tmp_path / source), "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert [p["score"] for p in json.loads(shown.stdout)["predictions"]] == expected
+    outputs = {name: tmp_path / f"out.{name}" for name in ("json", "jsonl", "csv", "parquet")}
+    for path in outputs.values():
+        wrote = shipyard(home, "predict", "fraud-detector", "-i", str(tmp_path / "in.parquet"), "-o", str(path))  # fmt: skip
+        assert wrote.returncode == 0, wrote.stderr
+        assert f"wrote 40 prediction(s) of fraud-detector:1 to {path}" in wrote.stderr
+        assert wrote.stdout == ""  # no table when the predictions went to a file
+    answer = json.loads(outputs["json"].read_text())
+    assert [p["score"] for p in answer["predictions"]] == expected
+    lines = [json.loads(line) for line in outputs["jsonl"].read_text().splitlines()]
+    assert [line["score"] for line in lines] == expected
+    for table in (pd.read_csv(outputs["csv"]), pd.read_parquet(outputs["parquet"])):
+        assert list(table.columns) == ["prediction_id", "score", "label", "threshold"]
+        assert table["score"].tolist() == expected
+        assert table["prediction_id"].is_unique
+
+
+def test_predict_scores_more_rows_than_one_request_takes(
+    home: Path, tmp_path: Path, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    rows = fraud_sample.iloc[:250]
+    rows.to_parquet(tmp_path / "many.parquet")
+    env_home = shipyard(home, "predict", "fraud-detector", "-i", str(tmp_path / "many.parquet"))
+    assert env_home.returncode == 0, env_home.stderr
+    assert "... and 200 more; --output FILE keeps them all" in env_home.stdout
+    out = tmp_path / "many.csv"
+    limited = subprocess.run(
+        [sys.executable, "-m", "shipyard", "predict", "fraud-detector", "-i",
+         str(tmp_path / "many.parquet"), "-o", str(out)],
+        env={**os.environ, "SHIPYARD_HOME": str(home), "SHIPYARD_MAX_BATCH_RECORDS": "100"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert limited.returncode == 0, limited.stderr
+    scores = pd.read_csv(out)["score"].tolist()
+    assert scores == pytest.approx(fraud_model.predict_proba(rows)[:, 1].tolist(), abs=1e-5)
+
+
+def test_predict_names_an_unreadable_input_or_output(home: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_text("amount,label\n1,0\n")
+    bad = shipyard(home, "predict", "fraud-detector", "-i", str(garbage))
+    assert bad.returncode == 2
+    assert f"{garbage} is not a readable Parquet file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert "is not a readable CSV file" in shipyard(home, "predict", "fraud-detector", "-i", str(empty)).stderr  # fmt: skip
+    wrong = shipyard(home, "predict", "fraud-detector", "-i", str(garbage), "-o", "out.xlsx")
+    assert wrong.returncode == 2
+    assert "name the output .json, .jsonl, .csv or .parquet" in wrong.stderr
+
+
+def test_version_and_help_that_says_what_each_option_takes() -> None:
+    import typer.main
+    from typer.testing import CliRunner
+
+    from shipyard.cli import app
+    from shipyard.core.version import __version__
+
+    version = subprocess.run(
+        [sys.executable, "-m", "shipyard", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0
+    assert version.stdout == f"shipyard {__version__}\n"
+
+    def commands(group: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        found = [(path, group)]
+        for name, sub in getattr(group, "commands", {}).items():
+            found += commands(sub, (*path, name))
+        return found
+
+    runner = CliRunner()
+    everything = commands(typer.main.get_command(app), ())
+    assert len(everything) > 30
+    for path, command in everything:
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0, (path, shown.output)
+        assert "<bool>" not in shown.output, path
+        for param in command.params:
+            if "--json" in getattr(param, "opts", ()):
+                assert "JSON" in (param.help or ""), f"{path}: --json is not described"
+    assert "<int>" in runner.invoke(app, ["deploy", "--help"], env={"COLUMNS": "200"}).output
+
+
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
@@ -240,6 +334,32 @@ def test_deploy_canary_status_and_rollback(home: Path) -> None:
     missing = shipyard(home, "deploy", "fraud-detector")
     assert missing.returncode == 2
     assert "say which version to deploy" in missing.stderr
+    listed = shipyard(home, "deploy", "fraud-detector", "--history")
+    assert listed.returncode == 0, listed.stderr
+    assert "fraud-detector deployments, newest first" in listed.stdout
+    assert "1 primary 95% + 2 canary 5%" in listed.stdout  # the rolled-back revision is listed
+    revisions = json.loads(shipyard(home, "deploy", "fraud-detector", "--history", "--json").stdout)
+    assert [d["revision"] for d in revisions["history"]] == [3, 2, 1]
+    now = shipyard(home, "deploy", "fraud-detector", "--status")
+    assert "1 primary 100%" in now.stdout
+    assert "2 earlier deployment(s): shipyard deploy fraud-detector --history" in now.stdout
+    assert shipyard(home, "deploy", "fraud-detector", "--history", "--stop").returncode == 2
+
+
+def test_a_rollback_with_nothing_to_return_to_points_at_the_history(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    home = tmp_path / "home"
+    register = ("models", "register", str(files["model"]), "--name", "solo", "--sample", str(files["sample"]))  # fmt: skip
+    assert shipyard(home, *register).returncode == 0
+    assert shipyard(home, "deploy", "solo", "--version", "1").returncode == 0
+    refused = shipyard(home, "deploy", "solo", "--rollback")
+    assert refused.returncode == 4, refused.stderr
+    hint = "shipyard deploy solo --history"
+    assert hint in refused.stderr
+    followed = shipyard(home, *hint.split()[1:])
+    assert followed.returncode == 0, followed.stderr
+    assert "1 primary 100%" in followed.stdout
 
 
 def test_a_failed_register_leaves_nothing_and_models_can_be_removed_again(

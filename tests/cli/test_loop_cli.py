@@ -87,6 +87,54 @@ def test_pipeline_run_fails_a_ci_job_when_a_gate_refuses_the_candidate(home: Pat
     assert "FAIL" in refused.stdout
 
 
+def test_a_failing_training_function_is_named_with_its_line_not_a_traceback(
+    home: Path, tmp_path: Path, champion: tuple[Any, pd.DataFrame, float]
+) -> None:
+    """Runs before the canary test: a failed pipeline leaves nothing active."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    _, history, _ = champion
+    history[[*FEATURES, LABEL]].iloc[:3000].to_parquet(project / "data" / "train.parquet")
+    (project / "broken_training.py").write_text(
+        "def train(frame, params):\n    rate = len(frame) // params['folds']\n    return rate\n"
+    )
+    config = project / "shipyard.yaml"
+    config.write_text(yaml.safe_dump({"models": {"fraud-detector": {
+        "train": "broken_training:train",
+        "params": {"folds": 0},
+        "data": {"source": "parquet", "path": "data/train.parquet", "label": "is_fraud",
+                 "time_column": None},
+        "holdout": {"split": "random", "fraction": 0.25},
+    }}}))  # fmt: skip
+    failed = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config))
+    assert failed.returncode == 2, failed.stderr
+    message = " ".join(failed.stderr.split())  # Rich wraps long lines
+    assert (
+        "your training function `broken_training:train` raised ZeroDivisionError: integer "
+        f"division or modulo by zero ({project / 'broken_training.py'}:2); --debug shows the traceback"
+    ) in message
+    assert "Traceback" not in failed.stderr
+    debug = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config), "--debug")
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr
+    assert "broken_training.py" in debug.stderr
+    assert "--debug shows the traceback" not in debug.stderr
+    # the data path is read from the folder of shipyard.yaml, and a missing one is named
+    config.write_text(config.read_text().replace("data/train.parquet", "data/missing.parquet"))
+    missing = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config))
+    assert missing.returncode == 7, missing.stderr
+    assert f"{project / 'data' / 'missing.parquet'} does not exist" in " ".join(
+        missing.stderr.split()
+    )
+    (project / "data" / "missing.parquet").write_text("not parquet")
+    unreadable = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config))
+    assert unreadable.returncode == 2
+    assert "is not a readable Parquet file" in unreadable.stderr
+    history_of = json.loads(shipyard(home, "history", "fraud-detector", "--json").stdout)
+    failures = [e for e in history_of if e["action"] == "pipeline.failed"]
+    assert any("broken_training:train` raised ZeroDivisionError" in json.dumps(e) for e in failures)
+
+
 def test_pipeline_run_then_the_worker_history_jobs_and_runs(home: Path) -> None:
     config = _config(home, ["auc >= 0.75", "accuracy >= champion - 0.005"])
     done = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(config), "--json")

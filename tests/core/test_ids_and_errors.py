@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from shipyard.core import ModelRef, new_id, validate_alias, validate_model_name
+from shipyard.core import ModelRef, new_id, new_ids, validate_alias, validate_model_name
 from shipyard.core import errors as e
 
 
@@ -37,6 +39,24 @@ def test_ids_are_unique_and_sort_by_time() -> None:
     assert len(set(ids)) == 1000
     assert all(len(i) == 32 for i in ids)
     assert ids[0][:12] <= ids[-1][:12]
+
+
+def test_a_forked_process_never_repeats_its_parents_ids() -> None:
+    new_id()  # the parent's pool is filled before the fork
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, "".join(new_ids(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read()
+    ours = "".join(new_ids(50))
+    assert len(theirs) == len(ours) == 50 * 32
+    assert {theirs[i + 12 : i + 32] for i in range(0, len(theirs), 32)}.isdisjoint(
+        ours[i + 12 : i + 32] for i in range(0, len(ours), 32)
+    )
 
 
 def test_error_tree_inherits_stdlib_types() -> None:

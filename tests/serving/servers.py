@@ -30,6 +30,7 @@ class ServerProcess:
         workers: worker processes.
         env: extra SHIPYARD_* variables (e.g. {"SHIPYARD_REDIS_URL": ...}).
         log_name: file under the home that receives the server's stderr.
+        args: more `shipyard server` options (e.g. `--log-format`, `--grpc-port`).
     """
 
     def __init__(
@@ -39,10 +40,12 @@ class ServerProcess:
         workers: int = 1,
         env: dict[str, str] | None = None,
         log_name: str = "server.log",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.env = env or {}
+        self.args = args
         self.log = Path(settings.home) / log_name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -65,6 +68,7 @@ class ServerProcess:
             str(self.port),
             "--workers",
             str(self.workers),
+            *self.args,
         ]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as sink:

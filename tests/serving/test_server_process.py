@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pty
+import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +20,7 @@ import pandas as pd
 import pytest
 from tests.conftest import records
 from tests.serving.conftest import make_key
-from tests.serving.servers import ServerProcess
+from tests.serving.servers import ServerProcess, free_port
 
 from shipyard.cli.server import REUSE_PORT
 from shipyard.core import Settings
@@ -105,15 +110,116 @@ def test_keep_alive_connections_are_spread_over_the_workers(served_settings: Set
     assert len(held) == 2, f"connections per worker process: {held}"
 
 
-def test_a_taken_port_is_refused_at_once_naming_the_address(served_settings: Settings) -> None:
+def _shipyard_server(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(
+        SHIPYARD_HOME=str(settings.home), SHIPYARD_DATABASE_URL=settings.resolved_database_url
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", "server", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_taken_port_is_refused_at_once_before_loading_models(
+    served_sqlite: Settings, workers: int
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = ServerProcess(served_settings, workers=2)
-        server.port = port
-        with pytest.raises(AssertionError, match=f"cannot listen on 127.0.0.1:{port}"):
-            server.start(timeout=30)
+        refused = _shipyard_server(
+            served_sqlite, "--port", str(port), "--workers", str(workers), "--log-format", "json"
+        )
+    assert refused.returncode == 11, refused.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "loaded" not in refused.stderr  # refused before any model was opened
+
+
+def test_a_second_server_on_a_running_servers_ports_is_refused(served_sqlite: Settings) -> None:
+    """The workers' sockets use SO_REUSEPORT; a second server must not quietly share them."""
+    pytest.importorskip("grpc")
+    grpc_port = free_port()
+    with ServerProcess(served_sqlite, workers=2, args=("--grpc-port", str(grpc_port))) as first:
+        again = _shipyard_server(served_sqlite, "--port", str(first.port), "--workers", "2")
+        assert again.returncode == 11, again.stderr
+        assert f"cannot listen on 127.0.0.1:{first.port}" in again.stderr
+        other = free_port()
+        grpc_taken = _shipyard_server(
+            served_sqlite, "--port", str(other), "--grpc-port", str(grpc_port)
+        )
+        assert grpc_taken.returncode == 11, grpc_taken.stderr
+        assert f"cannot listen on 127.0.0.1:{grpc_port}" in grpc_taken.stderr
+        same = _shipyard_server(served_sqlite, "--port", str(other), "--grpc-port", str(other))
+        assert same.returncode == 2
+        assert "give gRPC a port of its own" in same.stderr
+        assert httpx.get(f"{first.url}/v2/health/ready").status_code == 200
+
+
+def _logged_lines(server: ServerProcess) -> list[str]:
+    server.stop()
+    return [line for line in server.log.read_text().splitlines() if line.strip()]
+
+
+def test_server_logs_are_json_lines_for_collectors_and_rich_for_people(
+    served_sqlite: Settings, tmp_path: Path
+) -> None:
+    with ServerProcess(served_sqlite, log_name="json.log", args=("--log-format", "json")) as s:
+        pass
+    entries = [json.loads(line) for line in _logged_lines(s)]  # every line is one JSON object
+    assert any(e["logger"] == "shipyard.app" and "serving" in e["msg"] for e in entries)
+    assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in entries)
+    assert not any("color_message" in e for e in entries)
+    with ServerProcess(served_sqlite, log_name="rich.log", args=("--log-format", "rich")) as s:
+        pass
+    lines = _logged_lines(s)
+    assert any("INFO" in line and "shipyard.app: serving fraud-detector" in line for line in lines)
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    # unset (auto): stderr is a file here, so JSON; on a terminal, Rich
+    with ServerProcess(served_sqlite, log_name="auto.log") as s:
+        pass
+    assert all(line.startswith("{") for line in _logged_lines(s))
+
+
+def test_auto_logs_are_rich_on_a_terminal(served_sqlite: Settings) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(
+        SHIPYARD_HOME=str(served_sqlite.home),
+        SHIPYARD_DATABASE_URL=served_sqlite.resolved_database_url,
+        COLUMNS="200",
+    )
+    controller, terminal = pty.openpty()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", "server", "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"startup complete" not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            ready, _, _ = select.select([controller], [], [], 1.0)
+            if ready:
+                seen += os.read(controller, 65536)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        os.close(controller)
+    text = seen.decode(errors="replace")
+    assert "shipyard.app: serving fraud-detector" in text
+    assert '"logger"' not in text
+    assert "\x1b[" in text  # Rich colours a terminal
 
 
 @pytest.mark.skipif(not REUSE_PORT, reason="per-worker sockets need Linux's SO_REUSEPORT")

@@ -6,14 +6,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
+import typer.core
 from rich.logging import RichHandler
 
 from shipyard.cli import db, demo, deploy, keys, loop, models, monitor, predict, runs, server
 from shipyard.cli._common import err_console
 from shipyard.core import Settings
 from shipyard.core import errors as e
+from shipyard.core.version import __version__
 
 __all__ = ["EXIT_CODES", "app", "exit_code_for", "main"]
 
@@ -27,6 +30,7 @@ EXIT_CODES: dict[type[e.ShipyardError], int] = {
     e.SchemaViolation: 2,
     e.ModelOutputInvalid: 2,
     e.UnsupportedModel: 2,
+    e.UserCodeFailed: 2,
     e.UnsupportedMediaType: 2,
     e.PayloadTooLarge: 2,
     e.MethodNotAllowed: 2,
@@ -41,6 +45,7 @@ EXIT_CODES: dict[type[e.ShipyardError], int] = {
     e.MissingDependency: 6,
     e.SchemaOutdated: 7,
     e.ConfigurationError: 7,
+    e.AddressInUse: 11,
     e.Unauthenticated: 8,
     e.Forbidden: 8,
     e.RateLimited: 9,
@@ -53,6 +58,23 @@ EXIT_CODES: dict[type[e.ShipyardError], int] = {
     e.RedisUnavailable: 9,
 }
 
+
+def _flag_types_hidden() -> None:
+    """Help lists each option's type (`<int>`, `<float>`, `<path>`) but none for flags.
+
+    Typer writes `<bool>` beside every flag (`--json`, `--debug`), which says nothing a user can
+    act on; flags take no value, so their type column stays empty.
+    """
+    shown = typer.core.TyperOption.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_types_hidden()
+
 app = typer.Typer(
     name="shipyard",
     help="Take a trained model from the lab to production and keep it healthy there.",
@@ -62,11 +84,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"shipyard {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     home: Path | None = typer.Option(
         None, "--home", help="state folder (default $SHIPYARD_HOME or ./.shipyard)"
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="print shipyard's version and exit",
+        callback=_print_version,
+        is_eager=True,
     ),
 ) -> None:
     if home is not None:

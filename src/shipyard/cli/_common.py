@@ -15,15 +15,19 @@ from shipyard.core.errors import InvalidInput
 from shipyard.registry import Registry
 
 __all__ = [
+    "TABLE_SUFFIXES",
     "console",
     "emit_json",
     "err_console",
+    "json_flag",
     "open_registry",
     "parse_pairs",
     "read_records",
     "read_table",
     "settings",
 ]
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -37,6 +41,13 @@ def settings(ctx: typer.Context) -> Settings:
 
 def open_registry(ctx: typer.Context) -> Registry:
     return Registry.from_settings(settings(ctx))
+
+
+def json_flag(what: str) -> Any:
+    """The `--json` option of a command whose JSON output is `what`."""
+    return typer.Option(
+        False, "--json", help=f"print {what} as JSON on stdout (for scripts) instead of a table"
+    )
 
 
 def emit_json(data: Any) -> None:
@@ -72,13 +83,17 @@ def read_table(path: Path) -> Any:
     if not path.exists():
         raise InvalidInput(f"file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
     if suffix in (".json", ".jsonl"):
         return pd.DataFrame.from_records(read_records(str(path)))
-    raise InvalidInput(f"cannot read {path.name}: use a .csv, .parquet or .json file")
+    if suffix not in TABLE_SUFFIXES:
+        raise InvalidInput(f"cannot read {path.name}: use a .csv, .parquet or .json file")
+    what = "CSV" if suffix == ".csv" else "Parquet"
+    try:
+        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        # pandas' and pyarrow's parse errors are ValueError / ArrowInvalid (a ValueError) /
+        # OSError subclasses; the message says where the file stopped making sense
+        raise InvalidInput(f"{path} is not a readable {what} file: {error}") from None
 
 
 def read_records(source: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shipyard.cli._common import console, emit_json, settings
+from shipyard.cli._common import console, emit_json, json_flag, settings
 from shipyard.store import Database
 
 app = typer.Typer(help="Manage the metadata database schema.", no_args_is_help=True)
@@ -14,7 +14,7 @@ app = typer.Typer(help="Manage the metadata database schema.", no_args_is_help=T
 def upgrade(
     ctx: typer.Context,
     revision: str = typer.Argument("head"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the revisions before and after (from, to)"),
 ) -> None:
     """Apply pending migrations (safe to run on every deploy)."""
     database = Database(settings(ctx).resolved_database_url)
@@ -33,7 +33,10 @@ def upgrade(
 
 
 @app.command("current")
-def current(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def current(
+    ctx: typer.Context,
+    as_json: bool = json_flag("the current and the newest revision (current, head)"),
+) -> None:
     """Show the schema revision the database is at, and the one this shipyard needs."""
     database = Database(settings(ctx).resolved_database_url)
     try:

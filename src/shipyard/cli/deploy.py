@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from shipyard.cli._common import console, emit_json, open_registry
+from shipyard.cli._common import console, emit_json, json_flag, open_registry
 from shipyard.core.errors import InvalidInput
 from shipyard.registry import Deployment
 
@@ -31,8 +31,17 @@ def deploy(
         None, "--routing-field", help="request field whose value keeps a caller on one variant"
     ),
     reason: str = typer.Option("", "--reason", help="why, for the audit trail"),
-    status: bool = typer.Option(False, "--status", help="show the live deployment and its history"),
-    as_json: bool = typer.Option(False, "--json"),
+    status: bool = typer.Option(
+        False, "--status", help="show the live deployment (what serves NAME now)"
+    ),
+    history: bool = typer.Option(
+        False,
+        "--history",
+        help="list every deployment of NAME, newest first (what --rollback returns to)",
+    ),
+    as_json: bool = json_flag(
+        "the new deployment (with --status or --history: current and history)"
+    ),
 ) -> None:
     """Decide which versions of NAME serve, with what share of traffic.
 
@@ -41,9 +50,18 @@ def deploy(
     `--shadow` mirrors requests to 4; `--rollback` undoes the last change; `--stop` stops
     serving NAME. Running servers pick the change up within seconds.
     """
+    if status or history:
+        if status and history:
+            raise InvalidInput("use --status or --history, not both")
+        acting = version is not None or canary is not None or ab is not None
+        if acting or shadow or rollback or stop:
+            raise InvalidInput(
+                f"--{'status' if status else 'history'} only reads; it takes no --version,"
+                " --canary, --ab, --shadow, --rollback or --stop"
+            )
     with open_registry(ctx) as registry:
-        if status:
-            _show(name, registry.deployment_history(name), as_json)
+        if status or history:
+            _show(name, registry.deployment_history(name), as_json, everything=history)
             return
         if stop:
             if version is not None or canary is not None or ab is not None or shadow or rollback:
@@ -57,7 +75,8 @@ def deploy(
             result = registry.rollback(name, reason=reason)
         elif version is None:
             raise InvalidInput(
-                f"say which version to deploy (shipyard deploy {name} --version N), or --rollback / --stop / --status"
+                f"say which version to deploy (shipyard deploy {name} --version N), or --rollback,"
+                " --stop, --status or --history"
             )
         else:
             result = registry.deploy(
@@ -77,7 +96,7 @@ def deploy(
     )
 
 
-def _show(name: str, revisions: list[Deployment], as_json: bool) -> None:
+def _show(name: str, revisions: list[Deployment], as_json: bool, everything: bool) -> None:
     if as_json:
         emit_json(
             {
@@ -91,12 +110,16 @@ def _show(name: str, revisions: list[Deployment], as_json: bool) -> None:
             f"{name} was never deployed; it serves its production alias (shipyard deploy {name} --version N)"
         )
         return
-    table = Table(
-        "revision", "variants", "routing field", "when", "by", "reason", title=f"{name} deployments"
-    )
-    for d in revisions:
+    shown = revisions if everything else revisions[:1]
+    title = f"{name} deployments, newest first" if everything else f"{name} now"
+    table = Table("revision", "variants", "routing field", "when", "by", "reason", title=title)
+    for d in shown:
         when = f"{d.created_at:%Y-%m-%d %H:%M:%S}" if d.created_at else ""
         table.add_row(
             str(d.revision), d.describe(), d.routing_field or "-", when, d.created_by, d.reason
         )
     console.print(table)
+    if not everything and len(revisions) > 1:
+        console.print(
+            f"{len(revisions) - 1} earlier deployment(s): shipyard deploy {name} --history"
+        )

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from shipyard.access import KeyStore, parse_rate
-from shipyard.cli._common import console, emit_json, err_console, open_registry, settings
+from shipyard.cli._common import console, emit_json, err_console, json_flag, open_registry, settings
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def create(
         None, "--burst", help="requests allowed at once (default: 1 s of rate)"
     ),
     name: str = typer.Option("", "--name", help="what the key is for, e.g. checkout-service"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the key's record and its token (shown once)"),
 ) -> None:
     """Create a key. It is printed once and never stored: keep it somewhere safe."""
     keys = _keys(ctx)
@@ -56,7 +56,7 @@ def create(
 def list_keys(
     ctx: typer.Context,
     include_revoked: bool = typer.Option(False, "--all", help="include revoked keys"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the keys' records (never their tokens)"),
 ) -> None:
     """List keys (never their secrets)."""
     keys = _keys(ctx)
@@ -88,7 +88,9 @@ def list_keys(
 
 
 @app.command("revoke")
-def revoke(ctx: typer.Context, key_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def revoke(
+    ctx: typer.Context, key_id: str, as_json: bool = json_flag("the revoked key's record")
+) -> None:
     """Revoke a key; servers refuse it within their refresh interval (2 s by default)."""
     keys = _keys(ctx)
     try:

@@ -9,9 +9,10 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.traceback import Traceback
 
-from shipyard.cli._common import console, emit_json, open_registry, settings
-from shipyard.core.errors import ConfigurationError, InvalidInput
+from shipyard.cli._common import console, emit_json, err_console, json_flag, open_registry, settings
+from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFailed
 from shipyard.logstore import LogReader
 from shipyard.retraining import Pipeline, RetrainSpec, load_specs
 from shipyard.store import JobQueue
@@ -52,17 +53,30 @@ def run(
     canary: bool = typer.Option(
         True, "--canary/--no-canary", help="canary the candidate once it passes"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag(
+        "the run's record: each step's outcome, metrics, gates and the decision"
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="when your training function fails, print its whole traceback"
+    ),
 ) -> None:
     """Build the data, train, validate against the champion, register and canary NAME now.
 
-    Exits 10 when a validation gate refuses the candidate, so a CI job fails there.
+    Exits 10 when a validation gate refuses the candidate, so a CI job fails there, and 2
+    when the training function raises (its exception and line; --debug for the traceback).
     """
     pipeline = _pipeline(ctx, name, config)
     try:
         record = pipeline.train_and_canary(
             {"kind": "manual", "by": settings(ctx).actor}, canary=canary
         )
+    except UserCodeFailed as error:
+        cause = error.__cause__
+        if debug and cause is not None:
+            err_console.print(Traceback.from_exception(type(cause), cause, cause.__traceback__))
+        elif not debug:
+            error.message += "; --debug shows the traceback"
+        raise
     finally:
         pipeline.registry.close()
     if as_json:
@@ -92,7 +106,7 @@ def history(
     ctx: typer.Context,
     name: str,
     limit: int = typer.Option(200, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the audit events"),
 ) -> None:
     """Everything that happened to NAME, oldest first: registrations, deployments, alerts,
     pipeline steps with their evidence."""
@@ -185,7 +199,7 @@ def list_jobs(
     status: str | None = typer.Option(None, "--status", help="queued, running, done or failed"),
     model: str | None = typer.Option(None, "--model", "-m"),
     limit: int = typer.Option(50, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the jobs' records"),
 ) -> None:
     """Jobs, newest first."""
     if status is not None and status not in ("queued", "running", "done", "failed"):

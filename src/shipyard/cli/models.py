@@ -8,7 +8,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from shipyard.cli._common import console, emit_json, open_registry, parse_pairs, read_table
+from shipyard.cli._common import (
+    console,
+    emit_json,
+    json_flag,
+    open_registry,
+    parse_pairs,
+    read_table,
+)
 from shipyard.core import ModelRef, parse_version
 from shipyard.core.errors import InvalidInput
 from shipyard.registry import ModelVersion
@@ -46,7 +53,7 @@ def register(
     alias: list[str] | None = typer.Option(
         None, "--alias", "-a", help="alias to point at the new version"
     ),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    as_json: bool = json_flag("the new version's record"),
 ) -> None:
     """Register a model file as the next version of NAME."""
     model = load_model_file(path)
@@ -76,7 +83,7 @@ def register(
 
 
 @app.command("list")
-def list_models(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_models(ctx: typer.Context, as_json: bool = json_flag("the models' records")) -> None:
     """List registered models."""
     with open_registry(ctx) as registry:
         models = registry.list_models()
@@ -106,7 +113,7 @@ def list_models(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 def show(
     ctx: typer.Context,
     ref: str = typer.Argument(..., help="NAME or NAME:VERSION or NAME:ALIAS"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the model and its versions, or the one version"),
 ) -> None:
     """Show a model's versions, or one version in detail."""
     parsed = ModelRef.parse(ref)
@@ -180,7 +187,7 @@ def alias(
     remove: bool = typer.Option(
         False, "--remove", help="remove ALIAS instead (shipyard models alias NAME ALIAS --remove)"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the alias move"),
 ) -> None:
     """Point ALIAS (e.g. production) at VERSION of NAME, or remove it with --remove."""
     with open_registry(ctx) as registry:
@@ -212,7 +219,10 @@ def _version_number(text: str) -> int:
 
 @app.command("archive")
 def archive(
-    ctx: typer.Context, name: str, version: int, as_json: bool = typer.Option(False, "--json")
+    ctx: typer.Context,
+    name: str,
+    version: int,
+    as_json: bool = json_flag("the archived version's record"),
 ) -> None:
     """Archive VERSION of NAME: kept on record, no longer served."""
     with open_registry(ctx) as registry:
@@ -225,7 +235,7 @@ def archive(
 
 @app.command("unarchive")
 def unarchive(
-    ctx: typer.Context, name: str, version: int, as_json: bool = typer.Option(False, "--json")
+    ctx: typer.Context, name: str, version: int, as_json: bool = json_flag("the version's record")
 ) -> None:
     """Bring back an archived VERSION of NAME: it may serve and take aliases again."""
     with open_registry(ctx) as registry:
@@ -241,7 +251,7 @@ def delete(
     ctx: typer.Context,
     ref: str = typer.Argument(..., help="NAME (the model, all versions) or NAME:VERSION"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the model and the versions deleted"),
 ) -> None:
     """Delete a version, or a model with all its versions, and their bundle files.
 
@@ -272,7 +282,7 @@ def history(
     ctx: typer.Context,
     name: str,
     limit: int = typer.Option(50, help="most recent events to show"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the audit events"),
 ) -> None:
     """The audit trail of NAME, newest first."""
     with open_registry(ctx) as registry:

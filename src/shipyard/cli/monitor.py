@@ -9,7 +9,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from shipyard.cli._common import console, emit_json, open_registry, settings
+from shipyard.cli._common import console, emit_json, json_flag, open_registry, settings
 from shipyard.monitoring import AlertManager, Monitor, render_html
 
 app = typer.Typer(
@@ -147,7 +147,7 @@ def run(
     html: Path | None = typer.Option(
         None, "--html", help="also write the report as a standalone HTML file"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the report (every metric, test and verdict)"),
 ) -> None:
     """Compute monitoring for NAME now, store it as a snapshot, evaluate its alert rules."""
     with open_registry(ctx) as registry:
@@ -167,7 +167,7 @@ def report(
     html: Path | None = typer.Option(
         None, "--html", help="write the report as a standalone HTML file"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the report (every metric, test and verdict)"),
 ) -> None:
     """Show the latest stored report of NAME (run `shipyard monitor run` to refresh it)."""
     from shipyard.monitoring import _repository as repo
@@ -201,7 +201,7 @@ def alerts(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", "-m"),
     status: str | None = typer.Option(None, "--status", help="firing or resolved"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the alerts"),
 ) -> None:
     """List alerts, newest first."""
     registry, manager = _alerts(ctx)
@@ -220,7 +220,7 @@ def alerts(
 
 
 @app.command("rules")
-def rules(ctx: typer.Context, name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def rules(ctx: typer.Context, name: str, as_json: bool = json_flag("the rules")) -> None:
     """List the alert rules of NAME."""
     registry, manager = _alerts(ctx)
     with registry:
@@ -248,7 +248,7 @@ def rule_add(
     webhook: list[str] | None = typer.Option(
         None, "--webhook", help="URL to POST alerts to (repeatable)"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the new rule"),
 ) -> None:
     """Add an alert rule to NAME; it is evaluated after every monitoring run."""
     registry, manager = _alerts(ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from shipyard.cli._common import console, emit_json, open_registry
+from shipyard.cli._common import console, emit_json, json_flag, open_registry
 from shipyard.tracking import Tracker
 
 app = typer.Typer(help="Experiment tracking runs: what trained each model.", no_args_is_help=True)
@@ -21,7 +21,7 @@ def list_runs(
     ctx: typer.Context,
     experiment: str | None = typer.Option(None, "--experiment", "-e"),
     limit: int = typer.Option(50, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_flag("the runs' records"),
 ) -> None:
     """Runs, newest first."""
     tracker = _tracker(ctx)
@@ -51,7 +51,9 @@ def list_runs(
 
 
 @app.command("show")
-def show(ctx: typer.Context, run_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    ctx: typer.Context, run_id: str, as_json: bool = json_flag("the run and its metric history")
+) -> None:
     """One run: params, metrics (with their history), data sets, code version, artifacts."""
     tracker = _tracker(ctx)
     try:
@@ -84,7 +86,9 @@ def show(ctx: typer.Context, run_id: str, as_json: bool = typer.Option(False, "-
 
 @app.command("compare")
 def compare(
-    ctx: typer.Context, run_ids: list[str], as_json: bool = typer.Option(False, "--json")
+    ctx: typer.Context,
+    run_ids: list[str],
+    as_json: bool = json_flag("the comparison (params and metrics side by side)"),
 ) -> None:
     """Params and metrics of runs side by side; the params that differ are marked."""
     tracker = _tracker(ctx)

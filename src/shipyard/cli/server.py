@@ -7,13 +7,22 @@ import os
 import shutil
 import socket
 import sys
+from enum import StrEnum
 from typing import Any
 
 import typer
 
 from shipyard.cli._common import settings
+from shipyard.core.errors import AddressInUse, InvalidInput
 
 log = logging.getLogger("shipyard.server")
+
+
+class LogFormat(StrEnum):
+    auto = "auto"
+    rich = "rich"
+    json = "json"
+    text = "text"
 
 
 def server(
@@ -24,6 +33,12 @@ def server(
         1, min=1, help="worker processes, each with its own socket on Linux (one per core)"
     ),
     log_level: str = typer.Option("info", help="log level"),
+    log_format: LogFormat | None = typer.Option(
+        None,
+        "--log-format",
+        help="rich (for a terminal), json (one object per line, for a log collector) or text; "
+        "default $SHIPYARD_LOG_FORMAT or auto: rich on a terminal, JSON otherwise",
+    ),
     grpc_port: int | None = typer.Option(
         None,
         "--grpc-port",
@@ -33,12 +48,24 @@ def server(
     ),
 ) -> None:
     """Serve predictions over HTTP (/v1, the V2 inference protocol, /metrics, /docs), and over
-    gRPC with --grpc-port."""
+    gRPC with --grpc-port.
+
+    Exits 11 at once, before loading any model, when the port (or the gRPC port) is taken.
+    """
     import uvicorn
 
     from shipyard.core.logs import configure_logging
 
     config = settings(ctx)
+    if grpc_port is not None and grpc_port == port:
+        raise InvalidInput(f"--grpc-port {grpc_port} is --port too; give gRPC a port of its own")
+    # the ports are checked (and HTTP's bound) before anything loads: a taken port must not
+    # cost a minute of model loading, then a traceback
+    ensure_free(host, port)
+    if grpc_port is not None:
+        ensure_free(host, grpc_port)
+    fmt = log_format.value if log_format is not None else config.log_format
+    os.environ["SHIPYARD_LOG_FORMAT"] = fmt  # the workers log the same way
     os.environ["SHIPYARD_WORKERS"] = str(workers)
     if grpc_port is not None:
         os.environ["SHIPYARD_GRPC_PORT"] = str(grpc_port)
@@ -57,7 +84,7 @@ def server(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    configure_logging(config.log_format, log_level)
+    configure_logging(fmt, log_level)
     options: dict[str, Any] = {
         "factory": True,
         "host": host,
@@ -69,8 +96,62 @@ def server(
     }
     if workers > 1 and REUSE_PORT:
         serve_workers(uvicorn.Config("shipyard.app:factory", **options))
+    elif workers == 1:
+        sock = listening_socket(host, port)
+        log.info("listening on http://%s", _shown(sock))
+        served = uvicorn.Server(uvicorn.Config("shipyard.app:factory", **options))
+        try:
+            served.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        if not served.started:
+            sys.exit(STARTUP_FAILED)
     else:
         uvicorn.run("shipyard.app:factory", **options)
+
+
+STARTUP_FAILED = 3  # uvicorn's own exit code when the app does not start
+
+
+def _shown(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}" if sock.family == socket.AF_INET else f"[{host}]:{port}"
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _taken(host: str, port: int, error: OSError) -> AddressInUse:
+    return AddressInUse(
+        f"cannot listen on {host}:{port}: {error.strerror or error}; another process holds it "
+        "(find it with `ss -ltnp`) or choose another port"
+    )
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port for the one worker, without SO_REUSEPORT: no other process
+    can bind the port beside it."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise _taken(host, port, error) from None
+    return sock
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Refuse host:port when anything is bound to it, even with SO_REUSEPORT.
+
+    A bind without SO_REUSEPORT fails beside any socket on the port, so a second server
+    started on the port of a running one (whose workers use SO_REUSEPORT) is refused instead
+    of quietly sharing its traffic.
+    """
+    listening_socket(host, port).close()
 
 
 # -- several workers, one listening socket each ---------------------------------------------
@@ -111,11 +192,10 @@ class WorkerSocket(socket.socket):
 
 def reserve(host: str, port: int) -> socket.socket:
     """The supervisor's socket: fails at once, naming the address, when the port is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return _reuseport_socket(family, (host, port), WorkerSocket)
+        return _reuseport_socket(_family(host), (host, port), WorkerSocket)
     except OSError as error:
-        raise SystemExit(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        raise _taken(host, port, error) from None
 
 
 def serve_workers(config: Any) -> None:
@@ -126,11 +206,9 @@ def serve_workers(config: Any) -> None:
     # each worker leaves (draining, as on SIGTERM) if this supervisor dies, even by kill -9:
     # otherwise orphaned workers would keep serving on the port beside a restarted server
     os.environ["SHIPYARD_SUPERVISOR_PID"] = str(os.getpid())
-    host, port = sock.getsockname()[:2]
     log.info(
-        "listening on http://%s:%d with %d workers (one socket each)",
-        host if sock.family == socket.AF_INET else f"[{host}]", port, config.workers,
-    )  # fmt: skip
+        "listening on http://%s with %d workers (one socket each)", _shown(sock), config.workers
+    )
     try:
         Multiprocess(config, sockets=[sock]).run()
     except KeyboardInterrupt:

@@ -132,7 +132,10 @@ class Settings(BaseSettings):
         default=None,
         description="comma-separated URLs every alert is POSTed to, besides each rule's own",
     )
-    log_format: Literal["json", "text"] = Field(default="json", description="server log format")
+    log_format: Literal["auto", "rich", "json", "text"] = Field(
+        default="auto",
+        description="server log format: `auto` is Rich on a terminal and JSON lines otherwise",
+    )
     access_log: bool = Field(
         default=False,
         description="one log line per request (every prediction is in the prediction log anyway)",

@@ -9,7 +9,8 @@ codes: `shipyard.app` maps them to status codes in one handler, `shipyard.cli` t
     │   ├── MalformedRequest                 a request body that is not what the endpoint takes
     │   ├── SchemaViolation                  records that do not match the model's signature
     │   │   └── ModelOutputInvalid           rows the model answered with NaN or infinity
-    │   └── UnsupportedModel                 an object or file no flavour can package
+    │   ├── UnsupportedModel                 an object or file no flavour can package
+    │   └── UserCodeFailed                   the user's own code (a training function) raised
     ├── UnsupportedMediaType                 a request body that is not JSON
     ├── NotFound (LookupError)
     │   ├── ModelNotFound
@@ -34,15 +35,18 @@ codes: `shipyard.app` maps them to status codes in one handler, `shipyard.cli` t
     ├── ModelUnavailable                     a model that cannot be loaded right now
     ├── SchemaOutdated                       the metadata database needs `shipyard db upgrade`
     ├── ConfigurationError                   settings that cannot work together
+    │   └── AddressInUse (OSError)           the port the server should listen on is taken
     └── MissingDependency (ImportError)      an optional extra that is not installed
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AddressInUse",
     "AliasNotFound",
     "ArtifactCorrupted",
     "BackendUnavailable",
@@ -72,6 +76,7 @@ __all__ = [
     "Unauthenticated",
     "UnsupportedMediaType",
     "UnsupportedModel",
+    "UserCodeFailed",
     "VersionArchived",
     "VersionNotFound",
     "missing_extra",
@@ -135,6 +140,43 @@ class ModelOutputInvalid(SchemaViolation):
 
 class UnsupportedModel(InvalidInput):
     """No flavour knows how to package this object or file."""
+
+
+class UserCodeFailed(InvalidInput):
+    """Code the user handed shipyard (a training function) raised an exception.
+
+    The message names the function, the exception and the line of the user's code it came
+    from; the exception itself is the `__cause__`, for a traceback on request (`--debug`).
+    """
+
+    @classmethod
+    def raised(cls, what: str, entrypoint: str, error: BaseException) -> UserCodeFailed:
+        """The error for `error`, raised by the user's `what` (e.g. "training function")."""
+        where = _user_frame(error)
+        text = str(error).strip() or "(no message)"
+        return cls(
+            f"your {what} `{entrypoint}` raised {type(error).__name__}: {text}"
+            + (f" ({where})" if where else "")
+        )
+
+
+def _user_frame(error: BaseException) -> str | None:
+    """`file:line` of the innermost frame of the traceback outside installed packages and the
+    standard library (the user's own line), else of the innermost frame."""
+    import sysconfig
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return None
+    paths = sysconfig.get_paths()
+    libraries = tuple(
+        {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+        | {str(Path(__file__).resolve().parents[1])}  # shipyard's own package
+    )
+    own = [f for f in frames if not f.filename.startswith(libraries)]
+    frame = (own or frames)[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 class UnsupportedMediaType(ShipyardError):
@@ -256,6 +298,10 @@ class SchemaOutdated(ShipyardError):
 
 class ConfigurationError(ShipyardError):
     """Settings that cannot work, e.g. an unreachable database URL."""
+
+
+class AddressInUse(ConfigurationError, OSError):
+    """The host and port the server should listen on are taken, or cannot be bound."""
 
 
 class MissingDependency(ShipyardError, ImportError):

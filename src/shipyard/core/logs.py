@@ -9,14 +9,31 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure_logging", "request_id"]
+__all__ = ["JsonFormatter", "configure_logging", "log_format_for", "request_id"]
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "shipyard_request_id", default=None
 )
 """The id of the request this task serves (set by the server for each request)."""
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message` (the message with terminal colours) to its records
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    """The request id and the `extra=` fields of a record."""
+    found: dict[str, Any] = {}
+    rid = request_id.get()
+    if rid is not None:
+        found["request_id"] = rid
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD and not key.startswith("_"):
+            found[key] = value
+    return found
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,25 +45,52 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **_context(record),
         }
-        rid = request_id.get()
-        if rid is not None:
-            entry["request_id"] = rid
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def configure_logging(fmt: str = "json", level: str = "info") -> None:
-    """Send shipyard's and uvicorn's logs to stderr as JSON lines (or plain text)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+class _PeopleFormatter(logging.Formatter):
+    """The message, then the request id and extra fields as `key=value` (for Rich and text)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # uvicorn logs everything, "Started server process" too, as "uvicorn.error"
+        record._source = "uvicorn" if record.name == "uvicorn.error" else record.name
+        text = super().format(record)
+        context = " ".join(f"{k}={v}" for k, v in _context(record).items())
+        return f"{text}  {context}" if context else text
+
+
+def log_format_for(fmt: str) -> str:
+    """`auto` is `rich` when stderr is a terminal (a person reads it), `json` otherwise."""
+    if fmt == "auto":
+        return "rich" if sys.stderr.isatty() else "json"
+    return fmt
+
+
+def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    """Send shipyard's and uvicorn's logs to stderr: JSON lines, Rich, or plain text.
+
+    `auto` (the default) writes Rich's coloured, aligned lines on a terminal and JSON lines
+    (one object per line, for a log collector) when stderr is a file or a pipe.
+    """
+    handler: logging.Handler
+    fmt = log_format_for(fmt)
+    if fmt == "rich":
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=Console(stderr=True), show_path=False)
+        handler.setFormatter(_PeopleFormatter("%(_source)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            JsonFormatter()
+            if fmt == "json"
+            else _PeopleFormatter("%(asctime)s %(levelname)s %(_source)s: %(message)s")
+        )
     for name in ("shipyard", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]

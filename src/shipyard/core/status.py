@@ -19,6 +19,7 @@ HTTP_STATUS: dict[type[e.ShipyardError], int] = {
     e.SchemaViolation: 422,
     e.ModelOutputInvalid: 422,
     e.UnsupportedModel: 422,
+    e.UserCodeFailed: 422,
     e.UnsupportedMediaType: 415,
     e.NotFound: 404,
     e.ModelNotFound: 404,
@@ -45,6 +46,7 @@ HTTP_STATUS: dict[type[e.ShipyardError], int] = {
     e.MissingDependency: 503,
     e.SchemaOutdated: 503,
     e.ConfigurationError: 503,
+    e.AddressInUse: 503,
 }
 
 

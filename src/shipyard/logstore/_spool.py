@@ -17,7 +17,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +38,16 @@ class SpoolFile:
     fd: int
     rows: int = 0
     bytes: int = 0
-    ids: dict[str, str] = field(default_factory=dict)  # prediction id -> model
+    # the prediction ids logged in it, as appended (a request's ids and their model): kept as
+    # they came, since only feedback asks, and rarely
+    batches: list[tuple[Sequence[str], str]] = field(default_factory=list)
     opened_at: float = 0.0
     versions: set[tuple[str, int]] = field(default_factory=set)  # model versions logged in it
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """Prediction id -> model, for the predictions logged in it."""
+        return {pid: model for ids, model in list(self.batches) for pid in ids}
 
     def release(self, *, delete: bool) -> None:
         """Delete (after its Parquet is written) or keep the file, then let go of it."""
@@ -114,7 +121,7 @@ class Spool:
         return SpoolFile(path, fd, opened_at=time.monotonic())
 
     def append(
-        self, data: bytes, rows: int, ids: list[str], version: tuple[str, int] | None = None
+        self, data: bytes, rows: int, ids: Sequence[str], version: tuple[str, int] | None = None
     ) -> None:
         """Append whole lines; returns once the kernel has them.
 
@@ -137,7 +144,7 @@ class Spool:
             current.rows += rows
             current.bytes += len(data)
             if version is not None:
-                current.ids.update(dict.fromkeys(ids, version[0]))
+                current.batches.append((ids, version[0]))
                 current.versions.add(version)
             self._dirty = True
 
@@ -161,7 +168,7 @@ class Spool:
     def pending_ids(self) -> dict[str, str]:
         """Prediction ids in the current file, with their model."""
         current = self._current
-        return dict(current.ids) if current is not None else {}
+        return current.ids if current is not None else {}
 
     def writable(self) -> bool:
         """Whether the spool's disk takes writes again (after a full disk, say): a probe file

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,22 +23,20 @@ def build_training_set(
     classes: list[Any] | None,
     reader: LogReader,
     now: datetime,
+    *,
+    base: Path | None = None,
 ) -> pd.DataFrame:
-    """The frame the training function gets: feature columns, the label, and the time column."""
+    """The frame the training function gets: feature columns, the label, and the time column.
+
+    A relative `data.path` is read from `base` (the folder of shipyard.yaml), like the
+    training module.
+    """
     if data.source == "logs":
         frame = _from_logs(model, features, data, classes, reader, now)
-    elif data.source == "parquet":
-        frame = pd.read_parquet(str(data.path))
-    elif data.source == "csv":
-        frame = pd.read_csv(str(data.path))
+    elif data.source in ("parquet", "csv"):
+        frame = _read_file(data, model, base)
     else:
-        from sqlalchemy import create_engine
-
-        engine = create_engine(str(data.url))
-        try:
-            frame = pd.read_sql(str(data.query), engine)
-        finally:
-            engine.dispose()
+        frame = _read_sql(data, model)
     missing = [c for c in [*features, data.label] if c not in frame.columns]
     if missing:
         raise ConfigurationError(
@@ -48,6 +47,44 @@ def build_training_set(
             f"the training data of {model} is empty ({data.source}); nothing to retrain on"
         )
     return frame
+
+
+def _read_file(data: DataSpec, model: str, base: Path | None) -> pd.DataFrame:
+    path = Path(str(data.path)).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ConfigurationError(
+            f"the training data of {model} (data.path: {data.path}) is not a file: {path} "
+            "does not exist; a relative path is read from the folder of shipyard.yaml"
+        )
+    what = "Parquet" if data.source == "parquet" else "CSV"
+    try:
+        return pd.read_parquet(path) if data.source == "parquet" else pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise InvalidInput(
+            f"the training data of {model} ({path}) is not a readable {what} file: {error}"
+        ) from None
+
+
+def _read_sql(data: DataSpec, model: str) -> pd.DataFrame:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        engine = create_engine(str(data.url))
+    except (ArgumentError, ImportError, ValueError) as error:
+        raise ConfigurationError(
+            f"the training data of {model}: data.url is not a usable SQLAlchemy URL ({error})"
+        ) from None
+    try:
+        return pd.read_sql(str(data.query), engine)
+    except SQLAlchemyError as error:
+        raise InvalidInput(
+            f"the training query of {model} (data.query) failed: {getattr(error, 'orig', None) or error}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _from_logs(

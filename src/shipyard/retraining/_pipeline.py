@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.core import Signature
-from shipyard.core.errors import Conflict, InvalidInput, NotFound, ShipyardError
+from shipyard.core.errors import Conflict, InvalidInput, NotFound, ShipyardError, UserCodeFailed
 from shipyard.logstore import LogReader, label_text
 from shipyard.monitoring import LogQueries, Period
 from shipyard.registry import Registry
@@ -164,7 +164,9 @@ class Pipeline:
             else None
         )
         # 1. the training set
-        frame = build_training_set(spec.data, self.name, features, classes, self.reader, now)
+        frame = build_training_set(
+            spec.data, self.name, features, classes, self.reader, now, base=self.code_dir
+        )
         train, holdout = split_holdout(frame, spec.holdout, spec.data.time_column)
         self._step(record, "data", "ok", {
             "source": spec.data.source, "rows": len(frame), "train_rows": len(train), "holdout_rows": len(holdout),
@@ -179,7 +181,11 @@ class Pipeline:
             self._set(record, run_id=run.id)
             train_print = run.log_dataset("train", train)
             run.log_dataset("holdout", holdout)
-            model = spec.entrypoint(self.code_dir)(train, dict(spec.params))
+            train_fn = spec.entrypoint(self.code_dir)
+            try:
+                model = train_fn(train, dict(spec.params))
+            except Exception as error:  # the user's code: named, with its line, never a traceback
+                raise UserCodeFailed.raised("training function", spec.train, error) from error
             self._step(
                 record,
                 "train",

@@ -62,14 +62,35 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where a training set comes from."""
 
-    source: Literal["logs", "parquet", "csv", "sql"] = "logs"
-    path: str | None = None
-    query: str | None = None
-    url: str | None = None
-    window: str = "28d"
-    label: str = "label"
-    time_column: str | None = "timestamp"
-    features: list[str] | None = None
+    source: Literal["logs", "parquet", "csv", "sql"] = Field(
+        default="logs",
+        description="`logs`: the model's logged predictions joined with the labels sent back "
+        "(`/v1/feedback`); `parquet` / `csv`: a file (`path`); `sql`: a query (`query`, `url`)",
+    )
+    path: str | None = Field(
+        default=None,
+        description="the Parquet or CSV file; a relative path is read from the folder of "
+        "shipyard.yaml",
+    )
+    query: str | None = Field(default=None, description="the SQL query (source `sql`)")
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL the query runs on (source `sql`), e.g. "
+        "`postgresql+psycopg://user@host/db`",
+    )
+    window: str = Field(
+        default="28d", description="how far back logged predictions are used (source `logs`)"
+    )
+    label: str = Field(default="label", description="the column with the true outcome")
+    time_column: str | None = Field(
+        default="timestamp",
+        description="the column that orders rows for a time holdout (source `logs`: the "
+        "prediction time); null for none",
+    )
+    features: list[str] | None = Field(
+        default=None,
+        description="the columns the model takes; default the serving version's signature",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> DataSpec:
@@ -82,24 +103,54 @@ class DataSpec(_Strict):
 
 
 class HoldoutSpec(_Strict):
-    split: Literal["time", "random"] = "time"
-    fraction: float = Field(default=0.2, gt=0, lt=1)
-    seed: int = 0
+    """The rows kept out of training to validate the candidate beside the champion."""
+
+    split: Literal["time", "random"] = Field(
+        default="time",
+        description="`time`: the latest rows by `data.time_column`; `random`: a seeded shuffle",
+    )
+    fraction: float = Field(default=0.2, gt=0, lt=1, description="share of rows held out")
+    seed: int = Field(default=0, description="seed of the random split")
 
 
 class RolloutSpec(_Strict):
     """How a validated candidate reaches all traffic."""
 
-    canary: float = Field(default=5.0, gt=0, lt=100)
-    routing_field: str | None = None
-    min_labels: int = Field(default=500, ge=10)
-    max_labels: int = Field(default=20_000, ge=10)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
-    margin: float = Field(default=0.005, ge=0, lt=0.5)
-    max_error_rate: float = Field(default=0.02, ge=0, le=1)
-    max_latency_p95_ms: float = Field(default=250.0, gt=0)
-    approval: Literal["auto", "manual"] = "auto"
-    check_every: str = "5m"
+    canary: float = Field(
+        default=5.0, gt=0, lt=100, description="percent of traffic the candidate gets first"
+    )
+    routing_field: str | None = Field(
+        default=None,
+        description="request field (or routing key) that keeps a caller on one variant",
+    )
+    min_labels: int = Field(
+        default=500, ge=10, description="labelled predictions each arm needs before a decision"
+    )
+    max_labels: int = Field(
+        default=20_000,
+        ge=10,
+        description="labels per arm at which the sequential test reaches its full information",
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="confidence of the promote / roll-back test"
+    )
+    margin: float = Field(
+        default=0.005,
+        ge=0,
+        lt=0.5,
+        description="accuracy the candidate may lose against the champion and still be promoted",
+    )
+    max_error_rate: float = Field(
+        default=0.02, ge=0, le=1, description="canary error share that rolls it back at once"
+    )
+    max_latency_p95_ms: float = Field(
+        default=250.0, gt=0, description="canary p95 latency that rolls it back at once"
+    )
+    approval: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="`manual`: a promotion waits for `shipyard approve NAME VERSION`",
+    )
+    check_every: str = Field(default="5m", description="how often the worker checks the canary")
 
     @field_validator("check_every")
     @classmethod
@@ -111,9 +162,17 @@ class RolloutSpec(_Strict):
 class PolicySpec(_Strict):
     """One reason to retrain: a schedule, an alert, or enough new labels."""
 
-    schedule: str | None = None
-    on_alert: str | None = None
-    every_labels: int | None = Field(default=None, gt=0)
+    schedule: str | None = Field(
+        default=None, description="cron expression in UTC, e.g. `0 3 * * 1` (Mondays 03:00)"
+    )
+    on_alert: str | None = Field(
+        default=None,
+        description="an alert rule; its firing starts a retrain, e.g. `accuracy < 0.90 over 7d "
+        "with >= 500 labels`",
+    )
+    every_labels: int | None = Field(
+        default=None, gt=0, description="retrain after this many new labels"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> PolicySpec:
@@ -139,17 +198,44 @@ class PolicySpec(_Strict):
 class RetrainSpec(_Strict):
     """Everything the closed loop needs to know about one model."""
 
-    name: str
-    train: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    data: DataSpec = Field(default_factory=DataSpec)
-    holdout: HoldoutSpec = Field(default_factory=HoldoutSpec)
-    gates: list[str] = Field(default_factory=list)
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
-    policies: list[PolicySpec] = Field(default_factory=list)
-    cooldown: str = "6h"
-    max_per_day: int = Field(default=2, ge=1)
-    threshold_share: float | None = Field(default=None, gt=0, lt=1)
+    name: str = Field(description="the model's name: the key under `models:`")
+    train: str = Field(
+        description="`module:function` that trains: called as `function(frame, params)` with "
+        "the training rows (a pandas DataFrame with the data's columns, at least "
+        "`data.features` and `data.label`, plus the prediction time for `logs`; the holdout "
+        "removed) and `params`, it returns the fitted model (anything `shipyard models "
+        "register` takes); the module is imported from the folder of shipyard.yaml first"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="passed to the training function; recorded on the run"
+    )
+    data: DataSpec = Field(
+        default_factory=DataSpec, description="where the training rows come from"
+    )
+    holdout: HoldoutSpec = Field(
+        default_factory=HoldoutSpec, description="the rows kept back for validation"
+    )
+    gates: list[str] = Field(
+        default_factory=list,
+        description="conditions the candidate must meet on the holdout, e.g. `auc >= 0.75`, "
+        "`accuracy >= champion - 0.005`, `latency_per_row_ms <= 2`",
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="how a candidate that passed reaches all traffic"
+    )
+    policies: list[PolicySpec] = Field(
+        default_factory=list,
+        description="when the worker retrains by itself; each item has exactly one key",
+    )
+    cooldown: str = Field(default="6h", description="least time between two automatic retrains")
+    max_per_day: int = Field(default=2, ge=1, description="most automatic retrains in 24 hours")
+    threshold_share: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="a new model's decision threshold flags this share of training rows; "
+        "default: the champion's threshold",
+    )
 
     @field_validator("train")
     @classmethod

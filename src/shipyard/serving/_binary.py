@@ -35,6 +35,9 @@ BINARY_DTYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 
+_NUMPY_DTYPES = {name: np.dtype(code) for name, code in BINARY_DTYPES.items()}
+_LENGTH = struct.Struct("<I")
+
 
 def split_request(raw: bytes, header_length: str) -> Any:
     """The inference header of a binary request, each binary input's data in place (a numpy
@@ -52,6 +55,7 @@ def split_request(raw: bytes, header_length: str) -> Any:
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise MalformedRequest("the inference header must be an object with an 'inputs' list")
     offset = length
+    view = memoryview(raw)
     for index, tensor in enumerate(header["inputs"]):
         parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
@@ -64,7 +68,7 @@ def split_request(raw: bytes, header_length: str) -> Any:
             )
         if "data" in tensor:
             raise MalformedRequest(f"inputs[{index}] has both 'data' and binary data; send one")
-        tensor["data"] = _decode(tensor.get("datatype"), raw[offset : offset + size], index)
+        tensor["data"] = _decode(tensor.get("datatype"), view, offset, size, index)
         offset += size
     if offset != len(raw):
         raise MalformedRequest(
@@ -74,20 +78,21 @@ def split_request(raw: bytes, header_length: str) -> Any:
     return header
 
 
-def _decode(datatype: Any, data: bytes, index: int) -> Any:
-    if datatype == "BYTES":
-        return decode_bytes(data, index)
-    if not isinstance(datatype, str) or datatype not in BINARY_DTYPES:
+def _decode(datatype: Any, raw: memoryview, offset: int, size: int, index: int) -> Any:
+    """One input's binary data, from `size` bytes at `offset` (numbers: a view, not a copy)."""
+    dtype = _NUMPY_DTYPES.get(datatype) if type(datatype) is str else None
+    if dtype is None:
+        if datatype == "BYTES":
+            return decode_bytes(bytes(raw[offset : offset + size]), index)
         raise MalformedRequest(
             f"inputs[{index}].datatype {str(datatype)[:20]!r} cannot carry binary data; use one "
             f"of {', '.join([*BINARY_DTYPES, 'BYTES'])}"
         )
-    dtype = np.dtype(BINARY_DTYPES[datatype])
-    if len(data) % dtype.itemsize:
+    if size % dtype.itemsize:
         raise MalformedRequest(
-            f"inputs[{index}] has {len(data)} bytes, not a whole number of {datatype} values"
+            f"inputs[{index}] has {size} bytes, not a whole number of {datatype} values"
         )
-    return np.frombuffer(data, dtype=dtype)
+    return np.frombuffer(raw, dtype=dtype, count=size // dtype.itemsize, offset=offset)
 
 
 def decode_bytes(data: bytes, index: int = 0) -> list[str]:
@@ -110,12 +115,10 @@ def decode_bytes(data: bytes, index: int = 0) -> list[str]:
 
 
 def encode_bytes(values: list[Any]) -> bytes:
-    parts = []
-    for value in values:
-        encoded = str(value).encode()
-        parts.append(struct.pack("<I", len(encoded)))
-        parts.append(encoded)
-    return b"".join(parts)
+    """BYTES elements as `decode_bytes` reads them."""
+    encoded = [str(value).encode() for value in values]
+    pack = _LENGTH.pack
+    return b"".join([part for e in encoded for part in (pack(len(e)), e)])
 
 
 def _as_bytes(tensor: dict[str, Any]) -> bytes:

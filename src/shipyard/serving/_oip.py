@@ -70,38 +70,58 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
-def _tensor(item: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
+_FIELDS = frozenset(("name", "shape", "datatype", "data"))
+
+
+def _tensor(item: Any, index: int) -> tuple[str, list[int], str, Any]:
+    if isinstance(item, dict) and item.keys() >= _FIELDS:
+        name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
+        if (
+            type(name) is str
+            and isinstance(shape, list)
+            and type(datatype) is str
+            and datatype in _KNOWN
+            and _is_shape(shape)
+        ):
+            binary = isinstance(data, np.ndarray)  # from the binary extension: typed already
+            flat = data if binary else _flatten(data)
+            expected = shape[0] if len(shape) == 1 else math.prod(shape)
+            if len(flat) != expected:
+                raise MalformedRequest(
+                    f"input {name!r} has shape {shape} ({expected} values) but {len(flat)} "
+                    "values in data"
+                )
+            if not binary:
+                _check_values(name, datatype, flat)
+            return name, shape, datatype, flat
+    raise MalformedRequest(_what_is_wrong(item, index))
+
+
+def _is_shape(shape: list[Any]) -> bool:
+    if len(shape) == 1:
+        first = shape[0]
+        return type(first) is int and first >= 0
+    return all(type(d) is int and d >= 0 for d in shape)
+
+
+def _what_is_wrong(item: Any, index: int) -> str:
+    """Why `item` is not a V2 input tensor."""
     where = f"inputs[{index}]"
     if not isinstance(item, dict):
-        raise MalformedRequest(f"{where} must be an object with name, shape, datatype and data")
+        return f"{where} must be an object with name, shape, datatype and data"
     missing = [k for k in ("name", "shape", "datatype", "data") if k not in item]
     if missing:
-        raise MalformedRequest(
-            f"{where} lacks {', '.join(missing)}; each input needs name, shape, datatype, data"
-        )
-    name, shape, datatype, data = item["name"], item["shape"], item["datatype"], item["data"]
+        return f"{where} lacks {', '.join(missing)}; each input needs name, shape, datatype, data"
+    name, shape, datatype = item["name"], item["shape"], item["datatype"]
     if not isinstance(name, str):
-        raise MalformedRequest(f"{where}.name must be a string")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise MalformedRequest(
-            f"{where}.shape must be a list of non-negative integers, got {shape!r}"
-        )
-    if not isinstance(datatype, str) or datatype not in _KNOWN:
-        shown = datatype if isinstance(datatype, str) else type(datatype).__name__
-        raise MalformedRequest(
-            f"{where}.datatype {str(shown)[:40]!r} is not a V2 datatype; use one of "
-            f"{', '.join(sorted(_KNOWN))}"
-        )
-    binary = isinstance(data, np.ndarray)  # from the binary extension: typed already
-    flat = data if binary else _flatten(data)
-    expected = math.prod(shape)
-    if len(flat) != expected:
-        raise MalformedRequest(
-            f"input {name!r} has shape {shape} ({expected} values) but {len(flat)} values in data"
-        )
-    if not binary:
-        _check_values(name, datatype, flat)
-    return name, shape, datatype, flat
+        return f"{where}.name must be a string"
+    if not isinstance(shape, list) or not _is_shape(shape):
+        return f"{where}.shape must be a list of non-negative integers, got {shape!r}"
+    shown = datatype if isinstance(datatype, str) else type(datatype).__name__
+    return (
+        f"{where}.datatype {str(shown)[:40]!r} is not a V2 datatype; use one of "
+        f"{', '.join(sorted(_KNOWN))}"
+    )
 
 
 _INT_RANGES = {
@@ -153,7 +173,7 @@ def _fits(datatype: str, value: Any) -> bool:
 
 
 def _check_datatype(signature: Signature, name: str, datatype: str) -> None:
-    spec = next((c for c in signature.columns if c.name == name), None)
+    spec = signature.by_name.get(name)
     if spec is None:
         return
     ok = (
@@ -191,7 +211,7 @@ def decode_inputs(body: Any, signature: Signature) -> tuple[Columns, int]:
         if tensor[0] in seen:
             raise MalformedRequest(f"input {tensor[0]!r} is given twice; send each input once")
         seen.add(tensor[0])
-    names = signature.names
+    names = signature.by_name
     if len(tensors) == 1 and tensors[0][0] not in names and len(tensors[0][1]) == 2:
         name, shape, datatype, flat = tensors[0]
         rows, width = shape
@@ -202,12 +222,18 @@ def decode_inputs(body: Any, signature: Signature) -> tuple[Columns, int]:
             )
         for column in names:
             _check_datatype(signature, column, datatype)
-        data = {column: flat[j::width] for j, column in enumerate(names)}
-        return signature.validate_columns(data), rows
-    data = {}
+        if isinstance(flat, np.ndarray):  # binary: one reshape, then a view per column
+            matrix = flat.reshape(rows, width)
+            split: dict[str, Any] = {column: matrix[:, j] for j, column in enumerate(names)}
+        else:
+            split = {column: flat[j::width] for j, column in enumerate(names)}
+        return signature.validate_columns(split), rows
+    data: dict[str, Any] = {}
     for name, shape, datatype, flat in tensors:
         if name not in names:
-            raise MalformedRequest(f"unknown input {name!r}; the model takes {', '.join(names)}")
+            raise MalformedRequest(
+                f"unknown input {name!r}; the model takes {', '.join(signature.names)}"
+            )
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise MalformedRequest(
                 f"input {name!r} must have shape [rows] or [rows, 1], got {shape}"

@@ -380,7 +380,8 @@ class PredictionService:
         if rows > limit:
             raise PayloadTooLarge(
                 f"{rows} records in one request is over the limit of {limit}; split the "
-                "batch or raise SHIPYARD_MAX_BATCH_RECORDS (use `shipyard batch` for files)"
+                "batch or raise SHIPYARD_MAX_BATCH_RECORDS (`shipyard predict NAME -i FILE` scores a "
+                "file of any size)"
             )
 
     async def score(

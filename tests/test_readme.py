@@ -1,0 +1,27 @@
+"""The README's settings and shipyard.yaml tables are the code's, and its commands exist."""
+
+from __future__ import annotations
+
+from shipyard.core import Settings
+from shipyard.retraining import RetrainSpec
+from tests.readme import README, generated, settings_table, yaml_table
+
+
+def test_the_generated_tables_match_the_code() -> None:
+    text = README.read_text()
+    assert generated(text) == text, "README.md is out of date: run `make readme`"
+
+
+def test_every_setting_and_every_yaml_key_is_described() -> None:
+    settings = settings_table()
+    for name, field in Settings.model_fields.items():
+        assert f"`SHIPYARD_{name.upper()}`" in settings
+        assert field.description, f"Settings.{name} has no description"
+    keys = yaml_table()
+    for key in ("train", "params", "data.path", "data.source", "holdout.fraction",
+                "rollout.canary", "policies[].on_alert", "threshold_share"):  # fmt: skip
+        assert f"| `{key}` |" in keys
+    for row in keys.splitlines()[2:]:
+        assert row.rsplit("|", 2)[1].strip(), f"no description: {row}"
+    assert "`function(frame, params)`" in keys
+    assert RetrainSpec.model_fields["train"].description
