@@ -16,8 +16,31 @@ from shipyard.core import Settings
 from shipyard.demo import FEATURES, LABEL, transactions
 from shipyard.demo.training import train
 from shipyard.registry import Registry
+from tests import services
 
+# before any test module reads its service URL: use the local services when they answer
+services.discover()
 POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which services the run used, and how many tests skipped for which reason."""
+    terminalreporter.write_sep("-", "services")
+    for variable, decision in services.found.items():
+        terminalreporter.write_line(f"{variable}: {decision}")
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = (
+            str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        )
+        reasons[reason.removeprefix("Skipped: ")] = (
+            reasons.get(reason.removeprefix("Skipped: "), 0) + 1
+        )
+    terminalreporter.write_sep("-", f"{len(skipped)} skipped")
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count:5d}  {reason}")
+
 
 pytest_plugins = ["tests.webhooks"]  # the `hook` fixture: a real webhook endpoint
 

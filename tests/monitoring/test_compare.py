@@ -186,3 +186,51 @@ def test_bad_arguments_say_what_to_do(
         compare(large[0].iloc[:100], large[1].iloc[:100], **kwargs)
     with pytest.raises(e.InvalidInput, match="Parquet"):
         compare([1, 2, 3], large[1])
+
+
+# -- one category, however pandas typed it ---------------------------------------------------
+
+
+def _codes(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 4, size=n)
+
+
+def test_integer_codes_arriving_as_floats_with_a_missing_value_are_the_same_categories() -> None:
+    reference = pd.DataFrame({"channel": _codes(5_000, 1)})
+    current = pd.DataFrame({"channel": _codes(5_000, 2).astype(float)})
+    current.loc[7, "channel"] = np.nan  # one missing value: pandas stores the column as float
+    column = compare(reference, current).columns["channel"]
+    assert column.kind == "categorical"
+    assert column.stats["unseen_share"] == 0.0
+    assert not column.drift
+    assert column.effect_size < 0.05  # Jensen-Shannon of two samples of one distribution
+
+
+def test_booleans_against_zero_one_codes_are_the_same_categories() -> None:
+    flags = np.random.default_rng(3).random(4_000) < 0.3
+    reference = pd.DataFrame({"is_night": flags})
+    current = pd.DataFrame({"is_night": (np.random.default_rng(4).random(4_000) < 0.3).astype(int)})
+    column = compare(reference, current).columns["is_night"]
+    assert column.kind == "categorical"
+    assert column.stats["unseen_share"] == 0.0
+    assert not column.drift
+
+
+def test_digits_as_strings_against_integer_codes_are_the_same_categories() -> None:
+    reference = pd.DataFrame({"tier": _codes(3_000, 5)})
+    current = pd.DataFrame({"tier": _codes(3_000, 6).astype(str)})
+    column = compare(reference, current).columns["tier"]
+    assert column.stats["unseen_share"] == 0.0
+    assert not column.drift
+
+
+def test_a_column_missing_from_the_current_data_is_a_schema_problem() -> None:
+    rng = np.random.default_rng(8)
+    reference = pd.DataFrame({"amount": rng.normal(size=500), "hour": rng.integers(0, 24, 500)})
+    report = compare(reference, reference[["amount"]])
+    assert report.missing_in_current == ["hour"]
+    assert report.schema_problems == [
+        "column 'hour' is in the reference and missing from the current data"
+    ]
+    assert report.to_dict()["missing_in_current"] == ["hour"]
+    assert compare(reference, reference).missing_in_current == []

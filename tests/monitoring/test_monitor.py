@@ -142,7 +142,9 @@ def test_once_another_version_serves_the_old_versions_alerts_are_resolved(
         monitor = Monitor.from_settings(copy, registry)
         assert monitor.alert_manager is not None
         firing = monitor.alert_manager.alerts("fraud-detector", "firing")
-        report = monitor.run("fraud-detector", window="7d", periods=4, now=END)
+        # evaluated in the afternoon: the windows end at the next midnight, the alerts resolve now
+        afternoon = END - timedelta(hours=9)
+        report = monitor.run("fraud-detector", window="7d", periods=4, now=afternoon)
         after = {a["id"]: a for a in monitor.alert_manager.alerts("fraud-detector")}
         resolved = [e for e in registry.history("fraud-detector") if e.action == "alert.resolved"]
     assert firing
@@ -150,7 +152,7 @@ def test_once_another_version_serves_the_old_versions_alerts_are_resolved(
     assert sorted(a["id"] for a in report.alerts) == sorted(a["id"] for a in firing)
     for alert in firing:
         assert after[alert["id"]]["status"] == "resolved"
-        assert after[alert["id"]]["resolved_at"] == END
+        assert after[alert["id"]]["resolved_at"] == afternoon  # not the window's end, ahead
         assert after[alert["id"]]["evidence"]["resolution"] == (
             "version 1 no longer serves fraud-detector"
         )

@@ -234,3 +234,34 @@ def test_module_level_register_uses_the_environment_settings(
     assert version.ref == "fraud-detector:1"
     with Registry.from_settings(sqlite_settings) as registry:
         assert registry.get_version("fraud-detector", 1).runtime == version.runtime
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_a_threshold_for_a_model_that_has_none_is_refused_not_dropped(
+    sqlite_settings: Settings, task: str
+) -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    target = frame["a"] + frame["b"]
+    model = (
+        LogisticRegression().fit(frame, np.digitize(target, [-0.5, 0.5]))
+        if task == "multiclass"
+        else LinearRegression().fit(frame, target)
+    )
+    with Registry.from_settings(sqlite_settings) as registry:
+        with pytest.raises(e.InvalidInput, match=f"m is a {task} model.*without threshold"):
+            registry.register(model, name="m", sample=frame, threshold=0.3)
+        version = registry.register(model, name="m", sample=frame)
+        assert version.version == 1  # the refused registration burned no number
+        assert version.threshold is None
+
+
+def test_a_binary_classifier_without_a_threshold_gets_one_half(
+    sqlite_settings: Settings, fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    with Registry.from_settings(sqlite_settings) as registry:
+        version = registry.register(fraud_model, name="f", sample=fraud_sample)
+        assert version.threshold == 0.5
+        assert registry.metadata("f", 1)["threshold"] == 0.5

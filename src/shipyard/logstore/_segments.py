@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shipyard.core.values import category_text
 from shipyard.store import ArtifactStore
 
 __all__ = ["ERROR_SCHEMA", "LABEL_SCHEMA", "PREDICTION_SCHEMA_BASE", "TypesOf", "write_segments"]
@@ -88,14 +89,9 @@ def _day(ts: float) -> str:
 
 
 def label_text(value: Any) -> str | None:
-    """Labels are stored as text so any class type (0/1, 'fraud', true) compares alike."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """Labels are stored as text so any class type (0/1, 'fraud', true) compares alike: the
+    one normaliser of category values, `shipyard.core.values.category_text`."""
+    return category_text(value)
 
 
 def _label_texts(values: Any) -> list[str | None]:

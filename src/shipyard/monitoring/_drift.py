@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from shipyard.core.errors import InvalidInput
+from shipyard.core.values import category_text
 from shipyard.monitoring._stats import (
     CategoricalStats,
     NumericStats,
@@ -115,6 +116,16 @@ class DriftReport:
     rows_reference: int
     rows_current: int
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    missing_in_current: list[str] = field(default_factory=list)
+    """Reference columns the current data lacks: a schema problem, reported, never compared."""
+
+    @property
+    def schema_problems(self) -> list[str]:
+        """What is wrong with the current data's columns, one sentence each."""
+        return [
+            f"column {name!r} is in the reference and missing from the current data"
+            for name in self.missing_in_current
+        ]
 
     @property
     def drifted(self) -> list[str]:
@@ -140,6 +151,8 @@ class DriftReport:
             "drift_share": self.drift_share,
             "dataset_drift": self.dataset_drift,
             "thresholds": self.thresholds,
+            "missing_in_current": self.missing_in_current,
+            "schema_problems": self.schema_problems,
             "columns": {name: c.to_dict() for name, c in self.columns.items()},
         }
 
@@ -205,14 +218,60 @@ class Table:
             return source.to_table(columns=[name]).column(name)
         return pa.array(source[name], from_pandas=True)
 
-    def kind(self, name: str) -> Kind:
-        arrow_type = self.schema.field(name).type
-        if pa.types.is_integer(arrow_type):
-            distinct = pc.count_distinct(self.column(name)).as_py()
-            return "categorical" if distinct <= _CATEGORICAL_MAX_DISTINCT_INTS else "numeric"
-        if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
-            return "numeric"
-        return "categorical"
+    def type_of(self, name: str) -> pa.DataType:
+        return self.schema.field(name).type
+
+
+def _is_number(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+    )
+
+
+def _without_nan(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    if pa.types.is_floating(column.type):
+        return pc.if_else(pc.is_nan(column), None, column)
+    return column
+
+
+def _integral(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Integers, or floats whose every present value is a whole number (an integer column
+    that pandas upcast to float because a value was missing)."""
+    if pa.types.is_integer(column.type):
+        return True
+    if not pa.types.is_floating(column.type):
+        return False
+    values = _without_nan(column)
+    whole = pc.all(pc.equal(pc.floor(values), values), skip_nulls=True).as_py()
+    return whole is not False  # None: nothing present
+
+
+def kind_of(name: str, reference: Table, current: Table) -> tuple[Kind, bool]:
+    """How column `name` is compared, decided from both sides: (kind, flags as numbers).
+
+    * booleans on either side are flags: categorical, and when the other side holds numbers
+      (0/1 codes) the booleans count as 1 and 0, so `True` and `1` are one category;
+    * whole numbers on both sides (integers, or floats that are all whole) with at most
+      `_CATEGORICAL_MAX_DISTINCT_INTS` values in the reference are codes: categorical;
+    * other numbers on both sides: numeric;
+    * anything else (text on either side, e.g. digits as strings against integer codes):
+      categorical, every value compared by `category_text`.
+    """
+    ref_type, cur_type = reference.type_of(name), current.type_of(name)
+    flags = pa.types.is_boolean(ref_type), pa.types.is_boolean(cur_type)
+    if any(flags):
+        other = cur_type if flags[0] else ref_type
+        return "categorical", not all(flags) and _is_number(other)
+    if not (_is_number(ref_type) and _is_number(cur_type)):
+        return "categorical", False
+    ref = reference.column(name)
+    if _integral(ref) and _integral(current.column(name)):
+        distinct = pc.count_distinct(_without_nan(ref)).as_py()
+        if distinct <= _CATEGORICAL_MAX_DISTINCT_INTS:
+            return "categorical", False
+    return "numeric", False
 
 
 def _numeric_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -224,20 +283,22 @@ def _numeric_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     )
 
 
-def _counts(column: pa.ChunkedArray | pa.Array) -> tuple[dict[str, int], int]:
-    """Category counts (as text) and the number of missing values."""
-    if pa.types.is_floating(column.type):
-        column = pc.if_else(pc.is_nan(column), None, column)
-    counts = pc.value_counts(column)
+def _counts(
+    column: pa.ChunkedArray | pa.Array, flags_as_numbers: bool = False
+) -> tuple[dict[str, int], int]:
+    """Category counts (as `category_text`) and the number of missing values (None, NaN)."""
+    if flags_as_numbers and pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int8())
+    counts = pc.value_counts(_without_nan(column))
     out: dict[str, int] = {}
     missing = 0
     for value, count in zip(
         counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
     ):
-        if value is None:
+        key = category_text(value)
+        if key is None:
             missing += count
         else:
-            key = str(value).lower() if isinstance(value, bool) else str(value)
             out[key] = out.get(key, 0) + count
     return out, missing
 
@@ -250,11 +311,13 @@ class _Raw:
     stats: NumericStats | CategoricalStats
 
 
-def _measure(name: str, kind: Kind, method: str, reference: Table, current: Table) -> _Raw:
+def _measure(
+    name: str, kind: Kind, flags: bool, method: str, reference: Table, current: Table
+) -> _Raw:
     ref, cur = reference.column(name), current.column(name)
     if kind == "numeric":
         return _Raw(name, kind, method, numeric_stats(_numeric_array(ref), _numeric_array(cur)))
-    (ref_counts, ref_missing), (cur_counts, cur_missing) = _counts(ref), _counts(cur)
+    (ref_counts, ref_missing), (cur_counts, cur_missing) = _counts(ref, flags), _counts(cur, flags)
     return _Raw(
         name, kind, method, categorical_stats(ref_counts, cur_counts, ref_missing, cur_missing)
     )
@@ -383,19 +446,24 @@ def compare(
         raise InvalidInput(f"column(s) {missing} are not in both data sets")
     if not names:
         raise InvalidInput("the two data sets have no column in common to compare")
+    # a column the reference has and the current data lacks is a schema problem, not "no drift"
+    absent = [n for n in ref.names if n not in set(cur.names)] if columns is None else []
     forced = set(categorical)
-    plan: list[tuple[str, Kind, str]] = []
+    plan: list[tuple[str, Kind, bool, str]] = []
     for name in names:
-        kind: Kind = "categorical" if name in forced else ref.kind(name)
+        kind, flags = kind_of(name, ref, cur)
+        if name in forced:
+            kind = "categorical"
         method = (methods if isinstance(methods, str) else (methods or {}).get(name)) or "auto"
         if method not in METHODS[kind]:
             raise InvalidInput(
                 f"method {method!r} does not apply to {kind} column {name!r}; use one of {', '.join(METHODS[kind])}"
             )
-        plan.append((name, kind, method))
+        plan.append((name, kind, flags, method))
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
-        raws = list(pool.map(lambda p: _measure(p[0], p[1], p[2], ref, cur), plan))
-    return _verdicts(raws, ref.num_rows, cur.num_rows, t)
+        raws = list(pool.map(lambda p: _measure(p[0], p[1], p[2], p[3], ref, cur), plan))
+    report = _verdicts(raws, ref.num_rows, cur.num_rows, t)
+    return replace(report, missing_in_current=absent) if absent else report
 
 
 def _verdicts(raws: list[_Raw], rows_ref: int, rows_cur: int, t: dict[str, float]) -> DriftReport:

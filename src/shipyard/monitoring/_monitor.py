@@ -188,7 +188,8 @@ class Monitor:
         keep: bool,
     ) -> MonitoringReport:
         versions = {v.version: v for v in self.registry.list_versions(name)}
-        end = _align(now or datetime.now(UTC), step)
+        moment = (now or datetime.now(UTC)).astimezone(UTC)
+        end = _align(moment, step)
         period = Period(end - periods * step, end, step)
         report = MonitoringReport(name, window, period, datetime.now(UTC))
         rows = LogQueries(self.reader, name, period).windows(self._positive(versions))
@@ -204,7 +205,9 @@ class Monitor:
         if not keep:
             return report
         if self.alert_manager is not None:
-            report.alerts = _jsonable(self._alerts(name, versions, served, step, end, report))
+            report.alerts = _jsonable(
+                self._alerts(name, versions, served, step, end, moment, report)
+            )
         with self.registry.database.transaction() as conn:
             repo.save_snapshot(conn, name, window, period.start, period.end, report.to_dict())
         return report
@@ -216,9 +219,14 @@ class Monitor:
         served: list[int],
         step: timedelta,
         end: datetime,
+        moment: datetime,
         report: MonitoringReport,
     ) -> list[dict[str, Any]]:
-        """Evaluate the rules on the live versions that had traffic; retire the others' alerts."""
+        """Evaluate the rules on the live versions that had traffic; retire the others' alerts.
+
+        Windows end at `end` (the next window boundary); alerts open and resolve at `moment`,
+        when the rules were evaluated, never at a boundary still in the future.
+        """
         assert self.alert_manager is not None
         plan = self.registry.serving_plan().get(name)
         # never deployed and no production alias: every version with traffic counts as live
@@ -237,9 +245,9 @@ class Monitor:
                     cache[key] = self._summary_over(name, versions[version], end, rule.window)
                 return cache[key]
 
-            changed += self.alert_manager.evaluate(name, summary_for, served, end)
+            changed += self.alert_manager.evaluate(name, summary_for, served, moment)
         if plan is not None:
-            changed += self.alert_manager.retire(name, live, end)
+            changed += self.alert_manager.retire(name, live, moment)
         return changed
 
     def _summary_over(
@@ -319,7 +327,8 @@ class Monitor:
         columns = [c for c in reference.column_names if c in features.column_names]
         if not columns:
             return None
-        return compare(reference.select(columns), features.select(columns))
+        # the whole reference: a feature the logs no longer carry is reported, not skipped
+        return compare(reference, features.select(columns))
 
     def _score_drift(self, name: str, record: ModelVersion, current: pa.Table) -> dict[str, Any]:
         """Scores of the window against the model's scores on its own reference sample."""
@@ -628,6 +637,12 @@ def _quality(drift: DriftReport | None, violations: dict[str, int]) -> dict[str,
                 "out_of_range_rate": stats.get("out_of_range_rate"),
                 "unseen_share": stats.get("unseen_share"),
                 "unseen": stats.get("unseen"),
+                "violations": violations.get(name, 0),
+            }
+        for name in drift.missing_in_current:
+            out[name] = {
+                "missing_from_current": True,
+                "missing_rate": 1.0,
                 "violations": violations.get(name, 0),
             }
     for name, count in violations.items():

@@ -215,6 +215,15 @@ class Registering(RegistryBase):
         )
         try:
             packaged = package(model, sig, checked, folder / "model")
+            task = packaged.info.task
+            if task != "binary" and fields["threshold"] is not None:
+                raise InvalidInput(
+                    f"threshold={fields['threshold']} applies to binary classifiers, and "
+                    f"{name} is a {task} model ({'it answers one value per row' if task == 'regression' else 'it answers the most likely class'}); "
+                    "register it without threshold"
+                )
+            if task == "binary" and fields["threshold"] is None:
+                fields["threshold"] = 0.5
             if packaged.onnx is not None:
                 (folder / "model.onnx").write_bytes(packaged.onnx)
             write_json(folder / "config.json", fields["params"])
@@ -345,9 +354,9 @@ def _head(data: Any, rows: int) -> Any:
     return data
 
 
-def _threshold(value: float | None) -> float:
+def _threshold(value: float | None) -> float | None:
     if value is None:
-        return 0.5
+        return None  # 0.5 for a binary classifier; other tasks have none
     if not 0.0 <= float(value) <= 1.0:
         raise InvalidInput(f"threshold must be between 0 and 1, got {value}")
     return float(value)

@@ -229,7 +229,7 @@ class Pipeline:
                 model, name=self.name, sample=train[features].iloc[:2000], training_data=train[[*features, spec.data.label]],
                 metrics={k: round(v, 6) for k, v in candidate_metrics.items()}, params=spec.params,
                 description=f"retrained by pipeline {record['id']}", purpose=champion.purpose if champion else "",
-                threshold=threshold, run_id=run.id,
+                threshold=threshold if _binary(model) else None, run_id=run.id,
                 lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"]},
             )  # fmt: skip
         self._set(record, candidate_version=version.version)
@@ -411,3 +411,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and value != value:
         return None
     return value
+
+
+def _binary(model: Any) -> bool:
+    """Whether `model` is a binary classifier, the only kind with a decision threshold: two
+    `classes_`, or (without scikit-learn's `classes_`) a `predict_proba`."""
+    classes = getattr(model, "classes_", None)
+    if classes is not None:
+        return len(classes) == 2
+    return hasattr(model, "predict_proba")
