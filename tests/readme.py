@@ -36,10 +36,10 @@ def _type(annotation: Any) -> str:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         value = field.default_factory()  # type: ignore[call-arg]
-        if isinstance(value, BaseModel | list | dict) and not value:
-            return "empty" if isinstance(value, list | dict) else "see below"
         if isinstance(value, BaseModel):
             return "see below"
+        if isinstance(value, list | dict) and not value:
+            return "empty"
         return "the OS user" if isinstance(value, str) else f"`{value}`"
     if field.default is PydanticUndefined:
         return "required"

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from shipyard.core import Settings
 from shipyard.core.errors import InvalidInput
+from shipyard.core.tables import read_table_file
 from shipyard.registry import Registry
 
 __all__ = [
@@ -87,13 +88,7 @@ def read_table(path: Path) -> Any:
         return pd.DataFrame.from_records(read_records(str(path)))
     if suffix not in TABLE_SUFFIXES:
         raise InvalidInput(f"cannot read {path.name}: use a .csv, .parquet or .json file")
-    what = "CSV" if suffix == ".csv" else "Parquet"
-    try:
-        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        # pandas' and pyarrow's parse errors are ValueError / ArrowInvalid (a ValueError) /
-        # OSError subclasses; the message says where the file stopped making sense
-        raise InvalidInput(f"{path} is not a readable {what} file: {error}") from None
+    return read_table_file(path, "csv" if suffix == ".csv" else "parquet")
 
 
 def read_records(source: str) -> list[dict[str, Any]]:

@@ -59,9 +59,11 @@ def server(
     config = settings(ctx)
     if grpc_port is not None and grpc_port == port:
         raise InvalidInput(f"--grpc-port {grpc_port} is --port too; give gRPC a port of its own")
-    # the ports are checked (and HTTP's bound) before anything loads: a taken port must not
+    # the ports are checked (one worker's bound) before anything loads: a taken port must not
     # cost a minute of model loading, then a traceback
-    ensure_free(host, port)
+    sock = listening_socket(host, port) if workers == 1 else None
+    if sock is None:
+        ensure_free(host, port)
     if grpc_port is not None:
         ensure_free(host, grpc_port)
     fmt = log_format.value if log_format is not None else config.log_format
@@ -96,8 +98,7 @@ def server(
     }
     if workers > 1 and REUSE_PORT:
         serve_workers(uvicorn.Config("shipyard.app:factory", **options))
-    elif workers == 1:
-        sock = listening_socket(host, port)
+    elif sock is not None:
         log.info("listening on http://%s", _shown(sock))
         served = uvicorn.Server(uvicorn.Config("shipyard.app:factory", **options))
         try:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from shipyard.core.errors import ConfigurationError, InvalidInput
+from shipyard.core.tables import read_table_file
 from shipyard.logstore import LogReader
 from shipyard.retraining._spec import DataSpec, HoldoutSpec, parse_duration
 
@@ -58,13 +59,11 @@ def _read_file(data: DataSpec, model: str, base: Path | None) -> pd.DataFrame:
             f"the training data of {model} (data.path: {data.path}) is not a file: {path} "
             "does not exist; a relative path is read from the folder of shipyard.yaml"
         )
-    what = "Parquet" if data.source == "parquet" else "CSV"
     try:
-        return pd.read_parquet(path) if data.source == "parquet" else pd.read_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise InvalidInput(
-            f"the training data of {model} ({path}) is not a readable {what} file: {error}"
-        ) from None
+        frame: pd.DataFrame = read_table_file(path, data.source)
+        return frame
+    except InvalidInput as error:
+        raise InvalidInput(f"the training data of {model}: {error.message}") from None
 
 
 def _read_sql(data: DataSpec, model: str) -> pd.DataFrame:

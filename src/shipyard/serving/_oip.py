@@ -85,7 +85,7 @@ def _tensor(item: Any, index: int) -> tuple[str, list[int], str, Any]:
         ):
             binary = isinstance(data, np.ndarray)  # from the binary extension: typed already
             flat = data if binary else _flatten(data)
-            expected = shape[0] if len(shape) == 1 else math.prod(shape)
+            expected = math.prod(shape)
             if len(flat) != expected:
                 raise MalformedRequest(
                     f"input {name!r} has shape {shape} ({expected} values) but {len(flat)} "
@@ -98,9 +98,6 @@ def _tensor(item: Any, index: int) -> tuple[str, list[int], str, Any]:
 
 
 def _is_shape(shape: list[Any]) -> bool:
-    if len(shape) == 1:
-        first = shape[0]
-        return type(first) is int and first >= 0
     return all(type(d) is int and d >= 0 for d in shape)
 
 
