@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+
 from shipyard.core import Settings
 from shipyard.retraining import RetrainSpec
 from tests.readme import README, generated, settings_table, yaml_table
@@ -25,3 +28,22 @@ def test_every_setting_and_every_yaml_key_is_described() -> None:
         assert row.rsplit("|", 2)[1].strip(), f"no description: {row}"
     assert "`function(frame, params)`" in keys
     assert RetrainSpec.model_fields["train"].description
+
+
+def test_links_to_the_repository_s_own_files_resolve() -> None:
+    links = re.findall(r"\]\(([^)#:]+)\)", README.read_text())
+    assert "docs/ARCHITECTURE.md" in links
+    for link in links:
+        assert (README.parent / link).exists(), f"README links to {link}, which does not exist"
+
+
+def test_the_architecture_names_every_layer_the_import_contract_enforces() -> None:
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    layers = next(
+        c["layers"] for c in project["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    )
+    architecture = (README.parent / "docs" / "ARCHITECTURE.md").read_text()
+    for layer in layers:
+        for package in layer.split("|"):
+            name = package.strip().removeprefix("shipyard.")
+            assert re.search(rf"\b{name}\b", architecture), f"ARCHITECTURE.md omits {package}"

@@ -5,6 +5,7 @@
     monitor   a monitoring run of one model (snapshots, alerts)
     retrain   a pipeline's first five steps (data, train, validate, register, canary)
     rollout   a canary's decision; queued again until it promotes, rolls back or waits for a person
+    webhook   an alert's webhook post that failed, attempted again after the retry policy's wait
 
 Any number of workers may run, on one machine or many: a job is leased to one worker, the
 lease renewed while it works, and taken over by another if the worker dies (see
@@ -42,7 +43,7 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("shipyard.worker")
 
-KINDS = ("tick", "monitor", "retrain", "rollout")
+KINDS = ("tick", "monitor", "retrain", "rollout", "webhook")
 
 
 class Worker:
@@ -175,6 +176,7 @@ class Worker:
             "monitor": self._monitor,
             "retrain": self._retrain,
             "rollout": self._rollout,
+            "webhook": self._webhook,
         }[job.kind]
         return handler(job)
 
@@ -259,6 +261,11 @@ class Worker:
             job.model, window=job.payload.get("window", self.monitor_window), now=self.clock()
         )
         return {"status": report.status, "alerts": [a["id"] for a in report.alerts]}
+
+    def _webhook(self, job: Job) -> dict[str, Any]:
+        """An alert's webhook post that failed, attempted again (see `AlertManager`)."""
+        assert self.monitor.alert_manager is not None
+        return self.monitor.alert_manager.redeliver(job.payload)
 
     def _retrain(self, job: Job) -> dict[str, Any]:
         assert job.model is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,17 @@ def test_synthetic_transactions_are_deterministic_and_realistic() -> None:
     assert a.groupby("merchant_category")["transaction_amount"].median()["jewelry"] > 100
 
 
-def test_demo_plays_the_serving_story_end_to_end(tmp_path: Path) -> None:
+def test_demo_plays_the_serving_story_end_to_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = io.StringIO()
-    result = run_demo(
-        tmp_path / "demo", rows=10_000, requests=40, console=Console(file=out, width=120)
-    )
+    with caplog.at_level(logging.INFO, logger="shipyard.monitoring"):
+        result = run_demo(
+            tmp_path / "demo", rows=10_000, requests=40, console=Console(file=out, width=120)
+        )
     text = out.getvalue()
+    # alerts are told by the story, not as log lines in the middle of it
+    assert not [r for r in caplog.records if r.name.startswith("shipyard.monitoring")]
     assert (result.version, result.challenger) == (1, 2)
     assert result.runtime == "onnxruntime"
     assert result.metrics["auc"] > 0.75
@@ -52,7 +58,15 @@ def test_demo_plays_the_serving_story_end_to_end(tmp_path: Path) -> None:
     assert result.logged["predictions"] == answered + result.partner_answered
     assert result.labels_accepted == 40 + 1000 + 2000
     assert result.logged["labels"] == result.labels_accepted
-    assert "fraud-detector:1 in production" in text
+    # the closing table names the version serving at the end, after the loop promoted one
+    loop = result.loop
+    assert loop is not None
+    assert loop.status == "promoted"
+    assert loop.champion_after == loop.candidate
+    assert f"fraud-detector:{loop.champion_after} in production" in text
+    # the report left behind is the one after the loop, with the promoted version in it
+    assert loop.html is not None
+    assert f"Version {loop.champion_after} " in loop.html.read_text()
     # a month in production: the amount shift and the accuracy decline are caught
     month = result.month
     assert month is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,6 +101,7 @@ def test_prediction_columns_are_typed_by_the_signature_and_missing_values_are_nu
             ("key_id", pa.string()),
             ("request_id", pa.string()),
             ("latency_ms", pa.float64()),
+            ("routing_key", pa.string()),  # null: the request had no routing key
             (
                 "features",
                 pa.struct(
@@ -129,6 +130,7 @@ def test_prediction_columns_are_typed_by_the_signature_and_missing_values_are_nu
         "key_id": "key-1",
         "request_id": "req-1",
         "latency_ms": 2.5,
+        "routing_key": None,
         "features": {"amount": 12.5, "count": 1, "category": "grocery", "weekend": True},
         "score": 0.9,
         "label": "1",
@@ -272,31 +274,83 @@ def test_pending_ids_are_the_logged_ids_until_the_flush(writer: LogWriter) -> No
     assert writer.pending_ids() == set()
 
 
-def test_lag_grows_while_rows_are_unflushed_and_is_zero_after(writer: LogWriter) -> None:
-    assert writer.lag_seconds == 0.0
-    log_scores(writer, [new_id()])
-    time.sleep(0.1)
-    earlier = writer.lag_seconds
-    time.sleep(0.1)
-    assert 0.1 <= earlier < writer.lag_seconds
-    writer.flush()
-    assert writer.lag_seconds == 0.0
+class Clock:
+    """The writer's monotonic clock, moved by the test. It counts the reads of threads other
+    than the test's (the flusher's: one per round), so a test can wait until the flusher has
+    looked at the spool instead of sleeping and hoping it has."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self._reads = 0
+        self._read = threading.Condition()
+
+    def __call__(self) -> float:
+        if threading.current_thread() is not threading.main_thread():
+            with self._read:
+                self._reads += 1
+                self._read.notify_all()
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def wait_for_rounds(self, rounds: int) -> None:
+        """Wait until the flusher has finished `rounds` rounds that began after this call (its
+        start reads the clock too, and the round under way may have read it already)."""
+        with self._read:
+            target = self._reads + rounds + 2
+            assert self._read.wait_for(lambda: self._reads >= target, timeout=10), (
+                "the flusher did not run for 10 s"
+            )
+
+
+def test_lag_is_the_age_of_the_oldest_row_not_in_parquet_and_zero_after(
+    spool_dir: Path, any_store: ArtifactStore
+) -> None:
+    clock = Clock()
+    away = [True]  # what types the logs does not answer: segments cannot be written
+
+    def types_of(model: str, version: int) -> dict[str, str] | None:
+        if away[0]:
+            raise ConnectionError("the registry does not answer")
+        return None
+
+    writer = LogWriter(spool_dir, any_store, types_of=types_of, fsync_seconds=0, clock=clock)
+    try:
+        assert writer.lag_seconds == 0.0
+        log_scores(writer, [new_id()])
+        clock.advance(2.0)
+        assert writer.lag_seconds == 2.0
+        assert writer.flush() == 0  # not written: the file waits for the next try
+        log_scores(writer, [new_id()])  # into a new spool file, 2 s younger
+        clock.advance(1.5)
+        assert writer.lag_seconds == 3.5  # the waiting file's age, not the new one's
+        away[0] = False
+        assert writer.flush() == 2
+        assert writer.lag_seconds == 0.0
+        clock.advance(10.0)
+        log_scores(writer, [new_id()])
+        clock.advance(0.25)
+        assert writer.lag_seconds == 0.25  # counted from the first row after the flush
+    finally:
+        writer.close()
 
 
 def test_segment_rows_cut_the_spool_long_before_flush_seconds(
     spool_dir: Path, any_store: ArtifactStore
 ) -> None:
     ids = [new_id() for _ in range(5)]
+    clock = Clock()  # never moves: flush_seconds never comes
+    # fsync_seconds only sets the flusher's round to 50 ms; on this clock it never fsyncs
     with LogWriter(
-        spool_dir, any_store, flush_seconds=3600, segment_rows=5, fsync_seconds=0
+        spool_dir, any_store, flush_seconds=3600, segment_rows=5, fsync_seconds=0.05, clock=clock
     ) as writer:
         log_scores(writer, ids[:4])
-        time.sleep(0.7)  # more than the flusher's tick: below segment_rows nothing is cut
+        clock.wait_for_rounds(1)  # the flusher saw the four rows: below segment_rows, no cut
         assert any_store.glob("logs/predictions/*/*/*.parquet") == []
+        assert writer.pending_ids() == set(ids[:4])
         log_scores(writer, ids[4:])
-        deadline = time.monotonic() + 5
-        while writer.pending_ids() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        clock.wait_for_rounds(1)
         assert writer.pending_ids() == set()
         assert len(any_store.glob("logs/predictions/*/*/*.parquet")) == 1
 
@@ -304,13 +358,18 @@ def test_segment_rows_cut_the_spool_long_before_flush_seconds(
 def test_the_background_flusher_writes_every_flush_seconds(
     spool_dir: Path, any_store: ArtifactStore
 ) -> None:
-    with LogWriter(spool_dir, any_store, flush_seconds=0.2) as writer:
+    clock = Clock()
+    with LogWriter(
+        spool_dir, any_store, flush_seconds=60, fsync_seconds=0.05, clock=clock
+    ) as writer:
         log_scores(writer, [new_id()])
-        deadline = time.monotonic() + 5
-        while writer.pending_ids() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        clock.advance(59.9)
+        clock.wait_for_rounds(1)
+        assert len(writer.pending_ids()) == 1  # not yet
+        clock.advance(0.1)
+        clock.wait_for_rounds(1)
         assert writer.pending_ids() == set()
-    assert LogReader(any_store).predictions().num_rows == 1
+        assert LogReader(any_store).predictions().num_rows == 1
 
 
 def test_segments_dictionary_encode_repeating_text_and_store_numbers_and_ids_plain(

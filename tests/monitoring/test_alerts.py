@@ -13,9 +13,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from tests.webhooks import Hook
 
+from shipyard.core import Settings
 from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
 from shipyard.monitoring import AlertManager, Rule, parse_rule
 from shipyard.registry import Registry
+from shipyard.store import JobQueue
+from shipyard.worker import Worker
 
 MODEL = "fraud"
 NOW = datetime(2024, 5, 8, tzinfo=UTC)
@@ -155,7 +158,19 @@ def model(registry: Registry) -> str:
 
 @pytest.fixture
 def manager(registry: Registry, model: str) -> AlertManager:
-    return AlertManager(registry.database, actor="tester", backoff=0.01)
+    return AlertManager(registry.database, actor="tester")
+
+
+def retry_due(registry: Registry, manager: AlertManager) -> dict[str, Any] | None:
+    """Run the next queued webhook retry as a worker would, as if its wait had passed; None
+    when none is queued."""
+    queue = JobQueue(registry.database, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
+    job = queue.claim("test-worker", kinds=["webhook"])
+    if job is None:
+        return None
+    delivery = manager.redeliver(job.payload)
+    queue.complete(job, "test-worker", delivery)
+    return delivery
 
 
 def alert_events(registry: Registry) -> list[tuple[str, int | None, dict[str, Any]]]:
@@ -334,15 +349,25 @@ def test_feature_rules_look_at_their_feature_and_percent_rules_at_rates(
 
 
 def test_a_webhook_that_fails_twice_gets_the_alert_on_the_third_attempt(
-    manager: AlertManager, hook: Hook
+    registry: Registry, manager: AlertManager, hook: Hook
 ) -> None:
     hook.failures = 2
     manager.add_rule(MODEL, "accuracy < 0.90", webhooks=[hook.url])
     (alert,) = evaluate(manager, NOW, v1=summary(accuracy=0.85))
-    (delivery,) = alert["deliveries"]
+    # the evaluation posted once and went on: the retry is a queued job, not a sleep
+    (first,) = alert["deliveries"]
+    assert (first["ok"], first["attempts"], first["error"]) == (False, 1, "HTTP 500")
+    assert "retry_at" in first
+    assert len(hook.received) == 1
+    second = retry_due(registry, manager)
+    assert second is not None
+    assert (second["ok"], second["attempts"]) == (False, 2)
+    delivery = retry_due(registry, manager)
+    assert delivery is not None
     assert (delivery["url"], delivery["ok"], delivery["attempts"], delivery["status"]) == (
         hook.url, True, 3, 200,
     )  # fmt: skip
+    assert retry_due(registry, manager) is None  # delivered: nothing more queued
     assert len(hook.received) == 3  # the same alert each time
     body = hook.received[-1]
     assert body["alert"]["id"] == alert["id"]
@@ -353,7 +378,7 @@ def test_a_webhook_that_fails_twice_gets_the_alert_on_the_third_attempt(
     assert f"WARNING alert {alert['id']} firing: {MODEL}:1 accuracy < 0.90" in body["message"]
     assert all(b == body for b in hook.received)
     (stored,) = manager.alerts(MODEL)
-    assert stored["deliveries"] == [delivery]
+    assert stored["deliveries"] == [delivery]  # one record per URL: its latest attempt
 
 
 def _closed_port() -> int:
@@ -364,23 +389,27 @@ def _closed_port() -> int:
 
 
 def test_an_unreachable_webhook_is_recorded_as_failed_and_the_alert_is_kept(
-    manager: AlertManager,
+    registry: Registry, manager: AlertManager
 ) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/alerts"
     manager.add_rule(MODEL, "accuracy < 0.90", webhooks=[url])
     (alert,) = evaluate(manager, NOW, v1=summary(accuracy=0.85))
+    assert retry_due(registry, manager) is not None
+    assert retry_due(registry, manager) is not None
+    assert retry_due(registry, manager) is None  # three attempts, then the policy is spent
     (stored,) = manager.alerts(MODEL, status="firing")
     assert stored["id"] == alert["id"]
     (delivery,) = stored["deliveries"]
     assert (delivery["url"], delivery["ok"], delivery["attempts"]) == (url, False, 3)
     assert delivery["error"].startswith("ConnectError")
+    assert "retry_at" not in delivery
 
 
 def test_the_managers_webhooks_get_every_alert_besides_each_rules_own(
     registry: Registry, model: str, hook: Hook
 ) -> None:
     unreachable = f"http://127.0.0.1:{_closed_port()}/alerts"
-    manager = AlertManager(registry.database, webhooks=[hook.url], backoff=0.01)
+    manager = AlertManager(registry.database, webhooks=[hook.url])
     manager.add_rule(MODEL, "accuracy < 0.90", webhooks=[unreachable])
     manager.add_rule(MODEL, "fpr > 5%")
     alerts = evaluate(manager, NOW, v1=summary(accuracy=0.85, fpr=0.10))
@@ -456,3 +485,21 @@ def test_rules_are_listed_and_removed(manager: AlertManager, registry: Registry)
         manager.remove_rule(first["id"])
     actions = [e.action for e in reversed(registry.history(MODEL))]
     assert actions[-3:] == ["alert_rule.created", "alert_rule.created", "alert_rule.removed"]
+
+
+def test_a_worker_runs_the_queued_webhook_retry_once_its_wait_has_passed(
+    settings: Settings, manager: AlertManager, hook: Hook
+) -> None:
+    hook.failures = 1
+    manager.add_rule(MODEL, "accuracy < 0.90", webhooks=[hook.url])
+    (alert,) = evaluate(manager, NOW, v1=summary(accuracy=0.85))
+    due = datetime.fromisoformat(alert["deliveries"][0]["retry_at"])
+    clock = [due - timedelta(seconds=1)]
+    with Worker(settings, specs={}, clock=lambda: clock[0], name="w") as worker:
+        assert worker.run_until_idle() == []  # not due yet
+        clock[0] = due
+        (job,) = worker.run_until_idle()
+    assert job.kind == "webhook"
+    (stored,) = manager.alerts(MODEL)
+    assert [(d["ok"], d["attempts"]) for d in stored["deliveries"]] == [(True, 2)]
+    assert len(hook.received) == 2

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from shipyard.core import Settings
+from shipyard.core import Settings, Signature
 from shipyard.demo import FEATURES
+from shipyard.logstore import LogWriter
 from shipyard.registry import Registry
+from shipyard.store import ArtifactStore
 
 MODEL = "fraud-detector"
 END = datetime(2024, 5, 8, tzinfo=UTC)
@@ -49,83 +49,47 @@ print(json.dumps({
 """
 
 
-HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def _ids(rng: np.random.Generator, ts: np.ndarray) -> pa.Array:
-    """Shipyard-shaped ids: a 12-hex-digit millisecond clock, then 20 random hex digits."""
-    clock = (ts // 1_000).astype(np.uint64)
-    noise = rng.integers(0, 2**64, len(ts), dtype=np.uint64, endpoint=False)
-    more = rng.integers(0, 2**16, len(ts), dtype=np.uint64)
-    digits = np.empty((len(ts), 32), dtype=np.uint8)
-    for i in range(32):
-        value, place = (clock, 11 - i) if i < 12 else (noise, 27 - i) if i < 28 else (more, 31 - i)
-        digits[:, i] = HEX[((value >> np.uint64(4 * place)) & np.uint64(15)).astype(np.intp)]
-    return pa.array(digits.view("S32").ravel(), pa.binary(32)).cast(pa.string())
-
-
-def write_log(root: Path, features: pd.DataFrame, rows: int, seed: int) -> None:
-    """`rows` predictions of version 1 over the seven days before END, as `LogWriter` lays
-    them out (one segment per day), with labels for 30% of them."""
+def write_log(
+    spool_dir: Path,
+    store: ArtifactStore,
+    signature: Signature,
+    features: pd.DataFrame,
+    rows: int,
+    seed: int,
+) -> None:
+    """`rows` predictions of version 1 over the seven days before END, logged through
+    `LogWriter` as a server logs them (an hourly batch at a time, the Parquet written at the
+    end of each day), with the labels of 30% of them ten minutes after their batch."""
     rng = np.random.default_rng(seed)
-    inputs = pa.Table.from_pandas(features, preserve_index=False)
-    inputs = inputs.cast(
-        pa.schema(
-            [
-                pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
-                for f in inputs.schema
-            ]
-        )
-    )
+    columns = signature.validate_frame(features)
+    types = {c.name: c.type for c in signature.columns}
     per_day = rows // DAYS
-    for day in range(DAYS):
-        start = END - timedelta(days=DAYS - day)
-        ts = np.sort(
-            int(start.timestamp() * 1e6) + rng.integers(0, 86_400_000_000, per_day)
-        )  # microseconds
-        ids = _ids(rng, ts)
-        scores = rng.beta(1, 8, per_day)
-        table = pa.table(
-            {
-                "prediction_id": ids,
-                "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
-                "model": pa.array([MODEL] * per_day, pa.string()),
-                "version": pa.array(np.ones(per_day, np.int32)),
-                "variant": pa.array(["primary"] * per_day, pa.string()),
-                "key_id": pa.nulls(per_day, pa.string()),
-                "request_id": pa.nulls(per_day, pa.string()),
-                "latency_ms": rng.gamma(2.0, 4.0, per_day),
-                "features": pa.StructArray.from_arrays(
-                    [
-                        c.combine_chunks()
-                        for c in inputs.take(rng.integers(0, inputs.num_rows, per_day)).columns
-                    ],
-                    fields=list(inputs.schema),
-                ),
-                "score": scores,
-                "label": pa.array(np.where(scores >= 0.5, "1", "0"), pa.string()),
-                "value": pa.nulls(per_day, pa.float64()),
-                "probabilities": pa.nulls(per_day, pa.list_(pa.float64())),
-            }
-        )
-        date = start.strftime("%Y-%m-%d")
-        folder = root / "logs" / "predictions" / f"model={MODEL}" / f"date={date}"
-        folder.mkdir(parents=True)
-        pq.write_table(table, folder / f"segment-{day}-v1.parquet", compression="snappy")
-
-        labelled = np.flatnonzero(rng.random(per_day) < LABELLED)
-        truth = rng.random(len(labelled)) < scores[labelled]
-        labels = pa.table(
-            {
-                "prediction_id": ids.take(labelled),
-                "label": pa.array(np.where(truth, "1", "0"), pa.string()),
-                "received_at": pa.array(ts[labelled] + 3_600_000_000, pa.timestamp("us", tz="UTC")),
-                "key_id": pa.nulls(len(labelled), pa.string()),
-            }
-        )
-        folder = root / "logs" / "labels" / f"date={date}"
-        folder.mkdir(parents=True)
-        pq.write_table(labels, folder / f"segment-{day}.parquet", compression="snappy")
+    writer = LogWriter(spool_dir, store, types_of=lambda model, version: types, fsync_seconds=0)
+    try:  # not started: this writes the Parquet itself, once a day
+        for day in range(DAYS):
+            start = (END - timedelta(days=DAYS - day)).timestamp()
+            for hour, batch in enumerate(np.array_split(np.arange(per_day), 24)):
+                at = start + hour * 3600 + 1800
+                n = len(batch)
+                noise = rng.bytes(10 * n).hex()
+                clock = f"{round(at * 1000):012x}"  # ids made at `at`, as `new_id` makes them
+                ids = [clock + noise[i : i + 20] for i in range(0, 20 * n, 20)]
+                scores = rng.beta(1, 8, n)
+                rows_taken = rng.integers(0, len(features), n)
+                writer.log_predictions(
+                    model=MODEL, version=1, variant="primary", ids=ids,
+                    inputs={name: values[rows_taken] for name, values in columns.items()},
+                    outputs={"score": scores, "label": (scores >= 0.5).astype(np.int64)},
+                    latency_ms=float(rng.gamma(2.0, 4.0)), at=at,
+                )  # fmt: skip
+                labelled = np.flatnonzero(rng.random(n) < LABELLED)
+                truth = rng.random(len(labelled)) < scores[labelled]
+                writer.log_labels(
+                    [ids[i] for i in labelled], truth.astype(np.int64).tolist(), at=at + 600
+                )
+            writer.flush()
+    finally:
+        writer.close()
 
 
 def monitor_in_a_fresh_process(home: Path) -> dict[str, Any]:
@@ -149,8 +113,11 @@ def test_ten_times_the_log_needs_about_the_same_peak_memory(
     for rows in (200_000, 2_000_000):
         settings = Settings(home=tmp_path / f"rows-{rows}", actor="tester")
         with Registry.from_settings(settings) as registry:
-            registry.register(fraud_model, name=MODEL, sample=fraud_sample)
-        write_log(Path(settings.resolved_artifact_root), fraud_data[FEATURES], rows, seed=rows)
+            version = registry.register(fraud_model, name=MODEL, sample=fraud_sample)
+            write_log(
+                tmp_path / f"spool-{rows}", registry.artifacts, version.signature,
+                fraud_data[FEATURES], rows, seed=rows,
+            )  # fmt: skip
         runs[rows] = monitor_in_a_fresh_process(settings.home)
 
     small, large = runs[200_000], runs[2_000_000]

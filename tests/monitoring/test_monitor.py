@@ -104,6 +104,25 @@ def test_checks_carry_ok_warning_failing_marks(month: tuple[Settings, MonthResul
     assert "transaction_amount" in checks["drifted features"]["note"]
     assert checks["accuracy"]["target"] == 0.90  # taken from the alert rule
     assert checks["accuracy"]["status"] in {"warning", "failing"}
+
+
+def test_an_alert_rule_s_threshold_is_the_target_over_the_default(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    settings, _, _ = month
+    with Registry.from_settings(settings) as registry:
+        # defaults far from every rule: a target equal to a rule's threshold came from the rule
+        monitor = Monitor(
+            registry, LogReader(registry.artifacts), Monitor.from_settings(settings, registry).alert_manager,
+            targets={"accuracy": 0.5, "latency_p95_ms": 7.0, "error_rate": 0.3},
+        )  # fmt: skip
+        report = monitor.run("fraud-detector", window="7d", periods=4, now=END, record=False)
+        rules = [r["expression"] for r in monitor.alert_manager.rules("fraud-detector")]  # type: ignore[union-attr]
+    checks = {c["name"]: c for c in report.to_dict()["versions"]["1"]["checks"]}
+    assert any(r.startswith("accuracy < 0.9") for r in rules)
+    assert checks["accuracy"]["target"] == 0.90
+    assert checks["latency p95 (ms)"]["target"] == 100.0  # the rule latency_p95 > 100ms
+    assert checks["error rate"]["target"] == 0.3  # no rule on it: the default given
     assert checks["latency p95 (ms)"]["status"] == "ok"
     assert {"missing features", "error rate", "concept drift", "false-positive rate"} <= set(checks)
 
@@ -190,6 +209,12 @@ def test_monitoring_over_http(month: tuple[Settings, MonthResult, str]) -> None:
             params={"window": "7d", "periods": 4},
         )
         assert page.headers["content-type"].startswith("text/html")
+        html = page.text
+        assert html.startswith("<!doctype html>")
+        assert "shipyard monitoring: fraud-detector" in html
+        assert "Version 1 " in html
+        assert "transaction_amount: reference vs current (drift)" in html
+        assert '<span class="badge warning">warning</span>' in html
         assert client.get("/v1/alerts", params={"model": "fraud-detector"}).json()["alerts"]
         rules = client.get("/v1/models/fraud-detector/alert-rules").json()["rules"]
         assert {r["expression"] for r in rules} >= {"drift(transaction_amount)"}

@@ -171,7 +171,7 @@ def test_specs_load_from_shipyard_yaml_and_pyproject(tmp_path: Path) -> None:
         ("train: m:f\n    policies: [{schedule: '0 3 * * 1', every_labels: 5}]", "exactly one of"),
         ("train: m:f\n    data: {source: parquet}", "needs data.path"),
         ("train: m:f\n    surprise: 1", "Extra inputs are not permitted"),
-        ("train: m:f\n    cooldown: soon", "duration 'soon' is not one"),
+        ("train: m:f\n    cooldown: soon", "duration 'soon' is not a duration; write e.g. 30m"),
     ],
 )
 def test_bad_specs_name_the_model_and_the_problem(tmp_path: Path, body: str, fragment: str) -> None:

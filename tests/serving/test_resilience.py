@@ -99,6 +99,17 @@ def test_two_replicas_share_one_rate_limit_through_redis(
         assert "shipyard_ratelimit_shared_up 1.0" in metrics
 
 
+def _metrics_showing(url: str, line: str, timeout: float = 10.0) -> str:
+    """The server's /metrics once they show `line` (the gauges update every second), or as
+    they are when `timeout` runs out: a deadline to fail by, not a sleep to hope over."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        if line in metrics or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.05)
+
+
 def test_when_redis_is_down_the_server_keeps_serving_and_says_so(
     served_settings: Settings, fraud_sample: pd.DataFrame
 ) -> None:
@@ -108,6 +119,10 @@ def test_when_redis_is_down_the_server_keeps_serving_and_says_so(
     with ServerProcess(
         served_settings, env={"SHIPYARD_REDIS_URL": "redis://127.0.0.1:1/0"}
     ) as server:
+        # before any call has tried Redis, the server takes it to be up
+        assert "shipyard_ratelimit_shared_up 1.0" in _metrics_showing(
+            server.url, "shipyard_ratelimit_shared_up 1.0"
+        )
         responses = [
             httpx.post(
                 f"{server.url}/v1/models/fraud-detector/predict",
@@ -119,8 +134,7 @@ def test_when_redis_is_down_the_server_keeps_serving_and_says_so(
         ]
         assert [r.status_code for r in responses] == [200] * 5
         assert responses[0].headers["x-request-id"] == "req-redis-down"
-        time.sleep(1.2)  # the metrics gauges update every second
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = _metrics_showing(server.url, "shipyard_ratelimit_shared_up 0.0")
     assert "shipyard_ratelimit_shared_up 0.0" in metrics
     lines = [
         json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")

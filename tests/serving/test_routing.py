@@ -1,4 +1,5 @@
-"""Which variant answers: sticky by key, in proportion to the weights, stable while ramping."""
+"""Which variant answers: sticky by key, in proportion to the weights, stable while ramping,
+and a different slice of customers for each candidate."""
 
 from __future__ import annotations
 
@@ -44,6 +45,45 @@ def test_raising_a_canary_keeps_every_key_already_on_it() -> None:
     assert _within_bounds(len(after), len(keys), 0.25)
 
 
+def test_raising_either_of_two_arms_keeps_every_key_already_on_it() -> None:
+    def split(ab: float, canary: float) -> Deployment:
+        return _deployment(
+            Variant(1, 100 - ab - canary, "primary"),
+            Variant(2, ab, "ab"),
+            Variant(3, canary, "canary"),
+        )
+
+    keys = [f"customer-{i}" for i in range(5000)]
+    for before, after, version in [
+        (split(10, 5), split(10, 25), 3),
+        (split(10, 5), split(30, 5), 2),
+    ]:
+        was = {k for k in keys if choose(before, k).version == version}
+        now = {k for k in keys if choose(after, k).version == version}
+        assert was <= now
+        assert len(now) > len(was)
+
+
+def test_each_candidate_gets_its_own_slice_of_customers() -> None:
+    """Salted by the version, two candidates' 5% canaries overlap as independent draws do
+    (5% of 5%), not entirely: the same customers are not every candidate's guinea pigs."""
+    other = _deployment(Variant(3, 95.0, "primary"), Variant(5, 5.0, "canary"))
+    n = 20_000
+    keys = [f"customer-{i}" for i in range(n)]
+    first = {k for k in keys if choose(CANARY_5, k).version == 4}
+    second = {k for k in keys if choose(other, k).version == 5}
+    assert _within_bounds(len(second), n, 0.05)
+    assert _within_bounds(len(first & second), n, 0.05 * 0.05)
+
+
+def test_the_primary_answers_every_key_no_arm_takes() -> None:
+    keys = [f"customer-{i}" for i in range(2000)]
+    on_canary = {k for k in keys if choose(CANARY_5, k).version == 4}
+    alone = _deployment(Variant(3, 100.0, "primary"))
+    assert {choose(CANARY_5, k).version for k in set(keys) - on_canary} == {3}
+    assert {choose(alone, k).version for k in keys} == {3}
+
+
 def test_ab_split_with_three_arms_follows_the_weights() -> None:
     split = _deployment(
         Variant(1, 50.0, "primary"), Variant(2, 30.0, "ab"), Variant(3, 20.0, "canary")
@@ -79,6 +119,9 @@ def test_key_points_are_uniform_and_differ_per_model() -> None:
         for i in range(2000)
     )
     assert same < 2000  # a customer in one model's canary is not in every model's canary
+    salted = [key_point("fraud-detector", f"k{i}", 4) for i in range(10_000)]
+    assert _within_bounds(sum(p < 50 for p in salted), 10_000, 0.5)
+    assert salted != points
 
 
 @pytest.mark.parametrize("key", ["", "ünïcode", "x" * 1000])

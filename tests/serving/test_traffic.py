@@ -3,9 +3,11 @@ rollback, and deployments picked up by a running server without failed requests.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -16,8 +18,9 @@ from tests.serving.slow_model import SlowClassifier
 
 from shipyard.app import create_app
 from shipyard.core import Settings
-from shipyard.logstore import LogReader
+from shipyard.logstore import LogReader, routing_key_hash
 from shipyard.registry import Registry
+from shipyard.serving._routing import choose
 
 
 @pytest.fixture
@@ -32,6 +35,14 @@ def live(served_settings: Settings) -> Settings:
 def client(live: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(live), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:.0f} s for {what}")
+        time.sleep(0.02)
 
 
 def _wait_for_revision(client: TestClient, revision: int) -> None:
@@ -52,25 +63,28 @@ def test_canary_over_http_is_sticky_by_header_and_by_routing_field(
         deployment = registry.deploy("fraud-detector", 2, canary=20, routing_field="customer")
     _wait_for_revision(client, deployment.revision)
     record = records(fraud_sample.iloc[:1])[0]
-    by_header: dict[str, set[int]] = {}
-    variants: Counter[str] = Counter()
+    answered: dict[str, set[int]] = {}
     for i in range(400):
-        key = f"customer-{i % 100}"
+        key = f"customer-{i % 200}"
         body = client.post(
             "/v1/models/fraud-detector/predict",
             json={"instances": [record]},
             headers={"X-Routing-Key": key},
         ).json()
-        by_header.setdefault(key, set()).add(body["version"])
-        variants[body["variant"]] += 1
-    assert all(len(v) == 1 for v in by_header.values())
-    assert 0 < variants["canary"] < 200  # ~20% of 100 customers, each 4 times
+        answered.setdefault(key, set()).add(body["version"])
+    assert all(len(v) == 1 for v in answered.values())
+    # each customer is answered by the variant the routing rule gives its key, and the rule
+    # puts a binomial share of the 200 customers on the 20% canary (40, sd 5.7)
+    routed = {key: choose(deployment, key).version for key in answered}
+    assert {key: min(v) for key, v in answered.items()} == routed
+    on_canary = sum(version == 2 for version in routed.values())
+    assert abs(on_canary - 200 * 0.2) <= 4 * math.sqrt(200 * 0.2 * 0.8)
     # the deployment's routing field in the record routes the same way as the header
-    for key in list(by_header)[:20]:
+    for key in list(routed)[:20]:
         body = client.post(
             "/v1/models/fraud-detector/predict", json={"instances": [dict(record, customer=key)]}
         ).json()
-        assert {body["version"]} == by_header[key]
+        assert body["version"] == routed[key]
     # and so does the V2 protocol's `routing_key` parameter (gRPC callers send it too)
     frame = fraud_sample.iloc[:1]
     inputs = [
@@ -82,13 +96,20 @@ def test_canary_over_http_is_sticky_by_header_and_by_routing_field(
         }
         for name in frame.columns
     ]
-    for key in list(by_header)[:20]:
+    for key in list(routed)[:20]:
         answer = client.post(
             "/v2/models/fraud-detector/infer",
             json={"inputs": inputs, "parameters": {"routing_key": key}},
         )
         assert answer.status_code == 200, answer.text
-        assert {int(answer.json()["model_version"])} == by_header[key]
+        assert int(answer.json()["model_version"]) == routed[key]
+    # every prediction is logged with a hash of the key that routed it, never the key itself
+    client.app.state.services.predictions.writer.flush()  # type: ignore[attr-defined]
+    logged = LogReader(client.app.state.services.registry.artifacts).predictions("fraud-detector")  # type: ignore[attr-defined]
+    assert logged.num_rows == 440
+    assert set(logged.column("routing_key").to_pylist()) == {
+        routing_key_hash(key) for key in routed
+    }
 
 
 def test_shadow_gets_a_copy_logged_but_never_answers(
@@ -140,24 +161,28 @@ def test_a_failing_or_slow_shadow_never_reaches_the_caller(
         deployment = registry.deploy("fraud-detector", broken.version, shadow=True)
     _wait_for_revision(client, deployment.revision)
     service = client.app.state.services.predictions  # type: ignore[attr-defined]
-    service.cached(
-        "fraud-detector", broken.version
-    ).predictor._model.fail = True  # it breaks in production
+    shadow_model = service.cached("fraud-detector", broken.version).predictor._model
+    # the shadow hangs until the test lets it go, then breaks (as in production)
+    gate, finished = threading.Event(), []
+
+    def hang_then_fail(X: object) -> object:
+        gate.wait(timeout=10)
+        finished.append(1)
+        raise RuntimeError("this model always fails")
+
+    shadow_model.predict_proba = hang_then_fail
     record = records(fraud_sample.iloc[:1])[0]
-    started = time.perf_counter()
-    answers = [
-        client.post("/v1/models/fraud-detector/predict", json={"instances": [record]})
-        for _ in range(5)
-    ]
-    elapsed = time.perf_counter() - started
-    assert [a.status_code for a in answers] == [200] * 5
-    assert elapsed < 1.5  # five shadow calls of 0.3 s each ran after the answers, not before
-    time.sleep(1.0)
-    metrics = client.get("/metrics").text
-    assert (
+    answered_while_shadows_hang = []
+    for _ in range(5):
+        answer = client.post("/v1/models/fraud-detector/predict", json={"instances": [record]})
+        assert answer.status_code == 200
+        answered_while_shadows_hang.append(not finished)
+    assert answered_while_shadows_hang == [True] * 5  # no answer waited for its shadow
+    gate.set()
+    failures = (
         f'shipyard_shadow_failures_total{{model="fraud-detector",version="{broken.version}"}}'
-        in metrics
     )
+    _wait_until(lambda: failures in client.get("/metrics").text, "the shadow failures counted")
 
 
 def test_rollback_over_http_and_no_failed_request_while_deployments_change(
@@ -166,13 +191,13 @@ def test_rollback_over_http_and_no_failed_request_while_deployments_change(
     body = {"instances": records(fraud_sample.iloc[:1])}
     with Registry.from_settings(live) as registry:
         registry.deploy("fraud-detector", 1)
-    stop = time.monotonic() + 2.0
+    stop = threading.Event()
     statuses: Counter[int] = Counter()
     versions: Counter[int] = Counter()
     failures: list[str] = []
 
     def hammer(_: int) -> None:
-        while time.monotonic() < stop:
+        while not stop.is_set():
             response = client.post("/v1/models/fraud-detector/predict", json=body)
             statuses[response.status_code] += 1
             if response.status_code == 200:
@@ -180,13 +205,26 @@ def test_rollback_over_http_and_no_failed_request_while_deployments_change(
             else:
                 failures.append(response.text[:300])
 
+    def serves(version: int) -> None:
+        """Wait until the server answers with `version` (a few more requests than before)."""
+        before = versions[version]
+        _wait_until(lambda: versions[version] >= before + 5, f"answers from version {version}")
+
     with ThreadPoolExecutor(4) as pool:
         running = [pool.submit(hammer, i) for i in range(4)]
-        for version in (2, 1, 2):
-            time.sleep(0.4)
-            client.post("/v1/models/fraud-detector/deployment", json={"version": version})
-        time.sleep(0.3)
-        rolled = client.post("/v1/models/fraud-detector/rollback", json={"reason": "test"})
+        try:
+            serves(1)
+            for version in (2, 1, 2):
+                changed = client.post(
+                    "/v1/models/fraud-detector/deployment", json={"version": version}
+                )
+                _wait_for_revision(client, changed.json()["revision"])
+                serves(version)
+            rolled = client.post("/v1/models/fraud-detector/rollback", json={"reason": "test"})
+            _wait_for_revision(client, rolled.json()["revision"])
+            serves(1)
+        finally:
+            stop.set()
         for future in running:
             future.result()
     assert set(statuses) == {200}, (statuses, failures[:3])

@@ -10,12 +10,25 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shipyard.core import Settings
 from shipyard.store import Database, JobQueue
+
+
+class Clock:
+    """The queue's clock, moved by the test: leases and backoffs run out when it says so."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -58,14 +71,16 @@ def test_workers_claiming_together_never_run_one_job_twice(
 
 
 def test_a_job_whose_worker_died_is_taken_over_once_its_lease_runs_out(database: Database) -> None:
-    queue = JobQueue(database)
+    clock = Clock(datetime(2024, 5, 1, 12, tzinfo=UTC))
+    queue = JobQueue(database, clock=clock)
     job = queue.enqueue("work")
-    first = queue.claim("doomed", lease=timedelta(seconds=0.3))
+    first = queue.claim("doomed", lease=timedelta(seconds=30))
     assert first is not None
     assert first.id == job.id
-    assert queue.claim("other", lease=timedelta(seconds=5)) is None  # still leased
-    time.sleep(0.4)
-    second = queue.claim("other", lease=timedelta(seconds=5))
+    clock.advance(29.9)
+    assert queue.claim("other", lease=timedelta(seconds=30)) is None  # still leased
+    clock.advance(0.2)
+    second = queue.claim("other", lease=timedelta(seconds=30))
     assert second is not None
     assert (second.id, second.attempts, second.leased_by) == (job.id, 2, "other")
     assert not queue.complete(first, "doomed")  # the dead worker's late word does not count
@@ -74,24 +89,32 @@ def test_a_job_whose_worker_died_is_taken_over_once_its_lease_runs_out(database:
 
 
 def test_renewing_the_lease_keeps_a_long_job(database: Database) -> None:
-    queue = JobQueue(database)
+    clock = Clock(datetime(2024, 5, 1, 12, tzinfo=UTC))
+    queue = JobQueue(database, clock=clock)
     queue.enqueue("long")
-    job = queue.claim("busy", lease=timedelta(seconds=0.3))
+    job = queue.claim("busy", lease=timedelta(seconds=30))
     assert job is not None
-    for _ in range(3):
-        time.sleep(0.15)
-        assert queue.renew(job, "busy", timedelta(seconds=0.3))
-    assert queue.claim("thief") is None
+    for _ in range(3):  # 60 s in all, twice the lease, renewed every 20 s
+        clock.advance(20)
+        assert queue.claim("thief") is None
+        assert queue.renew(job, "busy", timedelta(seconds=30))
+    clock.advance(30.1)  # no renewal this time: the lease runs out
+    taken = queue.claim("thief")
+    assert taken is not None
+    assert (taken.id, taken.leased_by) == (job.id, "thief")
+    assert not queue.renew(job, "busy", timedelta(seconds=30))  # it lost the job, and learns so
 
 
 def test_failures_are_retried_with_backoff_then_recorded(database: Database) -> None:
-    queue = JobQueue(database)
+    clock = Clock(datetime(2024, 5, 1, 12, tzinfo=UTC))
+    queue = JobQueue(database, clock=clock)
     job = queue.enqueue("flaky", max_attempts=2)
     claimed = queue.claim("w")
     assert claimed is not None
-    assert queue.fail(claimed, "w", "boom", backoff=timedelta(seconds=0.2)) == "queued"
+    assert queue.fail(claimed, "w", "boom", backoff=timedelta(seconds=20)) == "queued"
+    clock.advance(19.9)
     assert queue.claim("w") is None  # backing off
-    time.sleep(0.25)
+    clock.advance(0.2)
     again = queue.claim("w")
     assert again is not None
     assert again.attempts == 2
@@ -117,7 +140,7 @@ import sys, time
 from datetime import timedelta
 from shipyard.store import Database, JobQueue
 queue = JobQueue(Database(sys.argv[1]).open())
-job = queue.claim("victim", lease=timedelta(seconds=1))
+job = queue.claim("victim", lease=timedelta(minutes=5))
 print(job.id, flush=True)
 time.sleep(600)
 """
@@ -144,8 +167,12 @@ def test_a_killed_worker_process_job_is_resumed_by_another(
             victim.wait()
         if victim.stdout is not None:
             victim.stdout.close()
-    assert queue.claim("survivor") is None  # the lease is still the victim's
-    time.sleep(1.1)
-    resumed = queue.claim("survivor")
+    # the victim claimed on the real clock before it printed: the survivor's clock starts
+    # after that and moves on by hand
+    clock = Clock(datetime.now(UTC))
+    survivor = JobQueue(database, clock=clock)
+    assert survivor.claim("survivor") is None  # the lease is still the victim's
+    clock.advance(5 * 60 + 1)
+    resumed = survivor.claim("survivor")
     assert resumed is not None
     assert (resumed.id, resumed.attempts) == (job.id, 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,45 @@ def test_a_run_records_params_metrics_with_steps_datasets_artifacts_and_code(
     assert fingerprint["rows"] == len(fraud_data)
     stored = record.artifacts["notes.txt"]
     assert tracker.artifacts.read_bytes(stored["path"], stored["sha256"]) == notes.read_bytes()
-    assert len(record.git.get("commit", "")) in (
-        0,
-        40,
-    )  # the commit of the checkout, when there is one
+
+
+def _git(folder: Path, *args: str) -> str:
+    """Run git in `folder` with no user or system configuration (no signing, no hooks)."""
+    done = subprocess.run(
+        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
+        cwd=folder,
+        env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_a_run_records_the_commit_branch_and_dirtiness_of_its_code(
+    tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no checkout above tmp_path
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("def train(data):\n    return None\n")
+    _git(code, "init", "--quiet", "--initial-branch=main")
+    _git(code, "add", "train.py")
+    _git(code, "commit", "--quiet", "--no-verify", "-m", "a training function")
+    commit = _git(code, "rev-parse", "HEAD")
+    with tracker.start_run(experiment="fraud", code_dir=code) as clean:
+        pass
+    (code / "train.py").write_text("def train(data):\n    return 1\n")
+    with tracker.start_run(experiment="fraud", code_dir=code) as edited:
+        pass
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with tracker.start_run(experiment="fraud", code_dir=plain) as untracked:
+        pass
+    assert len(commit) == 40
+    assert tracker.get(clean.id).git == {"commit": commit, "branch": "main", "dirty": False}
+    assert tracker.get(edited.id).git == {"commit": commit, "branch": "main", "dirty": True}
+    assert tracker.get(untracked.id).git == {}  # not a checkout: nothing, rather than a guess
 
 
 def test_a_failing_run_is_recorded_as_failed_with_the_error(tracker: Tracker) -> None:

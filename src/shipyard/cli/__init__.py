@@ -28,6 +28,7 @@ EXIT_CODES: dict[type[e.ShipyardError], int] = {
     e.InvalidName: 2,
     e.MalformedRequest: 2,
     e.SchemaViolation: 2,
+    e.InvalidLabels: 2,
     e.ModelOutputInvalid: 2,
     e.UnsupportedModel: 2,
     e.UserCodeFailed: 2,

@@ -64,25 +64,22 @@ def render(report: dict[str, Any]) -> None:
                 check.get("note", ""),
             )
         console.print(checks)
-        windows = Table(
-            "window",
-            "volume",
-            "errors",
-            "labelled",
-            "accuracy",
-            "estimated",
-            "recall",
-            "FPR",
-            "p95 ms",
-            title="per window",
-        )
-        for w in summary["windows"]:
-            windows.add_row(
-                str(w["window_start"])[:16].replace("T", " "), f"{w['volume']:,}", f"{w.get('error_rate', 0):.2%}",
-                f"{w.get('labelled', 0):,}", _fmt(w.get("accuracy")), _fmt(w.get("estimated", {}).get("accuracy")),
-                _fmt(w.get("recall")), _fmt(w.get("false_positive_rate")), _fmt(w.get("latency_p95")),
-            )  # fmt: skip
-        console.print(windows)
+        console.print(_windows_table(summary))
+        per_class = summary.get("classes", {}).get("per_class") or []
+        if per_class:
+            classes = Table(
+                "class",
+                "labelled",
+                "predicted",
+                "precision",
+                "recall",
+                "F1",
+                title="per class (last window)",
+            )
+            for c in per_class:
+                classes.add_row(str(c["class"]), f"{c['support']:,}", f"{c['predicted']:,}",
+                                _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]))  # fmt: skip
+            console.print(classes)
         drift = summary["drift"]
         if drift.get("columns"):
             table = Table(
@@ -122,14 +119,50 @@ def render(report: dict[str, Any]) -> None:
         for f in root.get("features", []):
             console.print(f"  [bold]cause[/]: {f['feature']}: {f['reason']}")
         for s in root.get("segments", []):
+            metric, before, now = (
+                ("MAE", s["mae_before"], s["mae_now"])
+                if "mae_now" in s
+                else ("accuracy", s["accuracy_before"], s["accuracy_now"])
+            )
             console.print(
-                f"  [bold]segment[/]: {s['feature']}={s['segment']}: accuracy {s['accuracy_before']:.3f} -> {s['accuracy_now']:.3f} "
+                f"  [bold]segment[/]: {s['feature']}={s['segment']}: {metric} {before:.3f} -> {now:.3f} "
                 f"({s['labelled']} labelled)"
             )
     for alert in report.get("alerts", []):
         console.print(
             f"[bold red]alert {alert['id']} {alert['status']}[/]: {alert['evidence'].get('rule')} (value {_fmt(alert['value'])})"
         )
+
+
+# the per-window quality columns of each task: (title, key in the window, nested key)
+_WINDOW_COLUMNS: dict[str, list[tuple[str, str, str | None]]] = {
+    "binary": [("accuracy", "accuracy", None), ("estimated", "estimated", "accuracy"),
+               ("recall", "recall", None), ("FPR", "false_positive_rate", None)],
+    "multiclass": [("accuracy", "accuracy", None), ("macro F1", "macro_f1", None),
+                   ("weighted F1", "weighted_f1", None)],
+    "regression": [("MAE", "mae", None), ("RMSE", "rmse", None), ("R²", "r2", None),
+                   ("mean residual", "mean_residual", None)],
+}  # fmt: skip
+
+
+def _windows_table(summary: dict[str, Any]) -> Table:
+    columns = _WINDOW_COLUMNS.get(summary.get("task", "binary"), _WINDOW_COLUMNS["binary"])
+    table = Table(
+        "window",
+        "volume",
+        "errors",
+        "labelled",
+        *(c[0] for c in columns),
+        "p95 ms",
+        title="per window",
+    )
+    for w in summary["windows"]:
+        quality = [_fmt(w.get(key, {}).get(sub) if sub else w.get(key)) for _, key, sub in columns]
+        table.add_row(
+            str(w["window_start"])[:16].replace("T", " "), f"{w['volume']:,}", f"{w.get('error_rate', 0):.2%}",
+            f"{w.get('labelled', 0):,}", *quality, _fmt(w.get("latency_p95")),
+        )  # fmt: skip
+    return table
 
 
 def _write_html(report: dict[str, Any], path: Path | None) -> None:

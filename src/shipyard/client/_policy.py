@@ -3,30 +3,15 @@ circuit breaker that stops hammering a server that keeps failing."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from dataclasses import dataclass
+
+from shipyard.core.retry import RetryPolicy
 
 __all__ = ["RETRY_STATUSES", "CircuitBreaker", "RetryPolicy"]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Answers worth another try. Any other 4xx means the request itself is wrong."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """`retries` more attempts after the first, waiting `backoff * 2**attempt` with full jitter
-    (a random wait between 0 and that), or what `Retry-After` asks for."""
-
-    retries: int = 2
-    backoff: float = 0.05
-    max_backoff: float = 2.0
-
-    def wait(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        if retry_after is not None:
-            return retry_after
-        return rng.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
 
 class CircuitBreaker:

@@ -7,6 +7,7 @@ codes: `shipyard.app` maps them to status codes in one handler, `shipyard.cli` t
     ├── InvalidInput (ValueError)            bad data or arguments from the caller
     │   ├── InvalidName                      a model name, alias or reference that cannot be used
     │   ├── MalformedRequest                 a request body that is not what the endpoint takes
+    │   ├── InvalidLabels                    ground truth that does not fit the model's output
     │   ├── SchemaViolation                  records that do not match the model's signature
     │   │   └── ModelOutputInvalid           rows the model answered with NaN or infinity
     │   ├── UnsupportedModel                 an object or file no flavour can package
@@ -56,6 +57,7 @@ __all__ = [
     "DeadlineExceeded",
     "Forbidden",
     "InvalidInput",
+    "InvalidLabels",
     "InvalidName",
     "LogUnavailable",
     "MalformedRequest",
@@ -111,6 +113,22 @@ class MalformedRequest(InvalidInput):
     """
 
     def __init__(self, message: str, problems: Sequence[dict[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+    def details(self) -> list[dict[str, Any]]:
+        return self.problems
+
+
+class InvalidLabels(InvalidInput):
+    """Ground truth that does not fit the model's output: a label that is not one of a
+    classifier's classes, or not a number for a regressor.
+
+    Attributes:
+        problems: one entry per bad label, with `loc`, `prediction_id`, `label` and `msg`.
+    """
+
+    def __init__(self, message: str, problems: Sequence[dict[str, Any]]) -> None:
         super().__init__(message)
         self.problems = list(problems)
 

@@ -17,6 +17,7 @@ HTTP_STATUS: dict[type[e.ShipyardError], int] = {
     e.InvalidName: 400,
     e.MalformedRequest: 400,
     e.SchemaViolation: 422,
+    e.InvalidLabels: 422,
     e.ModelOutputInvalid: 422,
     e.UnsupportedModel: 422,
     e.UserCodeFailed: 422,

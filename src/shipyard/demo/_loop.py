@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from shipyard.core import Settings
 from shipyard.demo._replay import WEEKS, replay_weeks
-from shipyard.monitoring import Monitor
+from shipyard.monitoring import Monitor, render_html
 from shipyard.registry import Registry
 from shipyard.retraining import DataSpec, HoldoutSpec, PolicySpec, RetrainSpec, RolloutSpec
 from shipyard.worker import Worker
@@ -53,6 +54,7 @@ class LoopResult:
     candidate: int | None = None
     status: str = ""
     champion_after: int | None = None
+    html: Path | None = None
 
 
 def close_the_loop(
@@ -101,6 +103,12 @@ def close_the_loop(
     result.weekly_accuracy = _weekly_accuracy(report, start)
     result.timeline = _timeline(settings, model, start)
     _show(result, console)
+    # the report as it stands after the loop (the month's, written before it, is replaced)
+    result.html = settings.home / "monitoring.html"
+    result.html.write_text(render_html(report))
+    console.print(
+        f"[green]✓[/] report after the loop: {result.html} (six weeks, every version that served)"
+    )
     return result
 
 

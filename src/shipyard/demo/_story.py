@@ -8,9 +8,12 @@ prediction log back from Parquet.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,18 +172,33 @@ def run_demo(
     end_of_week4 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=14
     )
-    result.month = replay_month(
-        settings, MODEL, v1.version, end=end_of_week4, rows_per_week=month_rows, console=console
-    )
-    console.print(Panel.fit(
-        "[bold]the closed loop[/]: the accuracy alert triggers a retrain; validated, canaried, decided on live labels",
-        border_style="cyan",
-    ))  # fmt: skip
-    result.loop = close_the_loop(
-        settings, MODEL, end_of_week4=end_of_week4, rows_per_week=month_rows, console=console
-    )
-    _summary(console, result, v1.ref)
+    # the story tells each alert in its place; their log lines would interrupt it
+    with _quiet("shipyard.monitoring"):
+        result.month = replay_month(
+            settings, MODEL, v1.version, end=end_of_week4, rows_per_week=month_rows, console=console
+        )
+        console.print(Panel.fit(
+            "[bold]the closed loop[/]: the accuracy alert triggers a retrain; validated, canaried, decided on live labels",
+            border_style="cyan",
+        ))  # fmt: skip
+        result.loop = close_the_loop(
+            settings, MODEL, end_of_week4=end_of_week4, rows_per_week=month_rows, console=console
+        )
+    serving = result.loop.champion_after if result.loop.champion_after is not None else v1.version
+    _summary(console, result, f"{MODEL}:{serving}")
     return result
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Log records of `logger` below ERROR are not shown while the block runs."""
+    target = logging.getLogger(logger)
+    before = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(before)
 
 
 def _register(registry: Registry, trained: Trained, train: pd.DataFrame) -> Any:
@@ -443,9 +461,9 @@ def _short(record: dict[str, Any]) -> str:
 def _summary(console: Console, result: DemoResult, ref: str) -> None:
     latencies = np.array(result.single_latencies_ms)
     table = Table(title=f"{ref} in production", show_header=False, border_style="cyan")
-    table.add_row("serving runtime", result.runtime)
+    table.add_row(f"first release ({MODEL}:{result.version}) runtime", result.runtime)
     table.add_row(
-        "holdout AUC / average precision",
+        f"{MODEL}:{result.version} holdout AUC / average precision",
         f"{result.metrics['auc']:.3f} / {result.metrics['average_precision']:.3f}",
     )
     table.add_row("single-record requests (Python client)", f"{result.scored:,}")

@@ -7,12 +7,14 @@ from shipyard.logstore._feedback import (
     FeedbackResult,
     ResolvedFeedback,
     horizon_seconds,
+    label_changes,
     parse_feedback,
     record_feedback,
     resolve_feedback,
+    type_labels,
 )
 from shipyard.logstore._reader import LogReader, id_time
-from shipyard.logstore._segments import TypesOf, label_text
+from shipyard.logstore._segments import TypesOf, label_text, routing_key_hash
 from shipyard.logstore._writer import LogWriter
 
 __all__ = [
@@ -23,8 +25,11 @@ __all__ = [
     "TypesOf",
     "horizon_seconds",
     "id_time",
+    "label_changes",
     "label_text",
     "parse_feedback",
     "record_feedback",
     "resolve_feedback",
+    "routing_key_hash",
+    "type_labels",
 ]

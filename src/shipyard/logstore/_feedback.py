@@ -1,9 +1,15 @@
 """Ground truth that arrives after the prediction: find each id's prediction, then log labels.
 
-Feedback happens in two steps so that access control can sit between them:
+Feedback happens in steps so that access control and the model's output type can sit
+between them:
 
-    resolve_feedback(pairs, writer, reader)  -> which model each id's prediction belongs to
+    resolve_feedback(pairs, writer, reader)  -> which model version each id's prediction is of
     (the caller checks its key may label those models)
+    type_labels(resolved, output_of)         -> each label as the version's output type (a
+                                                class it knows, a number for a regressor), or
+                                                `InvalidLabels` naming every bad one
+    label_changes(resolved, reader)          -> labels that replace a different earlier one
+                                                (the caller audits them)
     record_feedback(resolved, writer, ...)   -> the labels logged, and what was refused
 
 An id is looked up in this process's unwritten log and in the Parquet logs. A well-formed id
@@ -17,11 +23,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shipyard.core.errors import MalformedRequest
+from shipyard.core.errors import InvalidLabels, MalformedRequest
+from shipyard.core.values import category_text, typed_label
 from shipyard.logstore._reader import LogReader, id_time
 from shipyard.logstore._writer import LogWriter
 
@@ -29,9 +37,11 @@ __all__ = [
     "FeedbackResult",
     "ResolvedFeedback",
     "horizon_seconds",
+    "label_changes",
     "parse_feedback",
     "record_feedback",
     "resolve_feedback",
+    "type_labels",
 ]
 
 MAX_ITEMS = 10_000
@@ -61,6 +71,7 @@ class _Item:
     label: Any
     model: str | None  # the model of a logged prediction; None while it is not found yet
     refused: str | None = None  # why the label cannot be stored
+    version: int | None = None  # the version that made the prediction, when known
 
 
 @dataclass(frozen=True)
@@ -135,18 +146,18 @@ def resolve_feedback(
     """
     moment = now or datetime.now(UTC)
     horizon = horizon_seconds(writer) if horizon is None else horizon
-    local = writer.pending_models()
+    local = writer.pending_predictions()
     made = {pid: id_time(pid) for pid, _ in pairs}
     candidates = [
         pid
         for pid, _ in pairs
         if pid not in local and (t := made[pid]) is not None and t <= moment + timedelta(seconds=5)
     ]
-    found = reader.models_of(candidates) if candidates else {}
+    found = reader.predictions_of(candidates) if candidates else {}
     items = []
     for pid, label in pairs:
         when = made[pid]
-        model = local.get(pid) or found.get(pid)
+        model, version = local.get(pid) or found.get(pid) or (None, None)
         refused = None
         if when is None:
             refused = "not a shipyard prediction id (32 hex digits)"
@@ -154,8 +165,60 @@ def resolve_feedback(
             refused = "the id is from the future"
         elif model is None and (moment - when).total_seconds() > horizon:
             refused = "no logged prediction has this id"
-        items.append(_Item(pid, label, model, refused))
+        items.append(_Item(pid, label, model, refused, version))
     return ResolvedFeedback(items)
+
+
+# (model, version) -> (task, classes), e.g. ("multiclass", ["setosa", ...])
+OutputOf = Callable[[str, int], tuple[str, list[Any] | None]]
+
+
+def type_labels(resolved: ResolvedFeedback, output_of: OutputOf) -> ResolvedFeedback:
+    """Each label as the output type of the version that made its prediction; raises
+    `InvalidLabels` naming every label that is not (nothing of the request is stored then).
+    A label whose prediction is not found yet cannot be checked: it is stored as sent, and a
+    retrain that cannot use it counts and reports it."""
+    problems = []
+    items = []
+    for index, item in enumerate(resolved.items):
+        if item.refused is not None or item.model is None or item.version is None:
+            items.append(item)
+            continue
+        task, classes = output_of(item.model, item.version)
+        value, problem = typed_label(item.label, task, classes)
+        if problem is not None:
+            problems.append({
+                "loc": ["body", index, "label"], "prediction_id": item.prediction_id,
+                "label": item.label if not isinstance(item.label, str) else item.label[:64],
+                "msg": f"{item.model}:{item.version} is a {task} model: {problem}",
+            })  # fmt: skip
+        items.append(replace(item, label=value))
+    if problems:
+        shown = "; ".join(f"{p['prediction_id']}: {p['msg']}" for p in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InvalidLabels(
+            f"{len(problems)} label(s) do not fit their model, nothing was stored: {shown}{more}",
+            problems[:1000],
+        )
+    return ResolvedFeedback(items)
+
+
+def label_changes(resolved: ResolvedFeedback, reader: LogReader) -> list[dict[str, Any]]:
+    """Labels that replace a different one logged earlier for the same prediction, with the
+    model, version, and the label before and after (a label sent again within a flush interval
+    is still in the spool, not in the logs, and is not seen here)."""
+    ids = [i.prediction_id for i in resolved.items if i.refused is None and i.model is not None]
+    if not ids:
+        return []
+    before = reader.labels_of(ids)
+    changes = []
+    for item in resolved.items:
+        old = before.get(item.prediction_id)
+        new = category_text(item.label)
+        if item.refused is None and old is not None and old != new:
+            changes.append({"prediction_id": item.prediction_id, "model": item.model,
+                            "version": item.version, "before": old, "after": new})  # fmt: skip
+    return changes
 
 
 def record_feedback(

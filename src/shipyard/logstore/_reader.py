@@ -95,6 +95,22 @@ class LogReader:
             conn.register(name, dataset)
         return True
 
+    def truth(self, conn: duckdb.DuckDBPyConnection, files: list[str]) -> bool:
+        """Register view `truth` (prediction_id, truth) in `conn`: the latest label of each
+        prediction among `files` (a label sent again replaces the earlier one); empty, and
+        False, when there are no label files. The one query of "the label of a prediction"."""
+        if not self.relation(conn, files, "labels"):
+            conn.execute(
+                "CREATE OR REPLACE TEMP VIEW truth AS "
+                "SELECT NULL::VARCHAR AS prediction_id, NULL::VARCHAR AS truth WHERE false"
+            )
+            return False
+        conn.execute(
+            "CREATE OR REPLACE TEMP VIEW truth AS SELECT prediction_id, "
+            "arg_max(label, received_at) AS truth FROM labels GROUP BY prediction_id"
+        )
+        return True
+
     def known_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of `ids` are logged predictions (searching only the days the ids were made)."""
         return set(self.models_of(ids))
@@ -102,6 +118,11 @@ class LogReader:
     def models_of(self, ids: Iterable[str]) -> dict[str, str]:
         """The model of each of `ids` that is a logged prediction (searching only the days the
         ids were made)."""
+        return {pid: model for pid, (model, _) in self.predictions_of(ids).items()}
+
+    def predictions_of(self, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """The model and version of each of `ids` that is a logged prediction (searching only
+        the days the ids were made)."""
         wanted = [i for i in ids if id_time(i) is not None]
         if not wanted:
             return {}
@@ -119,8 +140,29 @@ class LogReader:
                 return {}
             conn.register("wanted", pa.table({"prediction_id": wanted}))
             rows = conn.execute(
-                "SELECT DISTINCT p.prediction_id, p.model FROM predictions p "
+                "SELECT DISTINCT p.prediction_id, p.model, p.version FROM predictions p "
                 "JOIN wanted w USING (prediction_id)"
+            ).fetchall()
+        finally:
+            conn.close()
+        return {r[0]: (r[1], int(r[2])) for r in rows}
+
+    def labels_of(self, ids: Iterable[str]) -> dict[str, str]:
+        """The latest logged label (as text) of each of `ids` that has one. A label comes
+        after its prediction, so only the label days from the earliest id's onward are read."""
+        wanted = sorted({i for i in ids if id_time(i) is not None})
+        if not wanted:
+            return {}
+        first = min(t for i in wanted if (t := id_time(i)) is not None)
+        first_day = (first - timedelta(days=1)).strftime("%Y-%m-%d")
+        files = [f for f in self.label_files() if f.split("date=", 1)[-1][:10] >= first_day]
+        conn = self.connect()
+        try:
+            if not self.truth(conn, files):
+                return {}
+            conn.register("wanted", pa.table({"prediction_id": wanted}))
+            rows = conn.execute(
+                "SELECT t.prediction_id, t.truth FROM truth t JOIN wanted w USING (prediction_id)"
             ).fetchall()
         finally:
             conn.close()

@@ -6,12 +6,15 @@ day for labels, named after the spool file so replaying a file rewrites the same
     logs/errors/date=<YYYY-MM-DD>/<spool>.parquet
 
 Prediction columns: prediction_id, ts (UTC), model, version, variant, key_id, request_id,
-latency_ms, features (a struct of the inputs, typed by the signature), score, label, value,
-probabilities. Label columns: prediction_id, label, received_at, key_id.
+latency_ms, routing_key (`routing_key_hash` of the sticky-routing key; null when the request
+had none, and in segments written before the column), features (a struct of the inputs,
+typed by the signature), score, label, value, probabilities. Label columns: prediction_id,
+label, received_at, key_id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections import defaultdict
@@ -28,7 +31,14 @@ import pyarrow.parquet as pq
 from shipyard.core.values import category_text
 from shipyard.store import ArtifactStore
 
-__all__ = ["ERROR_SCHEMA", "LABEL_SCHEMA", "PREDICTION_SCHEMA_BASE", "TypesOf", "write_segments"]
+__all__ = [
+    "ERROR_SCHEMA",
+    "LABEL_SCHEMA",
+    "PREDICTION_SCHEMA_BASE",
+    "TypesOf",
+    "routing_key_hash",
+    "write_segments",
+]
 
 log = logging.getLogger("shipyard.logstore")
 
@@ -53,6 +63,7 @@ PREDICTION_SCHEMA_BASE = pa.schema(
         ("key_id", pa.string()),
         ("request_id", pa.string()),
         ("latency_ms", pa.float64()),
+        ("routing_key", pa.string()),
     ]
 )
 _OUTPUTS = [
@@ -82,6 +93,14 @@ LABEL_SCHEMA = pa.schema(
         ("key_id", pa.string()),
     ]
 )
+
+
+def routing_key_hash(key: str) -> str:
+    """What the log keeps of a sticky-routing key: its BLAKE2b digest (8 bytes, 16 hex digits),
+    never the key itself (often a customer id). Enough to group a customer's predictions
+    (sticky routing puts them on one variant, and they are correlated); two keys share a
+    digest about once in 2^64."""
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def _day(ts: float) -> str:
@@ -213,6 +232,7 @@ class _PredictionGroup:
             ("key_id", entry.get("key")),
             ("request_id", entry.get("rid")),
             ("latency_ms", entry.get("lat")),
+            ("routing_key", entry.get("rk")),
         ):
             self.meta[column].extend([value] * n)
         inputs = entry["in"]

@@ -17,7 +17,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,16 +38,16 @@ class SpoolFile:
     fd: int
     rows: int = 0
     bytes: int = 0
-    # the prediction ids logged in it, as appended (a request's ids and their model): kept as
-    # they came, since only feedback asks, and rarely
-    batches: list[tuple[Sequence[str], str]] = field(default_factory=list)
+    # the prediction ids logged in it, as appended (a request's ids and their model version):
+    # kept as they came, since only feedback asks, and rarely
+    batches: list[tuple[Sequence[str], tuple[str, int]]] = field(default_factory=list)
     opened_at: float = 0.0
     versions: set[tuple[str, int]] = field(default_factory=set)  # model versions logged in it
 
     @property
-    def ids(self) -> dict[str, str]:
-        """Prediction id -> model, for the predictions logged in it."""
-        return {pid: model for ids, model in list(self.batches) for pid in ids}
+    def ids(self) -> dict[str, tuple[str, int]]:
+        """Prediction id -> (model, version), for the predictions logged in it."""
+        return {pid: version for ids, version in list(self.batches) for pid in ids}
 
     def release(self, *, delete: bool) -> None:
         """Delete (after its Parquet is written) or keep the file, then let go of it."""
@@ -96,10 +96,12 @@ def _remove_abandoned_creations(folder: Path) -> None:
 
 
 class Spool:
-    """This process's current spool file, rotated on demand."""
+    """This process's current spool file, rotated on demand; `clock` (seconds, monotonic)
+    dates each file's opening."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = folder
+        self._clock = clock
         self._lock = threading.Lock()
         self._current: SpoolFile | None = None
         self._dirty = False
@@ -118,7 +120,7 @@ class Spool:
             os.close(fd)
             hidden.unlink(missing_ok=True)
             raise
-        return SpoolFile(path, fd, opened_at=time.monotonic())
+        return SpoolFile(path, fd, opened_at=self._clock())
 
     def append(
         self, data: bytes, rows: int, ids: Sequence[str], version: tuple[str, int] | None = None
@@ -144,7 +146,7 @@ class Spool:
             current.rows += rows
             current.bytes += len(data)
             if version is not None:
-                current.batches.append((ids, version[0]))
+                current.batches.append((ids, version))
                 current.versions.add(version)
             self._dirty = True
 
@@ -165,8 +167,8 @@ class Spool:
     def current(self) -> SpoolFile | None:
         return self._current
 
-    def pending_ids(self) -> dict[str, str]:
-        """Prediction ids in the current file, with their model."""
+    def pending_ids(self) -> dict[str, tuple[str, int]]:
+        """Prediction ids in the current file, with their model and version."""
         current = self._current
         return current.ids if current is not None else {}
 

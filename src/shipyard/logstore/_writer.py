@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -28,7 +28,7 @@ import orjson
 
 from shipyard.core.errors import LogUnavailable
 from shipyard.core.lifetime import exit_with_parent
-from shipyard.logstore._segments import TypesOf, write_segments
+from shipyard.logstore._segments import TypesOf, routing_key_hash, write_segments
 from shipyard.logstore._spool import Spool, SpoolFile, claim_orphans
 from shipyard.store import ArtifactStore
 
@@ -86,6 +86,7 @@ class LogWriter:
             Parquet while this process keeps the files' locks and waits without the GIL, so
             the conversion never competes with the request path (files from a crash, and
             anything the helper cannot take, are still written here).
+        clock: seconds, monotonic: the lag and the flusher's timing (tests move their own).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class LogWriter:
         segment_rows: int = 100_000,
         fsync_seconds: float = 1.0,
         flush_in: Literal["thread", "process"] = "thread",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool_dir = spool_dir
         self.store = store
@@ -107,7 +109,8 @@ class LogWriter:
         self.fsync_seconds = fsync_seconds
         self.flush_in = flush_in
         self._pool: ProcessPoolExecutor | None = None
-        self._spool = Spool(spool_dir)
+        self._clock = clock
+        self._spool = Spool(spool_dir, clock=clock)
         self._waiting: list[SpoolFile] = []  # rotated, not yet written as Parquet
         self._waiting_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -164,9 +167,12 @@ class LogWriter:
         latency_ms: float,
         key_id: str | None = None,
         request_id: str | None = None,
+        routing_key: str | None = None,
         at: float | None = None,
     ) -> None:
-        """Log answered predictions (columnar `inputs` and `outputs`, one value per id)."""
+        """Log answered predictions (columnar `inputs` and `outputs`, one value per id).
+        `routing_key`, the request's sticky-routing key, is logged as `routing_key_hash` of it:
+        the key itself (often a customer id) never reaches the spool."""
         columns = _Columns(len(ids))
         entry = {
             "k": "p",
@@ -176,6 +182,7 @@ class LogWriter:
             "r": variant,
             "key": key_id,
             "rid": request_id,
+            "rk": routing_key_hash(routing_key) if routing_key is not None else None,
             "lat": latency_ms,
             "ids": ids,
             "in": columns.encode(inputs),
@@ -269,10 +276,11 @@ class LogWriter:
 
     def pending_ids(self) -> set[str]:
         """Prediction ids this process logged that are not in Parquet yet."""
-        return set(self.pending_models())
+        return set(self.pending_predictions())
 
-    def pending_models(self) -> dict[str, str]:
-        """Prediction ids this process logged that are not in Parquet yet, with their model."""
+    def pending_predictions(self) -> dict[str, tuple[str, int]]:
+        """Prediction ids this process logged that are not in Parquet yet, with their model
+        and version."""
         ids = self._spool.pending_ids()
         with self._waiting_lock:
             for spool_file in self._waiting:
@@ -283,7 +291,7 @@ class LogWriter:
     def lag_seconds(self) -> float:
         """Age of the oldest logged row not yet in Parquet (0 when all is written)."""
         oldest = [f.opened_at for f in self._pending_files() if f.rows or f.bytes]
-        return max(0.0, time.monotonic() - min(oldest)) if oldest else 0.0
+        return max(0.0, self._clock() - min(oldest)) if oldest else 0.0
 
     def _pending_files(self) -> list[SpoolFile]:
         with self._waiting_lock:
@@ -297,7 +305,7 @@ class LogWriter:
         """Write the Parquet of spool files left by dead processes; returns the rows replayed."""
         rows = 0
         for orphan in claim_orphans(self.spool_dir):
-            orphan.opened_at = time.monotonic()
+            orphan.opened_at = self._clock()
             try:
                 rows += self._write(orphan)
             except Exception:
@@ -388,15 +396,14 @@ class LogWriter:
             return None
 
     def _run(self) -> None:
-        last_fsync = time.monotonic()
-        last_flush = time.monotonic()
+        last_fsync = last_flush = self._clock()
         tick = min(self.flush_seconds, self.fsync_seconds or self.flush_seconds, 0.5)
         while not self._stop.is_set():
             self._wake.wait(tick)
             self._wake.clear()
             if self.unwritable is not None and self._spool.writable():
                 self._writable_again()  # readiness comes back without waiting for a request
-            now = time.monotonic()
+            now = self._clock()
             if self.fsync_seconds and now - last_fsync >= self.fsync_seconds:
                 try:
                     self._spool.fsync()

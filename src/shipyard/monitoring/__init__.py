@@ -21,10 +21,12 @@ from shipyard.monitoring._rules import Rule, parse_rule, parse_window
 
 if TYPE_CHECKING:
     from shipyard.monitoring._alerts import SEVERITIES, AlertManager
+    from shipyard.monitoring._checks import DEFAULT_TARGETS
     from shipyard.monitoring._html import render_html
     from shipyard.monitoring._logs import LogQueries, Period
-    from shipyard.monitoring._monitor import DEFAULT_TARGETS, Monitor, MonitoringReport
+    from shipyard.monitoring._monitor import Monitor
     from shipyard.monitoring._offload import ReportProcess
+    from shipyard.monitoring._report import MonitoringReport
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -52,9 +54,9 @@ _LAZY = {
     "render_html": "shipyard.monitoring._html",
     "LogQueries": "shipyard.monitoring._logs",
     "Period": "shipyard.monitoring._logs",
-    "DEFAULT_TARGETS": "shipyard.monitoring._monitor",
+    "DEFAULT_TARGETS": "shipyard.monitoring._checks",
     "Monitor": "shipyard.monitoring._monitor",
-    "MonitoringReport": "shipyard.monitoring._monitor",
+    "MonitoringReport": "shipyard.monitoring._report",
     "ReportProcess": "shipyard.monitoring._offload",
 }
 

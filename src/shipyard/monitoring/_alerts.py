@@ -3,30 +3,39 @@ resolved when the condition clears, delivered to the log and to webhooks (with r
 
 An alert is a record first (the retraining loop reads them); delivery is a side effect whose
 outcome is stored on the alert, so a webhook that is down never loses the alert itself.
+
+Each webhook is posted once when the alert changes, never with a sleep in between: a failed
+post becomes a `webhook` job in the jobs table, due after the retry policy's backoff, which a
+worker (`shipyard worker`) attempts again, and so on until the policy's attempts are spent.
+Every attempt updates the alert's delivery record for that URL.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import random
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from shipyard.core import validate_model_name
 from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
+from shipyard.core.retry import RetryPolicy
+from shipyard.core.values import jsonable
 from shipyard.monitoring import _repository as repo
-from shipyard.monitoring._rules import Rule, metric_value, parse_rule
-from shipyard.store import Database, record_audit, utcnow
+from shipyard.monitoring._rules import Rule, check_task, metric_value, parse_rule
+from shipyard.store import Database, JobQueue, record_audit, utcnow
 
 __all__ = ["SEVERITIES", "AlertManager"]
 
 log = logging.getLogger("shipyard.monitoring.alerts")
 
 SEVERITIES = ("warning", "critical")
-WEBHOOK_ATTEMPTS = 3
+# three attempts: at once, then about 30 s and 60 s later (full jitter), at most 10 minutes apart
+WEBHOOK_RETRY = RetryPolicy(retries=2, backoff=30.0, max_backoff=600.0)
+WEBHOOK_JOB = "webhook"
 
 
 class AlertManager:
@@ -47,13 +56,16 @@ class AlertManager:
         actor: str = "unknown",
         webhooks: list[str] | None = None,
         post: Callable[..., Any] | None = None,
-        backoff: float = 0.5,
+        retry: RetryPolicy = WEBHOOK_RETRY,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.database = database
         self.actor = actor
         self.webhooks = list(webhooks or [])
         self._post = post
-        self.backoff = backoff
+        self.retry = retry
+        self.clock = clock
+        self._rng = random.Random()
 
     def acting_as(self, actor: str) -> AlertManager:
         """The same manager, recording `actor` on the rules it changes."""
@@ -72,7 +84,7 @@ class AlertManager:
         webhooks: Sequence[str] = (),
     ) -> dict[str, Any]:
         validate_model_name(model)
-        parse_rule(expression)  # refuse what cannot be evaluated, now rather than at 3 a.m.
+        rule = parse_rule(expression)  # refuse what cannot be evaluated, now rather than at 3 a.m.
         if severity not in SEVERITIES:
             raise InvalidInput(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
         for url in webhooks:
@@ -84,6 +96,7 @@ class AlertManager:
                     f"no model named {model!r}; register it before adding alert rules "
                     "(shipyard models list)"
                 )
+            check_task(rule, repo.model_tasks(conn, model))
             rule_id = repo.add_rule(
                 conn, model, expression.strip(), severity, list(webhooks), self.actor
             )
@@ -249,48 +262,62 @@ class AlertManager:
         )
         (log.warning if alert["status"] == "firing" else log.info)(message)
         payload = {
-            "alert": {
-                k: (v.isoformat() if isinstance(v, datetime) else v)
-                for k, v in alert.items()
-                if k != "deliveries"
-            },
+            "alert": jsonable({k: v for k, v in alert.items() if k != "deliveries"}),
             "message": message,
         }
-        deliveries = []
-        for url in [*rule_row["webhooks"], *self.webhooks]:
-            deliveries.append(self._post_with_retries(url, payload))
+        deliveries = [
+            self._attempt(alert["id"], url, payload, 1)
+            for url in [*rule_row["webhooks"], *self.webhooks]
+        ]
         if deliveries:
-            with self.database.transaction() as conn:
-                record = repo.get_alert(conn, alert["id"])
-                assert record is not None
-                record["deliveries"] = [*record["deliveries"], *deliveries]
-                repo.save_alert(conn, record)
-            alert["deliveries"] = deliveries
+            self._record(alert["id"], deliveries)
+        alert["deliveries"] = deliveries
 
-    def _post_with_retries(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def redeliver(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Attempt a queued webhook delivery again (a `webhook` job's payload); queues the next
+        attempt when this one fails and the policy allows more. Returns the delivery record."""
+        attempt = int(job["attempt"])
+        delivery = self._attempt(int(job["alert"]), str(job["url"]), job["payload"], attempt)
+        self._record(int(job["alert"]), [delivery])
+        return delivery
+
+    def _attempt(
+        self, alert_id: int, url: str, payload: dict[str, Any], attempt: int
+    ) -> dict[str, Any]:
+        """One post; a failure with attempts left queues the next as a job (no waiting here)."""
         post = self._post or httpx.post
-        error = ""
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-            try:
-                response = post(url, json=payload, timeout=5.0)
-                if response.status_code < 300:
-                    return {
-                        "url": url,
-                        "ok": True,
-                        "attempts": attempt,
-                        "status": response.status_code,
-                        "at": utcnow().isoformat(),
-                    }
-                error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as failure:
-                error = f"{type(failure).__name__}: {failure}"
-            if attempt < WEBHOOK_ATTEMPTS:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-        log.error("webhook %s failed after %d attempts: %s", url, WEBHOOK_ATTEMPTS, error)
-        return {
-            "url": url,
-            "ok": False,
-            "attempts": WEBHOOK_ATTEMPTS,
-            "error": error,
-            "at": utcnow().isoformat(),
-        }
+        try:
+            response = post(url, json=payload, timeout=5.0)
+            if response.status_code < 300:
+                return {"url": url, "ok": True, "attempts": attempt, "status": response.status_code,
+                        "at": self.clock().isoformat()}  # fmt: skip
+            error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}"
+        delivery = {"url": url, "ok": False, "attempts": attempt, "error": error,
+                    "at": self.clock().isoformat()}  # fmt: skip
+        if attempt < self.retry.attempts:
+            due = self.clock() + timedelta(seconds=self.retry.wait(attempt - 1, None, self._rng))
+            JobQueue(self.database, self.clock).enqueue(
+                WEBHOOK_JOB,
+                payload={"alert": alert_id, "url": url, "payload": payload, "attempt": attempt + 1},
+                run_at=due,
+                max_attempts=1,  # the job's own attempts: the policy counts the deliveries
+            )
+            delivery["retry_at"] = due.isoformat()
+        else:
+            log.error("webhook %s failed after %d attempts: %s", url, attempt, error)
+        return delivery
+
+    def _record(self, alert_id: int, deliveries: list[dict[str, Any]]) -> None:
+        """Store the latest attempt per URL on the alert (an earlier one for the URL replaced)."""
+        with self.database.transaction() as conn:
+            record = repo.get_alert(conn, alert_id)
+            if record is None:  # deleted with its model: nothing left to record on
+                return
+            urls = {d["url"] for d in deliveries}
+            record["deliveries"] = [
+                *(d for d in record["deliveries"] if d["url"] not in urls),
+                *deliveries,
+            ]
+            repo.save_alert(conn, record)

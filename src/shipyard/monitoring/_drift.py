@@ -8,15 +8,17 @@ column drifts when its test is significant after Benjamini-Hochberg correction a
 columns *and* the change is big enough to matter:
 
     numeric       KS test, effect = Wasserstein distance / reference sd >= 0.1
-    categorical   chi-square test of homogeneity, effect = Jensen-Shannon distance >= 0.1,
-                  or categories never seen in the reference making up >= 1% of rows
+    categorical   chi-square test of homogeneity, effect = Jensen-Shannon distance >= 0.1
+                  (scipy's, natural log: 0 for the same shares, sqrt(ln 2) ~ 0.833 for no
+                  category in common), or categories never seen in the reference making
+                  up >= 1% of rows
     missing rate  two-proportion z-test, effect = Cohen's h >= 0.1 (1% -> 5% is h = 0.25):
                   a change in how often a value is missing is drift too
 
 Every method can be chosen per column instead (`methods={"amount": "psi"}`), including the
 classic single-criterion ones (`ks`, `chi2`, `chi2_gof`, `psi`, `wasserstein`,
-`jensen_shannon`). Columns are read one at a time, so Parquet inputs never sit in memory
-whole.
+`jensen_shannon`). PSI fills empty bins as Evidently does (`_stats` says how and why).
+Columns are read one at a time, so Parquet inputs never sit in memory whole.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from shipyard.core.errors import InvalidInput
-from shipyard.core.values import category_text
+from shipyard.core.values import category_text, jsonable
 from shipyard.monitoring._stats import (
     CategoricalStats,
     NumericStats,
@@ -57,8 +59,8 @@ METHODS: dict[Kind, tuple[str, ...]] = {
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "alpha": 0.05,  # false discovery rate across the report's tests
     "wasserstein": 0.1,  # reference standard deviations
-    "jensen_shannon": 0.1,
-    "psi": 0.2,
+    "jensen_shannon": 0.1,  # a distance, natural log: from 0 to sqrt(ln 2) ~ 0.833
+    "psi": 0.2,  # on reference deciles
     "psi_sturges": 0.1,  # Evidently's default for its PSI
     "unseen_share": 0.01,
     "missing_h": 0.1,  # Cohen's h
@@ -94,16 +96,16 @@ class ColumnDrift:
             "column": self.column,
             "kind": self.kind,
             "method": self.method,
-            "statistic": _clean(self.statistic),
-            "p_value": _clean(self.p_value),
-            "p_value_adjusted": _clean(self.p_adjusted),
+            "statistic": jsonable(self.statistic),
+            "p_value": jsonable(self.p_value),
+            "p_value_adjusted": jsonable(self.p_adjusted),
             "effect": self.effect,
-            "effect_size": _clean(self.effect_size),
+            "effect_size": jsonable(self.effect_size),
             "threshold": self.threshold,
             "drift": self.drift,
             "status": self.status,
-            "missing": {k: _clean(v) for k, v in self.missing.items()},
-            "stats": {k: _clean(v) for k, v in self.stats.items()},
+            "missing": {k: jsonable(v) for k, v in self.missing.items()},
+            "stats": {k: jsonable(v) for k, v in self.stats.items()},
             "reason": self.reason,
         }
 
@@ -155,18 +157,6 @@ class DriftReport:
             "schema_problems": self.schema_problems,
             "columns": {name: c.to_dict() for name, c in self.columns.items()},
         }
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe numbers: NaN and infinities become None / large sentinels."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return math.copysign(1e308, value)
-    if isinstance(value, np.floating | np.integer):
-        return _clean(value.item())
-    return value
 
 
 def _relative(column: ColumnDrift) -> float:

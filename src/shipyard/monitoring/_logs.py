@@ -9,6 +9,7 @@ bounded size.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,9 +20,10 @@ import pyarrow as pa
 
 from shipyard.logstore import LogReader
 
-__all__ = ["LogQueries", "Period", "days_between"]
+__all__ = ["CLASSIFICATION_METRICS", "LogQueries", "Period", "days_between", "multiclass_metrics"]
 
 SAMPLE_ROWS = 200_000
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "false_positive_rate")
 
 
 @dataclass(frozen=True)
@@ -76,23 +78,19 @@ class LogQueries:
         label_files = [
             f for f in self.reader.label_files() if f.split("date=", 1)[-1][:10] >= first_day
         ]
-        has_labels = self.reader.relation(conn, label_files, "labels")
-        if has_labels:
-            conn.execute(
-                "CREATE TEMP VIEW truth AS SELECT prediction_id, arg_max(label, received_at) AS truth "
-                "FROM labels GROUP BY prediction_id"
-            )
-        else:
-            conn.execute(
-                "CREATE TEMP VIEW truth AS SELECT NULL::VARCHAR AS prediction_id, NULL::VARCHAR AS truth WHERE false"
-            )
+        has_labels = self.reader.truth(conn, label_files)
         return conn, has_predictions, has_labels
 
     def _where(self) -> tuple[str, list[Any]]:
         return "ts >= ? AND ts < ?", [self.period.start, self.period.end]
 
-    def windows(self, positive: str | None) -> list[dict[str, Any]]:
-        """Per version, variant and window: traffic, latency, scores and, with labels, quality."""
+    def windows(
+        self, positive: str | None, tasks: Mapping[int, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Per version, variant and window: traffic, latency, scores and, with labels, quality
+        as the version's task measures it (`tasks`: version -> binary, multiclass or
+        regression; a version not in it is taken as binary when `positive` is given)."""
+        tasks = tasks or {}
         conn, has_predictions, _ = self._connect()
         try:
             if not has_predictions:
@@ -119,8 +117,11 @@ class LogQueries:
                     sum(CASE WHEN truth IS NOT NULL AND truth <> {pos} AND label = {pos} THEN 1 ELSE 0 END) AS fp,
                     sum(CASE WHEN truth = {pos} AND label <> {pos} THEN 1 ELSE 0 END) AS fn,
                     sum(CASE WHEN truth IS NOT NULL AND truth <> {pos} AND label <> {pos} THEN 1 ELSE 0 END) AS tn,
+                    count(TRY_CAST(truth AS DOUBLE)) AS numeric_labels,
                     avg(abs(value - TRY_CAST(truth AS DOUBLE))) AS mae,
-                    sqrt(avg(power(value - TRY_CAST(truth AS DOUBLE), 2))) AS rmse
+                    sqrt(avg(power(value - TRY_CAST(truth AS DOUBLE), 2))) AS rmse,
+                    avg(value - TRY_CAST(truth AS DOUBLE)) AS mean_residual,
+                    var_pop(CASE WHEN value IS NOT NULL THEN TRY_CAST(truth AS DOUBLE) END) AS truth_variance
                 FROM scoped GROUP BY ALL ORDER BY version, variant, w
                 """,
                 {"pos": positive},
@@ -128,6 +129,8 @@ class LogQueries:
             columns = [d[0] for d in conn.description or []]
             out = [dict(zip(columns, r, strict=True)) for r in rows]
             aucs = self._aucs(conn, positive) if positive is not None else {}
+            multiclass = {v for v, t in tasks.items() if t == "multiclass"}
+            confusion = self._confusion(conn, multiclass) if multiclass else {}
         finally:
             conn.close()
         for row in out:
@@ -137,8 +140,26 @@ class LogQueries:
             latency = row.pop("latency_quantiles") or [None] * 3
             row["latency_p50"], row["latency_p95"], row["latency_p99"] = latency
             row["score_p50"], row["score_p90"] = row.pop("score_quantiles") or [None] * 2
-            row["auc"] = aucs.get((row["version"], row["variant"], row["window_start"]))
-            _derive(row, self.period.seconds)
+            key = (row["version"], row["variant"], row["window_start"])
+            row["auc"] = aucs.get(key)
+            task = tasks.get(row["version"], "binary" if positive is not None else "")
+            _derive(row, self.period.seconds, task, confusion.get(key, {}))
+        return out
+
+    def _confusion(
+        self, conn: duckdb.DuckDBPyConnection, versions: set[int]
+    ) -> dict[tuple[int, str, datetime], dict[tuple[str, str], int]]:
+        """Labelled predictions counted by (true class, predicted class), per window."""
+        rows = conn.execute(
+            "SELECT version, variant, w, truth, label, count(*) FROM scoped "
+            "WHERE truth IS NOT NULL AND label IS NOT NULL AND list_contains($versions, version) "
+            "GROUP BY ALL",
+            {"versions": sorted(versions)},
+        ).fetchall()
+        out: dict[tuple[int, str, datetime], dict[tuple[str, str], int]] = {}
+        for version, variant, w, truth, label, n in rows:
+            key = (version, variant, self.period.window_start(int(w)))
+            out.setdefault(key, {})[(truth, label)] = int(n)
         return out
 
     def _aucs(
@@ -218,7 +239,8 @@ class LogQueries:
     def sample(
         self, version: int, *, labelled_only: bool = False, limit: int = SAMPLE_ROWS
     ) -> pa.Table:
-        """Up to `limit` rows of one version (uniform sample): ts, score, label, truth, features."""
+        """Up to `limit` rows of one version (uniform sample): ts, score, label, value,
+        probabilities, truth, features."""
         conn, has_predictions, _ = self._connect()
         try:
             if not has_predictions:
@@ -226,7 +248,8 @@ class LogQueries:
             where, params = self._where()
             labelled = " AND t.truth IS NOT NULL" if labelled_only else ""
             query = (
-                f"SELECT p.ts, p.score, p.label, t.truth, p.features FROM predictions p "
+                f"SELECT p.ts, p.score, p.label, p.value, p.probabilities, t.truth, p.features "
+                f"FROM predictions p "
                 f"LEFT JOIN truth t USING (prediction_id) "
                 f"WHERE {where} AND p.version = ? AND p.variant <> 'shadow'{labelled}"
             )
@@ -245,7 +268,9 @@ class LogQueries:
             conn.close()
 
     def segments(self, version: int, feature: str, positive: str | None) -> list[dict[str, Any]]:
-        """Labelled quality per value of a categorical feature (for root causes)."""
+        """Labelled quality per value of a categorical feature (for root causes): accuracy and
+        the positive class's recall, and the mean absolute error where predictions are
+        values (a regressor's)."""
         conn, has_predictions, has_labels = self._connect()
         try:
             if not (has_predictions and has_labels):
@@ -257,7 +282,8 @@ class LogQueries:
                 SELECT CAST(p.features.{quoted} AS VARCHAR) AS segment, count(*) AS labelled,
                     avg(CASE WHEN p.label = t.truth THEN 1.0 ELSE 0.0 END) AS accuracy,
                     sum(CASE WHEN t.truth = ? AND p.label = ? THEN 1 ELSE 0 END) AS tp,
-                    sum(CASE WHEN t.truth = ? THEN 1 ELSE 0 END) AS positives
+                    sum(CASE WHEN t.truth = ? THEN 1 ELSE 0 END) AS positives,
+                    avg(abs(p.value - TRY_CAST(t.truth AS DOUBLE))) AS mae
                 FROM predictions p JOIN truth t USING (prediction_id)
                 WHERE {where} AND p.version = ? AND p.variant <> 'shadow'
                 GROUP BY ALL ORDER BY labelled DESC LIMIT 200
@@ -272,9 +298,73 @@ class LogQueries:
                 "labelled": int(n),
                 "accuracy": float(acc),
                 "recall": (tp / positives) if positives else None,
+                "mae": float(mae) if mae is not None else None,
             }
-            for s, n, acc, tp, positives in rows
+            for s, n, acc, tp, positives, mae in rows
         ]
+
+    def outcome_sums(self, version: int, *, regression: bool) -> dict[str, int | float]:
+        """One version's labelled outcomes over the period, summed per routing key: what a
+        cluster-robust standard error needs (the canary decision compares arms with it).
+
+        The outcome of a prediction is 1.0 when its label equals the truth and 0.0 when not,
+        or for a regressor `|value - truth|`, a truth that does not read as a number left out
+        and counted in `unparsed`. Predictions without a routing key (unkeyed requests,
+        segments written before the column) are a cluster each; shadow copies and pinned
+        requests (no routing chose their version) are left out. For clusters j of n_j
+        predictions with outcome sum s_j: `clusters`, `count` (sum n_j), `total` (sum s_j),
+        `total_sq` (sum of squared outcomes), `cluster_total_sq` (sum s_j^2), `cluster_cross`
+        (sum n_j s_j), `cluster_size_sq` (sum n_j^2) and `unparsed`.
+        """
+        conn, has_predictions, has_labels = self._connect()
+        try:
+            if not (has_predictions and has_labels):
+                return dict.fromkeys(_OUTCOME_SUMS, 0)
+            described = conn.execute("SELECT * FROM predictions LIMIT 0").description or []
+            key = "p.routing_key" if "routing_key" in {d[0] for d in described} else "NULL"
+            outcome = (
+                "abs(p.value - TRY_CAST(t.truth AS DOUBLE))"
+                if regression
+                else "CASE WHEN p.label = t.truth THEN 1.0 ELSE 0.0 END"
+            )
+            where, params = self._where()
+            row = conn.execute(
+                f"""
+                WITH labelled AS (
+                    SELECT coalesce({key}, 'id:' || p.prediction_id) AS cluster, {outcome} AS y
+                    FROM predictions p JOIN truth t USING (prediction_id)
+                    WHERE {where} AND p.version = ? AND t.truth IS NOT NULL
+                        AND p.variant NOT IN ('shadow', 'pinned')
+                ), clusters AS (
+                    SELECT count(*) AS n, sum(y) AS s, sum(y * y) AS q
+                    FROM labelled WHERE y IS NOT NULL GROUP BY cluster
+                )
+                SELECT count(*), coalesce(sum(n), 0), coalesce(sum(s), 0), coalesce(sum(q), 0),
+                    coalesce(sum(s * s), 0), coalesce(sum(n * s), 0), coalesce(sum(n * n), 0),
+                    (SELECT count(*) FROM labelled WHERE y IS NULL)
+                FROM clusters
+                """,
+                [*params, version],
+            ).fetchone()
+        finally:
+            conn.close()
+        assert row is not None
+        return {
+            name: (int(value) if name in ("clusters", "count", "unparsed") else float(value))
+            for name, value in zip(_OUTCOME_SUMS, row, strict=True)
+        }
+
+
+_OUTCOME_SUMS = (
+    "clusters",
+    "count",
+    "total",
+    "total_sq",
+    "cluster_total_sq",
+    "cluster_cross",
+    "cluster_size_sq",
+    "unparsed",
+)
 
 
 def _literal(moment: datetime) -> str:
@@ -282,14 +372,35 @@ def _literal(moment: datetime) -> str:
     return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
 
 
-def _derive(row: dict[str, Any], seconds: float) -> None:
-    """Rates and classification metrics from the counts of one window."""
+def _derive(
+    row: dict[str, Any], seconds: float, task: str, confusion: dict[tuple[str, str], int]
+) -> None:
+    """Rates and the task's quality metrics from the counts of one window: binary
+    (accuracy, precision, recall, F1, FPR, AUC), multiclass (accuracy, per-class precision and
+    recall, macro and weighted F1, the confusion matrix) or regression (MAE, RMSE, R², mean
+    residual); the metrics of other tasks are None."""
     row["throughput_per_s"] = row["volume"] / seconds
     labelled = row["labelled"] or 0
     row["label_coverage"] = labelled / row["volume"] if row["volume"] else 0.0
+    row["task"] = task
+    numeric = row.pop("numeric_labels") or 0
+    variance = row.pop("truth_variance")
+    if task == "regression":
+        for key in ("tp", "fp", "fn", "tn", "correct"):
+            row.pop(key)
+        row.update(dict.fromkeys(CLASSIFICATION_METRICS))
+        row["auc"] = None
+        row["unusable_labels"] = labelled - numeric
+        mse = row["rmse"] ** 2 if row["rmse"] is not None else None
+        row["r2"] = 1 - mse / variance if mse is not None and variance and numeric >= 2 else None
+        return
+    row["mae"] = row["rmse"] = row["mean_residual"] = row["r2"] = None
     tp, fp, fn, tn = (row.pop(k) or 0 for k in ("tp", "fp", "fn", "tn"))
     correct = row.pop("correct") or 0
     row["accuracy"] = correct / labelled if labelled else None
+    if task == "multiclass":
+        row.update(multiclass_metrics(confusion))
+        return
     row["precision"] = tp / (tp + fp) if tp + fp else None
     row["recall"] = tp / (tp + fn) if tp + fn else None
     p, r = row["precision"], row["recall"]
@@ -302,3 +413,51 @@ def _derive(row: dict[str, Any], seconds: float) -> None:
 
 def numpy_column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+
+
+def multiclass_metrics(confusion: Mapping[tuple[str, str], int]) -> dict[str, Any]:
+    """Per-class precision, recall and F1, their macro and support-weighted means, and the
+    confusion matrix, from counts by (true class, predicted class). A class counts when it
+    was true or predicted at least once (scikit-learn's convention); a precision or recall
+    with nothing to divide by is 0 in the means, as scikit-learn's `zero_division=0`."""
+    classes = sorted({c for pair in confusion for c in pair}, key=_class_order)
+    if not classes:
+        return {
+            "precision": None, "recall": None, "f1": None, "false_positive_rate": None,
+            "macro_precision": None, "macro_recall": None, "macro_f1": None, "weighted_f1": None,
+            "per_class": [], "confusion": {"classes": [], "matrix": []},
+        }  # fmt: skip
+    matrix = [[confusion.get((t, p), 0) for p in classes] for t in classes]
+    total = sum(map(sum, matrix))
+    per_class: list[dict[str, Any]] = []
+    for i, name in enumerate(classes):
+        hit = matrix[i][i]
+        support = sum(matrix[i])
+        predicted = sum(row[i] for row in matrix)
+        precision = hit / predicted if predicted else 0.0
+        recall = hit / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class.append({"class": name, "support": support, "predicted": predicted,
+                          "precision": precision, "recall": recall, "f1": f1})  # fmt: skip
+    count = len(per_class)
+    return {
+        # one positive class does not exist: the binary metrics stay empty
+        "precision": None,
+        "recall": None,
+        "f1": None,
+        "false_positive_rate": None,
+        "macro_precision": sum(c["precision"] for c in per_class) / count,
+        "macro_recall": sum(c["recall"] for c in per_class) / count,
+        "macro_f1": sum(c["f1"] for c in per_class) / count,
+        "weighted_f1": sum(c["f1"] * c["support"] for c in per_class) / total if total else None,
+        "per_class": per_class,
+        "confusion": {"classes": classes, "matrix": matrix},
+    }
+
+
+def _class_order(name: str) -> tuple[int, float, str]:
+    """Numeric class names in numeric order (2 before 10), then the others as text."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,73 +17,34 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shipyard.core import Settings, validate_model_name
-from shipyard.core.errors import InvalidInput, Overloaded
+from shipyard.core.durations import duration_text
+from shipyard.core.errors import Overloaded
+from shipyard.core.values import jsonable
 from shipyard.logstore import LogReader, label_text
 from shipyard.monitoring import _repository as repo
 from shipyard.monitoring._alerts import AlertManager
+from shipyard.monitoring._checks import DEFAULT_TARGETS, Targets, checks, data_quality
 from shipyard.monitoring._concept import detect_changes
 from shipyard.monitoring._drift import DriftReport, compare
-from shipyard.monitoring._estimate import Calibration, calibration_table, estimate
+from shipyard.monitoring._estimate import Calibration, calibration_table
 from shipyard.monitoring._logs import LogQueries, Period, numpy_column
-from shipyard.monitoring._rules import MAX_WINDOW, Rule, parse_rule, parse_window
+from shipyard.monitoring._report import MonitoringReport
+from shipyard.monitoring._root_cause import root_cause
+from shipyard.monitoring._rules import Rule
+from shipyard.monitoring._windows import (
+    align,
+    checked_span,
+    current_metrics,
+    estimates,
+    merge_windows,
+    residual_drift,
+    top_k,
+)
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = ["DEFAULT_TARGETS", "Monitor", "MonitoringReport"]
 
 log = logging.getLogger("shipyard.monitoring")
-
-DEFAULT_TARGETS: dict[str, float] = {
-    "accuracy": 0.90,
-    "latency_p95_ms": 100.0,
-    "error_rate": 0.01,
-    "missing_rate_increase": 0.05,
-    "out_of_range_rate": 0.05,
-    "unseen_share": 0.01,
-}
-
-
-@dataclass
-class MonitoringReport:
-    """What one run found, per version; `to_dict()` is what snapshots and the API hold."""
-
-    model: str
-    window: str
-    period: Period
-    computed_at: datetime
-    versions: dict[int, dict[str, Any]] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = _jsonable(
-            {
-                "model": self.model,
-                "window": self.window,
-                "period": {"start": self.period.start, "end": self.period.end},
-                "computed_at": self.computed_at,
-                "versions": {str(v): s for v, s in self.versions.items()},
-                "alerts": self.alerts,
-            }
-        )
-        return out
-
-    @property
-    def status(self) -> str:
-        marks = [c["status"] for s in self.versions.values() for c in s.get("checks", [])]
-        return "failing" if "failing" in marks else "warning" if "warning" in marks else "ok"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    return value
 
 
 class Monitor:
@@ -140,7 +99,7 @@ class Monitor:
         stored (no snapshot, no alert evaluation: reading changes nothing), by `compute`
         when given (a server computes off its prediction path)."""
         self.registry.get_model(name)
-        step = _checked_span(window, periods)
+        step = checked_span(window, periods)
         found = self.registry.database.read(lambda conn: repo.snapshots(conn, name, window, 1))
         if found and found[0]["period_end"] >= datetime.now(UTC) - min(step, timedelta(hours=1)):
             summary: dict[str, Any] = found[0]["summary"]
@@ -164,7 +123,7 @@ class Monitor:
         evaluated (alerts fire, resolve and are delivered); without, nothing is written.
         """
         validate_model_name(name)
-        step = _checked_span(window, periods)
+        step = checked_span(window, periods)
         if self._slots is not None and not self._slots.acquire(blocking=False):
             raise Overloaded(
                 "monitoring reports are being computed already; retry shortly (or read the "
@@ -189,10 +148,12 @@ class Monitor:
     ) -> MonitoringReport:
         versions = {v.version: v for v in self.registry.list_versions(name)}
         moment = (now or datetime.now(UTC)).astimezone(UTC)
-        end = _align(moment, step)
+        end = align(moment, step)
         period = Period(end - periods * step, end, step)
         report = MonitoringReport(name, window, period, datetime.now(UTC))
-        rows = LogQueries(self.reader, name, period).windows(self._positive(versions))
+        rows = LogQueries(self.reader, name, period).windows(
+            self._positive(versions), {v: r.task for v, r in versions.items()}
+        )
         errors = LogQueries(self.reader, name, period).errors()
         served = sorted({r["version"] for r in rows})
         for version in served:
@@ -205,7 +166,7 @@ class Monitor:
         if not keep:
             return report
         if self.alert_manager is not None:
-            report.alerts = _jsonable(
+            report.alerts = jsonable(
                 self._alerts(name, versions, served, step, end, moment, report)
             )
         with self.registry.database.transaction() as conn:
@@ -256,13 +217,15 @@ class Monitor:
         """A version's summary over one window of `length` ending at `end` (for rules with `over`)."""
         period = Period(end - length, end, length)
         queries = LogQueries(self.reader, name, period)
-        rows = queries.windows(self._positive({record.version: record}))
+        rows = queries.windows(
+            self._positive({record.version: record}), {record.version: record.task}
+        )
         if not any(r["version"] == record.version for r in rows):
             return None
         summary = self._version_summary(
-            name, record, period, _duration_text(length), rows, queries.errors()
+            name, record, period, duration_text(length), rows, queries.errors()
         )
-        return _jsonable(summary)  # type: ignore[no-any-return]
+        return jsonable(summary)  # type: ignore[no-any-return]
 
     # -- one version ----------------------------------------------------------------------------
 
@@ -278,13 +241,14 @@ class Monitor:
         version = record.version
         mine = [r for r in rows if r["version"] == version]
         failed = [e for e in errors if e["version"] == version]
-        windows = _merge_windows(mine, failed, period)
+        windows = merge_windows(mine, failed, period)
         current_period = Period(period.end - period.step, period.end, period.step)
         current_queries = LogQueries(self.reader, name, current_period)
         current = current_queries.sample(version)
         positive = self._positive_label(record)
         summary: dict[str, Any] = {
             "version": version,
+            "task": record.task,
             "window": window,
             "period": {"start": period.start, "end": period.end},
             "variants": sorted({r["variant"] for r in mine}),
@@ -298,17 +262,39 @@ class Monitor:
             else {"columns": {}, "drifted": [], "drift_share": 0.0}
         )
         summary["score_drift"] = self._score_drift(name, record, current)
-        summary["quality"] = _quality(drift, current_queries.schema_violations())
+        summary["quality"] = data_quality(drift, current_queries.schema_violations())
         labelled = LogQueries(self.reader, name, period).sample(version, labelled_only=True)
-        summary["concept"] = self._concept(labelled, positive, drift)
+        summary["concept"] = self._concept(labelled, record.task, drift)
         summary["calibration"], calibration = self._calibration(
             labelled, positive, current_period.start
         )
-        everything = LogQueries(self.reader, name, period).sample(version)
-        _estimates(windows, everything, record.threshold, calibration, period)
-        summary["root_cause"] = self._root_cause(name, record, drift, period, positive)
-        summary["metrics"] = _current_metrics(windows, summary)
-        summary["checks"] = self._checks(name, summary)
+        summary["residual_drift"] = (
+            residual_drift(labelled, current_period.start) if record.task == "regression" else {}
+        )
+        if record.task == "binary":
+            everything = LogQueries(self.reader, name, period).sample(version)
+            estimates(windows, everything, record.threshold, calibration, period)
+            summary["estimates"] = {"applies": True}
+        else:
+            summary["estimates"] = {
+                "applies": False,
+                "note": "estimates before labels come from a binary classifier's calibrated "
+                f"scores; they do not apply to a {record.task or 'model of unknown task'}",
+            }
+        summary["root_cause"] = root_cause(self.reader, record, drift, period, positive)
+        if record.task == "multiclass" and windows:
+            last = windows[-1]
+            summary["classes"] = {
+                "per_class": last.get("per_class", []),
+                "confusion": last.get("confusion", {}),
+            }
+        summary["metrics"] = current_metrics(windows, summary)
+        if record.task == "multiclass":
+            classes = self.registry.classes(name, version) or []
+            summary["metrics"].update(
+                top_k(labelled, [label_text(c) for c in classes], current_period.start)
+            )
+        summary["checks"] = checks(record, summary, self._targets(name))
         return summary
 
     def reference(self, name: str, version: int) -> pa.Table | None:
@@ -331,20 +317,40 @@ class Monitor:
         return compare(reference, features.select(columns))
 
     def _score_drift(self, name: str, record: ModelVersion, current: pa.Table) -> dict[str, Any]:
-        """Scores of the window against the model's scores on its own reference sample."""
+        """What the model answered in the window against what it answers on its own reference
+        sample: the positive class's score (binary), the predicted value (regression), or the
+        predicted class as a category (multiclass)."""
         reference = self.reference(name, record.version)
-        if reference is None or current.num_rows == 0 or record.task != "binary":
+        if reference is None or current.num_rows == 0:
+            return {}
+        if record.task not in ("binary", "regression", "multiclass"):
             return {}
         bundle = self.registry.open(name, record.version)
         columns = record.signature.validate_frame(reference.to_pandas())
-        ref_scores = np.asarray(bundle.predictor.predict(columns))[:, 1]
-        cur_scores = numpy_column(current, "score").astype(np.float64)
-        report = compare(pa.table({"score": ref_scores}), pa.table({"score": cur_scores}))
+        answers = np.asarray(bundle.predictor.predict(columns))
+        if record.task == "binary":
+            before, now = answers[:, 1], numpy_column(current, "score").astype(np.float64)
+        elif record.task == "regression":
+            before, now = answers.reshape(-1), numpy_column(current, "value").astype(np.float64)
+        else:
+            classes = self.registry.classes(name, record.version)
+            if not classes or answers.ndim != 2 or answers.shape[1] != len(classes):
+                return {}
+            names = np.array([label_text(c) for c in classes], dtype=object)
+            before, now = names[answers.argmax(axis=1)], numpy_column(current, "label")
+        report = compare(pa.table({"score": before}), pa.table({"score": now}))
         return report.columns["score"].to_dict()
 
-    def _concept(
-        self, labelled: pa.Table, positive: str | None, drift: DriftReport | None
-    ) -> dict[str, Any]:
+    def _concept(self, labelled: pa.Table, task: str, drift: DriftReport | None) -> dict[str, Any]:
+        if task not in ("binary", "multiclass"):
+            return {
+                "applies": False,
+                "detected": False,
+                "changes": [],
+                "labelled": labelled.num_rows,
+                "note": "the detector watches a classifier's right/wrong stream; for a "
+                f"{task or 'model of unknown task'} see residual drift",
+            }
         if labelled.num_rows < 100:
             return {
                 "detected": False,
@@ -362,6 +368,7 @@ class Monitor:
         worse = [c for c in changes if c.worse]
         inputs_stable = drift is None or not drift.drifted
         return {
+            "applies": True,
             "detected": bool(worse) and inputs_stable,
             "performance_change": bool(worse),
             "inputs_stable": inputs_stable,
@@ -382,137 +389,10 @@ class Monitor:
         calibration = Calibration.fit(scores[earlier], is_positive[earlier])
         return calibration_table(scores, is_positive.astype(np.float64)), calibration
 
-    def _root_cause(
-        self,
-        name: str,
-        record: ModelVersion,
-        drift: DriftReport | None,
-        period: Period,
-        positive: str | None,
-    ) -> dict[str, Any]:
-        moved = []
-        if drift is not None:
-            for column in drift.ranked()[:5]:
-                if column.status != "ok":
-                    moved.append(
-                        {
-                            "feature": column.column,
-                            "status": column.status,
-                            "effect": column.effect,
-                            "effect_size": column.effect_size,
-                            "reason": column.reason,
-                        }
-                    )
-        segments = []
-        current = Period(period.end - period.step, period.end, period.step)
-        baseline = Period(period.start, period.end - period.step, period.step)
-        for spec in record.signature.columns:
-            if spec.type != "string":
-                continue
-            now_rows = {
-                s["segment"]: s
-                for s in LogQueries(self.reader, name, current).segments(
-                    record.version, spec.name, positive
-                )
-            }
-            before_rows = {
-                s["segment"]: s
-                for s in LogQueries(self.reader, name, baseline).segments(
-                    record.version, spec.name, positive
-                )
-            }
-            total = sum(s["labelled"] for s in now_rows.values()) or 1
-            for segment, now in now_rows.items():
-                before = before_rows.get(segment)
-                if before is None or now["labelled"] < 20 or before["labelled"] < 20:
-                    continue
-                drop = before["accuracy"] - now["accuracy"]
-                segments.append({
-                    "feature": spec.name, "segment": segment, "labelled": now["labelled"],
-                    "accuracy_before": before["accuracy"], "accuracy_now": now["accuracy"],
-                    "recall_before": before["recall"], "recall_now": now["recall"],
-                    "impact": drop * now["labelled"] / total,
-                })  # fmt: skip
-        segments.sort(key=lambda s: -s["impact"])
-        return {"features": moved, "segments": [s for s in segments if s["impact"] > 0][:5]}
-
-    # -- marks ----------------------------------------------------------------------------------
-
-    def _target(self, name: str, metric: str, default: float) -> float:
-        """An alert rule's threshold for `metric` when there is one, else the default target."""
-        if self.alert_manager is None:
-            return default
-        for row in self.alert_manager.rules(name):
-            rule = parse_rule(row["expression"])
-            if rule.metric == metric and rule.threshold is not None and rule.feature is None:
-                return rule.threshold
-        return default
-
-    def _checks(self, model: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
-        metrics = summary["metrics"]
-        checks = []
-        accuracy_target = self._target(model, "accuracy", self.targets["accuracy"])
-        checks.append(_mark("accuracy", metrics.get("accuracy"), accuracy_target, higher_is_better=True, margin=0.02,
-                            note=f"{metrics.get('labelled', 0)} labelled, coverage {metrics.get('label_coverage', 0):.0%}"))  # fmt: skip
-        if metrics.get("accuracy") is None and metrics.get("estimated_accuracy") is not None:
-            checks.append(_mark("estimated accuracy", metrics["estimated_accuracy"], accuracy_target, higher_is_better=True, margin=0.02,
-                                note="before labels, from calibrated scores"))  # fmt: skip
-        checks.append(_mark("false-positive rate", metrics.get("false_positive_rate"), None, True))
-        latency_target = self._target(model, "latency_p95", self.targets["latency_p95_ms"])
-        checks.append(
-            _mark(
-                "latency p95 (ms)",
-                metrics.get("latency_p95"),
-                latency_target,
-                higher_is_better=False,
-                margin=0.2 * latency_target,
-            )
-        )
-        checks.append(
-            _mark(
-                "error rate",
-                metrics.get("error_rate"),
-                self.targets["error_rate"],
-                higher_is_better=False,
-                margin=self.targets["error_rate"],
-            )
-        )
-        quality = summary["quality"]
-        worse_missing = [
-            f
-            for f, q in quality.items()
-            if q.get("missing_increase", 0) > self.targets["missing_rate_increase"]
-        ]
-        checks.append({"name": "missing features", "value": len(worse_missing), "target": 0,
-                       "status": "failing" if worse_missing else "ok", "note": ", ".join(worse_missing)})  # fmt: skip
-        out_of_range = [
-            f
-            for f, q in quality.items()
-            if (q.get("out_of_range_rate") or 0) > self.targets["out_of_range_rate"]
-        ]
-        checks.append({"name": "out-of-range values", "value": len(out_of_range), "target": 0,
-                       "status": "warning" if out_of_range else "ok", "note": ", ".join(out_of_range)})  # fmt: skip
-        unseen = [
-            f
-            for f, q in quality.items()
-            if (q.get("unseen_share") or 0) > self.targets["unseen_share"]
-        ]
-        checks.append({"name": "unseen categories", "value": len(unseen), "target": 0,
-                       "status": "warning" if unseen else "ok", "note": ", ".join(unseen)})  # fmt: skip
-        violations = {f: q["violations"] for f, q in quality.items() if q.get("violations")}
-        checks.append({"name": "schema violations", "value": sum(violations.values()), "target": 0,
-                       "status": "warning" if violations else "ok", "note": ", ".join(f"{f} ({n})" for f, n in violations.items())})  # fmt: skip
-        drifted = summary["drift"].get("drifted", [])
-        checks.append({"name": "drifted features", "value": len(drifted), "target": 0,
-                       "status": "warning" if drifted else "ok", "note": ", ".join(drifted)})  # fmt: skip
-        if summary["score_drift"]:
-            checks.append({"name": "score drift", "value": summary["score_drift"]["effect_size"], "target": summary["score_drift"]["threshold"],
-                           "status": "warning" if summary["score_drift"]["drift"] else "ok", "note": summary["score_drift"]["reason"]})  # fmt: skip
-        concept = summary["concept"]
-        checks.append({"name": "concept drift", "value": concept.get("detected", False), "target": False,
-                       "status": "failing" if concept.get("detected") else ("warning" if concept.get("performance_change") else "ok"),
-                       "note": _concept_note(concept)})  # fmt: skip
-        return checks
+    def _targets(self, name: str) -> Targets:
+        """The model's targets: its alert rules' thresholds over the defaults."""
+        rules = self.alert_manager.rules(name) if self.alert_manager is not None else []
+        return Targets.of(self.targets, [r["expression"] for r in rules])
 
     def _positive(self, versions: dict[int, ModelVersion]) -> str | None:
         latest = max(versions.values(), key=lambda v: v.version, default=None)
@@ -520,186 +400,5 @@ class Monitor:
 
     def _positive_label(self, record: ModelVersion) -> str | None:
         """The positive class of a binary model, as text (how the logs store labels)."""
-        if record.task != "binary":
-            return None
-        classes = self.registry.metadata(record.name, record.version)["model"].get("classes") or [
-            0,
-            1,
-        ]
-        return label_text(classes[1])
-
-
-MAX_PERIODS = 400
-
-
-def _checked_span(window: str, periods: int) -> timedelta:
-    """The window length, once `periods` of them are known to be a span worth computing."""
-    step = parse_window(window)
-    if not 1 <= periods <= MAX_PERIODS:
-        raise InvalidInput(f"periods must be between 1 and {MAX_PERIODS}, got {periods}")
-    if step * periods > MAX_WINDOW:
-        raise InvalidInput(
-            f"{periods} windows of {window} span more than ten years; ask for fewer or shorter ones"
-        )
-    return step
-
-
-def _align(moment: datetime, step: timedelta) -> datetime:
-    """`moment` rounded up to a window boundary (days and weeks align to midnight UTC)."""
-    moment = moment.astimezone(UTC)
-    seconds = step.total_seconds()
-    epoch = moment.timestamp()
-    aligned = (
-        math.ceil(epoch / seconds) * seconds
-        if seconds <= 86_400
-        else math.ceil(epoch / 86_400) * 86_400
-    )
-    return datetime.fromtimestamp(aligned, UTC)
-
-
-def _duration_text(length: timedelta) -> str:
-    seconds = int(length.total_seconds())
-    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _merge_windows(
-    rows: list[dict[str, Any]], errors: list[dict[str, Any]], period: Period
-) -> list[dict[str, Any]]:
-    """One row per window (variants added up), with error and rejection rates."""
-    out: dict[datetime, dict[str, Any]] = {}
-    for row in rows:
-        start = row["window_start"]
-        if row["variant"] == "shadow":
-            continue
-        merged = out.setdefault(start, {"window_start": start, "parts": []})
-        merged["parts"].append(row)
-    result = []
-    for start in sorted(out):
-        parts = out[start]["parts"]
-        volume = sum(p["volume"] for p in parts)
-        main = max(parts, key=lambda p: p["volume"])
-        merged = {k: v for k, v in main.items() if k not in ("variant", "version")}
-        merged["volume"] = volume
-        merged["throughput_per_s"] = volume / period.seconds
-        merged["variants"] = {p["variant"]: p["volume"] for p in parts}
-        fails = [e for e in errors if e["window_start"] == start]
-        server_errors = sum(e["count"] for e in fails if e["status"] >= 500)
-        refused = sum(e["count"] for e in fails if e["status"] < 500)
-        merged["errors"] = server_errors
-        merged["refused"] = refused
-        merged["error_rate"] = (
-            server_errors / (volume + server_errors + refused)
-            if volume + server_errors + refused
-            else 0.0
-        )
-        merged["refused_rate"] = (
-            refused / (volume + server_errors + refused)
-            if volume + server_errors + refused
-            else 0.0
-        )
-        result.append(merged)
-    return result
-
-
-def _estimates(
-    windows: list[dict[str, Any]],
-    sample: pa.Table,
-    threshold: float | None,
-    calibration: Calibration,
-    period: Period,
-) -> None:
-    """Confidence-based estimates per window, beside the realised numbers."""
-    if sample.num_rows == 0 or threshold is None:
-        return
-    scores = numpy_column(sample, "score").astype(np.float64)
-    times = np.array([t.timestamp() for t in sample.column("ts").to_pylist()])
-    index = np.floor((times - period.start.timestamp()) / period.seconds).astype(np.int64)
-    for row in windows:
-        i = round((row["window_start"] - period.start).total_seconds() / period.seconds)
-        mask = index == i
-        if mask.any():
-            row["estimated"] = estimate(scores[mask], threshold, calibration)
-
-
-def _quality(drift: DriftReport | None, violations: dict[str, int]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if drift is not None:
-        for name, column in drift.columns.items():
-            missing = column.missing
-            stats = column.stats
-            out[name] = {
-                "missing_rate": missing["current_rate"],
-                "reference_missing_rate": missing["reference_rate"],
-                "missing_increase": missing["current_rate"] - missing["reference_rate"],
-                "out_of_range_rate": stats.get("out_of_range_rate"),
-                "unseen_share": stats.get("unseen_share"),
-                "unseen": stats.get("unseen"),
-                "violations": violations.get(name, 0),
-            }
-        for name in drift.missing_in_current:
-            out[name] = {
-                "missing_from_current": True,
-                "missing_rate": 1.0,
-                "violations": violations.get(name, 0),
-            }
-    for name, count in violations.items():
-        out.setdefault(name, {"violations": count})
-    return out
-
-
-def _current_metrics(windows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    """The numbers rules and checks look at: the last window's."""
-    if not windows:
-        return {}
-    last = windows[-1]
-    estimated = last.get("estimated", {})
-    metrics = {
-        key: last.get(key)
-        for key in (
-            "accuracy", "precision", "recall", "f1", "false_positive_rate", "auc", "error_rate", "volume",
-            "labelled", "label_coverage", "latency_p50", "latency_p95", "latency_p99", "score_mean", "mae", "rmse",
-        )
-    }  # fmt: skip
-    metrics["throughput"] = last.get("throughput_per_s")
-    metrics["estimated_accuracy"] = estimated.get("accuracy")
-    metrics["estimated_precision"] = estimated.get("precision")
-    metrics["estimated_recall"] = estimated.get("recall")
-    metrics["drift_share"] = summary["drift"].get("drift_share", 0.0)
-    metrics["score_drift"] = bool(summary["score_drift"].get("drift", False))
-    metrics["concept_drift"] = bool(summary["concept"].get("detected", False))
-    return metrics
-
-
-def _mark(
-    name: str,
-    value: float | None,
-    target: float | None,
-    higher_is_better: bool,
-    margin: float = 0.0,
-    note: str = "",
-) -> dict[str, Any]:
-    if value is None or target is None:
-        return {
-            "name": name,
-            "value": value,
-            "target": target,
-            "status": "ok" if value is not None else "unknown",
-            "note": note,
-        }
-    if higher_is_better:
-        status = "failing" if value < target else "warning" if value < target + margin else "ok"
-    else:
-        status = "failing" if value > target else "warning" if value > target - margin else "ok"
-    return {"name": name, "value": value, "target": target, "status": status, "note": note}
-
-
-def _concept_note(concept: dict[str, Any]) -> str:
-    worse = [c for c in concept.get("changes", []) if c["worse"]]
-    if not worse:
-        return str(concept.get("note", "error rate stable"))
-    last = worse[-1]
-    stable = "inputs stable" if concept.get("inputs_stable") else "inputs drifted too"
-    return f"error rate {last['error_rate_before']:.1%} -> {last['error_rate_after']:.1%} from {last['at'][:10]}; {stable}"
+        positive = self.registry.positive_class(record)
+        return label_text(positive) if positive is not None else None

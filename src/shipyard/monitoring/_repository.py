@@ -16,6 +16,7 @@ __all__ = [
     "get_alert",
     "latest_snapshot",
     "model_exists",
+    "model_tasks",
     "open_alert",
     "rules",
     "save_alert",
@@ -92,6 +93,15 @@ def snapshots(conn: Connection, model: str, window: str, limit: int) -> list[dic
 def model_exists(conn: Connection, model: str) -> bool:
     models = tables.models
     return conn.execute(select(models.c.name).where(models.c.name == model)).first() is not None
+
+
+def model_tasks(conn: Connection, model: str) -> set[str]:
+    """The tasks (binary, multiclass, regression) of the model's registered versions."""
+    versions = tables.model_versions
+    rows = conn.execute(
+        select(versions.c.task).where(versions.c.model_name == model).distinct()
+    ).scalars()
+    return {t for t in rows if t}
 
 
 def add_rule(

@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from shipyard.core.durations import MAX_DURATION, parse_duration
 from shipyard.core.errors import InvalidInput
 
 __all__ = [
     "FEATURE_METRICS",
     "MAX_WINDOW",
     "MODEL_METRICS",
+    "TASK_METRICS",
     "Rule",
+    "check_task",
     "parse_rule",
     "parse_window",
 ]
@@ -34,9 +37,21 @@ MODEL_METRICS = frozenset(
         "estimated_accuracy", "estimated_precision", "estimated_recall",
         "error_rate", "volume", "throughput", "label_coverage",
         "latency_p50", "latency_p95", "latency_p99", "score_mean", "drift_share",
-        "score_drift", "concept_drift", "mae", "rmse",
+        "score_drift", "concept_drift", "mae", "rmse", "r2", "mean_residual", "residual_drift",
+        "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "top_2_accuracy", "top_3_accuracy",
     }
 )  # fmt: skip
+# what each kind of model is measured by; the other metrics stay empty for it, so a rule on
+# one would never fire (`metrics_for`)
+TASK_METRICS = {
+    "binary": frozenset({"accuracy", "precision", "recall", "f1", "false_positive_rate", "auc",
+                         "estimated_accuracy", "estimated_precision", "estimated_recall", "score_drift",
+                         "concept_drift"}),
+    "multiclass": frozenset({"accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
+                             "top_2_accuracy", "top_3_accuracy", "score_drift", "concept_drift"}),
+    "regression": frozenset({"mae", "rmse", "r2", "mean_residual", "residual_drift", "score_drift"}),
+}  # fmt: skip
+_QUALITY = frozenset().union(*TASK_METRICS.values())
 FEATURE_METRICS = frozenset(
     {
         "drift",
@@ -49,12 +64,13 @@ FEATURE_METRICS = frozenset(
         "unseen",
     }
 )
-BOOLEAN_METRICS = frozenset({"drift", "concept_drift", "score_drift"})
+BOOLEAN_METRICS = frozenset({"drift", "concept_drift", "score_drift", "residual_drift"})
 ALIASES = {
     "fpr": "false_positive_rate",
     "js": "jensen_shannon",
     "p95": "latency_p95",
     "p99": "latency_p99",
+    "r_squared": "r2",
 }
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -66,26 +82,12 @@ _RULE = re.compile(
     (?:with\s*>=\s*(?P<labels>\d+)\s*labels?)?\s*$""",
     re.VERBOSE | re.IGNORECASE,
 )
-_WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
-
-
-MAX_WINDOW = timedelta(days=3660)
+MAX_WINDOW = MAX_DURATION
 
 
 def parse_window(text: str) -> timedelta:
     """`30m`, `1h`, `7d`, `2w` -> a timedelta (at most ten years)."""
-    match = _WINDOW.match(text or "") if isinstance(text, str) and len(text) <= 16 else None
-    if match is None or int(match.group(1)) <= 0:
-        raise InvalidInput(
-            f"window {str(text)[:40]!r} is not a duration; write e.g. 30m, 1h, 1d or 7d"
-        )
-    unit = _UNITS[match.group(2).lower()]
-    count = int(match.group(1))
-    if count * _SECONDS[unit] > MAX_WINDOW.total_seconds():
-        raise InvalidInput(f"window {text!r} is longer than ten years; choose a shorter one")
-    return timedelta(**{unit: count})
+    return parse_duration(text, "window")
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,22 @@ def parse_rule(expression: str) -> Rule:
         raise InvalidInput(f"'ms' only applies to latency metrics, not {metric}")
     window = parse_window(match.group("window")) if match.group("window") else None
     return Rule(expression, metric, feature, op, threshold, window, int(match.group("labels") or 0))
+
+
+def check_task(rule: Rule, tasks: set[str]) -> None:
+    """Refuse a rule on a quality metric that none of the model's tasks measures (a rule on
+    `accuracy` for a regressor would never fire), naming the metrics that do apply."""
+    if rule.feature is not None or rule.metric not in _QUALITY or not tasks:
+        return
+    known = tasks & TASK_METRICS.keys()
+    if not known or any(rule.metric in TASK_METRICS[t] for t in known):
+        return
+    usable = sorted(set().union(*(TASK_METRICS[t] for t in known)))
+    kinds = " and ".join(sorted(known))
+    raise InvalidInput(
+        f"{rule.metric} does not measure a {kinds} model; its quality metrics are "
+        f"{', '.join(usable)} (and every model has latency_p95, error_rate, volume, drift(...))"
+    )
 
 
 def metric_value(rule: Rule, summary: dict[str, Any]) -> float | bool | None:

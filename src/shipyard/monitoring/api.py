@@ -21,8 +21,9 @@ from shipyard.access.api import Caller, Guard
 from shipyard.core.api import GUARDED, JSONRoute, Limit, ModelName, error_responses
 from shipyard.monitoring._alerts import AlertManager
 from shipyard.monitoring._html import render_html
-from shipyard.monitoring._monitor import MAX_PERIODS, Monitor
+from shipyard.monitoring._monitor import Monitor
 from shipyard.monitoring._offload import ReportProcess
+from shipyard.monitoring._windows import MAX_PERIODS
 
 __all__ = ["AlertOut", "MonitoringReportOut", "NewRule", "RuleOut", "router"]
 

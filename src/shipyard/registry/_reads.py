@@ -90,6 +90,19 @@ class Reads(RegistryBase):
         )
         return manifest
 
+    def classes(self, name: str, version: int) -> list[Any] | None:
+        """A classifier's classes in the order of its scores; None for a regressor."""
+        classes: list[Any] | None = self.metadata(name, version)["model"].get("classes")
+        return classes
+
+    def positive_class(self, record: ModelVersion) -> Any | None:
+        """The positive class of a binary classifier: its second class (scikit-learn's order;
+        1 when the bundle does not say), the one a threshold flags. None for other tasks."""
+        if record.task != "binary":
+            return None
+        classes = self.classes(record.name, record.version)
+        return classes[1] if classes else 1
+
     def read_artifact(self, name: str, version: int, path: str) -> bytes | None:
         """One file of a version's bundle (e.g. `reference/sample.parquet`), SHA-256 checked;
         None when the bundle has no such file (older bundles)."""

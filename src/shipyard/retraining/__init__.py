@@ -3,7 +3,7 @@ it back on live evidence, every step recorded."""
 
 from __future__ import annotations
 
-from shipyard.retraining._decide import ArmEvidence, Decision, decide
+from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
 from shipyard.retraining._gates import GATE_METRICS, GateResult, holdout_metrics, parse_gate
 from shipyard.retraining._pipeline import Pipeline
 from shipyard.retraining._policies import due_triggers, may_retrain
@@ -24,6 +24,7 @@ __all__ = [
     "Decision",
     "GateResult",
     "HoldoutSpec",
+    "Outcomes",
     "Pipeline",
     "PolicySpec",
     "RetrainSpec",

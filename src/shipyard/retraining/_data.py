@@ -1,20 +1,49 @@
 """Training sets for a retrain: from files, from SQL, or from what the model saw in production
-(logged predictions joined with the labels that came back), and their holdout split."""
+(logged predictions joined with the labels that came back), and their holdout split.
+
+A label the model cannot learn from (missing; for a classifier, not one of its classes; for a
+regressor, not a number) never reaches the training function and never stops the retrain: the
+row is dropped, counted and reported with a few examples in the pipeline's data step.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from shipyard.core.errors import ConfigurationError, InvalidInput
 from shipyard.core.tables import read_table_file
+from shipyard.core.values import category_text
 from shipyard.logstore import LogReader
 from shipyard.retraining._spec import DataSpec, HoldoutSpec, parse_duration
 
-__all__ = ["build_training_set", "split_holdout"]
+__all__ = ["TrainingSet", "build_training_set", "split_holdout"]
+
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The rows to train on, and the rows left out because of their label."""
+
+    frame: pd.DataFrame
+    dropped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def dropped_evidence(self) -> dict[str, Any]:
+        if not self.dropped:
+            return {}
+        return {
+            "unusable_labels": self.dropped,
+            "unusable_reasons": self.reasons,
+            "unusable_examples": self.examples,
+        }
 
 
 def build_training_set(
@@ -26,11 +55,14 @@ def build_training_set(
     now: datetime,
     *,
     base: Path | None = None,
-) -> pd.DataFrame:
-    """The frame the training function gets: feature columns, the label, and the time column.
+    task: str | None = None,
+) -> TrainingSet:
+    """The frame the training function gets: feature columns, the label (typed as the model's
+    classes, or as numbers for a regressor), and the time column.
 
     A relative `data.path` is read from `base` (the folder of shipyard.yaml), like the
-    training module.
+    training module. `task` is the serving model's (None for a first version: labels are
+    kept as they come, missing ones dropped).
     """
     if data.source == "logs":
         frame = _from_logs(model, features, data, classes, reader, now)
@@ -47,7 +79,63 @@ def build_training_set(
         raise InvalidInput(
             f"the training data of {model} is empty ({data.source}); nothing to retrain on"
         )
-    return frame
+    found = _usable_labels(frame, data.label, task, classes)
+    if found.frame.empty:
+        raise InvalidInput(
+            f"none of the {len(frame)} rows of {model}'s training data has a label it can learn "
+            f"from ({', '.join(f'{n} {why}' for why, n in found.reasons.items())}; e.g. "
+            f"{', '.join(found.examples)})"
+        )
+    return found
+
+
+def _usable_labels(
+    frame: pd.DataFrame, label: str, task: str | None, classes: list[Any] | None
+) -> TrainingSet:
+    """`frame` with its label typed for `task`, without the rows whose label cannot be."""
+    labels = frame[label]
+    reasons: dict[str, int] = {}
+    missing = labels.isna()
+    if missing.any():
+        reasons["missing"] = int(missing.sum())
+    bad = pd.Series(False, index=frame.index)
+    if task == "regression":
+        numbers = pd.to_numeric(labels.map(_number_or_none), errors="coerce")
+        numbers = numbers.where(np.isfinite(numbers))  # "inf" is not a value to learn
+        bad = numbers.isna() & ~missing
+        typed = numbers
+    elif task in ("binary", "multiclass") and classes:
+        by_text = {category_text(c): c for c in classes}
+        texts = labels.map(category_text)
+        bad = ~texts.isin(list(by_text)) & ~missing
+        typed = texts.map(by_text)
+        # the model's own class type (0/1 as int, not a float column from the NaN)
+        typed = typed.astype(object)
+    else:
+        typed = labels
+    if bad.any():
+        reasons["not a number" if task == "regression" else "not one of the model's classes"] = int(
+            bad.sum()
+        )
+    examples = [repr(v)[:40] for v in labels[bad].drop_duplicates().head(EXAMPLES)]
+    keep = ~(missing | bad)
+    out = frame.loc[keep].copy()
+    out[label] = typed[keep]
+    if task in ("binary", "multiclass") and classes:
+        out[label] = out[label].astype(pd.Series(classes).dtype) if len(out) else out[label]
+    return TrainingSet(out, int((~keep).sum()), reasons, examples)
+
+
+def _number_or_none(value: Any) -> Any:
+    """A label as a number when it is one (bools are not), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
 
 
 def _read_file(data: DataSpec, model: str, base: Path | None) -> pd.DataFrame:
@@ -102,14 +190,13 @@ def _from_logs(
             raise InvalidInput(
                 f"{model} has no logged predictions to retrain on; send traffic and labels first"
             )
-        if not reader.relation(conn, reader.label_files(), "labels"):
+        if not reader.truth(conn, reader.label_files()):
             raise InvalidInput(
                 f"{model} has no labels yet (POST /v1/feedback); a retrain needs ground truth"
             )
         selected = ", ".join(f'p.features."{f}" AS "{f}"' for f in features)
         frame: pd.DataFrame = conn.sql(
             f"""
-            WITH truth AS (SELECT prediction_id, arg_max(label, received_at) AS truth FROM labels GROUP BY prediction_id)
             SELECT {selected}, t.truth AS "{data.label}", p.ts AS "{data.time_column or "timestamp"}"
             FROM predictions p JOIN truth t USING (prediction_id)
             WHERE p.variant <> 'shadow' AND p.ts >= $start AND p.ts < $end
@@ -123,16 +210,8 @@ def _from_logs(
         raise InvalidInput(
             f"{model} has no labelled predictions between {start:%Y-%m-%d} and {now:%Y-%m-%d}"
         )
-    frame[data.label] = _typed_labels(frame[data.label], classes)
+    # logged labels are text: `_usable_labels` gives them back the type of the model's classes
     return frame
-
-
-def _typed_labels(labels: pd.Series, classes: list[Any] | None) -> pd.Series:
-    """Logged labels are text; give them back the type of the model's classes (0/1 -> int)."""
-    if not classes:
-        return labels
-    by_text = {str(c).lower() if isinstance(c, bool) else str(c): c for c in classes}
-    return labels.map(lambda v: by_text.get(v, v))
 
 
 def split_holdout(

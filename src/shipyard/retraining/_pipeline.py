@@ -22,13 +22,13 @@ import pandas as pd
 
 from shipyard.core import Signature
 from shipyard.core.errors import Conflict, InvalidInput, NotFound, ShipyardError, UserCodeFailed
-from shipyard.logstore import LogReader, label_text
+from shipyard.logstore import LogReader
 from shipyard.monitoring import LogQueries, Period
 from shipyard.registry import Registry
 from shipyard.retraining import _repository as repo
 from shipyard.retraining._data import build_training_set, split_holdout
-from shipyard.retraining._decide import ArmEvidence, Decision, decide
-from shipyard.retraining._gates import check, holdout_metrics
+from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
+from shipyard.retraining._gates import check, check_gates_apply, holdout_metrics
 from shipyard.retraining._spec import RetrainSpec
 from shipyard.runtime import load_predictor, package
 from shipyard.store import record_audit
@@ -158,19 +158,19 @@ class Pipeline:
             raise InvalidInput(
                 f"say which features {self.name} trains on (data.features); it has no version yet"
             )
-        classes = (
-            self.registry.metadata(self.name, champion.version)["model"].get("classes")
-            if champion
-            else None
+        classes = self.registry.classes(self.name, champion.version) if champion else None
+        task = champion.task if champion is not None else None
+        if task:
+            check_gates_apply(spec.gates, task, self.name)
+        # 1. the training set, without the rows whose label the model cannot learn from
+        data = build_training_set(
+            spec.data, self.name, features, classes, self.reader, now, base=self.code_dir, task=task
         )
-        # 1. the training set
-        frame = build_training_set(
-            spec.data, self.name, features, classes, self.reader, now, base=self.code_dir
-        )
+        frame = data.frame
         train, holdout = split_holdout(frame, spec.holdout, spec.data.time_column)
         self._step(record, "data", "ok", {
             "source": spec.data.source, "rows": len(frame), "train_rows": len(train), "holdout_rows": len(holdout),
-            "positive_rate": _positive_rate(frame[spec.data.label], classes),
+            "positive_rate": _positive_rate(frame[spec.data.label], classes), **data.dropped_evidence(),
         })  # fmt: skip
         # 2. training, inside a tracked run
         with self.tracker.start_run(
@@ -196,16 +196,21 @@ class Pipeline:
             sig = signature or Signature.infer(train[features])
             columns = sig.validate_frame(holdout[features])
             truth = holdout[spec.data.label].to_numpy()
-            positive = classes[1] if classes else 1
-            threshold = self._threshold(champion, model, sig, train, features)
+            if task is None:
+                task = _task_of(model)
+                check_gates_apply(spec.gates, task, self.name)
+            candidate_classes = _classes_of(model, classes)
+            threshold = (
+                self._threshold(champion, model, sig, train, features) if task == "binary" else None
+            )
             candidate_metrics = self._score(
-                model, sig, train[features], columns, truth, positive, threshold
+                model, sig, train[features], columns, truth, task, candidate_classes, threshold
             )
             champion_metrics = None
             if champion is not None:
                 served = self.registry.open(self.name, champion.version).predictor
                 champion_metrics = holdout_metrics(
-                    served, columns, truth, positive, champion.threshold or 0.5
+                    served, columns, truth, task, classes, champion.threshold
                 )
             run.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
             if champion_metrics:
@@ -229,7 +234,7 @@ class Pipeline:
                 model, name=self.name, sample=train[features].iloc[:2000], training_data=train[[*features, spec.data.label]],
                 metrics={k: round(v, 6) for k, v in candidate_metrics.items()}, params=spec.params,
                 description=f"retrained by pipeline {record['id']}", purpose=champion.purpose if champion else "",
-                threshold=threshold if _binary(model) else None, run_id=run.id,
+                threshold=threshold, run_id=run.id,
                 lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"]},
             )  # fmt: skip
         self._set(record, candidate_version=version.version)
@@ -278,8 +283,9 @@ class Pipeline:
         sample: pd.DataFrame,
         columns: Any,
         truth: np.ndarray,
-        positive: Any,
-        threshold: float,
+        task: str,
+        classes: list[Any] | None,
+        threshold: float | None,
     ) -> dict[str, float]:
         """Holdout metrics of the candidate on the runtime that would serve it."""
         folder = Path(tempfile.mkdtemp(prefix="shipyard-candidate-"))
@@ -288,7 +294,7 @@ class Pipeline:
             predictor = load_predictor(
                 folder / "model", packaged.info, packaged.runtime, packaged.onnx
             )
-            return holdout_metrics(predictor, columns, truth, positive, threshold)
+            return holdout_metrics(predictor, columns, truth, task, classes, threshold)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -307,7 +313,7 @@ class Pipeline:
         )
         champion = self._arm(record["champion_version"], started, now)
         challenger = self._arm(record["candidate_version"], started, now)
-        decision = decide(champion, challenger, self.spec.rollout)
+        decision = decide(champion, challenger, self.spec.rollout, _looks(record))
         if decision.verdict == "wait":
             last = record["steps"][-1] if record["steps"] else {}
             evidence = {"reason": decision.reason, **decision.evidence}
@@ -330,29 +336,34 @@ class Pipeline:
         return self._finish(record, decision)
 
     def _arm(self, version: int, since: datetime, until: datetime) -> ArmEvidence:
+        """One variant's evidence since the canary started: traffic, failures and latency,
+        and its labelled outcomes summed per routing key (correct or not for a classifier,
+        the absolute error for a regressor)."""
         length = max(until - since, timedelta(seconds=1))
         queries = LogQueries(self.reader, self.name, Period(since, until, length))
-        record = self.registry.get_version(self.name, version)
-        positive = None
-        if record.task == "binary":
-            classes = self.registry.metadata(self.name, version)["model"].get("classes") or [0, 1]
-            positive = label_text(classes[1])
+        regression = self.registry.get_version(self.name, version).task == "regression"
         rows = [
-            r
-            for r in queries.windows(positive)
-            if r["version"] == version and r["variant"] != "shadow"
+            r for r in queries.windows(None) if r["version"] == version and r["variant"] != "shadow"
         ]
         errors = sum(
             e["count"] for e in queries.errors() if e["version"] == version and e["status"] >= 500
         )
-        labelled = sum(r["labelled"] or 0 for r in rows)
-        correct = sum(round((r["accuracy"] or 0) * (r["labelled"] or 0)) for r in rows)
         latency = max(
             (r["latency_p95"] for r in rows if r["latency_p95"] is not None), default=None
         )
-        return ArmEvidence(
-            version, sum(r["volume"] for r in rows), labelled, correct, errors, latency
+        sums = queries.outcome_sums(version, regression=regression)
+        outcomes = Outcomes(
+            "absolute_error" if regression else "correct",
+            clusters=int(sums["clusters"]),
+            count=int(sums["count"]),
+            total=sums["total"],
+            total_sq=sums["total_sq"],
+            cluster_total_sq=sums["cluster_total_sq"],
+            cluster_cross=sums["cluster_cross"],
+            cluster_size_sq=sums["cluster_size_sq"],
+            unparsed=int(sums["unparsed"]),
         )
+        return ArmEvidence(version, sum(r["volume"] for r in rows), errors, latency, outcomes)
 
     def _finish(self, record: dict[str, Any], decision: Decision) -> dict[str, Any]:
         candidate = record["candidate_version"]
@@ -392,6 +403,15 @@ class Pipeline:
             return repo.list_for(conn, self.name, limit)
 
 
+def _looks(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The canary test's looks so far: the latest decide step keeps them (its "waiting" entry
+    is rewritten at each look), and the next decision needs them to spend its error rate."""
+    for step in reversed(record["steps"]):
+        if step["step"] == "decide":
+            return list(step["evidence"].get("test", {}).get("looks", []))
+    return []
+
+
 def _positive_rate(labels: pd.Series, classes: list[Any] | None) -> float | None:
     if not classes or len(classes) != 2:
         return None
@@ -413,10 +433,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _binary(model: Any) -> bool:
-    """Whether `model` is a binary classifier, the only kind with a decision threshold: two
-    `classes_`, or (without scikit-learn's `classes_`) a `predict_proba`."""
+def _task_of(model: Any) -> str:
+    """binary, multiclass or regression, for a first version (no champion to ask): by
+    scikit-learn's `classes_`, or (without them) by whether the model has `predict_proba`."""
     classes = getattr(model, "classes_", None)
     if classes is not None:
-        return len(classes) == 2
-    return hasattr(model, "predict_proba")
+        return "binary" if len(classes) == 2 else "multiclass"
+    return "binary" if hasattr(model, "predict_proba") else "regression"
+
+
+def _classes_of(model: Any, known: list[Any] | None) -> list[Any] | None:
+    """The candidate's classes in the order of its scores (scikit-learn's `classes_`), else
+    the champion's."""
+    classes = getattr(model, "classes_", None)
+    return (
+        [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else known
+    )

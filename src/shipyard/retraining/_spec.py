@@ -25,13 +25,13 @@ import importlib
 import sys
 import tomllib
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shipyard.core.durations import parse_duration
 from shipyard.core.errors import ConfigurationError, InvalidInput
 
 __all__ = [
@@ -43,16 +43,6 @@ __all__ = [
     "load_specs",
     "parse_duration",
 ]
-
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`30m`, `6h`, `28d`, `2w` -> timedelta."""
-    text = str(text).strip()
-    if len(text) < 2 or not text[:-1].isdigit() or text[-1] not in _UNITS or int(text[:-1]) <= 0:
-        raise InvalidInput(f"duration {text!r} is not one; write e.g. 30m, 6h, 28d or 2w")
-    return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
 
 
 class _Strict(BaseModel):
@@ -129,7 +119,9 @@ class RolloutSpec(_Strict):
     max_labels: int = Field(
         default=20_000,
         ge=10,
-        description="labels per arm at which the sequential test reaches its full information",
+        description="labels per arm of the sequential test's planned maximum: it ends when its "
+        "information equals that of this many labels on each arm (a larger champion arm gets "
+        "there sooner)",
     )
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1, description="confidence of the promote / roll-back test"
@@ -138,13 +130,21 @@ class RolloutSpec(_Strict):
         default=0.005,
         ge=0,
         lt=0.5,
-        description="accuracy the candidate may lose against the champion and still be promoted",
+        description="how much worse the candidate may be and still be promoted: accuracy points "
+        "for a classifier; for a regressor a share of the champion's mean absolute error "
+        "(0.05: at most 5% larger)",
     )
     max_error_rate: float = Field(
         default=0.02, ge=0, le=1, description="canary error share that rolls it back at once"
     )
     max_latency_p95_ms: float = Field(
         default=250.0, gt=0, description="canary p95 latency that rolls it back at once"
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=1,
+        description="canary predictions and failed requests before its error rate or latency "
+        "can roll it back (one slow or failed request is not a trend)",
     )
     approval: Literal["auto", "manual"] = Field(
         default="auto",

@@ -279,7 +279,12 @@ class _Servicer:
         plan = scored.plan
         if plan is not None and plan.shadows:
             await self.service.shadow(
-                plan, scored.columns, scored.rows, scored.key.id, scored.request_id
+                plan,
+                scored.columns,
+                scored.rows,
+                scored.key.id,
+                scored.request_id,
+                routing_key=scored.routing_key,
             )
         return self._response(scored, request)
 

@@ -63,6 +63,7 @@ class Scored:
     rows: int
     key: ApiKey
     request_id: str | None
+    routing_key: str | None = None
 
 
 class Scoring:
@@ -89,6 +90,7 @@ class Scoring:
         service = self.service
         outcome = _Outcome(service.metric_model(name))
         key = None
+        routing_key: str | None = None  # the key that chose the variant (pinned: none)
         try:
             key = await authorize()
             body = await read()
@@ -97,9 +99,8 @@ class Scoring:
             plan: Deployment | None = None
             if version is None:
                 plan = await service.plan_for(name)
-                variant, served = await service.variant(
-                    plan, service.routing_key(routing, body, plan)
-                )
+                routing_key = service.routing_key(routing, body, plan)
+                variant, served = await service.variant(plan, routing_key)
                 role: str = variant.role
             else:
                 served, role = await service.pinned(name, version), "pinned"
@@ -109,7 +110,12 @@ class Scoring:
             result = await service.score(served, columns, rows, due, role)
             seconds = time.perf_counter() - started
             service.log(
-                result, columns, latency_ms=seconds * 1e3, key_id=key.id, request_id=request_id
+                result,
+                columns,
+                latency_ms=seconds * 1e3,
+                key_id=key.id,
+                request_id=request_id,
+                routing_key=routing_key,
             )
         except ShipyardError as error:
             outcome.count(status_of(error))
@@ -123,4 +129,4 @@ class Scoring:
             )
             raise
         outcome.count(200, seconds, rows)
-        return Scored(result, served, plan, body, columns, rows, key, request_id)
+        return Scored(result, served, plan, body, columns, rows, key, request_id, routing_key)

@@ -32,6 +32,7 @@ from shipyard.core.errors import (
     LogUnavailable,
     MalformedRequest,
     ModelUnavailable,
+    NotFound,
     PayloadTooLarge,
     SchemaViolation,
     ShipyardError,
@@ -43,6 +44,7 @@ from shipyard.serving._batcher import Batcher
 from shipyard.serving._models import ModelCache
 from shipyard.serving._result import PredictionResult, ServedModel, shape
 from shipyard.serving._routing import choose
+from shipyard.store import record_audit
 
 __all__ = ["PredictionResult", "PredictionService", "Readiness", "ServedModel"]
 
@@ -108,6 +110,7 @@ class PredictionService:
         self._refreshing = asyncio.Lock()
         self._rng = random.Random()
         self._background: set[asyncio.Task[Any]] = set()
+        self._outputs: dict[tuple[str, int], tuple[str, list[Any] | None]] = {}
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -125,6 +128,42 @@ class PredictionService:
             max_queue_rows=s.queue_max_rows,
             name=f"{served.name}:{served.version}",
         )
+
+    def output_of(self, name: str, version: int) -> tuple[str, list[Any] | None]:
+        """What `name:version` answers: its task and classes (labels are checked against
+        them). Read once per version: a registered version never changes."""
+        key = (name, version)
+        found = self._outputs.get(key)
+        if found is None:
+            served = self.cached(name, version)
+            if served is not None:
+                found = (served.task, served.classes)
+            else:
+                try:
+                    record = self.registry.get_version(name, version)
+                    classes = self.registry.classes(name, version)
+                    found = (record.task, classes)
+                except NotFound:  # deleted since it answered: nothing left to check against
+                    return ("", None)
+            if len(self._outputs) >= 4096:
+                self._outputs.clear()
+            self._outputs[key] = found
+        return found
+
+    def audit_label_changes(self, changes: list[dict[str, Any]], actor: str) -> None:
+        """One audit event per model version whose labels a request changed, listing them
+        (at most 1,000 per event; the label log keeps every label with its time)."""
+        by_version: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for change in changes:
+            by_version.setdefault((change["model"], change["version"]), []).append(
+                {k: change[k] for k in ("prediction_id", "before", "after")}
+            )
+        with self.registry.database.transaction() as conn:
+            for (model, version), listed in by_version.items():
+                record_audit(
+                    conn, actor, "label.changed", model, version,
+                    {"changed": len(listed), "labels": listed[:1000]},
+                )  # fmt: skip
 
     def cached(self, name: str, version: int) -> ServedModel | None:
         return self.models.get(name, version)
@@ -422,9 +461,12 @@ class PredictionService:
         latency_ms: float,
         key_id: str | None,
         request_id: str | None,
+        routing_key: str | None = None,
     ) -> None:
-        """Append answered predictions to the prediction log (a no-op without a writer).
-        Raises `LogUnavailable` when the log cannot be written: the answer is then refused."""
+        """Append answered predictions to the prediction log (a no-op without a writer), with
+        the sticky-routing key that chose the variant (the log keeps a hash of it, see
+        `shipyard.logstore.routing_key_hash`). Raises `LogUnavailable` when the log cannot be
+        written: the answer is then refused."""
         if self.writer is None:
             return
         self.writer.log_predictions(
@@ -437,6 +479,7 @@ class PredictionService:
             latency_ms=latency_ms,
             key_id=key_id,
             request_id=request_id,
+            routing_key=routing_key,
         )
 
     def metric_model(self, name: str) -> str:
@@ -491,11 +534,12 @@ class PredictionService:
         rows: int,
         key_id: str | None,
         request_id: str | None,
+        routing_key: str | None = None,
     ) -> None:
         """Send a copy of an answered request to the plan's shadows, in the background."""
         for variant in plan.shadows:
             task = asyncio.get_running_loop().create_task(
-                self._shadow_one(plan.name, variant, columns, rows, key_id, request_id)
+                self._shadow_one(plan.name, variant, columns, rows, key_id, request_id, routing_key)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -508,6 +552,7 @@ class PredictionService:
         rows: int,
         key_id: str | None,
         request_id: str | None,
+        routing_key: str | None,
     ) -> None:
         from shipyard.serving.metrics import SHADOW_FAILURES
 
@@ -529,6 +574,7 @@ class PredictionService:
                 latency_ms=(time.perf_counter() - started) * 1e3,
                 key_id=key_id,
                 request_id=request_id,
+                routing_key=routing_key,
             )
         except Exception as error:
             SHADOW_FAILURES.labels(name, str(variant.version)).inc()

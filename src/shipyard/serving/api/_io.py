@@ -103,6 +103,7 @@ class HttpScoring:
                 scored.rows,
                 scored.key.id,
                 scored.request_id,
+                routing_key=scored.routing_key,
             )
         return response
 

@@ -31,9 +31,11 @@ from shipyard.core.errors import MalformedRequest, ModelUnavailable
 from shipyard.logstore import (
     LogReader,
     ResolvedFeedback,
+    label_changes,
     parse_feedback,
     record_feedback,
     resolve_feedback,
+    type_labels,
 )
 from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
@@ -208,6 +210,10 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
         response_model=FeedbackAnswer,
         responses=error_responses(*GUARDED, 413, 415, 422),
         summary="Ground truth for earlier predictions",
+        description="Each label is checked against the output of the version that made the "
+        "prediction (a class the model knows, a number for a regressor): one that does not fit "
+        "answers 422 naming every bad label, and nothing of the request is stored. A label "
+        "that replaces a different earlier one is recorded in the audit trail.",
     )
     def feedback(
         caller: Annotated[Caller, guard.require("predict", "write", touches=touched)],
@@ -216,6 +222,10 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
         """Labels for prediction ids; ids that are not logged predictions are reported back,
         not dropped silently. A key bound to a model labels only that model's predictions."""
         assert service.writer is not None
+        labels = type_labels(labels, service.output_of)
+        changes = label_changes(labels, LogReader(service.writer.store))
+        if changes:
+            service.audit_label_changes(changes, caller.actor)
         result = record_feedback(
             labels, service.writer, key_id=caller.key.id, bound_to=caller.key.model
         )
