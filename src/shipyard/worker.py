@@ -265,7 +265,7 @@ class Worker:
     def _webhook(self, job: Job) -> dict[str, Any]:
         """An alert's webhook post that failed, attempted again (see `AlertManager`)."""
         assert self.monitor.alert_manager is not None
-        return self.monitor.alert_manager.redeliver(job.payload)
+        return dict(self.monitor.alert_manager.redeliver(job.payload))
 
     def _retrain(self, job: Job) -> dict[str, Any]:
         assert job.model is not None

@@ -25,6 +25,7 @@ from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
 from shipyard.core.retry import RetryPolicy
 from shipyard.core.values import jsonable
 from shipyard.monitoring import _repository as repo
+from shipyard.monitoring._report import Alert, AlertRule, Delivery
 from shipyard.monitoring._rules import Rule, check_task, metric_value, parse_rule
 from shipyard.store import Database, JobQueue, record_audit, utcnow
 
@@ -82,7 +83,7 @@ class AlertManager:
         *,
         severity: str = "warning",
         webhooks: Sequence[str] = (),
-    ) -> dict[str, Any]:
+    ) -> AlertRule:
         validate_model_name(model)
         rule = parse_rule(expression)  # refuse what cannot be evaluated, now rather than at 3 a.m.
         if severity not in SEVERITIES:
@@ -110,7 +111,7 @@ class AlertManager:
             )
         return next(r for r in self.rules(model) if r["id"] == rule_id)
 
-    def rules(self, model: str | None = None) -> list[dict[str, Any]]:
+    def rules(self, model: str | None = None) -> list[AlertRule]:
         return self.database.read(lambda conn: repo.rules(conn, model))
 
     def model_of_rule(self, rule_id: int) -> str:
@@ -131,7 +132,7 @@ class AlertManager:
 
     def alerts(
         self, model: str | None = None, status: str | None = None, limit: int = 200
-    ) -> list[dict[str, Any]]:
+    ) -> list[Alert]:
         return self.database.read(lambda conn: repo.alerts(conn, model, status, limit))
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class AlertManager:
         summary_for: Callable[[Rule, int], dict[str, Any] | None],
         versions: list[int],
         now: datetime,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Alert]:
         """Evaluate every rule of `model` on each version; returns the alerts that changed.
 
         `summary_for(rule, version)` gives the version's monitoring summary over the rule's
@@ -169,7 +170,7 @@ class AlertManager:
                     changed.append(alert)
         return changed
 
-    def retire(self, model: str, live: set[int], now: datetime) -> list[dict[str, Any]]:
+    def retire(self, model: str, live: set[int], now: datetime) -> list[Alert]:
         """Resolve the firing alerts of versions that no longer serve `model`.
 
         A version that was rolled back or replaced gets no traffic, so its breach can neither
@@ -183,7 +184,7 @@ class AlertManager:
                 if a["version"] is not None and a["version"] not in live
             ]  # fmt: skip
             for alert in stale:
-                alert.update(status="resolved", resolved_at=now, last_seen_at=now)
+                alert["status"], alert["resolved_at"], alert["last_seen_at"] = "resolved", now, now
                 alert["evidence"] = {
                     **alert["evidence"],
                     "resolution": f"version {alert['version']} no longer serves {model}",
@@ -202,14 +203,14 @@ class AlertManager:
 
     def _transition(
         self,
-        rule_row: dict[str, Any],
+        rule_row: AlertRule,
         rule: Rule,
         version: int,
         firing: bool,
         value: float | bool | None,
         summary: dict[str, Any],
         now: datetime,
-    ) -> dict[str, Any] | None:
+    ) -> Alert | None:
         numeric = float(value) if value is not None else None
         evidence = {
             "rule": rule.describe(),
@@ -224,11 +225,15 @@ class AlertManager:
         with self.database.transaction() as conn:
             current = repo.open_alert(conn, rule_row["id"], version)
             if firing and current is not None:  # still firing: one alert, updated, not re-sent
-                current.update(last_seen_at=now, value=numeric, evidence=evidence)
+                current["last_seen_at"], current["value"], current["evidence"] = (
+                    now,
+                    numeric,
+                    evidence,
+                )
                 repo.save_alert(conn, current)
                 return None
             if firing:
-                alert: dict[str, Any] = {
+                alert: Alert = {
                     "id": None, "rule_id": rule_row["id"], "model": rule_row["model"], "version": version,
                     "status": "firing", "opened_at": now, "last_seen_at": now, "value": numeric,
                     "evidence": evidence, "deliveries": [],
@@ -254,10 +259,10 @@ class AlertManager:
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def _deliver(self, alert: dict[str, Any], rule_row: dict[str, Any]) -> None:
+    def _deliver(self, alert: Alert, rule_row: AlertRule) -> None:
         rule = alert["evidence"].get("rule", "")
         message = (
-            f"{alert['severity'].upper()} alert {alert['id']} {alert['status']}: {alert['model']}:{alert['version']} "
+            f"{rule_row['severity'].upper()} alert {alert['id']} {alert['status']}: {alert['model']}:{alert['version']} "
             f"{rule} (value {alert['value']})"
         )
         (log.warning if alert["status"] == "firing" else log.info)(message)
@@ -265,15 +270,17 @@ class AlertManager:
             "alert": jsonable({k: v for k, v in alert.items() if k != "deliveries"}),
             "message": message,
         }
+        alert_id = alert["id"]
+        assert alert_id is not None, "an alert is stored before it is delivered"
         deliveries = [
-            self._attempt(alert["id"], url, payload, 1)
+            self._attempt(alert_id, url, payload, 1)
             for url in [*rule_row["webhooks"], *self.webhooks]
         ]
         if deliveries:
-            self._record(alert["id"], deliveries)
+            self._record(alert_id, deliveries)
         alert["deliveries"] = deliveries
 
-    def redeliver(self, job: dict[str, Any]) -> dict[str, Any]:
+    def redeliver(self, job: dict[str, Any]) -> Delivery:
         """Attempt a queued webhook delivery again (a `webhook` job's payload); queues the next
         attempt when this one fails and the policy allows more. Returns the delivery record."""
         attempt = int(job["attempt"])
@@ -281,9 +288,7 @@ class AlertManager:
         self._record(int(job["alert"]), [delivery])
         return delivery
 
-    def _attempt(
-        self, alert_id: int, url: str, payload: dict[str, Any], attempt: int
-    ) -> dict[str, Any]:
+    def _attempt(self, alert_id: int, url: str, payload: dict[str, Any], attempt: int) -> Delivery:
         """One post; a failure with attempts left queues the next as a job (no waiting here)."""
         post = self._post or httpx.post
         try:
@@ -294,7 +299,7 @@ class AlertManager:
             error = f"HTTP {response.status_code}"
         except httpx.HTTPError as failure:
             error = f"{type(failure).__name__}: {failure}"
-        delivery = {"url": url, "ok": False, "attempts": attempt, "error": error,
+        delivery: Delivery = {"url": url, "ok": False, "attempts": attempt, "error": error,
                     "at": self.clock().isoformat()}  # fmt: skip
         if attempt < self.retry.attempts:
             due = self.clock() + timedelta(seconds=self.retry.wait(attempt - 1, None, self._rng))
@@ -309,7 +314,7 @@ class AlertManager:
             log.error("webhook %s failed after %d attempts: %s", url, attempt, error)
         return delivery
 
-    def _record(self, alert_id: int, deliveries: list[dict[str, Any]]) -> None:
+    def _record(self, alert_id: int, deliveries: list[Delivery]) -> None:
         """Store the latest attempt per URL on the alert (an earlier one for the URL replaced)."""
         with self.database.transaction() as conn:
             record = repo.get_alert(conn, alert_id)

@@ -28,7 +28,7 @@ from shipyard.monitoring._concept import detect_changes
 from shipyard.monitoring._drift import DriftReport, compare
 from shipyard.monitoring._estimate import Calibration, calibration_table
 from shipyard.monitoring._logs import LogQueries, Period, numpy_column
-from shipyard.monitoring._report import MonitoringReport
+from shipyard.monitoring._report import Alert, MonitoringReport
 from shipyard.monitoring._root_cause import root_cause
 from shipyard.monitoring._rules import Rule
 from shipyard.monitoring._windows import (
@@ -182,7 +182,7 @@ class Monitor:
         end: datetime,
         moment: datetime,
         report: MonitoringReport,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Alert]:
         """Evaluate the rules on the live versions that had traffic; retire the others' alerts.
 
         Windows end at `end` (the next window boundary); alerts open and resolve at `moment`,
@@ -193,7 +193,7 @@ class Monitor:
         # never deployed and no production alias: every version with traffic counts as live
         live = {v.version for v in plan.variants} if plan is not None else set(served)
         served = [v for v in served if v in live]
-        changed: list[dict[str, Any]] = []
+        changed: list[Alert] = []
         if served:
             cache: dict[tuple[str, int], dict[str, Any] | None] = {}
 

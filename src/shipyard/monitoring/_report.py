@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from shipyard.core.values import jsonable
 from shipyard.monitoring._logs import Period
 
-__all__ = ["Check", "DataQuality", "MonitoringReport", "Status"]
+__all__ = ["Alert", "AlertRule", "Check", "DataQuality", "Delivery", "MonitoringReport", "Status"]
 
 Status = Literal["ok", "warning", "failing", "unknown"]
 
@@ -24,6 +24,49 @@ class Check(TypedDict):
     target: float | None
     status: Status
     note: str
+
+
+class AlertRule(TypedDict):
+    """An alert rule as stored: its expression, severity and the webhooks it posts to."""
+
+    id: int
+    model: str
+    expression: str
+    severity: str
+    webhooks: list[str]
+    enabled: bool
+    created_at: datetime | None
+    created_by: str
+
+
+class Delivery(TypedDict):
+    """The latest attempt to post an alert to one webhook: delivered (`status`), or failed
+    (`error`, and `retry_at` while the retry policy has attempts left)."""
+
+    url: str
+    ok: bool
+    attempts: int
+    at: str
+    status: NotRequired[int]
+    error: NotRequired[str]
+    retry_at: NotRequired[str]
+
+
+class Alert(TypedDict):
+    """One alert: a rule breached by one version, from `opened_at` until `resolved_at`."""
+
+    id: int | None  # None until stored
+    rule_id: int
+    model: str
+    version: int | None
+    status: str  # firing | resolved
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: NotRequired[datetime | None]
+    value: float | None
+    evidence: dict[str, Any]
+    deliveries: list[Delivery]
+    severity: NotRequired[str]  # the rule's, added when delivered
 
 
 class DataQuality(TypedDict, total=False):

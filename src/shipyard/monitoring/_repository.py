@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from shipyard.monitoring._report import Alert, AlertRule
 from shipyard.store import tables, utcnow
 
 __all__ = [
@@ -30,6 +31,11 @@ S, R, A = tables.monitoring_snapshots, tables.alert_rules, tables.alerts
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _moment(value: datetime) -> datetime:
+    """A NOT NULL timestamp column, as an aware datetime."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -118,7 +124,7 @@ def add_rule(
 
 def rules(
     conn: Connection, model: str | None = None, rule_id: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[AlertRule]:
     query = select(R).order_by(R.c.id)
     if model is not None:
         query = query.where(R.c.model_name == model)
@@ -148,15 +154,15 @@ def delete_rule(conn: Connection, rule_id: int) -> str | None:
     return str(model)
 
 
-def _alert(row: Any) -> dict[str, Any]:
+def _alert(row: Any) -> Alert:
     return {
         "id": row.id,
         "rule_id": row.rule_id,
         "model": row.model_name,
         "version": row.version,
         "status": row.status,
-        "opened_at": _aware(row.opened_at),
-        "last_seen_at": _aware(row.last_seen_at),
+        "opened_at": _moment(row.opened_at),
+        "last_seen_at": _moment(row.last_seen_at),
         "resolved_at": _aware(row.resolved_at),
         "value": row.value,
         "evidence": row.evidence or {},
@@ -164,7 +170,7 @@ def _alert(row: Any) -> dict[str, Any]:
     }
 
 
-def open_alert(conn: Connection, rule_id: int, version: int | None) -> dict[str, Any] | None:
+def open_alert(conn: Connection, rule_id: int, version: int | None) -> Alert | None:
     row = conn.execute(
         select(A)
         .where(A.c.rule_id == rule_id, A.c.version == version, A.c.status == "firing")
@@ -173,12 +179,12 @@ def open_alert(conn: Connection, rule_id: int, version: int | None) -> dict[str,
     return None if row is None else _alert(row)
 
 
-def get_alert(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+def get_alert(conn: Connection, alert_id: int) -> Alert | None:
     row = conn.execute(select(A).where(A.c.id == alert_id)).first()
     return None if row is None else _alert(row)
 
 
-def save_alert(conn: Connection, alert: dict[str, Any]) -> int:
+def save_alert(conn: Connection, alert: Alert) -> int:
     values = {
         "rule_id": alert["rule_id"],
         "model_name": alert["model"],
@@ -191,15 +197,16 @@ def save_alert(conn: Connection, alert: dict[str, Any]) -> int:
         "evidence": alert.get("evidence", {}),
         "deliveries": alert.get("deliveries", []),
     }
-    if alert.get("id") is None:
+    alert_id = alert.get("id")
+    if alert_id is None:
         return int(conn.execute(insert(A).values(**values)).inserted_primary_key[0])  # type: ignore[index]
-    conn.execute(update(A).where(A.c.id == alert["id"]).values(**values))
-    return int(alert["id"])
+    conn.execute(update(A).where(A.c.id == alert_id).values(**values))
+    return alert_id
 
 
 def alerts(
     conn: Connection, model: str | None = None, status: str | None = None, limit: int = 200
-) -> list[dict[str, Any]]:
+) -> list[Alert]:
     query = select(A).order_by(A.c.id.desc()).limit(limit)
     if model is not None:
         query = query.where(A.c.model_name == model)

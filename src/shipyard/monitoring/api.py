@@ -23,6 +23,7 @@ from shipyard.monitoring._alerts import AlertManager
 from shipyard.monitoring._html import render_html
 from shipyard.monitoring._monitor import Monitor
 from shipyard.monitoring._offload import ReportProcess
+from shipyard.monitoring._report import AlertRule
 from shipyard.monitoring._windows import MAX_PERIODS
 
 __all__ = ["AlertOut", "MonitoringReportOut", "NewRule", "RuleOut", "router"]
@@ -208,9 +209,7 @@ def router(monitor: Monitor, guard: Guard, reports: ReportProcess) -> APIRouter:
         responses=error_responses(413, 415, 422),
         summary="Add an alert rule",
     )
-    def add_rule(
-        name: ModelName, body: NewRule, caller: Annotated[Caller, write]
-    ) -> dict[str, Any]:
+    def add_rule(name: ModelName, body: NewRule, caller: Annotated[Caller, write]) -> AlertRule:
         return alerts_of.acting_as(caller.actor).add_rule(
             name, body.expression, severity=body.severity, webhooks=body.webhooks
         )

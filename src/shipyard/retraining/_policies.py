@@ -3,6 +3,7 @@ more often than the cooldown and the daily cap allow, and never while a pipeline
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +37,7 @@ def _same_rule(a: str, b: str) -> bool:
 def due_triggers(
     spec: RetrainSpec,
     database: Database,
-    firing: list[dict[str, Any]],
+    firing: Sequence[Mapping[str, Any]],
     last_tick: datetime,
     now: datetime,
     labels_since: Any,
