@@ -46,13 +46,13 @@ def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 10.0)
 
 
 def _wait_for_revision(client: TestClient, revision: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def serving_it() -> bool:
         serving = client.get("/v1/serving").json()
-        if serving["models"]["fraud-detector"]["revision"] == revision and serving["ready"]:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the server did not pick up revision {revision}")
+        return bool(
+            serving["models"]["fraud-detector"]["revision"] == revision and serving["ready"]
+        )
+
+    _wait_until(serving_it, f"the server to pick up revision {revision}", 5.0)
 
 
 def test_canary_over_http_is_sticky_by_header_and_by_routing_field(

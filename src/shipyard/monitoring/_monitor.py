@@ -333,7 +333,7 @@ class Monitor:
         elif record.task == "regression":
             before, now = answers.reshape(-1), numpy_column(current, "value").astype(np.float64)
         else:
-            classes = self.registry.classes(name, record.version)
+            classes = bundle.metadata["model"].get("classes")  # the bundle just read holds them
             if not classes or answers.ndim != 2 or answers.shape[1] != len(classes):
                 return {}
             names = np.array([label_text(c) for c in classes], dtype=object)
