@@ -260,6 +260,8 @@ def test_the_monitor_commands(month: tuple[Settings, MonthResult, str], tmp_path
         "7d",
         "--periods",
         "4",
+        "--now",
+        END.isoformat(),  # the month's end, as the fixture replayed it (not today's date)
         "--html",
         str(page),
     )
@@ -270,6 +272,7 @@ def test_the_monitor_commands(month: tuple[Settings, MonthResult, str], tmp_path
     report = json.loads(
         _cli(settings, "monitor", "report", "fraud-detector", "--window", "7d", "--json").stdout
     )
+    assert report["period"]["end"] == END.isoformat()  # as of --now, whatever today is
     assert report["versions"]["1"]["windows"][0]["volume"] == 5000
     alerts = json.loads(
         _cli(settings, "monitor", "alerts", "--model", "fraud-detector", "--json").stdout

@@ -14,7 +14,7 @@ from rich.traceback import Traceback
 from shipyard.cli._common import console, emit_json, err_console, json_flag, open_registry, settings
 from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFailed
 from shipyard.logstore import LogReader
-from shipyard.retraining import Pipeline, RetrainSpec, load_specs
+from shipyard.retraining import Pipeline, PipelineRecord, RetrainSpec, load_specs
 from shipyard.store import JobQueue
 from shipyard.tracking import Tracker
 
@@ -141,7 +141,7 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _timeline(name: str, records: list[dict[str, Any]]) -> None:
+def _timeline(name: str, records: list[PipelineRecord]) -> None:
     for record in records:
         console.print(
             f"[bold]{name} pipeline {record['id']}[/]: {record['status']} (trigger {record['trigger'].get('kind')})"

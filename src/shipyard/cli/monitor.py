@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.panel import Panel
@@ -11,6 +13,9 @@ from rich.table import Table
 
 from shipyard.cli._common import console, emit_json, json_flag, open_registry, settings
 from shipyard.monitoring import AlertManager, Monitor, render_html
+
+if TYPE_CHECKING:
+    from shipyard.monitoring import ReportRecord, VersionSummary, Window
 
 app = typer.Typer(
     help="Watch models in production: performance, data quality, drift, alerts.",
@@ -35,12 +40,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render(report: dict[str, Any]) -> None:
+def render(report: ReportRecord) -> None:
     """The report as a fraud team's dashboard in the terminal."""
     period = report["period"]
     console.print(
         Panel.fit(
-            f"[bold]{report['model']}[/]: windows of {report['window']} from {period['start'][:16]} to {period['end'][:16]}",
+            f"[bold]{report['model']}[/]: windows of {report['window']} from {str(period['start'])[:16]} to {str(period['end'])[:16]}",
             border_style="cyan",
         )
     )
@@ -65,8 +70,8 @@ def render(report: dict[str, Any]) -> None:
             )
         console.print(checks)
         console.print(_windows_table(summary))
-        per_class = summary.get("classes", {}).get("per_class") or []
-        if per_class:
+        breakdown = summary.get("classes")
+        if breakdown is not None and breakdown["per_class"]:
             classes = Table(
                 "class",
                 "labelled",
@@ -76,9 +81,9 @@ def render(report: dict[str, Any]) -> None:
                 "F1",
                 title="per class (last window)",
             )
-            for c in per_class:
-                classes.add_row(str(c["class"]), f"{c['support']:,}", f"{c['predicted']:,}",
-                                _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]))  # fmt: skip
+            for row in breakdown["per_class"]:
+                classes.add_row(str(row["class"]), f"{row['support']:,}", f"{row['predicted']:,}",
+                                _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]))  # fmt: skip
             console.print(classes)
         drift = summary["drift"]
         if drift.get("columns"):
@@ -92,11 +97,11 @@ def render(report: dict[str, Any]) -> None:
                 "",
                 title="drift vs the training data",
             )
-            columns = sorted(
+            ranked = sorted(
                 drift["columns"].values(),
                 key=lambda c: -(c["effect_size"] or 0) / (c["threshold"] or 1),
             )
-            for c in columns:
+            for c in ranked:
                 mark = {
                     "ok": "[green]OK[/]",
                     "warning": "[yellow]warning[/]",
@@ -134,30 +139,31 @@ def render(report: dict[str, Any]) -> None:
         )
 
 
-# the per-window quality columns of each task: (title, key in the window, nested key)
-_WINDOW_COLUMNS: dict[str, list[tuple[str, str, str | None]]] = {
-    "binary": [("accuracy", "accuracy", None), ("estimated", "estimated", "accuracy"),
-               ("recall", "recall", None), ("FPR", "false_positive_rate", None)],
-    "multiclass": [("accuracy", "accuracy", None), ("macro F1", "macro_f1", None),
-                   ("weighted F1", "weighted_f1", None)],
-    "regression": [("MAE", "mae", None), ("RMSE", "rmse", None), ("R²", "r2", None),
-                   ("mean residual", "mean_residual", None)],
+# the per-window quality columns of each task: (title, its value in a window)
+_WINDOW_COLUMNS: dict[str, list[tuple[str, Callable[[Window], Any]]]] = {
+    "binary": [("accuracy", lambda w: w.get("accuracy")),
+               ("estimated", lambda w: w.get("estimated", {}).get("accuracy")),
+               ("recall", lambda w: w.get("recall")), ("FPR", lambda w: w.get("false_positive_rate"))],
+    "multiclass": [("accuracy", lambda w: w.get("accuracy")), ("macro F1", lambda w: w.get("macro_f1")),
+                   ("weighted F1", lambda w: w.get("weighted_f1"))],
+    "regression": [("MAE", lambda w: w.get("mae")), ("RMSE", lambda w: w.get("rmse")),
+                   ("R²", lambda w: w.get("r2")), ("mean residual", lambda w: w.get("mean_residual"))],
 }  # fmt: skip
 
 
-def _windows_table(summary: dict[str, Any]) -> Table:
-    columns = _WINDOW_COLUMNS.get(summary.get("task", "binary"), _WINDOW_COLUMNS["binary"])
+def _windows_table(summary: VersionSummary) -> Table:
+    columns = _WINDOW_COLUMNS.get(summary.get("task") or "binary", _WINDOW_COLUMNS["binary"])
     table = Table(
         "window",
         "volume",
         "errors",
         "labelled",
-        *(c[0] for c in columns),
+        *(title for title, _ in columns),
         "p95 ms",
         title="per window",
     )
     for w in summary["windows"]:
-        quality = [_fmt(w.get(key, {}).get(sub) if sub else w.get(key)) for _, key, sub in columns]
+        quality = [_fmt(value(w)) for _, value in columns]
         table.add_row(
             str(w["window_start"])[:16].replace("T", " "), f"{w['volume']:,}", f"{w.get('error_rate', 0):.2%}",
             f"{w.get('labelled', 0):,}", *quality, _fmt(w.get("latency_p95")),
@@ -165,7 +171,7 @@ def _windows_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def _write_html(report: dict[str, Any], path: Path | None) -> None:
+def _write_html(report: ReportRecord, path: Path | None) -> None:
     if path is not None:
         path.write_text(render_html(report))
         console.print(f"[green]✓[/] wrote {path} (standalone; opens offline)")
@@ -181,12 +187,20 @@ def run(
         None, "--html", help="also write the report as a standalone HTML file"
     ),
     as_json: bool = json_flag("the report (every metric, test and verdict)"),
+    now: datetime | None = typer.Option(
+        None,
+        "--now",
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
+        help="monitor as of this moment (ISO 8601, UTC unless it says otherwise) instead of "
+        "now: the windows end at the boundary after it",
+    ),
 ) -> None:
     """Compute monitoring for NAME now, store it as a snapshot, evaluate its alert rules."""
+    moment = (now if now.tzinfo else now.replace(tzinfo=UTC)) if now is not None else None
     with open_registry(ctx) as registry:
         report = (
             Monitor.from_settings(settings(ctx), registry)
-            .run(name, window=window, periods=periods)
+            .run(name, window=window, periods=periods, now=moment)
             .to_dict()
         )
     _show(report, html, as_json)
@@ -216,7 +230,7 @@ def report(
     _show(found, html, as_json)
 
 
-def _show(report: dict[str, Any], html: Path | None, as_json: bool) -> None:
+def _show(report: ReportRecord, html: Path | None, as_json: bool) -> None:
     _write_html(report, html)
     if as_json:
         emit_json(report)

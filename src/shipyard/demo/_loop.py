@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +19,9 @@ from shipyard.monitoring import Monitor, render_html
 from shipyard.registry import Registry
 from shipyard.retraining import DataSpec, HoldoutSpec, PolicySpec, RetrainSpec, RolloutSpec
 from shipyard.worker import Worker
+
+if TYPE_CHECKING:
+    from shipyard.monitoring import ReportRecord
 
 __all__ = ["SPEC", "LoopResult", "close_the_loop"]
 
@@ -112,14 +115,15 @@ def close_the_loop(
     return result
 
 
-def _weekly_accuracy(report: dict[str, Any], start: datetime) -> list[float | None]:
+def _weekly_accuracy(report: ReportRecord, start: datetime) -> list[float | None]:
     """Accuracy per week over every version that answered (what customers experienced)."""
     weeks: dict[str, list[tuple[int, float]]] = {}
     for summary in report["versions"].values():
         for window in summary["windows"]:
-            if window.get("accuracy") is not None:
-                weeks.setdefault(window["window_start"], []).append(
-                    (window["labelled"], window["accuracy"])
+            accuracy = window.get("accuracy")
+            if accuracy is not None:
+                weeks.setdefault(str(window["window_start"]), []).append(
+                    (window["labelled"], accuracy)
                 )
     out = []
     for key in sorted(weeks):

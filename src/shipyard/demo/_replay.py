@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from shipyard.logstore import LogWriter
 from shipyard.monitoring import Monitor, render_html
 from shipyard.registry import Deployment, Registry
 from shipyard.serving import PredictionService, choose
+
+if TYPE_CHECKING:
+    from shipyard.monitoring import ReportRecord
 
 __all__ = ["WEEKS", "MonthResult", "replay_month", "replay_weeks"]
 
@@ -153,7 +156,7 @@ def _score_and_log(
                 writer.log_labels(ids, mine_truth[index][keep].tolist(), at=at + 86_400)
 
 
-def _show(report: dict[str, Any], html: Path, console: Console) -> MonthResult:
+def _show(report: ReportRecord, html: Path, console: Console) -> MonthResult:
     result = MonthResult(html=html)
     summary = next(iter(report["versions"].values()), None)
     if summary is None:

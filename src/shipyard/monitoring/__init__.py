@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from shipyard.monitoring._logs import LogQueries, Period
     from shipyard.monitoring._monitor import Monitor
     from shipyard.monitoring._offload import ReportProcess
-    from shipyard.monitoring._report import MonitoringReport
+    from shipyard.monitoring._report import MonitoringReport, ReportRecord, VersionSummary, Window
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -41,7 +41,10 @@ __all__ = [
     "MonitoringReport",
     "Period",
     "ReportProcess",
+    "ReportRecord",
     "Rule",
+    "VersionSummary",
+    "Window",
     "compare",
     "parse_rule",
     "parse_window",
@@ -57,6 +60,9 @@ _LAZY = {
     "DEFAULT_TARGETS": "shipyard.monitoring._checks",
     "Monitor": "shipyard.monitoring._monitor",
     "MonitoringReport": "shipyard.monitoring._report",
+    "ReportRecord": "shipyard.monitoring._report",
+    "VersionSummary": "shipyard.monitoring._report",
+    "Window": "shipyard.monitoring._report",
     "ReportProcess": "shipyard.monitoring._offload",
 }
 

@@ -25,7 +25,7 @@ from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
 from shipyard.core.retry import RetryPolicy
 from shipyard.core.values import jsonable
 from shipyard.monitoring import _repository as repo
-from shipyard.monitoring._report import Alert, AlertRule, Delivery
+from shipyard.monitoring._report import Alert, AlertRule, Delivery, VersionSummary
 from shipyard.monitoring._rules import Rule, check_task, metric_value, parse_rule
 from shipyard.store import Database, JobQueue, record_audit, utcnow
 
@@ -140,7 +140,7 @@ class AlertManager:
     def evaluate(
         self,
         model: str,
-        summary_for: Callable[[Rule, int], dict[str, Any] | None],
+        summary_for: Callable[[Rule, int], VersionSummary | None],
         versions: list[int],
         now: datetime,
     ) -> list[Alert]:
@@ -158,7 +158,7 @@ class AlertManager:
                 summary = summary_for(rule, version)
                 if summary is None:
                     continue
-                labelled = summary.get("metrics", {}).get("labelled", 0) or 0
+                labelled = summary["metrics"].get("labelled", 0) or 0
                 if rule.min_labels and labelled < rule.min_labels:
                     continue  # not enough evidence either way: leave the state as it is
                 value = metric_value(rule, summary)
@@ -208,7 +208,7 @@ class AlertManager:
         version: int,
         firing: bool,
         value: float | bool | None,
-        summary: dict[str, Any],
+        summary: VersionSummary,
         now: datetime,
     ) -> Alert | None:
         numeric = float(value) if value is not None else None
@@ -216,11 +216,11 @@ class AlertManager:
             "rule": rule.describe(),
             "value": value,
             "threshold": rule.threshold,
-            "window": summary.get("window"),
-            "period": summary.get("period"),
-            "labelled": summary.get("metrics", {}).get("labelled"),
-            "drifted": summary.get("drift", {}).get("drifted", []),
-            "root_cause": summary.get("root_cause", {}),
+            "window": summary["window"],
+            "period": summary["period"],
+            "labelled": summary["metrics"].get("labelled"),
+            "drifted": summary["drift"]["drifted"],
+            "root_cause": summary["root_cause"],
         }
         with self.database.transaction() as conn:
             current = repo.open_alert(conn, rule_row["id"], version)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard.monitoring._drift import DriftReport
-from shipyard.monitoring._report import Check, DataQuality, Status
+from shipyard.monitoring._report import Check, Concept, DataQuality, Status, VersionSummary
 from shipyard.monitoring._rules import Rule, parse_rule
 from shipyard.registry import ModelVersion
 
@@ -49,7 +49,7 @@ class Targets:
         return default
 
 
-def checks(record: ModelVersion, summary: dict[str, Any], targets: Targets) -> list[Check]:
+def checks(record: ModelVersion, summary: VersionSummary, targets: Targets) -> list[Check]:
     """OK / warning / failing marks on the last window, with the task's own quality checks
     first (see `_quality_checks`), then serving, data and drift checks."""
     metrics = summary["metrics"]
@@ -99,11 +99,12 @@ def checks(record: ModelVersion, summary: dict[str, Any], targets: Targets) -> l
     drifted = summary["drift"].get("drifted", [])
     out.append({"name": "drifted features", "value": len(drifted), "target": 0,
                    "status": "warning" if drifted else "ok", "note": ", ".join(drifted)})  # fmt: skip
-    if summary["score_drift"]:
+    score = summary["score_drift"]
+    if "drift" in score:
         out.append({"name": "score drift" if record.task == "binary" else "prediction drift",
-                       "value": summary["score_drift"]["effect_size"], "target": summary["score_drift"]["threshold"],
-                       "status": "warning" if summary["score_drift"]["drift"] else "ok", "note": summary["score_drift"]["reason"]})  # fmt: skip
-    residual = summary.get("residual_drift") or {}
+                       "value": score["effect_size"], "target": score["threshold"],
+                       "status": "warning" if score["drift"] else "ok", "note": score["reason"]})  # fmt: skip
+    residual = summary["residual_drift"]
     if "drift" in residual:
         out.append({"name": "residual drift", "value": residual["effect_size"], "target": residual["threshold"],
                        "status": "warning" if residual["drift"] else "ok", "note": residual["reason"]})  # fmt: skip
@@ -114,11 +115,11 @@ def checks(record: ModelVersion, summary: dict[str, Any], targets: Targets) -> l
                        "note": _concept_note(concept)})  # fmt: skip
     else:
         out.append({"name": "concept drift", "value": None, "target": None, "status": "unknown",
-                       "note": concept["note"]})  # fmt: skip
+                       "note": concept.get("note", "")})  # fmt: skip
     return out
 
 
-def _quality_checks(record: ModelVersion, summary: dict[str, Any], targets: Targets) -> list[Check]:
+def _quality_checks(record: ModelVersion, summary: VersionSummary, targets: Targets) -> list[Check]:
     """How good the predictions were, as the task measures it.
 
     binary       accuracy (and, before labels, estimated accuracy), false-positive rate
@@ -161,7 +162,8 @@ def _quality_checks(record: ModelVersion, summary: dict[str, Any], targets: Targ
         macro_target = targets.target("macro_f1", None)
         checks.append(_mark("macro F1", metrics.get("macro_f1"), macro_target, higher_is_better=True, margin=0.02,
                             note=f"weighted F1 {_number(metrics.get('weighted_f1'))}"))  # fmt: skip
-        classes = [c for c in summary.get("classes", {}).get("per_class", []) if c["support"]]
+        breakdown = summary.get("classes")
+        classes = [c for c in breakdown["per_class"] if c["support"]] if breakdown else []
         if classes:
             weakest = min(classes, key=lambda c: c["recall"])
             checks.append({"name": "lowest class recall", "value": weakest["recall"], "target": None, "status": "ok",
@@ -224,8 +226,8 @@ def _mark(
     return {"name": name, "value": value, "target": target, "status": status, "note": note}
 
 
-def _concept_note(concept: dict[str, Any]) -> str:
-    worse = [c for c in concept.get("changes", []) if c["worse"]]
+def _concept_note(concept: Concept) -> str:
+    worse = [c for c in concept["changes"] if c["worse"]]
     if not worse:
         return str(concept.get("note", "error rate stable"))
     last = worse[-1]

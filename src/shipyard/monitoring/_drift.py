@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,9 @@ from shipyard.monitoring._stats import (
     missing_rate_test,
     numeric_stats,
 )
+
+if TYPE_CHECKING:
+    from shipyard.monitoring._report import ColumnDriftRecord, DriftRecord
 
 __all__ = ["DEFAULT_THRESHOLDS", "METHODS", "ColumnDrift", "DriftReport", "Table", "compare"]
 
@@ -91,7 +94,7 @@ class ColumnDrift:
     def drift(self) -> bool:
         return self.status == "drift"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ColumnDriftRecord:
         return {
             "column": self.column,
             "kind": self.kind,
@@ -145,7 +148,7 @@ class DriftReport:
         """Columns by how much they moved (effect size relative to its threshold), most first."""
         return sorted(self.columns.values(), key=lambda c: -_relative(c))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DriftRecord:
         return {
             "rows_reference": self.rows_reference,
             "rows_current": self.rows_current,

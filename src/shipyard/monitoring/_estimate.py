@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from shipyard.monitoring._report import CalibrationBin, CalibrationRecord
+
 __all__ = ["Calibration", "calibration_table", "estimate"]
 
 
@@ -64,13 +66,15 @@ def estimate(scores: np.ndarray, threshold: float, calibration: Calibration) -> 
     }
 
 
-def calibration_table(scores: np.ndarray, positives: np.ndarray, bins: int = 10) -> dict[str, Any]:
+def calibration_table(
+    scores: np.ndarray, positives: np.ndarray, bins: int = 10
+) -> CalibrationRecord:
     """Reliability bins (mean score vs observed positive rate) and the expected calibration error."""
     if len(scores) == 0:
         return {"bins": [], "ece": None}
     edges = np.linspace(0, 1, bins + 1)
     index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
-    rows = []
+    rows: list[CalibrationBin] = []
     ece = 0.0
     for b in range(bins):
         mask = index == b

@@ -17,6 +17,16 @@ from typing import Any
 
 import jinja2
 
+from shipyard.monitoring._report import (
+    Check,
+    ClassMetrics,
+    ColumnDriftRecord,
+    Confusion,
+    ReportRecord,
+    VersionSummary,
+    Window,
+)
+
 __all__ = ["render_html"]
 
 BLUE, ORANGE, GREY = "#1a73e8", "#e8710a", "#9aa5b1"
@@ -196,7 +206,7 @@ def bars(
     return Bars(title, width, height, drawn, texts)
 
 
-def drift_chart(columns: dict[str, Any]) -> DriftChart | None:
+def drift_chart(columns: dict[str, ColumnDriftRecord]) -> DriftChart | None:
     rows = sorted(columns.values(), key=lambda c: -_relative(c))
     if not rows:
         return None
@@ -216,7 +226,7 @@ def drift_chart(columns: dict[str, Any]) -> DriftChart | None:
     return DriftChart(width, 20 + bar * len(rows), drawn, round(170 + scale, 1), bar)
 
 
-def _relative(column: dict[str, Any]) -> float:
+def _relative(column: ColumnDriftRecord) -> float:
     return float((column["effect_size"] or 0) / (column["threshold"] or 1))
 
 
@@ -229,16 +239,16 @@ class VersionView:
 
     version: str
     variants: list[str]
-    checks: list[dict[str, Any]]
+    checks: list[Check]
     charts: list[LineChart] = field(default_factory=list)
     drift: DriftChart | None = None
     distributions: list[Bars] = field(default_factory=list)
     causes: list[tuple[str, str]] = field(default_factory=list)
-    per_class: list[dict[str, Any]] = field(default_factory=list)
-    confusion: dict[str, Any] = field(default_factory=dict)
+    per_class: list[ClassMetrics] = field(default_factory=list)
+    confusion: Confusion | None = None
 
 
-def _version_view(version: str, summary: dict[str, Any]) -> VersionView:
+def _version_view(version: str, summary: VersionSummary) -> VersionView:
     windows = summary.get("windows", [])
     labels = [str(w["window_start"])[:16].replace("T", " ") for w in windows]
     view = VersionView(version, list(summary.get("variants", [])), list(summary.get("checks", [])))
@@ -252,10 +262,14 @@ def _version_view(version: str, summary: dict[str, Any]) -> VersionView:
         line_chart(
             "Latency (ms)",
             labels,
-            {p: [w.get(f"latency_{p}") for w in windows] for p in ("p50", "p95", "p99")},
+            {
+                "p50": [w.get("latency_p50") for w in windows],
+                "p95": [w.get("latency_p95") for w in windows],
+                "p99": [w.get("latency_p99") for w in windows],
+            },
         ),
     ]
-    columns = summary.get("drift", {}).get("columns", {})
+    columns = summary["drift"]["columns"]
     view.drift = drift_chart(columns)
     for column in sorted(columns.values(), key=lambda c: -_relative(c))[:4]:
         stats, title = (
@@ -273,27 +287,27 @@ def _version_view(version: str, summary: dict[str, Any]) -> VersionView:
             found = bars(title, shares["categories"], shares["reference"], shares["current"])
         if found is not None:
             view.distributions.append(found)
-    root = summary.get("root_cause", {})
-    view.causes = [(f"feature {f['feature']}", f["reason"]) for f in root.get("features", [])]
-    for s in root.get("segments", []):
+    root = summary["root_cause"]
+    view.causes = [(f"feature {f['feature']}", f["reason"]) for f in root["features"]]
+    for s in root["segments"]:
         metric, before, now = (
-            ("MAE", s["mae_before"], s["mae_now"])
+            ("MAE", s.get("mae_before"), s.get("mae_now"))
             if "mae_now" in s
-            else ("accuracy", s["accuracy_before"], s["accuracy_now"])
+            else ("accuracy", s.get("accuracy_before"), s.get("accuracy_now"))
         )
         view.causes.append((f"{s['feature']} = {s['segment']}",
                             f"{metric} {fmt(before)} → {fmt(now)} over {s['labelled']} labelled rows"))  # fmt: skip
-    classes = summary.get("classes", {})
-    view.per_class = list(classes.get("per_class") or [])
-    view.confusion = dict(classes.get("confusion") or {})
+    breakdown = summary.get("classes")
+    if breakdown is not None:
+        view.per_class, view.confusion = list(breakdown["per_class"]), breakdown["confusion"]
     return view
 
 
 def _quality_charts(
-    summary: dict[str, Any], labels: list[str], windows: list[dict[str, Any]]
+    summary: VersionSummary, labels: list[str], windows: list[Window]
 ) -> list[LineChart]:
     """The charts of how good the predictions were, as the model's task measures it."""
-    checks = {c["name"]: c for c in summary.get("checks", [])}
+    targets = {c["name"]: c["target"] for c in summary.get("checks", [])}
     task = summary.get("task", "binary")
     if task == "regression":
         return [
@@ -301,13 +315,13 @@ def _quality_charts(
                 "Error: MAE and RMSE (labelled rows)",
                 labels,
                 {"MAE": [w.get("mae") for w in windows], "RMSE": [w.get("rmse") for w in windows]},
-                checks.get("MAE", {}).get("target"),
+                targets.get("MAE"),
             ),
             line_chart(
                 "R² (1 - MSE / variance of the labels)",
                 labels,
                 {"R²": [w.get("r2") for w in windows]},
-                checks.get("R²", {}).get("target"),
+                targets.get("R²"),
             ),
             line_chart(
                 "Mean residual (prediction - label)",
@@ -325,7 +339,7 @@ def _quality_charts(
                     "macro F1": [w.get("macro_f1") for w in windows],
                     "weighted F1": [w.get("weighted_f1") for w in windows],
                 },
-                checks.get("accuracy", {}).get("target"),
+                targets.get("accuracy"),
             )
         ]
     return [
@@ -336,7 +350,7 @@ def _quality_charts(
                 "realised": [w.get("accuracy") for w in windows],
                 "estimated": [w.get("estimated", {}).get("accuracy") for w in windows],
             },
-            checks.get("accuracy", {}).get("target"),
+            targets.get("accuracy"),
         ),
         line_chart(
             "Recall and false-positive rate",
@@ -362,7 +376,7 @@ def _template() -> jinja2.Template:
     return environment.get_template("report.html.j2")
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: ReportRecord) -> str:
     """The whole report (as `MonitoringReport.to_dict()` gives it) as a standalone page."""
     versions = [
         _version_view(version, summary)

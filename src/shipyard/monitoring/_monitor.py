@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,19 @@ from shipyard.monitoring._concept import detect_changes
 from shipyard.monitoring._drift import DriftReport, compare
 from shipyard.monitoring._estimate import Calibration, calibration_table
 from shipyard.monitoring._logs import LogQueries, Period, numpy_column
-from shipyard.monitoring._report import Alert, MonitoringReport
+from shipyard.monitoring._report import (
+    Alert,
+    CalibrationRecord,
+    ColumnDriftRecord,
+    Concept,
+    Confusion,
+    Estimates,
+    MonitoringReport,
+    NotMeasured,
+    ReportRecord,
+    VersionSummary,
+    Window,
+)
 from shipyard.monitoring._root_cause import root_cause
 from shipyard.monitoring._rules import Rule
 from shipyard.monitoring._windows import (
@@ -92,8 +104,8 @@ class Monitor:
         *,
         window: str = "1d",
         periods: int = 7,
-        compute: Callable[[str, str, int], dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
+        compute: Callable[[str, str, int], ReportRecord] | None = None,
+    ) -> ReportRecord:
         """What a reader sees: the latest snapshot of this window length when it is recent
         (within the window, and at most an hour old), else a report computed now and not
         stored (no snapshot, no alert evaluation: reading changes nothing), by `compute`
@@ -102,8 +114,8 @@ class Monitor:
         step = checked_span(window, periods)
         found = self.registry.database.read(lambda conn: repo.snapshots(conn, name, window, 1))
         if found and found[0]["period_end"] >= datetime.now(UTC) - min(step, timedelta(hours=1)):
-            summary: dict[str, Any] = found[0]["summary"]
-            return summary
+            stored: ReportRecord = found[0]["summary"]
+            return stored
         if compute is not None:
             return compute(name, window, periods)
         return self.run(name, window=window, periods=periods, record=False).to_dict()
@@ -195,12 +207,11 @@ class Monitor:
         served = [v for v in served if v in live]
         changed: list[Alert] = []
         if served:
-            cache: dict[tuple[str, int], dict[str, Any] | None] = {}
+            cache: dict[tuple[str, int], VersionSummary | None] = {}
 
-            def summary_for(rule: Rule, version: int) -> dict[str, Any] | None:
+            def summary_for(rule: Rule, version: int) -> VersionSummary | None:
                 if rule.window is None or rule.window == step:
-                    found: dict[str, Any] | None = report.to_dict()["versions"].get(str(version))
-                    return found
+                    return report.to_dict()["versions"].get(str(version))
                 key = (str(rule.window), version)
                 if key not in cache:
                     cache[key] = self._summary_over(name, versions[version], end, rule.window)
@@ -213,7 +224,7 @@ class Monitor:
 
     def _summary_over(
         self, name: str, record: ModelVersion, end: datetime, length: timedelta
-    ) -> dict[str, Any] | None:
+    ) -> VersionSummary | None:
         """A version's summary over one window of `length` ending at `end` (for rules with `over`)."""
         period = Period(end - length, end, length)
         queries = LogQueries(self.reader, name, period)
@@ -225,7 +236,8 @@ class Monitor:
         summary = self._version_summary(
             name, record, period, duration_text(length), rows, queries.errors()
         )
-        return jsonable(summary)  # type: ignore[no-any-return]
+        stored: VersionSummary = jsonable(summary)  # as the snapshot would hold it
+        return stored
 
     # -- one version ----------------------------------------------------------------------------
 
@@ -237,7 +249,7 @@ class Monitor:
         window: str,
         rows: list[dict[str, Any]],
         errors: list[dict[str, Any]],
-    ) -> dict[str, Any]:
+    ) -> VersionSummary:
         version = record.version
         mine = [r for r in rows if r["version"] == version]
         failed = [e for e in errors if e["version"] == version]
@@ -246,47 +258,55 @@ class Monitor:
         current_queries = LogQueries(self.reader, name, current_period)
         current = current_queries.sample(version)
         positive = self._positive_label(record)
-        summary: dict[str, Any] = {
+        drift = self._drift(name, record, current)
+        labelled = LogQueries(self.reader, name, period).sample(version, labelled_only=True)
+        calibration_record, calibration = self._calibration(
+            labelled, positive, current_period.start
+        )
+        estimated: Estimates = {"applies": True}
+        if record.task == "binary":
+            everything = LogQueries(self.reader, name, period).sample(version)
+            estimates(windows, everything, record.threshold, calibration, period)
+        else:
+            estimated = {
+                "applies": False,
+                "note": "estimates before labels come from a binary classifier's calibrated "
+                f"scores; they do not apply to a {record.task or 'model of unknown task'}",
+            }
+        summary: VersionSummary = {
             "version": version,
             "task": record.task,
             "window": window,
             "period": {"start": period.start, "end": period.end},
             "variants": sorted({r["variant"] for r in mine}),
             "windows": windows,
-            "by_variant": [{k: v for k, v in r.items() if k != "version"} for r in mine],
+            "by_variant": [
+                cast(Window, {k: v for k, v in r.items() if k != "version"}) for r in mine
+            ],
+            "drift": (
+                drift.to_dict()
+                if drift is not None
+                else {"columns": {}, "drifted": [], "drift_share": 0.0}
+            ),
+            "score_drift": self._score_drift(name, record, current),
+            "quality": data_quality(drift, current_queries.schema_violations()),
+            "concept": self._concept(labelled, record.task, drift),
+            "calibration": calibration_record,
+            "residual_drift": (
+                residual_drift(labelled, current_period.start)
+                if record.task == "regression"
+                else {}
+            ),
+            "estimates": estimated,
+            "root_cause": root_cause(self.reader, record, drift, period, positive),
+            "metrics": {},
+            "checks": [],
         }
-        drift = self._drift(name, record, current)
-        summary["drift"] = (
-            drift.to_dict()
-            if drift is not None
-            else {"columns": {}, "drifted": [], "drift_share": 0.0}
-        )
-        summary["score_drift"] = self._score_drift(name, record, current)
-        summary["quality"] = data_quality(drift, current_queries.schema_violations())
-        labelled = LogQueries(self.reader, name, period).sample(version, labelled_only=True)
-        summary["concept"] = self._concept(labelled, record.task, drift)
-        summary["calibration"], calibration = self._calibration(
-            labelled, positive, current_period.start
-        )
-        summary["residual_drift"] = (
-            residual_drift(labelled, current_period.start) if record.task == "regression" else {}
-        )
-        if record.task == "binary":
-            everything = LogQueries(self.reader, name, period).sample(version)
-            estimates(windows, everything, record.threshold, calibration, period)
-            summary["estimates"] = {"applies": True}
-        else:
-            summary["estimates"] = {
-                "applies": False,
-                "note": "estimates before labels come from a binary classifier's calibrated "
-                f"scores; they do not apply to a {record.task or 'model of unknown task'}",
-            }
-        summary["root_cause"] = root_cause(self.reader, record, drift, period, positive)
         if record.task == "multiclass" and windows:
             last = windows[-1]
             summary["classes"] = {
                 "per_class": last.get("per_class", []),
-                "confusion": last.get("confusion", {}),
+                "confusion": cast(Confusion, last.get("confusion", {"classes": [], "matrix": []})),
             }
         summary["metrics"] = current_metrics(windows, summary)
         if record.task == "multiclass":
@@ -316,7 +336,9 @@ class Monitor:
         # the whole reference: a feature the logs no longer carry is reported, not skipped
         return compare(reference, features.select(columns))
 
-    def _score_drift(self, name: str, record: ModelVersion, current: pa.Table) -> dict[str, Any]:
+    def _score_drift(
+        self, name: str, record: ModelVersion, current: pa.Table
+    ) -> ColumnDriftRecord | NotMeasured:
         """What the model answered in the window against what it answers on its own reference
         sample: the positive class's score (binary), the predicted value (regression), or the
         predicted class as a category (multiclass)."""
@@ -341,7 +363,7 @@ class Monitor:
         report = compare(pa.table({"score": before}), pa.table({"score": now}))
         return report.columns["score"].to_dict()
 
-    def _concept(self, labelled: pa.Table, task: str, drift: DriftReport | None) -> dict[str, Any]:
+    def _concept(self, labelled: pa.Table, task: str | None, drift: DriftReport | None) -> Concept:
         if task not in ("binary", "multiclass"):
             return {
                 "applies": False,
@@ -379,7 +401,7 @@ class Monitor:
 
     def _calibration(
         self, labelled: pa.Table, positive: str | None, before: datetime
-    ) -> tuple[dict[str, Any], Calibration]:
+    ) -> tuple[CalibrationRecord, Calibration]:
         if positive is None or labelled.num_rows == 0:
             return {"bins": [], "ece": None}, Calibration()
         scores = numpy_column(labelled, "score").astype(np.float64)

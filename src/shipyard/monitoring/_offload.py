@@ -18,11 +18,14 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shipyard.core import Settings, errors
 from shipyard.core.errors import Overloaded, ShipyardError
 from shipyard.core.lifetime import exit_with_parent
+
+if TYPE_CHECKING:
+    from shipyard.monitoring._report import ReportRecord
 
 __all__ = ["ReportProcess"]
 
@@ -90,7 +93,7 @@ class ReportProcess:
 
     def report(
         self, name: str, window: str, periods: int, *, record: bool = False, actor: str = ""
-    ) -> Any:
+    ) -> ReportRecord:
         """The report of `name` (blocking): stored and alerted on with `record`, as `actor`.
 
         Raises `Overloaded` when a report is being computed already, or took longer than
@@ -124,7 +127,8 @@ class ReportProcess:
             ) from None
         if isinstance(result, _Failed):
             raise result.raised()
-        return result
+        report: ReportRecord = result
+        return report
 
     def _submit(self, name: str, window: str, periods: int, record: bool, actor: str) -> Any:
         with self._guard:

@@ -1,18 +1,58 @@
-"""What a monitoring run found: `MonitoringReport`, per version of the model, as snapshots,
-the API, the HTML report and the CLI hold it (`to_dict()`)."""
+"""What a monitoring run found: `MonitoringReport`, per version of the model, and the typed
+records it is made of, as snapshots, the API, the HTML report and the CLI hold them
+(`to_dict()` -> `ReportRecord`).
+
+Times are datetimes while a run computes and ISO 8601 text once a report is stored or sent
+(`Moment`); everything else has one type in both."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, final
+
+# pydantic (the API's response models) reads these; before Python 3.12 it needs this TypedDict
+from typing_extensions import TypedDict
 
 from shipyard.core.values import jsonable
 from shipyard.monitoring._logs import Period
 
-__all__ = ["Alert", "AlertRule", "Check", "DataQuality", "Delivery", "MonitoringReport", "Status"]
+__all__ = [
+    "Alert",
+    "AlertRule",
+    "Bounds",
+    "CalibrationBin",
+    "CalibrationRecord",
+    "Check",
+    "ClassBreakdown",
+    "ClassMetrics",
+    "ColumnDriftRecord",
+    "Concept",
+    "Confusion",
+    "DataQuality",
+    "Delivery",
+    "DriftRecord",
+    "Estimates",
+    "Metrics",
+    "Moment",
+    "MonitoringReport",
+    "MovedFeature",
+    "NotMeasured",
+    "ReportRecord",
+    "RootCause",
+    "Segment",
+    "Status",
+    "VersionSummary",
+    "Window",
+]
 
 Status = Literal["ok", "warning", "failing", "unknown"]
+Moment = datetime | str
+"""A datetime while a run computes; ISO 8601 text once the report is stored or sent."""
+
+Metrics = dict[str, float | int | bool | None]
+"""The last window's numbers by metric name, as rules and checks look them up
+(`accuracy`, `mae`, `latency_p99`, `drift_share`, `estimated_accuracy`, ...)."""
 
 
 class Check(TypedDict):
@@ -24,6 +64,209 @@ class Check(TypedDict):
     target: float | None
     status: Status
     note: str
+
+
+class Bounds(TypedDict):
+    start: Moment
+    end: Moment
+
+
+@final  # no other keys: `"drift" in record` tells it from `NotMeasured`
+class ColumnDriftRecord(TypedDict):
+    """One column's drift verdict (`ColumnDrift.to_dict()`)."""
+
+    column: str
+    kind: str
+    method: str
+    statistic: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    effect: str
+    effect_size: float | None
+    threshold: float
+    drift: bool
+    status: str
+    missing: dict[str, Any]
+    stats: dict[str, Any]
+    reason: str
+
+
+@final
+class NotMeasured(TypedDict, total=False):
+    """A measure that could not be taken this window ({} or why not)."""
+
+    note: str
+
+
+class DriftRecord(TypedDict):
+    """The data set's drift (`DriftReport.to_dict()`); a version without a reference sample
+    or without traffic has only the first three."""
+
+    columns: dict[str, ColumnDriftRecord]
+    drifted: list[str]
+    drift_share: float
+    rows_reference: NotRequired[int]
+    rows_current: NotRequired[int]
+    dataset_drift: NotRequired[bool]
+    thresholds: NotRequired[dict[str, float]]
+    missing_in_current: NotRequired[list[str]]
+    schema_problems: NotRequired[list[str]]
+
+
+class Concept(TypedDict):
+    """The concept-drift detector on a classifier's right/wrong stream; `applies` is False
+    (with a `note`) for a task it does not watch."""
+
+    detected: bool
+    changes: list[dict[str, Any]]
+    labelled: int
+    applies: NotRequired[bool]
+    note: NotRequired[str]
+    performance_change: NotRequired[bool]
+    inputs_stable: NotRequired[bool]
+    error_rate: NotRequired[float]
+
+
+CalibrationBin = TypedDict(
+    "CalibrationBin",
+    {"from": float, "to": float, "count": int, "mean_score": float, "positive_rate": float},
+)
+
+
+class CalibrationRecord(TypedDict):
+    """Reliability bins and the expected calibration error (None without labelled scores)."""
+
+    bins: list[CalibrationBin]
+    ece: float | None
+
+
+class Estimates(TypedDict):
+    """Whether the windows carry estimates before labels (`estimated`), and if not, why."""
+
+    applies: bool
+    note: NotRequired[str]
+
+
+class MovedFeature(TypedDict):
+    feature: str
+    status: str
+    effect: str
+    effect_size: float
+    reason: str
+
+
+class Segment(TypedDict):
+    """A categorical segment whose quality fell between the earlier windows and the last;
+    accuracy and recall for a classifier, mean absolute error for a regressor."""
+
+    feature: str
+    segment: str
+    labelled: int
+    impact: float
+    accuracy_before: NotRequired[float]
+    accuracy_now: NotRequired[float]
+    recall_before: NotRequired[float | None]
+    recall_now: NotRequired[float | None]
+    mae_before: NotRequired[float]
+    mae_now: NotRequired[float]
+
+
+class RootCause(TypedDict):
+    features: list[MovedFeature]
+    segments: list[Segment]
+
+
+ClassMetrics = TypedDict(
+    "ClassMetrics",
+    {
+        "class": str,
+        "support": int,
+        "predicted": int,
+        "precision": float,
+        "recall": float,
+        "f1": float,
+    },
+)
+
+
+class Confusion(TypedDict):
+    """A multiclass confusion matrix: rows are true classes, columns predicted ones."""
+
+    classes: list[str]
+    matrix: list[list[int]]
+
+
+class ClassBreakdown(TypedDict):
+    per_class: list[ClassMetrics]
+    confusion: Confusion
+
+
+class Window(TypedDict, total=False):
+    """One window of one version (all its variants added up; `by_variant` holds them apart):
+    traffic, latency and scores always; quality as the version's task measures it once labels
+    are back (the other tasks' metrics are None); `estimated` before labels for a binary
+    classifier."""
+
+    window_start: Moment
+    variant: str
+    task: str
+    volume: int
+    throughput_per_s: float
+    variants: dict[str, int]
+    errors: int
+    refused: int
+    error_rate: float
+    refused_rate: float
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+    score_mean: float | None
+    score_p50: float | None
+    score_p90: float | None
+    predicted_positive_rate: float | None
+    labelled: int
+    label_coverage: float
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    false_positive_rate: float | None
+    auc: float | None
+    confusion: dict[str, Any]
+    macro_precision: float | None
+    macro_recall: float | None
+    macro_f1: float | None
+    weighted_f1: float | None
+    per_class: list[ClassMetrics]
+    mae: float | None
+    rmse: float | None
+    mean_residual: float | None
+    r2: float | None
+    unusable_labels: int
+    estimated: dict[str, Any]
+
+
+class VersionSummary(TypedDict):
+    """Everything one run found about one version."""
+
+    version: int
+    task: str | None
+    window: str
+    period: Bounds
+    variants: list[str]
+    windows: list[Window]
+    by_variant: list[Window]
+    drift: DriftRecord
+    score_drift: ColumnDriftRecord | NotMeasured
+    quality: dict[str, DataQuality]
+    concept: Concept
+    calibration: CalibrationRecord
+    residual_drift: ColumnDriftRecord | NotMeasured
+    estimates: Estimates
+    root_cause: RootCause
+    classes: NotRequired[ClassBreakdown]
+    metrics: Metrics
+    checks: list[Check]
 
 
 class AlertRule(TypedDict):
@@ -90,11 +333,11 @@ class MonitoringReport:
     window: str
     period: Period
     computed_at: datetime
-    versions: dict[int, dict[str, Any]] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[int, VersionSummary] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = jsonable(
+    def to_dict(self) -> ReportRecord:
+        out: ReportRecord = jsonable(
             {
                 "model": self.model,
                 "window": self.window,
@@ -108,5 +351,16 @@ class MonitoringReport:
 
     @property
     def status(self) -> Status:
-        marks = [c["status"] for s in self.versions.values() for c in s.get("checks", [])]
+        marks = [c["status"] for s in self.versions.values() for c in s["checks"]]
         return "failing" if "failing" in marks else "warning" if "warning" in marks else "ok"
+
+
+class ReportRecord(TypedDict):
+    """A report as snapshots and the API hold it: versions keyed by their number as text."""
+
+    model: str
+    window: str
+    period: Bounds
+    computed_at: Moment
+    versions: dict[str, VersionSummary]
+    alerts: list[Alert]

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from shipyard.monitoring._report import Alert, AlertRule
+from shipyard.monitoring._report import Alert, AlertRule, ReportRecord
 from shipyard.store import tables, utcnow
 
 __all__ = [
@@ -45,7 +45,7 @@ def save_snapshot(
     window: str,
     start: datetime,
     end: datetime,
-    summary: dict[str, Any],
+    summary: ReportRecord,
 ) -> int:
     # one snapshot per model, window length and period: a re-run replaces it
     conn.execute(
@@ -64,9 +64,7 @@ def save_snapshot(
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
-def latest_snapshot(
-    conn: Connection, model: str, window: str | None = None
-) -> dict[str, Any] | None:
+def latest_snapshot(conn: Connection, model: str, window: str | None = None) -> ReportRecord | None:
     query = (
         select(S)
         .where(S.c.model_name == model)
@@ -76,7 +74,10 @@ def latest_snapshot(
     if window is not None:
         query = query.where(S.c.window == window)
     row = conn.execute(query).first()
-    return None if row is None else dict(row.summary)
+    if row is None:
+        return None
+    stored: ReportRecord = row.summary
+    return stored
 
 
 def snapshots(conn: Connection, model: str, window: str, limit: int) -> list[dict[str, Any]]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shipyard.logstore import LogReader
 from shipyard.monitoring._drift import DriftReport
 from shipyard.monitoring._logs import LogQueries, Period
+from shipyard.monitoring._report import MovedFeature, RootCause, Segment
 from shipyard.registry import ModelVersion
 
 __all__ = ["root_cause"]
@@ -18,12 +17,12 @@ def root_cause(
     drift: DriftReport | None,
     period: Period,
     positive: str | None,
-) -> dict[str, Any]:
+) -> RootCause:
     """What moved: the features that drifted most, and the categorical segments whose quality
     dropped most between the earlier windows and the last (accuracy, or the mean absolute error
     of a regressor), weighted by their share of the last window's labels."""
     name = record.name
-    moved = []
+    moved: list[MovedFeature] = []
     if drift is not None:
         for column in drift.ranked()[:5]:
             if column.status != "ok":
@@ -36,7 +35,7 @@ def root_cause(
                         "reason": column.reason,
                     }
                 )
-    segments = []
+    segments: list[Segment] = []
     current = Period(period.end - period.step, period.end, period.step)
     baseline = Period(period.start, period.end - period.step, period.step)
     for spec in record.signature.columns:
@@ -57,19 +56,26 @@ def root_cause(
             before = before_rows.get(segment)
             if before is None or now["labelled"] < 20 or before["labelled"] < 20:
                 continue
-            found = {"feature": spec.name, "segment": segment, "labelled": now["labelled"]}
+            found: Segment = {
+                "feature": spec.name,
+                "segment": segment,
+                "labelled": now["labelled"],
+                "impact": 0.0,
+            }
             if record.task == "regression":
                 if now["mae"] is None or before["mae"] is None:
                     continue
                 # how much of the window's mean absolute error this segment's rise adds
                 drop = now["mae"] - before["mae"]
-                found.update(mae_before=before["mae"], mae_now=now["mae"])
+                found["mae_before"], found["mae_now"] = before["mae"], now["mae"]
             else:
                 drop = before["accuracy"] - now["accuracy"]
-                found.update(
-                    accuracy_before=before["accuracy"], accuracy_now=now["accuracy"],
-                    recall_before=before["recall"], recall_now=now["recall"],
-                )  # fmt: skip
-            segments.append({**found, "impact": drop * now["labelled"] / total})
+                found["accuracy_before"], found["accuracy_now"] = (
+                    before["accuracy"],
+                    now["accuracy"],
+                )
+                found["recall_before"], found["recall_now"] = before["recall"], now["recall"]
+            found["impact"] = drop * now["labelled"] / total
+            segments.append(found)
     segments.sort(key=lambda s: -s["impact"])
     return {"features": moved, "segments": [s for s in segments if s["impact"] > 0][:5]}

@@ -15,10 +15,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shipyard.core.durations import MAX_DURATION, parse_duration
 from shipyard.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from shipyard.monitoring._report import VersionSummary
 
 __all__ = [
     "FEATURE_METRICS",
@@ -164,12 +167,12 @@ def check_task(rule: Rule, tasks: set[str]) -> None:
     )
 
 
-def metric_value(rule: Rule, summary: dict[str, Any]) -> float | bool | None:
+def metric_value(rule: Rule, summary: VersionSummary) -> float | bool | None:
     """The value of `rule`'s metric in a version summary (see `Monitor`), or None if unknown."""
     if rule.feature is None:
-        value = summary.get("metrics", {}).get(rule.metric)
+        value = summary["metrics"].get(rule.metric)
         return value if isinstance(value, int | float | bool) else None
-    column = summary.get("drift", {}).get("columns", {}).get(rule.feature)
+    column = summary["drift"]["columns"].get(rule.feature)
     if column is None:
         return None
     if rule.metric == "drift":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,13 @@ from shipyard.core.errors import InvalidInput
 from shipyard.monitoring._drift import compare
 from shipyard.monitoring._estimate import Calibration, estimate
 from shipyard.monitoring._logs import Period, numpy_column
+from shipyard.monitoring._report import (
+    ColumnDriftRecord,
+    Metrics,
+    NotMeasured,
+    VersionSummary,
+    Window,
+)
 from shipyard.monitoring._rules import MAX_WINDOW, parse_window
 
 __all__ = [
@@ -60,7 +67,7 @@ def align(moment: datetime, step: timedelta) -> datetime:
 
 def merge_windows(
     rows: list[dict[str, Any]], errors: list[dict[str, Any]], period: Period
-) -> list[dict[str, Any]]:
+) -> list[Window]:
     """One row per window (variants added up), with error and rejection rates."""
     out: dict[datetime, dict[str, Any]] = {}
     for row in rows:
@@ -69,7 +76,7 @@ def merge_windows(
             continue
         merged = out.setdefault(start, {"window_start": start, "parts": []})
         merged["parts"].append(row)
-    result = []
+    result: list[Window] = []
     for start in sorted(out):
         parts = out[start]["parts"]
         volume = sum(p["volume"] for p in parts)
@@ -93,12 +100,12 @@ def merge_windows(
             if volume + server_errors + refused
             else 0.0
         )
-        result.append(merged)
+        result.append(cast(Window, merged))
     return result
 
 
 def estimates(
-    windows: list[dict[str, Any]],
+    windows: list[Window],
     sample: pa.Table,
     threshold: float | None,
     calibration: Calibration,
@@ -111,20 +118,22 @@ def estimates(
     times = np.array([t.timestamp() for t in sample.column("ts").to_pylist()])
     index = np.floor((times - period.start.timestamp()) / period.seconds).astype(np.int64)
     for row in windows:
-        i = round((row["window_start"] - period.start).total_seconds() / period.seconds)
+        start = row["window_start"]
+        assert isinstance(start, datetime)  # while the run computes
+        i = round((start - period.start).total_seconds() / period.seconds)
         mask = index == i
         if mask.any():
             row["estimated"] = estimate(scores[mask], threshold, calibration)
 
 
-def current_metrics(windows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+def current_metrics(windows: list[Window], summary: VersionSummary) -> Metrics:
     """The numbers rules and checks look at: the last window's."""
     if not windows:
         return {}
     last = windows[-1]
     estimated = last.get("estimated", {})
-    metrics = {
-        key: last.get(key)
+    metrics: Metrics = {
+        key: last.get(key)  # type: ignore[misc]  # a Window key each
         for key in (
             "accuracy", "precision", "recall", "f1", "false_positive_rate", "auc", "error_rate", "volume",
             "labelled", "label_coverage", "latency_p50", "latency_p95", "latency_p99", "score_mean", "mae", "rmse",
@@ -142,7 +151,7 @@ def current_metrics(windows: list[dict[str, Any]], summary: dict[str, Any]) -> d
     return metrics
 
 
-def residual_drift(labelled: pa.Table, since: datetime) -> dict[str, Any]:
+def residual_drift(labelled: pa.Table, since: datetime) -> ColumnDriftRecord | NotMeasured:
     """Residuals (prediction - label) of the last window against the windows before it: a
     regressor whose errors change shape (a bias, a wider spread) drifts here first."""
     if labelled.num_rows == 0:

@@ -23,7 +23,7 @@ from shipyard.monitoring._alerts import AlertManager
 from shipyard.monitoring._html import render_html
 from shipyard.monitoring._monitor import Monitor
 from shipyard.monitoring._offload import ReportProcess
-from shipyard.monitoring._report import AlertRule
+from shipyard.monitoring._report import AlertRule, ReportRecord
 from shipyard.monitoring._windows import MAX_PERIODS
 
 __all__ = ["AlertOut", "MonitoringReportOut", "NewRule", "RuleOut", "router"]
@@ -145,7 +145,7 @@ def router(monitor: Monitor, guard: Guard, reports: ReportProcess) -> APIRouter:
         caller: Annotated[Caller, read],
         window: Window = "1d",
         periods: Periods = 7,
-    ) -> dict[str, Any]:
+    ) -> ReportRecord:
         """The latest snapshot of this window length when it is recent, else a report computed
         now and not stored. To store one and evaluate the alert rules: POST."""
         return monitor.latest(name, window=window.strip(), periods=periods, compute=reports.report)
@@ -176,14 +176,13 @@ def router(monitor: Monitor, guard: Guard, reports: ReportProcess) -> APIRouter:
     )
     def run_monitoring(
         name: ModelName, caller: Annotated[Caller, write], body: MonitoringRun | None = None
-    ) -> dict[str, Any]:
+    ) -> ReportRecord:
         """Alerts that fire or resolve are delivered to their webhooks."""
         spec = body or MonitoringRun()
         monitor.registry.get_model(name)
-        report: dict[str, Any] = reports.report(
+        return reports.report(
             name, spec.window.strip(), spec.periods, record=True, actor=caller.actor
         )
-        return report
 
     @api.get("/alerts", response_model=AlertList, summary="Alerts, newest first")
     def alerts(

@@ -7,6 +7,7 @@ from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
 from shipyard.retraining._gates import GATE_METRICS, GateResult, holdout_metrics, parse_gate
 from shipyard.retraining._pipeline import Pipeline
 from shipyard.retraining._policies import due_triggers, may_retrain
+from shipyard.retraining._records import PipelineRecord, PipelineStep, Trigger
 from shipyard.retraining._spec import (
     DataSpec,
     HoldoutSpec,
@@ -26,9 +27,12 @@ __all__ = [
     "HoldoutSpec",
     "Outcomes",
     "Pipeline",
+    "PipelineRecord",
+    "PipelineStep",
     "PolicySpec",
     "RetrainSpec",
     "RolloutSpec",
+    "Trigger",
     "decide",
     "due_triggers",
     "holdout_metrics",

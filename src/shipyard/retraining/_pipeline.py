@@ -29,6 +29,7 @@ from shipyard.retraining import _repository as repo
 from shipyard.retraining._data import build_training_set, split_holdout
 from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
 from shipyard.retraining._gates import check, check_gates_apply, holdout_metrics
+from shipyard.retraining._records import PipelineRecord, PipelineStatus, PipelineStep, Trigger
 from shipyard.retraining._spec import RetrainSpec
 from shipyard.runtime import load_predictor, package
 from shipyard.store import record_audit
@@ -76,13 +77,13 @@ class Pipeline:
 
     def _step(
         self,
-        record: dict[str, Any],
+        record: PipelineRecord,
         step: str,
         status: str,
         evidence: dict[str, Any],
         version: int | None = None,
     ) -> None:
-        entry = {
+        entry: PipelineStep = {
             "step": step,
             "status": status,
             "at": self.clock().isoformat(),
@@ -101,12 +102,11 @@ class Pipeline:
             )
         log.info("%s pipeline %s: %s %s", self.name, record["id"], step, status)
 
-    def _set(self, record: dict[str, Any], **changes: Any) -> None:
-        record.update(changes)
+    def _save(self, record: PipelineRecord) -> None:
         with self.registry.database.transaction() as conn:
             repo.save(conn, record)
 
-    def get(self, pipeline_id: int) -> dict[str, Any]:
+    def get(self, pipeline_id: int) -> PipelineRecord:
         with self.registry.database.transaction() as conn:
             record = repo.get(conn, pipeline_id)
         if record is None:
@@ -116,8 +116,8 @@ class Pipeline:
     # -- steps 1 to 5 ---------------------------------------------------------------------------
 
     def train_and_canary(
-        self, trigger: dict[str, Any], *, now: datetime | None = None, canary: bool = True
-    ) -> dict[str, Any]:
+        self, trigger: Trigger, *, now: datetime | None = None, canary: bool = True
+    ) -> PipelineRecord:
         """Build, train, validate, register and (unless told not to) canary a candidate."""
         now = now or self.clock()
         champion = self._champion()
@@ -135,11 +135,13 @@ class Pipeline:
             return self._run(record, champion, now, canary)
         except ShipyardError as error:
             self._step(record, "failed", "error", {"error": error.message})
-            self._set(record, status="failed")
+            record["status"] = "failed"
+            self._save(record)
             raise
         except Exception as error:  # a training function's own bug: recorded, then raised
             self._step(record, "failed", "error", {"error": f"{type(error).__name__}: {error}"})
-            self._set(record, status="failed")
+            record["status"] = "failed"
+            self._save(record)
             raise
 
     def _champion(self) -> Any:
@@ -149,8 +151,8 @@ class Pipeline:
             return None
 
     def _run(
-        self, record: dict[str, Any], champion: Any, now: datetime, canary: bool
-    ) -> dict[str, Any]:
+        self, record: PipelineRecord, champion: Any, now: datetime, canary: bool
+    ) -> PipelineRecord:
         spec = self.spec
         signature: Signature | None = champion.signature if champion is not None else None
         features = spec.data.features or (signature.names if signature is not None else None)
@@ -178,7 +180,8 @@ class Pipeline:
             tags={"pipeline": record["id"], "trigger": record["trigger"].get("kind", "manual")},
             entrypoint=spec.train, code_dir=self.code_dir,
         ) as run:  # fmt: skip
-            self._set(record, run_id=run.id)
+            record["run_id"] = run.id
+            self._save(record)
             train_print = run.log_dataset("train", train)
             run.log_dataset("holdout", holdout)
             train_fn = spec.entrypoint(self.code_dir)
@@ -226,7 +229,8 @@ class Pipeline:
                 self._step(
                     record, "validate", "rejected", {**evidence, "failed": [r.gate for r in failed]}
                 )
-                self._set(record, status="rejected")
+                record["status"] = "rejected"
+                self._save(record)
                 return record
             self._step(record, "validate", "passed", evidence)
             # 4. register, with its lineage
@@ -237,7 +241,8 @@ class Pipeline:
                 threshold=threshold, run_id=run.id,
                 lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"]},
             )  # fmt: skip
-        self._set(record, candidate_version=version.version)
+        record["candidate_version"] = version.version
+        self._save(record)
         self._step(
             record,
             "register",
@@ -246,14 +251,16 @@ class Pipeline:
             version.version,
         )
         if not canary or champion is None:
-            self._set(record, status="registered")
+            record["status"] = "registered"
+            self._save(record)
             return record
         # 5. canary, sticky by the routing field
         deployment = self.registry.deploy(
             self.name, version.version, canary=spec.rollout.canary, routing_field=spec.rollout.routing_field,
             reason=f"pipeline {record['id']}: canary",
         )  # fmt: skip
-        self._set(record, status="canary")
+        record["status"] = "canary"
+        self._save(record)
         self._step(
             record,
             "canary",
@@ -300,7 +307,7 @@ class Pipeline:
 
     # -- step 6 ---------------------------------------------------------------------------------
 
-    def decide(self, pipeline_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    def decide(self, pipeline_id: int, *, now: datetime | None = None) -> PipelineRecord:
         """Look at the canary's live evidence and promote, roll back, or keep waiting."""
         record = self.get(pipeline_id)
         if record["status"] not in ("canary", "awaiting_approval"):
@@ -311,22 +318,27 @@ class Pipeline:
             for s in record["steps"]
             if s["step"] == "canary" and s["status"] == "started"
         )
-        champion = self._arm(record["champion_version"], started, now)
-        challenger = self._arm(record["candidate_version"], started, now)
+        champion_version, candidate = record["champion_version"], record["candidate_version"]
+        # a canary has both
+        assert champion_version is not None
+        assert candidate is not None
+        champion = self._arm(champion_version, started, now)
+        challenger = self._arm(candidate, started, now)
         decision = decide(champion, challenger, self.spec.rollout, _looks(record))
         if decision.verdict == "wait":
-            last = record["steps"][-1] if record["steps"] else {}
+            last = record["steps"][-1] if record["steps"] else None
             evidence = {"reason": decision.reason, **decision.evidence}
-            if last.get("step") == "decide" and last.get("status") == "waiting":
+            if last is not None and last["step"] == "decide" and last["status"] == "waiting":
                 # one "waiting" entry, kept current, rather than one per look
-                last.update(at=self.clock().isoformat(), evidence=_plain(evidence))
-                self._set(record, steps=record["steps"])
+                last["at"], last["evidence"] = self.clock().isoformat(), _plain(evidence)
+                self._save(record)
             elif record["status"] != "awaiting_approval":
                 self._step(record, "decide", "waiting", evidence, record["candidate_version"])
             return record
         if decision.verdict == "promote" and self.spec.rollout.approval == "manual":
             if record["status"] != "awaiting_approval":
-                self._set(record, status="awaiting_approval")
+                record["status"] = "awaiting_approval"
+                self._save(record)
                 self._step(
                     record, "decide", "awaiting_approval",
                     {"reason": decision.reason, "approve_with": f"shipyard approve {self.name} {record['candidate_version']}", **decision.evidence},
@@ -365,8 +377,10 @@ class Pipeline:
         )
         return ArmEvidence(version, sum(r["volume"] for r in rows), errors, latency, outcomes)
 
-    def _finish(self, record: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    def _finish(self, record: PipelineRecord, decision: Decision) -> PipelineRecord:
         candidate = record["candidate_version"]
+        assert candidate is not None  # only a canary or an approval finishes
+        status: PipelineStatus
         if decision.verdict == "promote":
             deployment = self.registry.deploy(
                 self.name, candidate, reason=f"pipeline {record['id']}: promoted"
@@ -378,7 +392,8 @@ class Pipeline:
                 self.name, reason=f"pipeline {record['id']}: {decision.reason}"
             )
             status, step = "rolled_back", "rollback"
-        self._set(record, status=status)
+        record["status"] = status
+        self._save(record)
         self._step(
             record,
             step,
@@ -388,7 +403,7 @@ class Pipeline:
         )
         return record
 
-    def approve(self, version: int) -> dict[str, Any]:
+    def approve(self, version: int) -> PipelineRecord:
         """A person's go-ahead for a candidate waiting for approval."""
         with self.registry.database.transaction() as conn:
             record = repo.latest(conn, self.name, ("awaiting_approval", "canary"))
@@ -398,12 +413,12 @@ class Pipeline:
             )
         return self._finish(record, Decision("promote", f"approved by {self.registry.actor}"))
 
-    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+    def history(self, limit: int = 20) -> list[PipelineRecord]:
         with self.registry.database.transaction() as conn:
             return repo.list_for(conn, self.name, limit)
 
 
-def _looks(record: dict[str, Any]) -> list[dict[str, Any]]:
+def _looks(record: PipelineRecord) -> list[dict[str, float]]:
     """The canary test's looks so far: the latest decide step keeps them (its "waiting" entry
     is rewritten at each look), and the next decision needs them to spend its error rate."""
     for step in reversed(record["steps"]):

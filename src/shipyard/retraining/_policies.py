@@ -93,10 +93,11 @@ def may_retrain(spec: RetrainSpec, database: Database, now: datetime) -> tuple[b
         return False, f"{spec.name} has no registered version yet"
     if active is not None:
         return False, f"pipeline {active['id']} is {active['status']}"
-    if last is not None and now - last["created_at"] < parse_duration(spec.cooldown):
+    started = last["created_at"] if last is not None else None
+    if started is not None and now - started < parse_duration(spec.cooldown):
         return (
             False,
-            f"cooling down until {(last['created_at'] + parse_duration(spec.cooldown)):%Y-%m-%d %H:%M}",
+            f"cooling down until {(started + parse_duration(spec.cooldown)):%Y-%m-%d %H:%M}",
         )
     if today >= spec.max_per_day:
         return (

@@ -7,24 +7,24 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from shipyard.retraining._records import ACTIVE, PipelineRecord, Trigger
 from shipyard.store import tables, utcnow
 
 __all__ = ["ACTIVE", "count_since", "create", "get", "latest", "list_for", "save"]
 
 P = tables.pipelines
-ACTIVE = ("training", "canary", "awaiting_approval")
 
 
 def _aware(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _record(row: Any) -> dict[str, Any]:
+def _record(row: Any) -> PipelineRecord:
     return {
         "id": row.id,
         "model": row.model_name,
         "status": row.status,
-        "trigger": row.trigger or {},
+        "trigger": dict(row.trigger or {}),  # type: ignore[typeddict-item]  # stored JSON
         "champion_version": row.champion_version,
         "candidate_version": row.candidate_version,
         "run_id": row.run_id,
@@ -37,10 +37,10 @@ def _record(row: Any) -> dict[str, Any]:
 def create(
     conn: Connection,
     model: str,
-    trigger: dict[str, Any],
+    trigger: Trigger,
     champion: int | None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> PipelineRecord:
     now = now or utcnow()
     result = conn.execute(
         insert(P).values(
@@ -53,15 +53,17 @@ def create(
             updated_at=now,
         )
     )
-    return get(conn, int(result.inserted_primary_key[0]))  # type: ignore[index,return-value]
+    found = get(conn, int(result.inserted_primary_key[0]))  # type: ignore[index]
+    assert found is not None  # inserted in this transaction
+    return found
 
 
-def get(conn: Connection, pipeline_id: int) -> dict[str, Any] | None:
+def get(conn: Connection, pipeline_id: int) -> PipelineRecord | None:
     row = conn.execute(select(P).where(P.c.id == pipeline_id)).first()
     return None if row is None else _record(row)
 
 
-def save(conn: Connection, record: dict[str, Any]) -> None:
+def save(conn: Connection, record: PipelineRecord) -> None:
     conn.execute(
         update(P)
         .where(P.c.id == record["id"])
@@ -77,7 +79,7 @@ def save(conn: Connection, record: dict[str, Any]) -> None:
 
 def latest(
     conn: Connection, model: str, statuses: tuple[str, ...] | None = None
-) -> dict[str, Any] | None:
+) -> PipelineRecord | None:
     query = select(P).where(P.c.model_name == model).order_by(P.c.id.desc()).limit(1)
     if statuses is not None:
         query = query.where(P.c.status.in_(statuses))
@@ -85,7 +87,7 @@ def latest(
     return None if row is None else _record(row)
 
 
-def list_for(conn: Connection, model: str, limit: int = 50) -> list[dict[str, Any]]:
+def list_for(conn: Connection, model: str, limit: int = 50) -> list[PipelineRecord]:
     rows = conn.execute(
         select(P).where(P.c.model_name == model).order_by(P.c.id.desc()).limit(limit)
     )
