@@ -41,6 +41,8 @@ from shipyard.core.lifetime import watch_parent
 from shipyard.core.logs import request_id
 from shipyard.core.status import status_of
 from shipyard.core.version import __version__
+from shipyard.features import FeatureStore
+from shipyard.features import api as features_api
 from shipyard.logstore import LogWriter
 from shipyard.monitoring import Monitor, ReportProcess
 from shipyard.monitoring import api as monitoring_api
@@ -75,6 +77,7 @@ class Services:
     monitor: Monitor
     reports: ReportProcess
     tracker: Tracker
+    features: FeatureStore
 
 
 def build_services(settings: Settings) -> Services:
@@ -124,6 +127,7 @@ def build_services(settings: Settings) -> Services:
         monitor,
         ReportProcess(settings),
         tracker,
+        FeatureStore(registry, settings),
     )
 
 
@@ -454,6 +458,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if grpc_server is not None:
                 await grpc_server.stop()
             services.reports.close()
+            services.features.close()
             await services.predictions.stop()
             await anyio.to_thread.run_sync(services.writer.close)
             if services.limiter.shared is not None:
@@ -492,6 +497,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitoring_api.router(services.monitor, guard, services.reports),
         tracking_api.router(services.tracker, guard, runs_of),
         retraining_api.router(services.registry, guard),
+        features_api.router(services.features, guard),
     ):
         # each router's routes carry their full paths, tags and responses already; adding them
         # as they are keeps `app.routes` the flat list of every route (for the OpenAPI document

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -47,6 +48,8 @@ class ApiKey:
     created_at: datetime
     created_by: str
     revoked_at: datetime | None = None
+    feature_views: tuple[str, ...] | None = None
+    """The feature views the key may read (None: every view)."""
 
     @property
     def active(self) -> bool:
@@ -85,6 +88,19 @@ class ApiKey:
                 f"{other}; use a key for that model or one without --model"
             )
 
+    def may_read_view(self, view: str) -> bool:
+        return self.feature_views is None or view in self.feature_views
+
+    def check_views(self, views: Iterable[str]) -> None:
+        """Raise `Forbidden` when this key is limited to feature views other than `views`."""
+        denied = sorted(v for v in set(views) if not self.may_read_view(v))
+        if denied:
+            raise Forbidden(
+                f"API key {self.id} may not read the feature view {', '.join(denied)}; it is "
+                f"limited to {', '.join(self.feature_views or ())} (create a key with "
+                f"`shipyard keys create --features {','.join(denied)}`)"
+            )
+
     def check_manages(
         self,
         scope: str,
@@ -93,6 +109,7 @@ class ApiKey:
         *,
         rate: float | None = None,
         burst: int | None = None,
+        feature_views: Sequence[str] | None = None,
     ) -> None:
         """Raise `Forbidden` unless this key may `action` ("create", "revoke") a key of `scope`
         bound to `model` (limited to `rate`/`burst`): never one that could do more than this
@@ -110,6 +127,14 @@ class ApiKey:
             raise Forbidden(
                 f"API key {self.id} has scope {self.scope!r} and cannot {action} a key with "
                 f"scope {scope!r}, which can do more than it can"
+            )
+        if self.feature_views is not None and (
+            feature_views is None or not set(feature_views) <= set(self.feature_views)
+        ):
+            raise Forbidden(
+                f"API key {self.id} is limited to the feature views "
+                f"{', '.join(self.feature_views)} and cannot {action} a key that reads others; "
+                "pass --features with a subset of them"
             )
         if self.model is not None and model != self.model:
             target = f"bound to model {model!r}" if model is not None else "not bound to a model"
@@ -129,6 +154,7 @@ class ApiKey:
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "feature_views": list(self.feature_views) if self.feature_views is not None else None,
         }
 
 

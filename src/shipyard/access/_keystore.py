@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from shipyard.access import _repository as repo
 from shipyard.access._keys import (
     ApiKey,
@@ -43,6 +46,7 @@ class KeyStore:
         burst: int | None = None,
         name: str = "",
         by: ApiKey | None = None,
+        feature_views: Sequence[str] | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its token (`sy_<id>_<secret>`); the token is not stored anywhere.
 
@@ -55,7 +59,9 @@ class KeyStore:
             name: what the key is for, e.g. `checkout-service`.
             by: the key asking (over HTTP); it may not create a key that can do more than
                 itself. None: the operator at the command line.
+            feature_views: the feature views the key may read (None: every view).
         """
+        views = _feature_views(feature_views)
         if model is not None:
             validate_model_name(model)
         if rate_per_second is not None and rate_per_second <= 0:
@@ -68,8 +74,9 @@ class KeyStore:
             burst = max(1, round(rate_per_second))
         if by is not None:
             by.check_manages(
-                validate_scope(scope), model, "create", rate=rate_per_second, burst=burst
-            )
+                validate_scope(scope), model, "create", rate=rate_per_second, burst=burst,
+                feature_views=views,
+            )  # fmt: skip
         key_id, secret, digest = new_secret()
         key = ApiKey(
             id=key_id,
@@ -80,13 +87,15 @@ class KeyStore:
             burst=burst,
             created_at=utcnow(),
             created_by=self.actor,
+            feature_views=views,
         )
         with self.database.transaction() as conn:
             repo.insert_key(conn, key, digest)
             record_audit(
                 conn, self.actor, "key.created", model, None,
                 {"key": key_id, "scope": key.scope, "name": name, "model": model,
-                 "rate_per_second": rate_per_second, "burst": burst},
+                 "rate_per_second": rate_per_second, "burst": burst,
+                 "feature_views": list(views) if views is not None else None},
             )  # fmt: skip
         return key, token_for(key_id, secret)
 
@@ -152,3 +161,19 @@ class KeyStore:
                 f"API key {key.id} was revoked; create a new one with `shipyard keys create`"
             )
         return key
+
+
+_VIEW = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def _feature_views(views: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The feature views a key is limited to, checked and without repeats."""
+    if views is None:
+        return None
+    found = tuple(dict.fromkeys(v.strip() for v in views if v.strip()))
+    if not found:
+        raise InvalidInput("--features names no feature view; give view names, comma-separated")
+    bad = [v for v in found if not _VIEW.match(v)]
+    if bad:
+        raise InvalidInput(f"{', '.join(map(repr, bad))} is not a feature view name")
+    return found

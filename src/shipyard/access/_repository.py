@@ -34,6 +34,7 @@ def _key(row: Row[Any]) -> ApiKey:
         created_at=created,
         created_by=row.created_by,
         revoked_at=_aware(row.revoked_at),
+        feature_views=tuple(row.feature_views) if row.feature_views is not None else None,
     )
 
 
@@ -49,6 +50,7 @@ def insert_key(conn: Connection, key: ApiKey, secret_sha256: str) -> None:
             burst=key.burst,
             created_at=key.created_at,
             created_by=key.created_by,
+            feature_views=list(key.feature_views) if key.feature_views is not None else None,
         )
     )
 

@@ -116,6 +116,13 @@ class NewKey(BaseModel):
     name: str = Field(
         default="", max_length=256, pattern=_PRINTABLE, description="what the key is for"
     )
+    feature_views: (
+        list[Annotated[str, Field(max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]] | None
+    ) = Field(
+        default=None,
+        max_length=100,
+        description="the feature views the key may read (all if absent)",
+    )
 
 
 class KeyOut(BaseModel):
@@ -130,6 +137,7 @@ class KeyOut(BaseModel):
     created_at: datetime
     created_by: str
     revoked_at: datetime | None
+    feature_views: list[str] | None = None
 
 
 class KeyList(BaseModel):
@@ -179,6 +187,7 @@ def router(keys: KeyStore, guard: Guard) -> APIRouter:
             burst=body.burst,
             name=body.name,
             by=caller.key,
+            feature_views=body.feature_views,
         )
         return {"key": key.to_dict(), "token": token}
 

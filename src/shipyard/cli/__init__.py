@@ -12,7 +12,19 @@ import typer
 import typer.core
 from rich.logging import RichHandler
 
-from shipyard.cli import db, demo, deploy, keys, loop, models, monitor, predict, runs, server
+from shipyard.cli import (
+    db,
+    demo,
+    deploy,
+    features,
+    keys,
+    loop,
+    models,
+    monitor,
+    predict,
+    runs,
+    server,
+)
 from shipyard.cli._common import err_console
 from shipyard.core import Settings
 from shipyard.core import errors as e
@@ -120,6 +132,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(features.app, name="features")
 app.add_typer(runs.app, name="runs")
 app.add_typer(loop.pipeline_app, name="pipeline")
 app.add_typer(loop.jobs_app, name="jobs")

@@ -26,6 +26,9 @@ def create(
         None, "--burst", help="requests allowed at once (default: 1 s of rate)"
     ),
     name: str = typer.Option("", "--name", help="what the key is for, e.g. checkout-service"),
+    features: str | None = typer.Option(
+        None, "--features", help="limit the key to these feature views (comma-separated)"
+    ),
     as_json: bool = json_flag("the key's record and its token (shown once)"),
 ) -> None:
     """Create a key. It is printed once and never stored: keep it somewhere safe."""
@@ -37,6 +40,7 @@ def create(
             rate_per_second=parse_rate(rate) if rate else None,
             burst=burst,
             name=name,
+            feature_views=features.split(",") if features is not None else None,
         )
     finally:
         keys.database.close()
@@ -45,6 +49,8 @@ def create(
         return
     limits = f", {key.rate_per_second:g}/s burst {key.burst}" if key.rate_per_second else ""
     bound = f" for model {key.model}" if key.model else ""
+    if key.feature_views is not None:
+        bound += f", feature views {', '.join(key.feature_views)}"
     console.print(f"[green]created[/] key [bold]{key.id}[/] ({key.scope}{bound}{limits})")
     console.print(token, highlight=False, soft_wrap=True)
     err_console.print(

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for state shared by replicas (rate-limit buckets)"
     )
+    online_store: Literal["auto", "sqlite", "redis"] = Field(
+        default="auto",
+        description="where online features live: `auto` is Redis when redis_url is set, "
+        "else SQLite at <home>/online.sqlite",
+    )
     auth_failure_burst: int = Field(
         default=20,
         gt=0,

@@ -26,6 +26,8 @@ __all__ = [
     "api_keys",
     "audit_events",
     "deployments",
+    "feature_materializations",
+    "feature_views",
     "jobs",
     "metadata",
     "model_versions",
@@ -154,6 +156,8 @@ api_keys = Table(
     Column("created_by", String(256), nullable=False),
     Column("revoked_at", Timestamp, nullable=True),
     Column("revoked_by", String(256), nullable=True),
+    # the feature views the key may read (None: every view its scope allows)
+    Column("feature_views", Json, nullable=True),
 )
 
 monitoring_snapshots = Table(
@@ -273,4 +277,44 @@ pipelines = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Index("ix_pipelines_model_name_created_at", "model_name", "created_at"),
+)
+
+feature_views = Table(
+    "feature_views",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("origin", String(1024), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    UniqueConstraint("name", "version"),
+)
+
+feature_materializations = Table(
+    "feature_materializations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("view", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("store", String(16), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("start", Timestamp, nullable=True),
+    Column("end", Timestamp, nullable=True),
+    # the newest source event time read so far: an incremental run reads only later rows
+    Column("watermark", Timestamp, nullable=True),
+    Column("rows_read", Integer, nullable=False),
+    Column("entities_written", Integer, nullable=False),
+    Column("newest_event", Timestamp, nullable=True),
+    Column("profile", Json, nullable=True),
+    # a file source's files already read (path -> size and modification time)
+    Column("files", Json, nullable=True),
+    # how the run laid the view out in the store: its keys, and which are integers
+    Column("layout", Json, nullable=True),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Index("ix_feature_materializations_view_store", "view", "store"),
 )

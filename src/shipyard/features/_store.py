@@ -1,0 +1,682 @@
+"""The feature store: definitions applied as versions, point-in-time training sets,
+materialization into an online store, and online reads that honour each view's TTL."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from shipyard.core import Settings
+from shipyard.core.errors import InvalidInput, NotFound
+from shipyard.core.tables import read_table_file
+from shipyard.features import _repository as repo
+from shipyard.features._definitions import (
+    Definitions,
+    FeatureView,
+    FileSource,
+    parse_refs,
+    view_from_spec,
+)
+from shipyard.features._offline import (
+    Selection,
+    TrainingSet,
+    aggregate_columns,
+    key_family,
+    point_in_time,
+    source_select,
+)
+from shipyard.features._online import Layout, OnlineStore, RedisStore, SqliteStore
+from shipyard.features._repository import MaterializationRun, StoredView
+from shipyard.features._sources import Relation, SourceReader, connect, literal, one, quote
+from shipyard.logstore import LogReader
+from shipyard.registry import Registry
+from shipyard.store import record_audit
+
+__all__ = ["Change", "FeatureStore", "OnlineResult"]
+
+
+class Change(TypedDict):
+    """What `apply` did (or `plan` would do) to one view."""
+
+    view: str
+    action: Literal["create", "update", "unchanged"]
+    version: int
+    diff: list[str]
+
+
+@dataclass
+class OnlineResult:
+    """Features of each entity row, as of now.
+
+    `values[i]` maps each feature's output name to its value (None when missing or stale);
+    `status[i]` maps each view to ok, missing (never materialized for this entity) or stale
+    (older than the view's TTL); `event_times[i]` gives each view's value time.
+    """
+
+    values: list[dict[str, Any]]
+    status: list[dict[str, str]]
+    event_times: list[dict[str, datetime | None]]
+    views: dict[str, int]
+    missing: dict[str, int] = field(default_factory=dict)
+    stale: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What reading a list of feature references needs, resolved once and cached."""
+
+    selections: tuple[Selection, ...]
+    layouts: tuple[Layout | None, ...]
+    names: tuple[tuple[str, ...], ...]
+    at: float
+
+
+def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """What changed between two specs, one line each (`features.amount.dtype: int -> float`)."""
+    lines = []
+    for key in sorted({*old, *new}):
+        a, b = old.get(key), new.get(key)
+        where = f"{prefix}{key}"
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            lines += spec_diff(a, b, f"{where}.")
+        elif (
+            isinstance(a, list)
+            and isinstance(b, list)
+            and all(isinstance(x, Mapping) and "name" in x for x in [*a, *b])
+        ):
+            before = {x["name"]: x for x in a}
+            after = {x["name"]: x for x in b}
+            for name in sorted({*before, *after}):
+                if name not in before:
+                    lines.append(f"+ {where}.{name}")
+                elif name not in after:
+                    lines.append(f"- {where}.{name}")
+                else:
+                    lines += spec_diff(before[name], after[name], f"{where}.{name}.")
+        else:
+            lines.append(f"{where}: {a!r} -> {b!r}")
+    return lines
+
+
+class FeatureStore:
+    """Feature views of one shipyard installation.
+
+    Args:
+        registry: the metadata database, the artifact store (prediction logs) and the actor.
+        settings: where the SQLite online store lives, Redis, how often cached plans refresh.
+        online: the online store (default: Redis when `SHIPYARD_REDIS_URL` is set and
+            `SHIPYARD_ONLINE_STORE` is not `sqlite`, else SQLite at <home>/online.sqlite).
+        clock: what time it is (TTL checks, materialization bounds).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        *,
+        online: OnlineStore | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._online = online
+        self._plans: dict[tuple[tuple[str, ...], bool], _Plan] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def online(self) -> OnlineStore:
+        if self._online is None:
+            with self._guard:
+                if self._online is None:
+                    self._online = open_online_store(self.settings)
+        return self._online
+
+    def close(self) -> None:
+        if self._online is not None:
+            self._online.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- definitions ----------------------------------------------------------------------------
+
+    def plan(self, definitions: Definitions) -> list[Change]:
+        """What `apply` would do: per view, create, update (with the diff) or unchanged."""
+        changes: list[Change] = []
+        with self.registry.database.transaction() as conn:
+            for view in definitions.views:
+                stored = repo.view(conn, view.name)
+                spec = view.spec()
+                if stored is None:
+                    changes.append({"view": view.name, "action": "create", "version": 1,
+                                    "diff": [f"+ {view.name}"]})  # fmt: skip
+                elif stored["fingerprint"] == view.fingerprint():
+                    changes.append({"view": view.name, "action": "unchanged",
+                                    "version": stored["version"], "diff": []})  # fmt: skip
+                else:
+                    changes.append({"view": view.name, "action": "update",
+                                    "version": stored["version"] + 1,
+                                    "diff": spec_diff(stored["spec"], spec)})  # fmt: skip
+        return changes
+
+    def apply(self, definitions: Definitions, *, check_sources: bool = True) -> list[Change]:
+        """Store every new or changed view as its next version (the old ones stay readable).
+
+        With `check_sources`, each changed view's source is read first: its declared columns,
+        rows without a timestamp, and entities with two rows at the same time (without a
+        created timestamp to tell which is newer) are refused before anything is stored.
+        """
+        changes = self.plan(definitions)
+        by_name = {v.name: v for v in definitions.views}
+        if check_sources:
+            with self._duckdb() as reader:
+                for change in changes:
+                    if change["action"] != "unchanged":
+                        _check_source(reader, by_name[change["view"]])
+        with self.registry.database.transaction() as conn:
+            for change in changes:
+                if change["action"] == "unchanged":
+                    continue
+                view = by_name[change["view"]]
+                stored = repo.view(conn, view.name)
+                if stored is not None and stored["fingerprint"] == view.fingerprint():
+                    change["action"], change["version"] = "unchanged", stored["version"]
+                    continue  # applied meanwhile by someone else
+                change["version"] = repo.add_view(
+                    conn, view.name, view.spec(), view.fingerprint(), definitions.origin,
+                    self.registry.actor,
+                )  # fmt: skip
+                record_audit(
+                    conn, self.registry.actor, "features.apply", None, None,
+                    {"view": view.name, "version": change["version"], "action": change["action"],
+                     "diff": change["diff"][:50]},
+                )  # fmt: skip
+        self._plans.clear()
+        return changes
+
+    def views(self) -> list[StoredView]:
+        """The latest version of every view."""
+        return self.registry.database.read(repo.latest_views)
+
+    def view(self, name: str, version: int | None = None) -> StoredView:
+        found = self.registry.database.read(lambda conn: repo.view(conn, name, version))
+        if found is None:
+            raise self._not_found(name, version)
+        return found
+
+    def versions(self, name: str) -> list[StoredView]:
+        found = self.registry.database.read(lambda conn: repo.view_versions(conn, name))
+        if not found:
+            raise self._not_found(name, None)
+        return found
+
+    def diff(self, name: str, a: int, b: int | None = None) -> list[str]:
+        """What changed in `name` from version `a` to `b` (default: the latest)."""
+        return spec_diff(self.view(name, a)["spec"], self.view(name, b)["spec"])
+
+    def runs(self, name: str, limit: int = 20) -> list[MaterializationRun]:
+        self.view(name)
+        return self.registry.database.read(lambda conn: repo.runs(conn, name, limit))
+
+    def _not_found(self, name: str, version: int | None) -> NotFound:
+        known = [v["name"] for v in self.views()]
+        if version is not None and name in known:
+            return NotFound(
+                f"feature view {name!r} has no version {version} (shipyard features show {name})"
+            )
+        hint = f"views: {', '.join(known[:20])}" if known else "none is applied yet"
+        return NotFound(f"no feature view named {name!r}; {hint} (shipyard features apply PATH)")
+
+    def selections(self, refs: Sequence[str]) -> list[Selection]:
+        """`view:feature` references resolved to view versions (the latest unless pinned)."""
+        grouped: dict[tuple[str, int | None], list[str]] = {}
+        for view, version, feature in parse_refs(refs):
+            grouped.setdefault((view, version), [])
+            if feature not in grouped[(view, version)]:
+                grouped[(view, version)].append(feature)
+        out = []
+        for (name, version), wanted in grouped.items():
+            stored = self.view(name, version)
+            found = view_from_spec(stored["spec"])
+            known = [f.name for f in found.all_features]
+            if "*" in wanted:
+                wanted = known
+            unknown = [f for f in wanted if f not in known]
+            if unknown:
+                raise InvalidInput(
+                    f"feature view {name!r} (version {stored['version']}) has no feature "
+                    f"{', '.join(unknown)}; it has {', '.join(known)}"
+                )
+            out.append(Selection(found, stored["version"], tuple(wanted)))
+        return out
+
+    # -- training sets --------------------------------------------------------------------------
+
+    def training_set(
+        self,
+        entities: pd.DataFrame | pa.Table | str | Path,
+        features: Sequence[str],
+        *,
+        timestamp_column: str = "event_timestamp",
+        full_names: bool = False,
+        out: str | Path | None = None,
+        memory_limit: str | None = None,
+    ) -> TrainingSet:
+        """Point-in-time correct features for every entity row (join keys and an event time):
+        each view's newest value at or before the row's time and inside its TTL, or its
+        aggregations over the window ending then. Every row comes back once, in order; rows
+        without a value get nulls, counted per view in `nulls`.
+
+        `out` writes Parquet instead of returning a table; `memory_limit` (e.g. "2GB") caps
+        DuckDB's memory, past which it spills to disk.
+        """
+        started = time.perf_counter()
+        table = _entity_table(entities)
+        selections = self.selections(features)
+        with self._duckdb(memory_limit) as reader:
+            result = point_in_time(
+                reader, table, selections, timestamp_column=timestamp_column,
+                full_names=full_names, out=Path(out) if out is not None else None,
+            )  # fmt: skip
+        result.seconds = time.perf_counter() - started
+        return result
+
+    @contextmanager
+    def _duckdb(self, memory_limit: str | None = None) -> Iterator[SourceReader]:
+        workdir = Path(tempfile.mkdtemp(prefix="shipyard-features-"))
+        conn = connect(workdir, memory_limit)
+        try:
+            yield SourceReader(conn, workdir, self._log_table)
+        finally:
+            conn.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _log_table(self, model: str) -> pa.Table:
+        return LogReader(self.registry.artifacts).predictions(model)
+
+    # -- materialization ------------------------------------------------------------------------
+
+    def materialize(
+        self,
+        views: Sequence[str] | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        full: bool = False,
+        memory_limit: str | None = None,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> list[MaterializationRun]:
+        """Bring the online store up to date with each view's source (every view by default).
+
+        Incremental by default: a file source's files already read (unchanged since) are
+        skipped, other sources are read from the last run's watermark on; aggregations are
+        recomputed as of `end` (default now) for the entities whose windows changed. `full`
+        reads everything again; `start`/`end` bound the event times read (a backfill).
+        Writes never replace a newer value with an older one, so re-running is harmless.
+        """
+        names = list(views) if views else [v["name"] for v in self.views()]
+        if not names:
+            raise InvalidInput("no feature view is applied yet (shipyard features apply PATH)")
+        end = (end or self.clock()).astimezone(UTC)
+        if start is not None and start.astimezone(UTC) >= end:
+            raise InvalidInput("materialize --start must be before --end")
+        done = []
+        for name in names:
+            stored = self.view(name)
+            view = view_from_spec(stored["spec"])
+            with self._duckdb(memory_limit) as reader:
+                done.append(
+                    self._materialize(reader, view, stored["version"], start, end, full, progress)
+                )
+        self._plans.clear()
+        return done
+
+    def _materialize(
+        self,
+        reader: SourceReader,
+        view: FeatureView,
+        version: int,
+        start: datetime | None,
+        end: datetime,
+        full: bool,
+        progress: Callable[[str, int], None] | None,
+    ) -> MaterializationRun:
+        started = self.clock()
+        store = self.online
+        last = self._last_run(view.name, version, store.kind)
+        ranged = start is not None
+        mode = "full" if full or last is None else "range" if ranged else "incremental"
+        skip = last["files"] if mode == "incremental" and last and not view.aggregations else None
+        relation = reader.relation(view, skip_files=skip)
+        layout = _layout(view, version, relation)
+        conn = reader.conn
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW src AS {source_select(view, relation)}")
+        if view.aggregations:
+            where, query = _aggregation_rows(view, last if mode == "incremental" else None, end)
+        else:
+            lower = start if ranged else None
+            if (
+                mode == "incremental"
+                and last is not None
+                and not isinstance(view.source, FileSource)
+            ):
+                lower = last["watermark"]
+            where, query = _snapshot_rows(view, lower, end)
+        counted = one(conn, f"SELECT count(*), max(__ts) FROM src WHERE {where}")
+        rows_read, newest = int(counted[0]), counted[1]
+        watermark = (
+            end if view.aggregations else _latest(last["watermark"] if last else None, newest)
+        )
+        written = 0
+        reader_of_rows = conn.sql(query).to_arrow_reader(50_000)
+        assert reader_of_rows is not None  # a SELECT has a result
+        for batch in reader_of_rows:
+            written += store.write(layout, pa.Table.from_batches([batch]))
+            if progress is not None:
+                progress(view.name, written)
+        newest_event = _latest(newest, last["newest_event"] if last else None)
+        files = dict(last["files"] or {}) if last and mode == "incremental" else {}
+        files.update(relation.files)
+        finished = self.clock()
+        with self.registry.database.transaction() as db:
+            run_id = repo.add_run(
+                db, view=view.name, version=version, store=store.kind, mode=mode,
+                start=start, end=end, watermark=watermark, rows_read=rows_read,
+                entities_written=written, newest_event=newest_event, profile=None,
+                files=files or None, layout=_layout_record(layout), started_at=started,
+                finished_at=finished,
+                created_by=self.registry.actor,
+            )  # fmt: skip
+            record_audit(
+                db, self.registry.actor, "features.materialize", None, None,
+                {"view": view.name, "version": version, "store": store.kind, "mode": mode,
+                 "rows_read": rows_read, "entities_written": written},
+            )  # fmt: skip
+        return {
+            "id": run_id, "view": view.name, "version": version, "store": store.kind,
+            "mode": mode, "start": start, "end": end, "watermark": watermark,
+            "rows_read": rows_read, "entities_written": written, "newest_event": newest_event,
+            "profile": None, "files": files or None, "layout": _layout_record(layout),
+            "started_at": started,
+            "finished_at": finished, "created_by": self.registry.actor,
+        }  # fmt: skip
+
+    # -- online reads ---------------------------------------------------------------------------
+
+    def get_online(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        features: Sequence[str],
+        *,
+        full_names: bool = False,
+    ) -> OnlineResult:
+        """The features of each entity row (its join keys) from the online store, as of now:
+        a value older than its view's TTL reads as None and is counted as stale."""
+        plan = self._plan(tuple(features), full_names)
+        now = self.clock().timestamp()
+        n = len(entity_rows)
+        values: list[dict[str, Any]] = [{} for _ in range(n)]
+        status: list[dict[str, str]] = [{} for _ in range(n)]
+        times: list[dict[str, datetime | None]] = [{} for _ in range(n)]
+        result = OnlineResult(
+            values, status, times, {s.view.name: s.version for s in plan.selections}
+        )
+        for selection, layout, names in zip(plan.selections, plan.layouts, plan.names, strict=True):
+            view = selection.view
+            keys = [_key_of(view, layout, row, i) for i, row in enumerate(entity_rows)]
+            found = (
+                self.online.read(layout, keys, selection.features)
+                if layout is not None
+                else [None] * n
+            )
+            ttl = view.ttl_length
+            limit = ttl.total_seconds() if ttl is not None else None
+            # an entity without events in an aggregation's window: counts are 0, as offline
+            counts = {
+                a.feature for a in view.aggregations if a.function in ("count", "distinct_count")
+            }
+            empty = [0 if f in counts else None for f in selection.features]
+            missing = stale = 0
+            for i, hit in enumerate(found):
+                if hit is None:
+                    missing += 1
+                    status[i][view.name] = "missing"
+                    times[i][view.name] = None
+                    values[i].update(zip(names, empty, strict=True))
+                    continue
+                ts, row = hit
+                times[i][view.name] = datetime.fromtimestamp(ts, UTC)
+                if limit is not None and now - ts > limit:
+                    stale += 1
+                    status[i][view.name] = "stale"
+                    values[i].update(dict.fromkeys(names))
+                else:
+                    status[i][view.name] = "ok"
+                    values[i].update(zip(names, row, strict=True))
+            result.missing[view.name] = missing
+            result.stale[view.name] = stale
+        return result
+
+    def _last_run(self, view: str, version: int, store: str) -> MaterializationRun | None:
+        with self.registry.database.transaction() as conn:
+            return repo.last_run(conn, view, version, store)
+
+    def _plan(self, features: tuple[str, ...], full_names: bool) -> _Plan:
+        key = (features, full_names)
+        plan = self._plans.get(key)
+        if plan is not None and time.monotonic() - plan.at < max(
+            self.settings.refresh_seconds, 0.5
+        ):
+            return plan
+        selections = self.selections(features)
+        store = self.online
+        layouts = []
+        names = []
+        taken: set[str] = set()
+        for selection in selections:
+            run = self._last_run(selection.view.name, selection.version, store.kind)
+            layouts.append(_stored_layout(selection.view, selection.version, run))
+            mine = []
+            for feature in selection.features:
+                name = f"{selection.view.name}__{feature}" if full_names else feature
+                if name in taken:
+                    raise InvalidInput(
+                        f"two views serve a feature named {feature!r}; ask for full names "
+                        "(full_names=True: view__feature)"
+                    )
+                taken.add(name)
+                mine.append(name)
+            names.append(tuple(mine))
+        plan = _Plan(tuple(selections), tuple(layouts), tuple(names), time.monotonic())
+        if len(self._plans) > 1000:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def open_online_store(settings: Settings) -> OnlineStore:
+    choice = settings.online_store
+    if choice == "redis" or (choice == "auto" and settings.redis_url):
+        if not settings.redis_url:
+            raise InvalidInput("SHIPYARD_ONLINE_STORE=redis needs SHIPYARD_REDIS_URL")
+        return RedisStore(settings.redis_url)
+    return SqliteStore(settings.home / "online.sqlite")
+
+
+def _entity_table(entities: pd.DataFrame | pa.Table | str | Path) -> pa.Table:
+    if isinstance(entities, pa.Table):
+        return entities
+    if isinstance(entities, pd.DataFrame):
+        return pa.Table.from_pandas(entities, preserve_index=False)
+    if isinstance(entities, str | Path):
+        path = Path(entities)
+        kind = "csv" if path.suffix.lower() == ".csv" else "parquet"
+        return pa.Table.from_pandas(read_table_file(path, kind), preserve_index=False)
+    raise InvalidInput(
+        "entity rows must be a pandas DataFrame, an Arrow table or a Parquet/CSV path"
+    )
+
+
+def _check_source(reader: SourceReader, view: FeatureView) -> None:
+    """Refuse a source that would give wrong features: rows without a time, two rows of one
+    entity at one time with nothing to say which is newer."""
+    relation = reader.relation(view)
+    ts = quote(view.timestamp_field)
+    keys = ", ".join(quote(k) for k in view.join_keys)
+    duplicates = (
+        f"count(*) - count(DISTINCT ({keys}, {ts}))"
+        if not view.aggregations and not view.created_timestamp_field
+        else "0"
+    )
+    try:
+        row = one(
+            reader.conn,
+            f"SELECT count(*) FILTER (WHERE {ts} IS NULL), {duplicates}, "
+            f"count(*) FILTER (WHERE TRY_CAST({ts} AS TIMESTAMPTZ) IS NULL AND {ts} IS NOT NULL) "
+            f"FROM {relation.sql}",
+        )
+    except duckdb.Error as error:
+        raise InvalidInput(f"view {view.name!r}: cannot read its source: {error}") from None
+    no_time, doubled, unreadable = (int(x or 0) for x in row)
+    if no_time:
+        raise InvalidInput(
+            f"view {view.name!r}: {no_time} rows of its source have no {view.timestamp_field!r}; "
+            "every row needs the time its values became true (drop or fill them in the source)"
+        )
+    if unreadable:
+        raise InvalidInput(
+            f"view {view.name!r}: {unreadable} values of {view.timestamp_field!r} are not times"
+        )
+    if doubled:
+        raise InvalidInput(
+            f"view {view.name!r}: {doubled} rows repeat an entity ({', '.join(view.join_keys)}) "
+            f"at the same {view.timestamp_field!r}; declare created_timestamp_field to say which "
+            "row is newer, or remove the duplicates"
+        )
+
+
+def _ts(moment: datetime) -> str:
+    return f"TIMESTAMPTZ {literal(moment.astimezone(UTC).isoformat())}"
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    found = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
+    return max(found, default=None)
+
+
+def _snapshot_rows(view: FeatureView, lower: datetime | None, end: datetime) -> tuple[str, str]:
+    """The source rows in [lower, end] (their filter), and the newest row per entity among
+    them (the query)."""
+    where = f"__ts <= {_ts(end)}" + (f" AND __ts >= {_ts(lower)}" if lower is not None else "")
+    keys = ", ".join(quote(k) for k in view.join_keys)
+    order = "__ts DESC" + (", __created DESC NULLS LAST" if view.created_timestamp_field else "")
+    features = ", ".join(quote(f.name) for f in view.all_features)
+    query = (
+        f"SELECT {keys}, CAST(epoch_us(__ts) / 1e6 AS DOUBLE) AS __ts, {features} FROM src "
+        f"WHERE {where} "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+    )
+    return where, query
+
+
+def _aggregation_rows(
+    view: FeatureView, last: MaterializationRun | None, end: datetime
+) -> tuple[str, str]:
+    """Each affected entity's aggregations as of `end`: entities with events since the last
+    run, and entities whose events left a window since then (their numbers fell)."""
+    widest = view.max_window
+    keys = [quote(k) for k in view.join_keys]
+    listed = ", ".join(keys)
+    window = f"__ts > {_ts(end - widest)} AND __ts <= {_ts(end)}"
+    previous = last["end"] if last is not None else None
+    if previous is None or previous >= end:
+        changed = window
+    else:
+        left_from = max(previous - widest, end - widest - (end - previous))
+        changed = (
+            f"(__ts > {_ts(previous)} AND __ts <= {_ts(end)}) OR "
+            f"(__ts > {_ts(left_from)} AND __ts <= {_ts(end - widest)})"
+        )
+        for agg in view.aggregations:  # shorter windows lose events sooner
+            changed += (
+                f" OR (__ts > {_ts(previous - agg.length)} AND __ts <= {_ts(end - agg.length)})"
+            )
+    since = "TIMESTAMPTZ " + literal(end.astimezone(UTC).isoformat()) + " - {window}"
+    aggregates = aggregate_columns(view, since)
+    join = " AND ".join(f"k.{k} = t.{k}" for k in keys)
+    counts = {a.feature for a in view.aggregations if a.function in ("count", "distinct_count")}
+    outer = ", ".join(
+        f"coalesce({quote(a.feature)}, 0) AS {quote(a.feature)}"
+        if a.feature in counts
+        else quote(a.feature)
+        for a in view.aggregations
+    )
+    query = (
+        f"WITH k AS (SELECT DISTINCT {listed} FROM src WHERE {changed}), "
+        f"t AS (SELECT * FROM src WHERE {window}), "
+        f"a AS (SELECT {', '.join('k.' + k for k in keys)}, {', '.join(aggregates)} "
+        f"FROM k LEFT JOIN t ON {join} GROUP BY ALL) "
+        f"SELECT {listed}, CAST({end.timestamp()!r} AS DOUBLE) AS __ts, {outer} FROM a"
+    )
+    return window, query
+
+
+def _layout(view: FeatureView, version: int, relation: Relation) -> Layout:
+    integer = tuple(key_family(relation.columns[k]) == "integer" for k in view.join_keys)
+    return Layout(view.name, version, view.join_keys, integer, tuple(view.all_features))
+
+
+def _layout_record(layout: Layout) -> dict[str, Any]:
+    return {"keys": list(layout.keys), "integer_keys": list(layout.integer_keys)}
+
+
+def _stored_layout(
+    view: FeatureView, version: int, run: MaterializationRun | None
+) -> Layout | None:
+    """How the last run laid the view out (None: never materialized into this store)."""
+    if run is None or not run["layout"]:
+        return None
+    integer = tuple(bool(x) for x in run["layout"]["integer_keys"])
+    return Layout(view.name, version, view.join_keys, integer, tuple(view.all_features))
+
+
+def _key_of(
+    view: FeatureView, layout: Layout | None, row: Mapping[str, Any], index: int
+) -> tuple[Any, ...]:
+    key = []
+    for position, name in enumerate(view.join_keys):
+        if name not in row or row[name] is None:
+            raise InvalidInput(
+                f"entity row {index} has no {name!r}, the join key of feature view {view.name!r}"
+            )
+        value = row[name]
+        if layout is not None and layout.integer_keys[position] and not isinstance(value, int):
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(
+                    f"entity row {index}: {name} must be an integer, not {value!r}"
+                ) from None
+        key.append(value)
+    return tuple(key)
