@@ -289,8 +289,8 @@ class FeatureStore:
         DuckDB's memory, past which it spills to disk.
         """
         started = time.perf_counter()
-        table = _entity_table(entities)
         selections = self.selections(features)
+        table = _entity_table(entities)
         with self._duckdb(memory_limit) as reader:
             result = point_in_time(
                 reader, table, selections, timestamp_column=timestamp_column,
