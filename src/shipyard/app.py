@@ -112,7 +112,8 @@ def build_services(settings: Settings) -> Services:
         fsync_seconds=settings.log_fsync_seconds,
         flush_in=settings.log_flush_in,
     )
-    predictions = PredictionService(registry, settings, writer, auth=auth)
+    features = FeatureStore(registry, settings)
+    predictions = PredictionService(registry, settings, writer, auth=auth, features=features)
     monitor = Monitor.from_settings(settings, registry)
     tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)
     return Services(
@@ -127,7 +128,7 @@ def build_services(settings: Settings) -> Services:
         monitor,
         ReportProcess(settings),
         tracker,
-        FeatureStore(registry, settings),
+        features,
     )
 
 

@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 AGGREGATE_SQL = {
-    "mean": "avg({c})",
-    "sum": "sum({c})",
+    "mean": "favg({c})",
+    "sum": "fsum({c})",
     "count": "count({c})",
     "min": "min({c})",
     "max": "max({c})",

@@ -475,6 +475,44 @@ class FeatureStore:
             result.stale[view.name] = stale
         return result
 
+    def serve(
+        self, records: Sequence[Mapping[str, Any]], features: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """`records` (entity keys and request-time fields) with `features` filled in from the
+        online store, for a model to score: the store's values replace any the caller sent; a
+        missing or stale value follows its view's `on_missing` (null, the feature's default,
+        or refuse the request naming the feature and the row)."""
+        plan = self._plan(tuple(features), False)
+        result = self.get_online(records, features)
+        refused: list[str] = []
+        merged = []
+        for i, record in enumerate(records):
+            values = result.values[i]
+            for selection, names in zip(plan.selections, plan.names, strict=True):
+                view = selection.view
+                state = result.status[i][view.name]
+                if state == "ok" or view.on_missing == "null":
+                    continue
+                if view.on_missing == "reject":
+                    keys = ", ".join(f"{k}={record.get(k)!r}" for k in view.join_keys)
+                    refused.append(f"row {i} ({keys}): {', '.join(names)} {state}")
+                    continue
+                defaults = {f.name: f.default for f in view.all_features}
+                for feature, name in zip(selection.features, names, strict=True):
+                    if values[name] is None:
+                        values[name] = defaults[feature]
+            merged.append({**record, **values})
+        if refused:
+            shown = "; ".join(refused[:10]) + (
+                f"; and {len(refused) - 10} more" if len(refused) > 10 else ""
+            )
+            raise InvalidInput(
+                f"the feature store has no fresh value for {shown}; these views refuse "
+                "predictions without them (on_missing='reject'): materialize them, or send "
+                "other entities"
+            )
+        return merged
+
     def _last_run(self, view: str, version: int, store: str) -> MaterializationRun | None:
         with self.registry.database.transaction() as conn:
             return repo.last_run(conn, view, version, store)

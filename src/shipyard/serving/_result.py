@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,13 @@ class ServedModel:
     @property
     def task(self) -> str:
         return self.record.task
+
+    @cached_property
+    def feature_refs(self) -> tuple[str, ...]:
+        """The feature-store features the version was trained on (`view:feature`, from its
+        lineage), looked up by entity keys at prediction time; empty when it takes plain
+        columns only."""
+        return feature_refs(self.record.lineage)
 
 
 @dataclass(frozen=True)
@@ -152,3 +161,17 @@ def shape(
         latency_ms=latency_ms,
         variant=variant,
     )
+
+
+def feature_refs(lineage: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """`view:feature` of each store feature in a version's lineage (`lineage["feature_store"]`
+    as `TrainingSet.lineage` gives it: `view@version:feature`), latest versions served."""
+    found = (lineage or {}).get("feature_store") or {}
+    refs = found.get("features") if isinstance(found, Mapping) else None
+    if not isinstance(refs, list):
+        return ()
+    out = []
+    for ref in refs:
+        view, _, feature = str(ref).partition(":")
+        out.append(f"{view.split('@')[0]}:{feature}")
+    return tuple(dict.fromkeys(out))

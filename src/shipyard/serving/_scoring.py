@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from shipyard.access import ApiKey
 from shipyard.core import Columns
-from shipyard.core.errors import ShipyardError
+from shipyard.core.errors import MalformedRequest, ShipyardError
 from shipyard.core.status import status_of
 from shipyard.registry import Deployment
 from shipyard.serving._result import PredictionResult, ServedModel
@@ -83,9 +85,11 @@ class Scoring:
         deadline: str | None,
         routing: str | None,
         request_id: str | None,
+        records: bool = False,
     ) -> Scored:
         """Score one request. `deadline` is the caller's budget in milliseconds (text, as a
-        header carries it), `routing` its sticky-routing key, if it sent them."""
+        header carries it), `routing` its sticky-routing key, if it sent them. `records`: the
+        body holds records that may carry entity keys in place of store features (`/v1`)."""
         started = time.perf_counter()
         service = self.service
         outcome = _Outcome(service.metric_model(name))
@@ -105,7 +109,16 @@ class Scoring:
             else:
                 served, role = await service.pinned(name, version), "pinned"
             outcome.version, outcome.variant = str(served.version), role
-            columns, rows = decode(served)
+            if not served.feature_refs:
+                columns, rows = decode(served)
+            elif records:  # the store lookup may wait on I/O (Redis): off the event loop
+                columns, rows = await anyio.to_thread.run_sync(decode, served)
+            else:
+                raise MalformedRequest(
+                    f"{served.name}:{served.version} takes features from the feature store "
+                    f"({', '.join(served.feature_refs[:5])}); send records with their entity "
+                    f"keys to POST /v1/models/{name}/predict"
+                )
             service.check_batch(rows)
             result = await service.score(served, columns, rows, due, role)
             seconds = time.perf_counter() - started

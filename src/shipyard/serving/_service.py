@@ -38,6 +38,7 @@ from shipyard.core.errors import (
     ShipyardError,
 )
 from shipyard.core.status import status_of
+from shipyard.features import FeatureStore
 from shipyard.logstore import LogWriter
 from shipyard.registry import Deployment, Registry, Variant
 from shipyard.serving._batcher import Batcher
@@ -78,6 +79,8 @@ class PredictionService:
         writer: the prediction log (None: predictions are not logged, e.g. the local CLI).
         auth: API keys, re-read with the plan (None: nothing to refresh).
         clock: seconds, monotonic (tests inject their own).
+        features: the feature store, for versions trained on its features (they are looked
+            up by the records' entity keys before the model sees them).
     """
 
     def __init__(
@@ -88,8 +91,10 @@ class PredictionService:
         *,
         auth: Authenticator | None = None,
         clock: Callable[[], float] = time.monotonic,
+        features: FeatureStore | None = None,
     ) -> None:
         self.registry = registry
+        self.features = features
         self.settings = settings
         self.writer = writer
         self.auth = auth
@@ -111,6 +116,21 @@ class PredictionService:
         self._rng = random.Random()
         self._background: set[asyncio.Task[Any]] = set()
         self._outputs: dict[tuple[str, int], tuple[str, list[Any] | None]] = {}
+
+    # -- features from the store ----------------------------------------------------------------
+
+    def with_features(self, served: ServedModel, records: Any) -> Any:
+        """`records` with the version's store features filled in from the online store (the
+        store's values replace any the caller sent), as the views' policies say for missing
+        and stale values."""
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            return records  # the signature check says what is wrong with them
+        if self.features is None:
+            raise ModelUnavailable(
+                f"{served.name}:{served.version} takes features from the feature store, which "
+                "this process does not open"
+            )
+        return self.features.serve(records, served.feature_refs)
 
     # -- loading --------------------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class HttpScoring:
         render: Render,
         *,
         binary: bool = False,
+        records: bool = False,
     ) -> Response:
         async def authorize() -> ApiKey:
             return (await self.guard.check(request, PREDICT, [name])).key
@@ -91,6 +92,7 @@ class HttpScoring:
             deadline=headers.get("x-deadline-ms"),
             routing=headers.get("x-routing-key"),
             request_id=_request_id(request),
+            records=records,
         )
         answer = render(scored.result, scored.served, scored.body)
         response = answer if isinstance(answer, Response) else JSONBytes(answer)

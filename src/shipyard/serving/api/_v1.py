@@ -123,7 +123,8 @@ def _decode(body: Any, service: PredictionService) -> Any:
         service.check_batch(len(records))
 
     def decode(served: ServedModel) -> tuple[Any, int]:
-        return served.signature.validate_records(records), len(records)
+        rows = service.with_features(served, records) if served.feature_refs else records
+        return served.signature.validate_records(rows), len(records)
 
     return decode
 
@@ -163,7 +164,7 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     async def predict(request: Request, name: ModelName) -> Response:
         """Score one or many records; the deployment decides which version answers."""
         validate_model_name(name)
-        return await scoring.serve(request, name, None, _decode, _render)
+        return await scoring.serve(request, name, None, _decode, _render, records=True)
 
     @direct.post(
         "/v1/models/{name}/versions/{version}/predict",
@@ -176,7 +177,7 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
         """Score one or many records with a specific version."""
         validate_model_name(name)
         pinned = parse_version(str(version))
-        return await scoring.serve(request, name, pinned, _decode, _render)
+        return await scoring.serve(request, name, pinned, _decode, _render, records=True)
 
     feedback_route = type(
         "FeedbackRoute", (JSONRoute,), {"body_limit": service.settings.max_body_bytes}
