@@ -7,6 +7,7 @@ keys as the shared harness's bench_feast.py, one phase per process, JSON out (--
   python bench_shipyard.py materialize   --data D --home M            # fresh home, full run, empty SQLite
   python bench_shipyard.py incr_prepare  --data D --home I            # fresh home, 99 % of customer_daily, full run
   python bench_shipyard.py incremental   --data D --home I            # + the last 1 %, incremental run
+  python bench_shipyard.py noop          --data D --home I            # again, nothing new (fixed cost)
   python bench_shipyard.py full_rerun    --data D --home I            # materialize(full=True) on the same store
   python bench_shipyard.py online        --data D --home H [--clock 2026-10-29] [--save sample.json]
   python bench_shipyard.py http          --data D --home H [--port 18477] [--save sample.json]
@@ -239,6 +240,13 @@ def phase_incremental(a, res):
     res["digest"] = {v: online_table_digest(home, v) for v in SNAPSHOT_VIEWS}
 
 
+def phase_noop(a, res):
+    """materialize again with nothing new: the fixed cost of an incremental run."""
+    registry, store = open_store(Path(a.home))
+    with registry, store:
+        materialize(store, res)
+
+
 def phase_full_rerun(a, res):
     registry, store = open_store(Path(a.home))
     with registry, store:
@@ -423,7 +431,7 @@ def phase_http(a, res):
 PHASES = {
     "setup": phase_setup, "historical": phase_historical, "agg": phase_agg,
     "materialize": phase_materialize, "incr_prepare": phase_incr_prepare,
-    "incremental": phase_incremental, "full_rerun": phase_full_rerun,
+    "incremental": phase_incremental, "noop": phase_noop, "full_rerun": phase_full_rerun,
     "online": phase_online, "http": phase_http,
 }
 

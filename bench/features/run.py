@@ -39,7 +39,7 @@ spec.loader.exec_module(rf)  # the shared harness's runner: run(), cmd_for(), pa
 STEPS = [
     "feast:historical", "shipyard:historical", "duckdb", "polars",
     "feast:materialize", "shipyard:materialize",
-    "shipyard:incr_prepare", "shipyard:incremental", "shipyard:full_rerun",
+    "shipyard:incr_prepare", "shipyard:incremental", "shipyard:noop", "shipyard:full_rerun",
     "feast:online", "shipyard:online", "shipyard:online_clock", "floor:online",
     "shipyard:http",
     "shipyard:agg", "floor:agg_range", "floor:agg_cumsum",
@@ -71,6 +71,37 @@ def code_snapshot(dest):
     with open(os.path.join(dest, "src.diff"), "w") as f:
         f.write(git("diff", "HEAD", "--", "src"))
     return info
+
+
+def environment(dest):
+    """Machine, OS and package versions of both interpreters, at the start of the run."""
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout.strip()
+        except Exception as ex:  # noqa: BLE001
+            return f"error: {ex}"
+
+    probe = ("import json, sys, sqlite3, importlib.metadata as m\n"
+             "v = {'python': sys.version.split()[0], 'sqlite': sqlite3.sqlite_version}\n"
+             "for p in sys.argv[1:]:\n"
+             "    try: v[p] = m.version(p)\n"
+             "    except Exception: pass\n"
+             "print(json.dumps(v))")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    mem = next((ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), "0")
+    osr = dict(ln.strip().split("=", 1) for ln in open("/etc/os-release") if "=" in ln)
+    env = {
+        "cpus": os.cpu_count(), "cpu_model": cpu, "mem_gib": round(int(mem) / 2**20, 1),
+        "os": osr.get("PRETTY_NAME", "?").strip('"'), "kernel": os.uname().release,
+        "feast_venv": json.loads(out([PY_FEAST, "-c", probe, "feast", "dask", "pandas", "numpy", "pyarrow",
+                                      "duckdb", "polars", "redis"]) or "{}"),
+        "shipyard_venv": json.loads(out([PY_SHIPYARD, "-c", probe, "shipyard", "duckdb", "pyarrow", "pandas",
+                                         "numpy", "httpx", "fastapi", "uvicorn", "starlette", "pydantic"]) or "{}"),
+        "loadavg_at_start": os.getloadavg(),
+    }
+    with open(os.path.join(dest, "env.json"), "w") as f:
+        json.dump(env, f, indent=1)
+    return env
 
 
 def split_customer_daily(data):
@@ -109,7 +140,7 @@ def cmd_for(step, a, rep):
         return base + ["agg", "--data", a.data, "--home", read_home] + saved("shipyard_agg.parquet")
     if phase == "materialize":
         return base + ["materialize", "--data", a.data, "--home", os.path.join(ROOT, "shipyard_mat")]
-    if phase in ("incr_prepare", "incremental", "full_rerun"):
+    if phase in ("incr_prepare", "incremental", "noop", "full_rerun"):
         return base + [phase, "--data", a.data, "--home", os.path.join(ROOT, "shipyard_incr")]
     if phase == "online":
         return base + ["online", "--data", a.data, "--home", read_home] + saved("shipyard_online_sample.json")
@@ -139,6 +170,7 @@ def main():
     a.snapshot = code["snapshot"]
     print(f"code measured: {code['git_describe']} src sha256 {code['src_sha256'][:16]} "
           f"(dirty src files: {len(code['dirty_src'].splitlines())})", flush=True)
+    environment(a.out)
     split_customer_daily(a.data)
     steps = a.only or STEPS
     tag = lambda s: s.replace(":", "_")  # noqa: E731

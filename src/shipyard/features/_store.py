@@ -117,7 +117,8 @@ class FeatureStore:
 
     Args:
         registry: the metadata database, the artifact store (prediction logs) and the actor.
-        settings: where the SQLite online store lives, Redis, how often cached plans refresh.
+        settings: where the SQLite online store lives, Redis, how often cached plans refresh
+            (default: the environment's; a store used offline only never opens them).
         online: the online store (default: Redis when `SHIPYARD_REDIS_URL` is set and
             `SHIPYARD_ONLINE_STORE` is not `sqlite`, else SQLite at <home>/online.sqlite).
         clock: what time it is (TTL checks, materialization bounds).
@@ -126,13 +127,13 @@ class FeatureStore:
     def __init__(
         self,
         registry: Registry,
-        settings: Settings,
+        settings: Settings | None = None,
         *,
         online: OnlineStore | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.registry = registry
-        self.settings = settings
+        self.settings = settings or Settings()
         self.clock = clock or (lambda: datetime.now(UTC))
         self._online = online
         self._plans: dict[tuple[tuple[str, ...], bool], _Plan] = {}

@@ -53,6 +53,12 @@ _SCRATCH = re.compile(r"^shipyard-bundle-(\d+)-")
 class Registering(RegistryBase):
     """`register()` and the clean-up of registrations that never finished."""
 
+    def ensure_model(self, name: str, *, description: str = "") -> bool:
+        """Create `name`, with no versions yet, unless it exists; True when it was created
+        (a retraining pipeline's first version needs its model to exist before it runs)."""
+        with self.database.transaction() as conn:
+            return repo.ensure_model(conn, validate_model_name(name), self.actor, description)
+
     def register(
         self,
         model: Any,

@@ -8,7 +8,7 @@ row is dropped, counted and reported with a few examples in the pipeline's data 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,11 @@ import pandas as pd
 from shipyard.core.errors import ConfigurationError, InvalidInput
 from shipyard.core.tables import read_table_file
 from shipyard.core.values import category_text
+from shipyard.features import FeatureStore
 from shipyard.logstore import LogReader
 from shipyard.retraining._spec import DataSpec, HoldoutSpec, parse_duration
 
-__all__ = ["TrainingSet", "build_training_set", "split_holdout"]
+__all__ = ["TrainingSet", "build_training_set", "model_columns", "split_holdout"]
 
 EXAMPLES = 5
 
@@ -35,6 +36,8 @@ class TrainingSet:
     dropped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    lineage: dict[str, Any] | None = None
+    """The feature views and versions the rows were built from (source `features`)."""
 
     def dropped_evidence(self) -> dict[str, Any]:
         if not self.dropped:
@@ -56,6 +59,7 @@ def build_training_set(
     *,
     base: Path | None = None,
     task: str | None = None,
+    feature_store: FeatureStore | None = None,
 ) -> TrainingSet:
     """The frame the training function gets: feature columns, the label (typed as the model's
     classes, or as numbers for a regressor), and the time column.
@@ -64,10 +68,15 @@ def build_training_set(
     training module. `task` is the serving model's (None for a first version: labels are
     kept as they come, missing ones dropped).
     """
+    lineage = None
     if data.source == "logs":
         frame = _from_logs(model, features, data, classes, reader, now)
     elif data.source in ("parquet", "csv"):
         frame = _read_file(data, model, base)
+    elif data.source == "features":
+        if feature_store is None:
+            raise ConfigurationError(f"the training data of {model} needs the feature store")
+        frame, lineage = _from_feature_store(data, model, base, feature_store)
     else:
         frame = _read_sql(data, model)
     missing = [c for c in [*features, data.label] if c not in frame.columns]
@@ -79,7 +88,7 @@ def build_training_set(
         raise InvalidInput(
             f"the training data of {model} is empty ({data.source}); nothing to retrain on"
         )
-    found = _usable_labels(frame, data.label, task, classes)
+    found = replace(_usable_labels(frame, data.label, task, classes), lineage=lineage)
     if found.frame.empty:
         raise InvalidInput(
             f"none of the {len(frame)} rows of {model}'s training data has a label it can learn "
@@ -136,6 +145,31 @@ def _number_or_none(value: Any) -> Any:
         return float(str(value))
     except ValueError:
         return None
+
+
+def model_columns(features: list[str]) -> list[str]:
+    """The columns a model takes: a feature-store reference `view:feature` is its feature's
+    name (as a training set names it), a plain name is itself."""
+    return [f.rsplit(":", 1)[-1] for f in features]
+
+
+def _from_feature_store(
+    data: DataSpec, model: str, base: Path | None, store: FeatureStore
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    path = Path(str(data.entities)).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ConfigurationError(
+            f"the entity rows of {model} (data.entities: {data.entities}) are not a file: "
+            f"{path} does not exist; a relative path is read from the folder of shipyard.yaml"
+        )
+    refs = [f for f in data.features or [] if ":" in f]
+    entities = read_table_file(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+    given = data.time_column
+    time_column = given if given is not None and given in entities.columns else "event_timestamp"
+    built = store.training_set(entities, refs, timestamp_column=time_column)
+    return built.to_pandas(), built.lineage
 
 
 def _read_file(data: DataSpec, model: str, base: Path | None) -> pd.DataFrame:

@@ -9,6 +9,7 @@ and is called again until it promotes, rolls back, or waits for a person (`appro
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -22,11 +23,12 @@ import pandas as pd
 
 from shipyard.core import Signature
 from shipyard.core.errors import Conflict, InvalidInput, NotFound, ShipyardError, UserCodeFailed
+from shipyard.features import FeatureStore
 from shipyard.logstore import LogReader
 from shipyard.monitoring import LogQueries, Period
 from shipyard.registry import Registry
 from shipyard.retraining import _repository as repo
-from shipyard.retraining._data import build_training_set, split_holdout
+from shipyard.retraining._data import build_training_set, model_columns, split_holdout
 from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
 from shipyard.retraining._gates import check, check_gates_apply, holdout_metrics
 from shipyard.retraining._records import PipelineRecord, PipelineStatus, PipelineStep, Trigger
@@ -72,6 +74,11 @@ class Pipeline:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @functools.cached_property
+    def feature_store(self) -> FeatureStore:
+        """The feature store over this registry (offline: training sets only)."""
+        return FeatureStore(self.registry)
 
     # -- records --------------------------------------------------------------------------------
 
@@ -121,6 +128,8 @@ class Pipeline:
         """Build, train, validate, register and (unless told not to) canary a candidate."""
         now = now or self.clock()
         champion = self._champion()
+        if champion is None:
+            self.registry.ensure_model(self.name)  # a first version: its pipeline record needs it
         with self.registry.database.transaction() as conn:
             active = repo.latest(conn, self.name, repo.ACTIVE)
             if active is not None:
@@ -155,7 +164,8 @@ class Pipeline:
     ) -> PipelineRecord:
         spec = self.spec
         signature: Signature | None = champion.signature if champion is not None else None
-        features = spec.data.features or (signature.names if signature is not None else None)
+        declared = model_columns(spec.data.features) if spec.data.features else None
+        features = declared or (signature.names if signature is not None else None)
         if not features:
             raise InvalidInput(
                 f"say which features {self.name} trains on (data.features); it has no version yet"
@@ -166,8 +176,9 @@ class Pipeline:
             check_gates_apply(spec.gates, task, self.name)
         # 1. the training set, without the rows whose label the model cannot learn from
         data = build_training_set(
-            spec.data, self.name, features, classes, self.reader, now, base=self.code_dir, task=task
-        )
+            spec.data, self.name, features, classes, self.reader, now, base=self.code_dir,
+            task=task, feature_store=self.feature_store if spec.data.source == "features" else None,
+        )  # fmt: skip
         frame = data.frame
         train, holdout = split_holdout(frame, spec.holdout, spec.data.time_column)
         self._step(record, "data", "ok", {
@@ -239,7 +250,8 @@ class Pipeline:
                 metrics={k: round(v, 6) for k, v in candidate_metrics.items()}, params=spec.params,
                 description=f"retrained by pipeline {record['id']}", purpose=champion.purpose if champion else "",
                 threshold=threshold, run_id=run.id,
-                lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"]},
+                lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"],
+                         **({"feature_store": data.lineage} if data.lineage else {})},
             )  # fmt: skip
         record["candidate_version"] = version.version
         self._save(record)

@@ -52,10 +52,17 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where a training set comes from."""
 
-    source: Literal["logs", "parquet", "csv", "sql"] = Field(
+    source: Literal["logs", "parquet", "csv", "sql", "features"] = Field(
         default="logs",
         description="`logs`: the model's logged predictions joined with the labels sent back "
-        "(`/v1/feedback`); `parquet` / `csv`: a file (`path`); `sql`: a query (`query`, `url`)",
+        "(`/v1/feedback`); `parquet` / `csv`: a file (`path`); `sql`: a query (`query`, `url`); "
+        "`features`: entity rows (`entities`) with point-in-time features from the feature "
+        "store (`features` as view:feature)",
+    )
+    entities: str | None = Field(
+        default=None,
+        description="Parquet or CSV of entity rows (join keys, an event time, the label and "
+        "request-time fields) for source `features`; relative to the folder of shipyard.yaml",
     )
     path: str | None = Field(
         default=None,
@@ -79,7 +86,9 @@ class DataSpec(_Strict):
     )
     features: list[str] | None = Field(
         default=None,
-        description="the columns the model takes; default the serving version's signature",
+        description="the columns the model takes; default the serving version's signature. "
+        "With source `features`, `view:feature` names a feature-store feature and a plain name "
+        "a column of the entity rows",
     )
 
     @model_validator(mode="after")
@@ -88,6 +97,13 @@ class DataSpec(_Strict):
             raise ValueError(f"data.source {self.source} needs data.path")
         if self.source == "sql" and not (self.query and self.url):
             raise ValueError("data.source sql needs data.query and data.url (a SQLAlchemy URL)")
+        if self.source == "features" and not (
+            self.entities and self.features and any(":" in f for f in self.features)
+        ):
+            raise ValueError(
+                "data.source features needs data.entities (a file of entity rows) and "
+                "data.features naming at least one view:feature"
+            )
         parse_duration(self.window)
         return self
 
