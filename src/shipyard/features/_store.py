@@ -3,6 +3,7 @@ materialization into an online store, and online reads that honour each view's T
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import threading
@@ -17,10 +18,12 @@ from typing import Any, Literal, TypedDict
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shipyard.core import Settings
 from shipyard.core.errors import InvalidInput, NotFound
 from shipyard.core.tables import read_table_file
+from shipyard.core.values import jsonable
 from shipyard.features import _repository as repo
 from shipyard.features._definitions import (
     Definitions,
@@ -41,10 +44,14 @@ from shipyard.features._online import Layout, OnlineStore, RedisStore, SqliteSto
 from shipyard.features._repository import MaterializationRun, StoredView
 from shipyard.features._sources import Relation, SourceReader, connect, literal, one, quote
 from shipyard.logstore import LogReader
+from shipyard.monitoring import compare
 from shipyard.registry import Registry
 from shipyard.store import record_audit
 
 __all__ = ["Change", "FeatureStore", "OnlineResult"]
+
+PROFILE_ROWS = 20_000
+"""Rows of each materialization compared with the view's reference for drift."""
 
 
 class Change(TypedDict):
@@ -387,13 +394,21 @@ class FeatureStore:
             end if view.aggregations else _latest(last["watermark"] if last else None, newest)
         )
         written = 0
+        sample: list[pa.Table] = []
         reader_of_rows = conn.sql(query).to_arrow_reader(50_000)
         assert reader_of_rows is not None  # a SELECT has a result
         for batch in reader_of_rows:
-            written += store.write(layout, pa.Table.from_batches([batch]))
+            rows = pa.Table.from_batches([batch])
+            written += store.write(layout, rows)
+            if sum(t.num_rows for t in sample) < PROFILE_ROWS:
+                sample.append(rows.select([f.name for f in view.all_features]))
             if progress is not None:
                 progress(view.name, written)
-        newest_event = _latest(newest, last["newest_event"] if last else None)
+        profile = self._profile(view, version, sample, last)
+        # an aggregation's values hold as of `end` (its windows end there), events or not
+        newest_event = (
+            end if view.aggregations else _latest(newest, last["newest_event"] if last else None)
+        )
         files = dict(last["files"] or {}) if last and mode == "incremental" else {}
         files.update(relation.files)
         finished = self.clock()
@@ -401,7 +416,7 @@ class FeatureStore:
             run_id = repo.add_run(
                 db, view=view.name, version=version, store=store.kind, mode=mode,
                 start=start, end=end, watermark=watermark, rows_read=rows_read,
-                entities_written=written, newest_event=newest_event, profile=None,
+                entities_written=written, newest_event=newest_event, profile=profile,
                 files=files or None, layout=_layout_record(layout), started_at=started,
                 finished_at=finished,
                 created_by=self.registry.actor,
@@ -415,9 +430,45 @@ class FeatureStore:
             "id": run_id, "view": view.name, "version": version, "store": store.kind,
             "mode": mode, "start": start, "end": end, "watermark": watermark,
             "rows_read": rows_read, "entities_written": written, "newest_event": newest_event,
-            "profile": None, "files": files or None, "layout": _layout_record(layout),
+            "profile": profile, "files": files or None, "layout": _layout_record(layout),
             "started_at": started,
             "finished_at": finished, "created_by": self.registry.actor,
+        }  # fmt: skip
+
+    def _profile(
+        self,
+        view: FeatureView,
+        version: int,
+        sample: list[pa.Table],
+        last: MaterializationRun | None,
+    ) -> dict[str, Any] | None:
+        """The values this run wrote against the view version's reference (the first run's
+        values, kept in the artifact store): drift at the store, before a model scores it."""
+        if not sample:
+            return dict(last["profile"] or {}) if last and last["profile"] else None
+        values = pa.concat_tables(sample).slice(0, PROFILE_ROWS)
+        nulls = {
+            name: values.column(name).null_count / max(values.num_rows, 1)
+            for name in values.column_names
+        }
+        reference = (last["profile"] or {}).get("reference") if last is not None else None
+        if reference is None:
+            buffer = io.BytesIO()
+            pq.write_table(values, buffer)
+            stored = self.registry.artifacts.write_bytes(
+                f"features/{view.name}/v{version}/reference.parquet", buffer.getvalue()
+            )
+            reference = {"path": stored.path, "sha256": stored.sha256, "rows": values.num_rows}
+            return {"rows": values.num_rows, "null_rate": nulls, "reference": reference,
+                    "drift_share": 0.0, "drifted": [], "columns": {}}  # fmt: skip
+        raw = self.registry.artifacts.read_bytes(reference["path"], reference["sha256"])
+        report = compare(pq.read_table(io.BytesIO(raw)), values)
+        return {
+            "rows": values.num_rows, "null_rate": nulls, "reference": reference,
+            "drift_share": report.drift_share, "drifted": report.drifted,
+            "columns": {name: {"status": c.status, "method": c.method, "effect": c.effect,
+                               "effect_size": jsonable(c.effect_size), "reason": c.reason}
+                        for name, c in report.columns.items()},
         }  # fmt: skip
 
     # -- online reads ---------------------------------------------------------------------------

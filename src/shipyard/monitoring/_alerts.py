@@ -26,7 +26,7 @@ from shipyard.core.retry import RetryPolicy
 from shipyard.core.values import jsonable
 from shipyard.monitoring import _repository as repo
 from shipyard.monitoring._report import Alert, AlertRule, Delivery, VersionSummary
-from shipyard.monitoring._rules import Rule, check_task, metric_value, parse_rule
+from shipyard.monitoring._rules import VIEW_METRICS, Rule, check_task, metric_value, parse_rule
 from shipyard.store import Database, JobQueue, record_audit, utcnow
 
 __all__ = ["SEVERITIES", "AlertManager"]
@@ -98,6 +98,12 @@ class AlertManager:
                     "(shipyard models list)"
                 )
             check_task(rule, repo.model_tasks(conn, model))
+            if rule.metric in VIEW_METRICS and not repo.feature_view_exists(
+                conn, str(rule.feature)
+            ):
+                raise InvalidInput(
+                    f"no feature view named {rule.feature!r} (shipyard features list)"
+                )
             rule_id = repo.add_rule(
                 conn, model, expression.strip(), severity, list(webhooks), self.actor
             )

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard.monitoring._drift import DriftReport
-from shipyard.monitoring._report import Check, Concept, DataQuality, Status, VersionSummary
+from shipyard.monitoring._report import (
+    Check,
+    Concept,
+    DataQuality,
+    FeatureViewHealth,
+    Status,
+    VersionSummary,
+)
 from shipyard.monitoring._rules import Rule, parse_rule
 from shipyard.registry import ModelVersion
 
@@ -108,6 +115,11 @@ def checks(record: ModelVersion, summary: VersionSummary, targets: Targets) -> l
     if "drift" in residual:
         out.append({"name": "residual drift", "value": residual["effect_size"], "target": residual["threshold"],
                        "status": "warning" if residual["drift"] else "ok", "note": residual["reason"]})  # fmt: skip
+    for view, health in sorted(summary.get("feature_views", {}).items()):
+        out.append(_freshness(view, health))
+        if health["drifted"]:
+            out.append({"name": f"feature drift ({view})", "value": health["drift_share"], "target": 0,
+                        "status": "warning", "note": "at the store: " + ", ".join(health["drifted"])})  # fmt: skip
     concept = summary["concept"]
     if concept.get("applies", True):
         out.append({"name": "concept drift", "value": concept.get("detected", False), "target": None,
@@ -224,6 +236,28 @@ def _mark(
     else:
         status = "failing" if value > target else "warning" if value > target - margin else "ok"
     return {"name": name, "value": value, "target": target, "status": status, "note": note}
+
+
+def _freshness(view: str, health: FeatureViewHealth) -> Check:
+    """The age of the view's newest value in the online store, against its TTL: past it the
+    view serves nothing but stale values (failing); past half of it, a warning."""
+    age, ttl = health["freshness_seconds"], health["ttl_seconds"]
+    name = f"freshness ({view}, hours)"
+    if age is None:
+        return {"name": name, "value": None, "target": None, "status": "failing" if health["version"] is None else "unknown",
+                "note": "never materialized: shipyard features materialize " + view}  # fmt: skip
+    hours = age / 3600
+    if ttl is None:
+        return {
+            "name": name,
+            "value": hours,
+            "target": None,
+            "status": "ok",
+            "note": "the view has no TTL",
+        }
+    status: Status = "failing" if age > ttl else "warning" if age > ttl / 2 else "ok"
+    return {"name": name, "value": hours, "target": ttl / 3600, "status": status,
+            "note": f"newest value {str(health['newest_event'])[:19]}; TTL {ttl / 3600:g} h"}  # fmt: skip
 
 
 def _concept_note(concept: Concept) -> str:

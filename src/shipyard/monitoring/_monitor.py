@@ -35,6 +35,7 @@ from shipyard.monitoring._report import (
     Concept,
     Confusion,
     Estimates,
+    FeatureViewHealth,
     MonitoringReport,
     NotMeasured,
     ReportRecord,
@@ -302,6 +303,9 @@ class Monitor:
             "metrics": {},
             "checks": [],
         }
+        views = _trained_views(record)
+        if views:
+            summary["feature_views"] = self._feature_views(views, min(period.end, self._now()))
         if record.task == "multiclass" and windows:
             last = windows[-1]
             summary["classes"] = {
@@ -316,6 +320,21 @@ class Monitor:
             )
         summary["checks"] = checks(record, summary, self._targets(name))
         return summary
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _feature_views(self, views: list[str], now: datetime) -> dict[str, FeatureViewHealth]:
+        """How fresh (and how drifted) the store's values of each view are at `now`."""
+        found = self.registry.database.read(lambda conn: repo.feature_health(conn, views))
+        out: dict[str, FeatureViewHealth] = {}
+        for view, health in found.items():
+            newest = health["newest_event"]
+            out[view] = {
+                **health,  # type: ignore[typeddict-item]
+                "freshness_seconds": (now - newest).total_seconds() if newest else None,
+            }
+        return out
 
     def reference(self, name: str, version: int) -> pa.Table | None:
         """The version's reference sample (None for bundles registered before samples existed)."""
@@ -424,3 +443,10 @@ class Monitor:
         """The positive class of a binary model, as text (how the logs store labels)."""
         positive = self.registry.positive_class(record)
         return label_text(positive) if positive is not None else None
+
+
+def _trained_views(record: ModelVersion) -> list[str]:
+    """The feature views a version was trained on (its lineage's `feature_store`)."""
+    found = (record.lineage or {}).get("feature_store") or {}
+    views = found.get("views") if isinstance(found, dict) else None
+    return sorted(views) if isinstance(views, dict) else []

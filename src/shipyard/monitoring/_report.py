@@ -33,6 +33,7 @@ __all__ = [
     "Delivery",
     "DriftRecord",
     "Estimates",
+    "FeatureViewHealth",
     "Metrics",
     "Moment",
     "MonitoringReport",
@@ -246,6 +247,20 @@ class Window(TypedDict, total=False):
     estimated: dict[str, Any]
 
 
+class FeatureViewHealth(TypedDict):
+    """A feature view a version was trained on, as the online store holds it: how old its
+    newest value is, and whether its last materialization drifted from the view's reference."""
+
+    version: int | None
+    store: str | None
+    newest_event: Moment | None
+    materialized_at: Moment | None
+    freshness_seconds: float | None
+    ttl_seconds: float | None
+    drift_share: float | None
+    drifted: list[str]
+
+
 class VersionSummary(TypedDict):
     """Everything one run found about one version."""
 
@@ -265,6 +280,7 @@ class VersionSummary(TypedDict):
     estimates: Estimates
     root_cause: RootCause
     classes: NotRequired[ClassBreakdown]
+    feature_views: NotRequired[dict[str, FeatureViewHealth]]
     metrics: Metrics
     checks: list[Check]
 

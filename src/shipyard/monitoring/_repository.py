@@ -14,6 +14,8 @@ __all__ = [
     "add_rule",
     "alerts",
     "delete_rule",
+    "feature_health",
+    "feature_view_exists",
     "get_alert",
     "latest_snapshot",
     "model_exists",
@@ -214,3 +216,35 @@ def alerts(
     if status is not None:
         query = query.where(A.c.status == status)
     return [_alert(r) for r in conn.execute(query)]
+
+
+def feature_health(conn: Connection, views: list[str]) -> dict[str, dict[str, Any]]:
+    """Per feature view: its latest materialization (any store) and its TTL."""
+    runs, specs = tables.feature_materializations, tables.feature_views
+    out: dict[str, dict[str, Any]] = {}
+    for view in views:
+        run = conn.execute(
+            select(runs).where(runs.c.view == view).order_by(runs.c.id.desc()).limit(1)
+        ).first()
+        spec = conn.execute(
+            select(specs.c.spec)
+            .where(specs.c.name == view)
+            .order_by(specs.c.version.desc())
+            .limit(1)
+        ).scalar()
+        profile = (run.profile or {}) if run is not None else {}
+        out[view] = {
+            "version": run.version if run is not None else None,
+            "store": run.store if run is not None else None,
+            "newest_event": _aware(run.newest_event) if run is not None else None,
+            "materialized_at": _aware(run.finished_at) if run is not None else None,
+            "ttl_seconds": (spec or {}).get("ttl_seconds"),
+            "drift_share": profile.get("drift_share"),
+            "drifted": list(profile.get("drifted") or []),
+        }
+    return out
+
+
+def feature_view_exists(conn: Connection, view: str) -> bool:
+    views = tables.feature_views
+    return conn.execute(select(views.c.id).where(views.c.name == view).limit(1)).first() is not None

@@ -67,7 +67,11 @@ FEATURE_METRICS = frozenset(
         "unseen",
     }
 )
+# measured per feature view (of the views the model was trained on): the age of the online
+# store's newest value, in seconds (`freshness(customer_stats) > 2h`)
+VIEW_METRICS = frozenset({"freshness"})
 BOOLEAN_METRICS = frozenset({"drift", "concept_drift", "score_drift", "residual_drift"})
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 ALIASES = {
     "fpr": "false_positive_rate",
     "js": "jensen_shannon",
@@ -80,7 +84,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }  # fmt: skip
 _RULE = re.compile(
     r"""^\s*(?P<metric>[a-z_0-9]+)\s*(?:\(\s*(?P<feature>[^)]+?)\s*\))?\s*
-    (?:(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*(?P<unit>ms|%)?)?\s*
+    (?:(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*(?P<unit>ms|%|s|m|h|d)?)?\s*
     (?:over\s+(?P<window>\d+\s*[a-z]+|\S+))?\s*
     (?:with\s*>=\s*(?P<labels>\d+)\s*labels?)?\s*$""",
     re.VERBOSE | re.IGNORECASE,
@@ -130,6 +134,8 @@ def parse_rule(expression: str) -> Rule:
         raise InvalidInput(f"cannot read the rule {expression!r}; {example}")
     metric = ALIASES.get(match.group("metric").lower(), match.group("metric").lower())
     feature = match.group("feature")
+    if metric in VIEW_METRICS:
+        return _view_rule(expression, metric, feature, match)
     if feature is not None and metric not in FEATURE_METRICS:
         raise InvalidInput(
             f"{metric} is not measured per feature; per-feature metrics: {', '.join(sorted(FEATURE_METRICS))}"
@@ -147,8 +153,23 @@ def parse_rule(expression: str) -> Rule:
         threshold /= 100
     if unit == "ms" and not metric.startswith("latency"):
         raise InvalidInput(f"'ms' only applies to latency metrics, not {metric}")
+    if unit in _SECONDS:
+        raise InvalidInput(f"'{unit}' only applies to freshness(view), not {metric}")
     window = parse_window(match.group("window")) if match.group("window") else None
     return Rule(expression, metric, feature, op, threshold, window, int(match.group("labels") or 0))
+
+
+def _view_rule(expression: str, metric: str, view: str | None, match: re.Match[str]) -> Rule:
+    if view is None:
+        raise InvalidInput(f"{metric} needs a feature view, e.g. {metric}(customer_stats) > 2h")
+    op, raw, unit = match.group("op"), match.group("value"), match.group("unit")
+    if op is None or raw is None:
+        raise InvalidInput(f"{metric} needs a comparison, e.g. {metric}({view}) > 2h")
+    if unit in ("ms", "%"):
+        raise InvalidInput(f"{metric} is a duration: write it like 30m, 2h or 1d")
+    threshold = float(raw) * _SECONDS.get(unit or "s", 1)
+    window = parse_window(match.group("window")) if match.group("window") else None
+    return Rule(expression, metric, view, op, threshold, window, int(match.group("labels") or 0))
 
 
 def check_task(rule: Rule, tasks: set[str]) -> None:
@@ -169,6 +190,9 @@ def check_task(rule: Rule, tasks: set[str]) -> None:
 
 def metric_value(rule: Rule, summary: VersionSummary) -> float | bool | None:
     """The value of `rule`'s metric in a version summary (see `Monitor`), or None if unknown."""
+    if rule.metric in VIEW_METRICS:
+        health = summary.get("feature_views", {}).get(str(rule.feature))
+        return health["freshness_seconds"] if health is not None else None
     if rule.feature is None:
         value = summary["metrics"].get(rule.metric)
         return value if isinstance(value, int | float | bool) else None
