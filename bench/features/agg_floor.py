@@ -69,9 +69,10 @@ def main():
         con.execute(f"SET threads TO {a.threads}")
     tx, ent = (os.path.join(a.data, n) for n in ("transactions.parquet", "entity_df.parquet"))
     sql = (sql_range if a.method == "range" else sql_cumsum)(tx, ent)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     tbl = con.sql(sql).to_arrow_table()
     res["historical_s"] = time.perf_counter() - t
+    res["span_cpu_s"] = time.process_time() - c
     res["result_rows"] = tbl.num_rows
     res["null_cells"] = tbl.column(FEATURE).null_count
     res["duckdb_threads"] = con.execute("SELECT current_setting('threads')").fetchone()[0]

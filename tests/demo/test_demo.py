@@ -52,6 +52,13 @@ def test_demo_plays_the_serving_story_end_to_end(
         "20,000 records in one request": 413,
     }
     assert result.after_rollback == {1}
+    # the feature store act: the seed's features from the store, served by entity keys
+    assert result.features is not None
+    assert result.features.views == ["customer_activity", "merchant_risk"]
+    assert result.features.training_rows == 10_000  # every entity row, none dropped
+    assert result.features.auc > 0.7
+    assert result.features.served == 3
+    assert result.features.same_as_training
     # every answered prediction and every accepted label is in the Parquet log
     answered = 40 + 1000 + 1 + 2000 + 300  # singles, batches, the V2 call, canary, after rollback
     assert 5 <= result.partner_answered <= 6  # a burst of 5, and at most one token refilled

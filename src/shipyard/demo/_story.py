@@ -38,6 +38,7 @@ from shipyard.access import KeyStore
 from shipyard.client import Client
 from shipyard.core import Settings
 from shipyard.demo._data import FEATURES, LABEL, transactions
+from shipyard.demo._features import FeaturesResult, feature_store_act
 from shipyard.demo._loop import LoopResult, close_the_loop
 from shipyard.demo._replay import MonthResult, replay_month
 from shipyard.demo._server import running_server
@@ -74,6 +75,7 @@ class DemoResult:
     logged: dict[str, int] = field(default_factory=dict)
     bad_request_status: int = 0
     v2_status: int = 0
+    features: FeaturesResult | None = None
 
 
 def _progress(console: Console) -> Progress:
@@ -160,6 +162,7 @@ def run_demo(
             _feedback(client, answered, test, result, console)
             _guard_rails(http, checkout, slow, test, result, console)
             _rollback(client, http, ops, test, result, console)
+        result.features = feature_store_act(settings, data, cut, url, console)
         time.sleep(1.5)  # one log flush interval, then the Parquet segments are there
     _read_logs(settings, result, console)
     console.print(
