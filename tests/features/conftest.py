@@ -20,7 +20,9 @@ from shipyard.registry import Registry
 START = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def transactions(rows: int = 4000, customers: int = 60, merchants: int = 12, seed: int = 7) -> pd.DataFrame:
+def transactions(
+    rows: int = 4000, customers: int = 60, merchants: int = 12, seed: int = 7
+) -> pd.DataFrame:
     """Raw events over 60 days: a few busy customers, many quiet ones (some go silent for
     weeks, so TTLs and windows find nothing)."""
     rng = np.random.default_rng(seed)
@@ -77,8 +79,12 @@ def entity_rows(events: pd.DataFrame, n: int = 400, seed: int = 3) -> pd.DataFra
             "customer_id": [999, 1, 1, 1],
             "merchant_id": [1, 1, 2, 3],
             "event_timestamp": pd.to_datetime(
-                [START + timedelta(days=5), START + timedelta(days=10),
-                 START + timedelta(days=12), START + timedelta(days=12, seconds=1)]  # fmt: skip
+                [
+                    START + timedelta(days=5),
+                    START + timedelta(days=10),
+                    START + timedelta(days=12),
+                    START + timedelta(days=12, seconds=1),
+                ]
             ),
             "label": [0, 1, 0, 1],
         }
@@ -91,16 +97,22 @@ def entity_rows(events: pd.DataFrame, n: int = 400, seed: int = 3) -> pd.DataFra
     daily = snapshots(events).sample(2 * k, random_state=seed + 3)
     boundary = pd.DataFrame(
         {
-            "customer_id": np.concatenate([at_event["customer_id"], week_on["customer_id"],
-                                           daily["customer_id"]]),  # fmt: skip
-            "merchant_id": np.concatenate([at_event["merchant_id"], week_on["merchant_id"],
-                                           np.ones(2 * k, dtype=np.int64)]),  # fmt: skip
-            "event_timestamp": np.concatenate([
-                at_event["event_timestamp"].to_numpy(),
-                (week_on["event_timestamp"] + pd.Timedelta(days=7)).to_numpy(),
-                (daily["event_timestamp"].iloc[:k] + pd.Timedelta(days=2)).to_numpy(),
-                (daily["event_timestamp"].iloc[k:] + pd.Timedelta(days=2, seconds=1)).to_numpy(),
-            ]),  # fmt: skip
+            "customer_id": np.concatenate(
+                [at_event["customer_id"], week_on["customer_id"], daily["customer_id"]]
+            ),
+            "merchant_id": np.concatenate(
+                [at_event["merchant_id"], week_on["merchant_id"], np.ones(2 * k, dtype=np.int64)]
+            ),
+            "event_timestamp": np.concatenate(
+                [
+                    at_event["event_timestamp"].to_numpy(),
+                    (week_on["event_timestamp"] + pd.Timedelta(days=7)).to_numpy(),
+                    (daily["event_timestamp"].iloc[:k] + pd.Timedelta(days=2)).to_numpy(),
+                    (
+                        daily["event_timestamp"].iloc[k:] + pd.Timedelta(days=2, seconds=1)
+                    ).to_numpy(),
+                ]
+            ),
             "label": np.zeros(4 * k, dtype=np.int64),
         }
     )
@@ -109,7 +121,7 @@ def entity_rows(events: pd.DataFrame, n: int = 400, seed: int = 3) -> pd.DataFra
     return out
 
 
-DEFINITIONS = '''
+DEFINITIONS = """
 from shipyard.features import Aggregation, Entity, FeatureView, FileSource
 
 customer = Entity("customer", join_keys=["customer_id"])
@@ -144,7 +156,7 @@ merchant_risk = FeatureView(
     source=FileSource("{data}/transactions.parquet"),
     aggregations=[Aggregation("is_fraud", "mean", "7d", name="merchant_fraud_rate_7d")],
 )
-'''
+"""
 
 
 @pytest.fixture
@@ -213,7 +225,9 @@ def aggregate(rows: pd.DataFrame, column: str, function: str) -> Any:
     raise AssertionError(function)
 
 
-def window_rows(source: pd.DataFrame, key: str, value: Any, at: pd.Timestamp, window: timedelta) -> pd.DataFrame:
+def window_rows(
+    source: pd.DataFrame, key: str, value: Any, at: pd.Timestamp, window: timedelta
+) -> pd.DataFrame:
     return source[
         (source[key] == value)
         & (source["event_timestamp"] <= at)

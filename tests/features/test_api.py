@@ -24,7 +24,10 @@ END = datetime(2026, 6, 20, tzinfo=UTC)
 
 @pytest.fixture
 def served(sqlite_settings: Settings, definitions_file: Path) -> Settings:
-    with Registry.from_settings(sqlite_settings) as registry, FeatureStore(registry, sqlite_settings) as store:
+    with (
+        Registry.from_settings(sqlite_settings) as registry,
+        FeatureStore(registry, sqlite_settings) as store,
+    ):
         store.apply(load_definitions(definitions_file))
         store.materialize(end=END)
     return sqlite_settings
@@ -66,18 +69,44 @@ def test_online_features_by_entity_keys(client: TestClient, served: Settings) ->
         ({"features": [], "entities": [{"customer_id": 1}]}, 400, "at least 1 item"),
         ({"features": ["customer_daily"], "entities": [{"customer_id": 1}]}, 400, "pattern"),
         ({"features": ["customer_daily:daily_spend"], "entities": []}, 400, "at least 1 item"),
-        ({"features": ["customer_daily:daily_spend"], "entities": [{"customer_id": [1]}]}, 400, "customer_id"),
-        ({"features": ["customer_daily:daily_spend"], "entities": [{"customer_id": 1}] * 1001}, 400, "at most 1000"),
-        ({"features": ["customer_daily:daily_spend"], "entities": [{"customer_id": 1}], "extra": 1}, 400, "extra"),
-        ({"features": ["customer_daily:daily_spend"], "entities": [{"merchant_id": 1}]}, 422, "has no 'customer_id'"),
-        ({"features": ["customer_daily:nope"], "entities": [{"customer_id": 1}]}, 422, "has no feature nope"),
+        (
+            {"features": ["customer_daily:daily_spend"], "entities": [{"customer_id": [1]}]},
+            400,
+            "customer_id",
+        ),
+        (
+            {"features": ["customer_daily:daily_spend"], "entities": [{"customer_id": 1}] * 1001},
+            400,
+            "at most 1000",
+        ),
+        (
+            {
+                "features": ["customer_daily:daily_spend"],
+                "entities": [{"customer_id": 1}],
+                "extra": 1,
+            },
+            400,
+            "extra",
+        ),
+        (
+            {"features": ["customer_daily:daily_spend"], "entities": [{"merchant_id": 1}]},
+            422,
+            "has no 'customer_id'",
+        ),
+        (
+            {"features": ["customer_daily:nope"], "entities": [{"customer_id": 1}]},
+            422,
+            "has no feature nope",
+        ),
     ],
 )
 def test_bad_requests_are_refused_with_the_reason(
     client: TestClient, served: Settings, body: dict[str, object], status: int, says: str
 ) -> None:
     token = _token(served, "read")
-    answer = client.post("/v1/features/online", json=body, headers={"Authorization": f"Bearer {token}"})
+    answer = client.post(
+        "/v1/features/online", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
     assert answer.status_code == status, answer.text
     assert says in answer.text
 
@@ -136,5 +165,7 @@ def test_views_are_listed_and_keys_record_their_views(served: Settings) -> None:
         with pytest.raises(Forbidden):
             key.check_views(["customer_daily"])
         with registry.database.transaction() as conn:
-            stored = conn.execute(select(tables.api_keys.c.feature_views).where(tables.api_keys.c.id == key.id)).scalar_one()
+            stored = conn.execute(
+                select(tables.api_keys.c.feature_views).where(tables.api_keys.c.id == key.id)
+            ).scalar_one()
         assert stored == ["merchant_risk"]

@@ -17,7 +17,9 @@ def test_the_features_commands(tmp_path: Path, definitions_file: Path) -> None:
     dry = shipyard(home, "features", "apply", str(definitions_file), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would create customer_daily (version 1)" in dry.stdout
-    applied = json.loads(shipyard(home, "features", "apply", str(definitions_file), "--json").stdout)
+    applied = json.loads(
+        shipyard(home, "features", "apply", str(definitions_file), "--json").stdout
+    )
     assert {c["action"] for c in applied} == {"create"}
     listed = json.loads(shipyard(home, "features", "list", "--json").stdout)
     assert [v["name"] for v in listed] == ["customer_activity", "customer_daily", "merchant_risk"]
@@ -25,7 +27,12 @@ def test_the_features_commands(tmp_path: Path, definitions_file: Path) -> None:
     update = shipyard(home, "features", "apply", str(definitions_file))
     assert "update customer_daily (version 2)" in update.stdout
     assert "ttl_seconds: 172800 -> 86400" in update.stdout
-    assert shipyard(home, "features", "diff", "customer_daily", "1", "--json").stdout.count("ttl_seconds") == 1
+    assert (
+        shipyard(home, "features", "diff", "customer_daily", "1", "--json").stdout.count(
+            "ttl_seconds"
+        )
+        == 1
+    )
 
     entities = tmp_path / "entities.parquet"
     entity_rows(transactions(), n=100).to_parquet(entities)
@@ -38,16 +45,23 @@ def test_the_features_commands(tmp_path: Path, definitions_file: Path) -> None:
     assert set(summary["nulls"]) == {"customer_daily", "merchant_risk"}
 
     runs = json.loads(
-        shipyard(home, "features", "materialize", "customer_daily", "--end", "2026-06-20", "--json").stdout
+        shipyard(
+            home, "features", "materialize", "customer_daily", "--end", "2026-06-20", "--json"
+        ).stdout
     )
-    assert runs[0]["mode"] == "full" and runs[0]["entities_written"] > 0
+    assert runs[0]["mode"] == "full"
+    assert runs[0]["entities_written"] > 0
     got = json.loads(
-        shipyard(home, "features", "get", "-f", "customer_daily:*", "-e", "customer_id=5", "--json").stdout
+        shipyard(
+            home, "features", "get", "-f", "customer_daily:*", "-e", "customer_id=5", "--json"
+        ).stdout
     )
     assert set(got["values"]) == {"daily_spend", "daily_count"}
     assert got["status"]["customer_daily"] in ("ok", "stale")  # as of today, far past June
 
-    limited = shipyard(home, "keys", "create", "--scope", "read", "--features", "merchant_risk", "--json")
+    limited = shipyard(
+        home, "keys", "create", "--scope", "read", "--features", "merchant_risk", "--json"
+    )
     assert json.loads(limited.stdout)["key"]["feature_views"] == ["merchant_risk"]
 
 
@@ -55,17 +69,21 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, definitions_file: Path
     home = tmp_path / "home"
     missing = shipyard(home, "features", "apply", str(tmp_path / "nope.py"))
     assert missing.returncode == 2
-    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    assert "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
     shipyard(home, "features", "apply", str(definitions_file))
     not_parquet = shipyard(home, "features", "training-set", str(definitions_file), "-f",
                            "customer_daily:*", "-o", str(tmp_path / "o.parquet"))  # fmt: skip
     assert not_parquet.returncode == 2
     assert "is not a readable Parquet file" in not_parquet.stderr
-    bad_ref = shipyard(home, "features", "training-set", str(definitions_file), "-f", "x", "-o", "o.parquet")
+    bad_ref = shipyard(
+        home, "features", "training-set", str(definitions_file), "-f", "x", "-o", "o.parquet"
+    )
     assert bad_ref.returncode == 2
     assert "'x' is not view:feature" in bad_ref.stderr
     unknown = shipyard(home, "features", "show", "nope")
     assert unknown.returncode == 3
     assert "no feature view named 'nope'" in unknown.stderr
     entity = shipyard(home, "features", "get", "-f", "customer_daily:*", "-e", "customer_id")
-    assert entity.returncode == 2 and "is not key=value" in entity.stderr
+    assert entity.returncode == 2
+    assert "is not key=value" in entity.stderr

@@ -48,7 +48,9 @@ def _view(**changes: object) -> FeatureView:
         ({"transform": lambda frame: frame}, "module-level function"),
     ],
 )
-def test_a_bad_definition_is_refused_where_it_is_declared(changes: dict[str, object], message: str) -> None:
+def test_a_bad_definition_is_refused_where_it_is_declared(
+    changes: dict[str, object], message: str
+) -> None:
     with pytest.raises(InvalidInput, match=message):
         _view(**changes).spec()
 
@@ -72,13 +74,16 @@ def test_versions_diff_and_audit(store: FeatureStore, definitions_file: Path) ->
     definitions = load_definitions(definitions_file)
     again = store.apply(definitions)
     assert {c["action"] for c in again} == {"unchanged"}
-    changed = definitions_file.read_text().replace('ttl="2d"', 'ttl="3d"').replace(
-        'features=["daily_spend", "daily_count"]', 'features=["daily_spend"]'
+    changed = (
+        definitions_file.read_text()
+        .replace('ttl="2d"', 'ttl="3d"')
+        .replace('features=["daily_spend", "daily_count"]', 'features=["daily_spend"]')
     )
     definitions_file.write_text(changed)
     plan = store.plan(load_definitions(definitions_file))
     update = next(c for c in plan if c["view"] == "customer_daily")
-    assert update["action"] == "update" and update["version"] == 2
+    assert update["action"] == "update"
+    assert update["version"] == 2
     assert update["diff"] == ["- features.daily_count", "ttl_seconds: 172800 -> 259200"]
     assert store.view("customer_daily")["version"] == 1  # a plan stores nothing
     applied = store.apply(load_definitions(definitions_file))
@@ -87,7 +92,9 @@ def test_versions_diff_and_audit(store: FeatureStore, definitions_file: Path) ->
     assert store.view("customer_daily", 1)["spec"]["ttl_seconds"] == 172_800  # still readable
     assert store.diff("customer_daily", 1) == update["diff"]
     # training sets may pin the old version
-    rows = pd.DataFrame({"customer_id": [1], "event_timestamp": [pd.Timestamp("2026-05-20", tz="UTC")]})
+    rows = pd.DataFrame(
+        {"customer_id": [1], "event_timestamp": [pd.Timestamp("2026-05-20", tz="UTC")]}
+    )
     assert "daily_count" in store.training_set(rows, ["customer_daily@1:*"]).columns
     with pytest.raises(InvalidInput, match="has no feature daily_count"):
         store.training_set(rows, ["customer_daily:daily_count"])
@@ -112,7 +119,9 @@ def test_a_source_lacking_a_column_is_refused_at_apply(
         f"bad = FeatureView(name='bad', entities=[c], source=FileSource('{data_dir}/snapshots.parquet'),\n"
         "    features=['daily_spend', 'weekly_spend'])\n"
     )
-    with pytest.raises(InvalidInput, match=r"view 'bad': its source has no column weekly_spend \(feature\)"):
+    with pytest.raises(
+        InvalidInput, match=r"view 'bad': its source has no column weekly_spend \(feature\)"
+    ):
         store.apply(load_definitions(module))
     assert "bad" not in [v["name"] for v in store.views()]  # nothing stored
 
@@ -120,11 +129,30 @@ def test_a_source_lacking_a_column_is_refused_at_apply(
 @pytest.mark.parametrize(
     ("frame", "message"),
     [
-        (pd.DataFrame({"customer_id": [1, 1], "event_timestamp": [pd.Timestamp("2026-05-01", tz="UTC")] * 2,
-                       "x": [1.0, 2.0]}), "repeat an entity"),  # fmt: skip
-        (pd.DataFrame({"customer_id": [1, 2], "event_timestamp": [pd.Timestamp("2026-05-01", tz="UTC"), None],
-                       "x": [1.0, 2.0]}), "have no 'event_timestamp'"),  # fmt: skip
-        (pd.DataFrame({"customer_id": [1], "event_timestamp": [3.5], "x": [1.0]}), "not a timestamp"),
+        (
+            pd.DataFrame(
+                {
+                    "customer_id": [1, 1],
+                    "event_timestamp": [pd.Timestamp("2026-05-01", tz="UTC")] * 2,
+                    "x": [1.0, 2.0],
+                }
+            ),
+            "repeat an entity",
+        ),
+        (
+            pd.DataFrame(
+                {
+                    "customer_id": [1, 2],
+                    "event_timestamp": [pd.Timestamp("2026-05-01", tz="UTC"), None],
+                    "x": [1.0, 2.0],
+                }
+            ),
+            "have no 'event_timestamp'",
+        ),
+        (
+            pd.DataFrame({"customer_id": [1], "event_timestamp": [3.5], "x": [1.0]}),
+            "not a timestamp",
+        ),
     ],
 )
 def test_a_source_with_bad_rows_is_refused_at_apply(
@@ -185,7 +213,9 @@ def test_a_transform_runs_offline_and_online_and_its_change_is_a_new_version(
         f"shaped = FeatureView(name='shaped', entities=[c], source=FileSource('{data_dir}/snapshots.parquet'),\n"
         "    features=[], transform=shape, ttl='30d')\n"
     )
-    module.write_text(source.replace("{cut}", "100").replace("features=[]", "features=[('big_spender')]"))
+    module.write_text(
+        source.replace("{cut}", "100").replace("features=[]", "features=[('big_spender')]")
+    )
     store.apply(load_definitions(module))
     rows = pd.DataFrame({"customer_id": list(range(1, 61))}).assign(
         event_timestamp=pd.Timestamp("2026-06-30", tz="UTC")
@@ -198,7 +228,11 @@ def test_a_transform_runs_offline_and_online_and_its_change_is_a_new_version(
         None if pd.isna(x) else bool(x) for x in offline["big_spender"]
     ]
     assert offline["big_spender"].dropna().nunique() == 2
-    module.write_text(source.replace("{cut}", "50").replace("features=[]", "features=[('big_spender')]"))
+    module.write_text(
+        source.replace("{cut}", "50").replace("features=[]", "features=[('big_spender')]")
+    )
     with pytest.raises(InvalidInput, match="changed since it was applied"):
         store.training_set(rows, ["shaped:big_spender"])
-    assert [c["action"] for c in store.apply(load_definitions(module)) if c["view"] == "shaped"] == ["update"]
+    assert [
+        c["action"] for c in store.apply(load_definitions(module)) if c["view"] == "shaped"
+    ] == ["update"]

@@ -42,8 +42,11 @@ def test_freshness_is_reported_checked_and_alerted_on(served: tuple[Settings, An
         health = summary["feature_views"]["customer_activity"]
         assert health["freshness_seconds"] > 100 * 86_400  # materialized as of June
         assert set(summary["feature_views"]) == {"customer_activity", "merchant_risk"}
-        check = next(c for c in summary["checks"] if c["name"] == "freshness (customer_activity, hours)")
-        assert check["status"] == "ok" and "no TTL" in check["note"]
+        check = next(
+            c for c in summary["checks"] if c["name"] == "freshness (customer_activity, hours)"
+        )
+        assert check["status"] == "ok"
+        assert "no TTL" in check["note"]
         assert [a["evidence"]["rule"] for a in report.alerts if a["status"] == "firing"] == [
             "freshness(customer_activity) > 2h"
         ]
@@ -68,15 +71,24 @@ def test_each_materialization_is_profiled_against_the_reference(
 ) -> None:
     from shipyard.features import load_definitions
 
-    with Registry.from_settings(sqlite_settings) as registry, FeatureStore(registry, sqlite_settings) as store:
+    with (
+        Registry.from_settings(sqlite_settings) as registry,
+        FeatureStore(registry, sqlite_settings) as store,
+    ):
         store.apply(load_definitions(definitions_file))
         first = store.materialize(["customer_daily"], full=True)[0]["profile"]
-        assert first is not None and first["reference"]["rows"] > 0
-        assert first["drifted"] == [] and 0 <= first["null_rate"]["daily_spend"] < 1
+        assert first is not None
+        assert first["reference"]["rows"] > 0
+        assert first["drifted"] == []
+        assert 0 <= first["null_rate"]["daily_spend"] < 1
         same = store.materialize(["customer_daily"], full=True)[0]["profile"]
-        assert same is not None and same["drifted"] == []  # the same values: no drift
+        assert same is not None
+        assert same["drifted"] == []
         snapshots = pd.read_parquet(data_dir / "snapshots.parquet")
-        snapshots.assign(daily_spend=snapshots["daily_spend"] * 5 + 100).to_parquet(data_dir / "snapshots.parquet")
+        snapshots.assign(daily_spend=snapshots["daily_spend"] * 5 + 100).to_parquet(
+            data_dir / "snapshots.parquet"
+        )
         moved = store.materialize(["customer_daily"], full=True)[0]["profile"]
-        assert moved is not None and moved["drifted"] == ["daily_spend"]
+        assert moved is not None
+        assert moved["drifted"] == ["daily_spend"]
         assert moved["columns"]["daily_count"]["status"] == "ok"

@@ -80,8 +80,15 @@ def test_the_store_contract(online: OnlineStore) -> None:
 
 def test_text_and_composite_keys(online: OnlineStore) -> None:
     layout = Layout("pairs", 1, ("customer", "merchant"), (False, True), (Feature("n", "int"),))
-    online.write(layout, pa.table({"customer": ["a", "b"], "merchant": [1, 1], "__ts": [1.0, 2.0], "n": [5, 6]}))
-    assert online.read(layout, [("b", 1), ("a", 2), ("a", 1)], ["n"]) == [(2.0, (6,)), None, (1.0, (5,))]
+    online.write(
+        layout,
+        pa.table({"customer": ["a", "b"], "merchant": [1, 1], "__ts": [1.0, 2.0], "n": [5, 6]}),
+    )
+    assert online.read(layout, [("b", 1), ("a", 2), ("a", 1)], ["n"]) == [
+        (2.0, (6,)),
+        None,
+        (1.0, (5,)),
+    ]
 
 
 # -- the feature store over each online store -----------------------------------------------------
@@ -119,7 +126,9 @@ def test_online_equals_offline_for_the_same_entity_and_time(
         ["customer_activity", "customer_daily", "merchant_risk"], "full"
     )
     refs = ["customer_daily:*", "customer_activity:*", "merchant_risk:*"]
-    entities = pd.DataFrame({"customer_id": np.arange(1, 62), "merchant_id": np.arange(1, 62) % 12 + 1})
+    entities = pd.DataFrame(
+        {"customer_id": np.arange(1, 62), "merchant_id": np.arange(1, 62) % 12 + 1}
+    )
     offline = store.training_set(entities.assign(event_timestamp=T), refs).to_pandas()
     online = store.get_online(entities.to_dict("records"), refs)
     compared = 0
@@ -142,9 +151,12 @@ def test_values_past_the_ttl_read_as_stale(features: tuple[FeatureStore, Clock])
     newest = max(fresh.event_times[i]["customer_daily"] for i in ok)
     clock.now = newest + timedelta(days=2)  # the TTL's last moment: still fresh
     assert fresh.values[ok[0]]["daily_spend"] is not None
-    assert store.get_online(rows, ["customer_daily:daily_spend"]).status[
-        [i for i in ok if fresh.event_times[i]["customer_daily"] == newest][0]
-    ]["customer_daily"] == "ok"
+    assert (
+        store.get_online(rows, ["customer_daily:daily_spend"]).status[
+            next(i for i in ok if fresh.event_times[i]["customer_daily"] == newest)
+        ]["customer_daily"]
+        == "ok"
+    )
     clock.now = newest + timedelta(days=2, seconds=1)
     late = store.get_online(rows, ["customer_daily:daily_spend"])
     # every stored value is past its TTL now (those already stale at T, and the fresh ones)
@@ -194,7 +206,9 @@ def test_incremental_runs_read_only_new_files_and_are_idempotent(
             ),
             ["latest_txn:amount"],
         ).to_pandas()
-        got = store.get_online(everything[["customer_id"]].to_dict("records"), ["latest_txn:amount"])
+        got = store.get_online(
+            everything[["customer_id"]].to_dict("records"), ["latest_txn:amount"]
+        )
         assert [v["amount"] for v in got.values] == everything["amount"].tolist()
         assert -1.0 not in everything["amount"].tolist()  # older than what was there
         # `full` reads everything again

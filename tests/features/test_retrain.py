@@ -62,10 +62,14 @@ def test_a_spec_trains_on_point_in_time_features(
         record = pipeline.train_and_canary({"kind": "manual"}, canary=False)
         assert record["status"] == "registered", record["steps"][-1]
         data_step = next(s for s in record["steps"] if s["step"] == "data")["evidence"]
-        assert data_step["source"] == "features" and data_step["rows"] == len(rows)
+        assert data_step["source"] == "features"
+        assert data_step["rows"] == len(rows)
         version = registry.get_version("fraud-from-store", 1)
         assert version.lineage is not None
-        assert version.lineage["feature_store"]["views"] == {"customer_activity": 1, "merchant_risk": 1}
+        assert version.lineage["feature_store"]["views"] == {
+            "customer_activity": 1,
+            "merchant_risk": 1,
+        }
         # served by entity keys: the three store features, not the request's amount
         assert feature_refs(version.lineage) == tuple(f for f in FEATURES if ":" in f)
         assert version.signature.names == [f.split(":")[-1] for f in FEATURES]
@@ -76,7 +80,10 @@ def test_a_spec_trains_on_point_in_time_features(
     ("data", "message"),
     [
         ({"source": "features", "features": FEATURES}, "needs data.entities"),
-        ({"source": "features", "entities": "x.parquet", "features": ["amount"]}, "at least one view:feature"),
+        (
+            {"source": "features", "entities": "x.parquet", "features": ["amount"]},
+            "at least one view:feature",
+        ),
     ],
 )
 def test_a_features_spec_says_what_it_lacks(data: dict[str, object], message: str) -> None:

@@ -30,7 +30,12 @@ STORE_FEATURES = [
     "customer_activity:customer_count_7d",
     "merchant_risk:merchant_fraud_rate_7d",
 ]
-COLUMNS = ["customer_avg_transaction_amount_30d", "customer_count_7d", "merchant_fraud_rate_7d", "amount"]
+COLUMNS = [
+    "customer_avg_transaction_amount_30d",
+    "customer_count_7d",
+    "merchant_fraud_rate_7d",
+    "amount",
+]
 
 
 @pytest.fixture
@@ -39,7 +44,10 @@ def served(sqlite_settings: Settings, definitions_file: Path) -> tuple[Settings,
     request's amount), registered with that lineage, serving; the store materialized at END."""
     events = transactions()
     rows = entity_rows(events, n=300).assign(amount=lambda f: np.round(f["label"] * 20 + 30.0, 2))
-    with Registry.from_settings(sqlite_settings) as registry, FeatureStore(registry, sqlite_settings) as store:
+    with (
+        Registry.from_settings(sqlite_settings) as registry,
+        FeatureStore(registry, sqlite_settings) as store,
+    ):
         store.apply(load_definitions(definitions_file))
         training = store.training_set(rows, STORE_FEATURES)
         frame = training.to_pandas()
@@ -58,7 +66,9 @@ def served(sqlite_settings: Settings, definitions_file: Path) -> tuple[Settings,
 def client(served: tuple[Settings, Any, str]) -> Iterator[TestClient]:
     settings, _, token = served
     app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {token}"}) as c:
+    with TestClient(
+        app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {token}"}
+    ) as c:
         yield c
 
 
@@ -90,7 +100,9 @@ def test_requests_carry_keys_and_the_server_adds_the_features(
     # the skew test, end to end: the offline vector for the same entities at END
     with Registry.from_settings(settings) as registry, FeatureStore(registry, settings) as store:
         offline = store.training_set(
-            pd.DataFrame(requests)[["customer_id", "merchant_id", "amount"]].assign(event_timestamp=END),
+            pd.DataFrame(requests)[["customer_id", "merchant_id", "amount"]].assign(
+                event_timestamp=END
+            ),
             STORE_FEATURES,
         ).to_pandas()
     expected = model.predict_proba(offline[COLUMNS].fillna(0.0))[:, 1]
@@ -111,10 +123,17 @@ def test_requests_carry_keys_and_the_server_adds_the_features(
 def test_a_v2_request_to_such_a_model_says_where_to_send_keys(client: TestClient) -> None:
     answer = client.post(
         "/v2/models/fraud-by-keys/infer",
-        json={"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [1.0]} for c in COLUMNS]},
+        json={
+            "inputs": [
+                {"name": c, "shape": [1], "datatype": "FP64", "data": [1.0]} for c in COLUMNS
+            ]
+        },
     )
     assert answer.status_code == 400
-    assert "send records with their entity keys to POST /v1/models/fraud-by-keys/predict" in answer.text
+    assert (
+        "send records with their entity keys to POST /v1/models/fraud-by-keys/predict"
+        in answer.text
+    )
 
 
 def test_missing_or_stale_values_follow_the_view_policy(
@@ -124,10 +143,14 @@ def test_missing_or_stale_values_follow_the_view_policy(
     # a second model on customer_daily, whose 2-day TTL has long passed (the data is from June)
     with Registry.from_settings(settings) as registry, FeatureStore(registry, settings) as store:
         for policy in ("reject", "default"):
-            text = definitions_file.read_text().replace('owner="fraud-team",', f'owner="fraud-team", on_missing="{policy}",')
+            text = definitions_file.read_text().replace(
+                'owner="fraud-team",', f'owner="fraud-team", on_missing="{policy}",'
+            )
             text = text.replace('features=["daily_spend", "daily_count"]',
                                 'features=[Feature("daily_spend", "float", default=-1.0), "daily_count"]')  # fmt: skip
-            text = text.replace("from shipyard.features import", "from shipyard.features import Feature,")
+            text = text.replace(
+                "from shipyard.features import", "from shipyard.features import Feature,"
+            )
             module = tmp_path / f"{policy}.py"
             module.write_text(text)
             store.apply(load_definitions(module))
@@ -143,14 +166,18 @@ def test_missing_or_stale_values_follow_the_view_policy(
                 )  # fmt: skip
                 with TestClient(create_app(settings), raise_server_exceptions=False,
                                 headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
-                    refused = client.post("/v1/models/by-daily/predict", json={"instances": [{"customer_id": 5}]})
+                    refused = client.post(
+                        "/v1/models/by-daily/predict", json={"instances": [{"customer_id": 5}]}
+                    )
                 assert refused.status_code == 422, refused.text
                 assert "row 0 (customer_id=5): daily_spend stale" in refused.text
                 assert "on_missing='reject'" in refused.text
             else:
                 with TestClient(create_app(settings), raise_server_exceptions=False,
                                 headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
-                    answered = client.post("/v1/models/by-daily/predict", json={"instances": [{"customer_id": 5}]})
+                    answered = client.post(
+                        "/v1/models/by-daily/predict", json={"instances": [{"customer_id": 5}]}
+                    )
                     assert answered.status_code == 200, answered.text
                 served_with = store.serve([{"customer_id": 5}], ["customer_daily:daily_spend"])
                 assert served_with == [{"customer_id": 5, "daily_spend": -1.0}]  # the default

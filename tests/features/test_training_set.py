@@ -3,6 +3,7 @@ row comes back exactly once, in order, with nulls (counted) where a view has no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def test_every_row_once_identical_to_brute_force(store: FeatureStore) -> None:
                                 ["daily_spend", "daily_count"])  # fmt: skip
         nulls["customer_daily"] += expected["daily_spend"] is None
         for name, (column, function, days) in AGGREGATIONS.items():
-            window = window_rows(events, "customer_id", row["customer_id"], at, timedelta(days=days))
+            window = window_rows(
+                events, "customer_id", row["customer_id"], at, timedelta(days=days)
+            )
             expected[name] = aggregate(window, column, function)
         widest = window_rows(events, "customer_id", row["customer_id"], at, timedelta(days=30))
         nulls["customer_activity"] += widest.empty
@@ -66,7 +69,11 @@ def test_every_row_once_identical_to_brute_force(store: FeatureStore) -> None:
     # the data has rows without a value inside the TTL and rows for an unknown customer
     assert 0 < nulls["customer_daily"] < len(rows)
     assert got["customer_count_7d"].dtype == np.int64  # counts are 0, never null
-    assert result.lineage["views"] == {"customer_daily": 1, "customer_activity": 1, "merchant_risk": 1}
+    assert result.lineage["views"] == {
+        "customer_daily": 1,
+        "customer_activity": 1,
+        "merchant_risk": 1,
+    }
 
 
 def test_ties_are_broken_by_the_created_timestamp(
@@ -105,7 +112,8 @@ def test_written_to_parquet_and_given_as_a_file(store: FeatureStore, tmp_path: P
     rows.to_parquet(entities)
     out = tmp_path / "out" / "train.parquet"
     result = store.training_set(entities, ["customer_daily:daily_spend"], out=out, full_names=True)
-    assert result.table is None and result.path == out
+    assert result.table is None
+    assert result.path == out
     written = pq.read_table(out).to_pandas()
     assert list(written.columns) == [*rows.columns, "customer_daily__daily_spend"]
     assert len(written) == len(rows)
@@ -120,7 +128,10 @@ def test_bounded_memory_on_data_larger_than_the_cap(
     big = transactions(rows=300_000, customers=3_000, seed=11)
     big.to_parquet(data_dir / "transactions.parquet")
     rows = entity_rows(big, n=20_000, seed=5)
-    features = ["customer_activity:customer_count_7d", "customer_activity:customer_avg_transaction_amount_30d"]
+    features = [
+        "customer_activity:customer_count_7d",
+        "customer_activity:customer_avg_transaction_amount_30d",
+    ]
     capped = store.training_set(rows, features, memory_limit="40MB").to_pandas()
     free = store.training_set(rows, features).to_pandas()
     pd.testing.assert_frame_equal(capped, free)
@@ -135,11 +146,16 @@ def test_bounded_memory_on_data_larger_than_the_cap(
         (lambda r: r.drop(columns=["customer_id"]), "lack the join key customer_id"),
         (lambda r: r.assign(event_timestamp=pd.NaT), "have no 'event_timestamp'"),
         (lambda r: r.assign(event_timestamp="yesterday"), "does not hold times"),
-        (lambda r: r.assign(customer_id=r["customer_id"].astype(str)), "is VARCHAR in the entity rows"),
+        (
+            lambda r: r.assign(customer_id=r["customer_id"].astype(str)),
+            "is VARCHAR in the entity rows",
+        ),
         (lambda r: r.assign(daily_spend=1.0), "already an entity column"),
     ],
 )
-def test_bad_entity_rows_are_refused_with_the_fix(store: FeatureStore, change, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_entity_rows_are_refused_with_the_fix(
+    store: FeatureStore, change: Callable[[pd.DataFrame], pd.DataFrame], message: str
+) -> None:
     rows = entity_rows(transactions(), n=20)
     with pytest.raises(InvalidInput, match=message):
         store.training_set(change(rows), ["customer_daily:daily_spend"])
