@@ -236,3 +236,32 @@ def test_a_transform_runs_offline_and_online_and_its_change_is_a_new_version(
     assert [
         c["action"] for c in store.apply(load_definitions(module)) if c["view"] == "shaped"
     ] == ["update"]
+
+
+def test_a_sql_transform_runs_offline_and_online(
+    store: FeatureStore, tmp_path: Path, data_dir: Path
+) -> None:
+    module = tmp_path / "sql.py"
+    module.write_text(
+        "from shipyard.features import Entity, Feature, FeatureView, FileSource\n"
+        "c = Entity('customer', join_keys=['customer_id'])\n"
+        f"spend = FeatureView(name='spend_cents', entities=[c], source=FileSource('{data_dir}/snapshots.parquet'),\n"
+        "    features=[Feature('cents', 'int')], ttl='30d',\n"
+        "    transform='SELECT *, CAST(round(daily_spend * 100) AS BIGINT) AS cents FROM source')\n"
+    )
+    store.apply(load_definitions(module))
+    at = pd.Timestamp("2026-06-30", tz="UTC")
+    rows = pd.DataFrame({"customer_id": list(range(1, 61))}).assign(event_timestamp=at)
+    offline = store.training_set(rows, ["spend_cents:cents"]).to_pandas()
+    daily = store.training_set(rows, ["customer_daily:daily_spend"]).to_pandas()
+    known = daily["daily_spend"].notna() & offline["cents"].notna()
+    assert known.sum() > 0
+    assert (offline.loc[known, "cents"] == (daily.loc[known, "daily_spend"] * 100).round()).all()
+    store.materialize(["spend_cents"], end=at.to_pydatetime())
+    store.clock = lambda: at.to_pydatetime()
+    online = store.get_online(rows[["customer_id"]].to_dict("records"), ["spend_cents:cents"])
+    assert [v["cents"] for v in online.values] == [
+        None if pd.isna(x) else int(x) for x in offline["cents"]
+    ]
+    with pytest.raises(InvalidInput, match="starting with SELECT or WITH"):
+        _view(transform="DROP TABLE source")

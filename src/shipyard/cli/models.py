@@ -172,6 +172,13 @@ def _version_detail(v: ModelVersion) -> None:
         console.print(
             f"training data sha256 {v.data_fingerprint.get('sha256', '')[:16]}... rows {v.data_fingerprint.get('rows', '-')}"
         )
+    store = (v.lineage or {}).get("feature_store") or {}
+    if store.get("views"):
+        views = ", ".join(f"{view} v{version}" for view, version in sorted(store["views"].items()))
+        console.print(
+            f"trained on feature views {views}; served by entity keys "
+            f"({len(store.get('features', []))} features looked up per request)"
+        )
     table = Table("column", "type", "nullable", title="signature")
     for c in v.signature.columns:
         table.add_row(c.name, c.type, "yes" if c.nullable else "no")

@@ -257,6 +257,8 @@ class FeatureView:
     events, grouped by the view's entity). `transform(frame) -> frame` runs on the source
     rows first, offline and online alike. `on_missing` says what serving does with a
     missing or stale value: null, the feature's default, or refuse the request (422).
+    A SQL `transform` is a DuckDB query over the source rows as the table `source`
+    (`SELECT *, amount / 100 AS amount_eur FROM source`).
     """
 
     name: str
@@ -267,7 +269,7 @@ class FeatureView:
     timestamp_field: str = "event_timestamp"
     created_timestamp_field: str | None = None
     ttl: str | timedelta | None = None
-    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | str | None = None
     on_missing: OnMissing = "null"
     owner: str = ""
     description: str = ""
@@ -323,8 +325,14 @@ class FeatureView:
                 f"view {self.name!r}: {', '.join(clash)} is a join key and cannot be a "
                 "feature or the timestamp"
             )
-        if self.transform is not None and not callable(self.transform):
-            raise InvalidInput(f"view {self.name!r}: transform must be a function")
+        if isinstance(self.transform, str):
+            if not re.match(r"^\s*(SELECT|WITH)\b", self.transform, re.IGNORECASE):
+                raise InvalidInput(
+                    f"view {self.name!r}: a SQL transform is a query over `source`, starting "
+                    "with SELECT or WITH"
+                )
+        elif self.transform is not None and not callable(self.transform):
+            raise InvalidInput(f"view {self.name!r}: transform must be a function or a SQL query")
 
     @property
     def join_keys(self) -> tuple[str, ...]:
@@ -375,9 +383,11 @@ class FeatureView:
         ).hexdigest()
 
 
-def _transform_spec(transform: Callable[..., Any] | None) -> dict[str, Any] | None:
+def _transform_spec(transform: Callable[..., Any] | str | None) -> dict[str, Any] | None:
     if transform is None:
         return None
+    if isinstance(transform, str):
+        return {"sql": transform.strip()}
     try:
         code = inspect.getsource(transform)
         file = inspect.getsourcefile(transform)
@@ -436,9 +446,11 @@ def _aggregation(spec: Mapping[str, Any]) -> Aggregation:
     )  # fmt: skip
 
 
-def _load_transform(view: str, spec: Mapping[str, Any] | None) -> Callable[..., Any] | None:
+def _load_transform(view: str, spec: Mapping[str, Any] | None) -> Callable[..., Any] | str | None:
     if spec is None:
         return None
+    if "sql" in spec:
+        return str(spec["sql"])
     file = spec.get("file")
     if not file or not Path(file).is_file():
         raise InvalidInput(

@@ -107,7 +107,7 @@ class SourceReader:
             sql = self._read_files(source, fresh) if fresh else None
             if sql is None:
                 sql = self._empty(view, source, files)
-            if view.transform is not None:
+            if callable(view.transform):
                 sql = self._stage(view, self._batches_of(sql))
         elif isinstance(source, SqlSource):
             sql = self._stage(view, self._sql_batches(view, source))
@@ -115,6 +115,8 @@ class SourceReader:
             sql = self._stage(view, self._log_batches(view, source))
         else:  # pragma: no cover - the definitions admit no other kind
             raise InvalidInput(f"view {view.name!r}: unknown source {source!r}")
+        if isinstance(view.transform, str):  # the same query offline and online
+            sql = f"(WITH source AS (SELECT * FROM {sql}) {view.transform})"
         columns = self._describe(view, sql)
         check_columns(view, columns)
         return Relation(sql, columns, files)
@@ -228,7 +230,7 @@ class SourceReader:
         schema: pa.Schema | None = None
         try:
             for frame in frames:
-                if view.transform is not None:
+                if callable(view.transform):
                     frame = _transformed(view, frame)
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 if writer is None:
@@ -264,7 +266,7 @@ class SourceReader:
 
 
 def _transformed(view: FeatureView, frame: pd.DataFrame) -> pd.DataFrame:
-    assert view.transform is not None
+    assert callable(view.transform)
     try:
         out = view.transform(frame)
     except Exception as error:

@@ -703,15 +703,13 @@ def _aggregation_rows(
     if previous is None or previous >= end:
         changed = window
     else:
-        left_from = max(previous - widest, end - widest - (end - previous))
-        changed = (
-            f"(__ts > {_ts(previous)} AND __ts <= {_ts(end)}) OR "
-            f"(__ts > {_ts(left_from)} AND __ts <= {_ts(end - widest)})"
+        # events since the last run, and events that left a window since then (each window
+        # length loses the events between its start then and its start now)
+        lengths = sorted({a.length for a in view.aggregations})
+        changed = " OR ".join(
+            [f"(__ts > {_ts(previous)} AND __ts <= {_ts(end)})"]
+            + [f"(__ts > {_ts(previous - w)} AND __ts <= {_ts(end - w)})" for w in lengths]
         )
-        for agg in view.aggregations:  # shorter windows lose events sooner
-            changed += (
-                f" OR (__ts > {_ts(previous - agg.length)} AND __ts <= {_ts(end - agg.length)})"
-            )
     since = "TIMESTAMPTZ " + literal(end.astimezone(UTC).isoformat()) + " - {window}"
     aggregates = aggregate_columns(view, since)
     join = " AND ".join(f"k.{k} = t.{k}" for k in keys)
