@@ -54,7 +54,7 @@ def test_demo_plays_the_serving_story_end_to_end(
     assert result.after_rollback == {1}
     # the feature store act: the seed's features from the store, served by entity keys
     assert result.features is not None
-    assert result.features.views == ["customer_activity", "merchant_risk"]
+    assert result.features.views == ["customer_activity", "customer_profile", "merchant_risk"]
     assert result.features.training_rows == 10_000  # every entity row, none dropped
     assert result.features.auc > 0.7
     assert result.features.served == 3

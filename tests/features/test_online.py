@@ -268,7 +268,9 @@ def test_incremental_aggregations_equal_a_fresh_computation(
     training set computed at the later time, for every customer."""
     store, clock = features
     refs = ["customer_activity:*", "merchant_risk:*"]
-    entities = pd.DataFrame({"customer_id": np.arange(1, 62), "merchant_id": np.arange(1, 62) % 12 + 1})
+    entities = pd.DataFrame(
+        {"customer_id": np.arange(1, 62), "merchant_id": np.arange(1, 62) % 12 + 1}
+    )
     store.materialize(["customer_activity", "merchant_risk"], end=T)
     for later in (T + timedelta(days=5), T + timedelta(days=40)):
         runs = store.materialize(["customer_activity", "merchant_risk"], end=later)
@@ -278,6 +280,12 @@ def test_incremental_aggregations_equal_a_fresh_computation(
         online = store.get_online(entities.to_dict("records"), refs)
         for i in range(len(entities)):
             for name, value in online.values[i].items():
-                assert same(value, offline.at[i, name]), (later, i, name, value, offline.at[i, name])
+                assert same(value, offline.at[i, name]), (
+                    later,
+                    i,
+                    name,
+                    value,
+                    offline.at[i, name],
+                )
     # forty days on, every window has emptied: counts are 0 and means are gone, online too
     assert all(v["customer_count_7d"] == 0 for v in online.values)

@@ -31,6 +31,7 @@ FEATURE_MODEL = "fraud-detector-fs"
 STORE_FEATURES = [
     "customer_activity:customer_avg_transaction_amount_30d",
     "customer_activity:customer_tx_count_7d",
+    "customer_profile:customer_account_age_days",
     "merchant_risk:merchant_fraud_rate_7d",
 ]
 REQUEST_FIELDS = [
@@ -45,7 +46,7 @@ REPORT_DELAY = pd.Timedelta(days=2)  # a fraud report arrives two days after the
 
 DEFINITIONS = '''
 """The fraud team's features, defined once: training sets and serving both read them."""
-from shipyard.features import Aggregation, Entity, FeatureView, FileSource
+from shipyard.features import Aggregation, Entity, Feature, FeatureView, FileSource
 
 customer = Entity("customer", join_keys=["customer_id"])
 merchant = Entity("merchant_category", join_keys=["merchant_category"])
@@ -61,6 +62,16 @@ customer_activity = FeatureView(
     ],
     owner="fraud-team",
     description="what each card holder usually spends, and how often",
+)
+customer_profile = FeatureView(
+    name="customer_profile",
+    entities=[customer],
+    source=FileSource("{data}/transactions.parquet"),
+    timestamp_field="timestamp",
+    # the newest known value, renamed by a SQL transform (the same query offline and online)
+    transform="SELECT *, account_age_days AS customer_account_age_days FROM source",
+    features=[Feature("customer_account_age_days", "int")],
+    owner="fraud-team",  # no TTL: the demo's month has a fixed date, and it ages
 )
 merchant_risk = FeatureView(
     name="merchant_risk",
@@ -96,9 +107,9 @@ def feature_store_act(
     folder = Path(settings.home) / "feature-data"
     folder.mkdir(parents=True, exist_ok=True)
     events = data.assign(timestamp=pd.to_datetime(data["timestamp"], utc=True))
-    events[["customer_id", "merchant_category", "timestamp", "transaction_amount"]].to_parquet(
-        folder / "transactions.parquet"
-    )
+    events[
+        ["customer_id", "merchant_category", "timestamp", "transaction_amount", "account_age_days"]
+    ].to_parquet(folder / "transactions.parquet")
     events.assign(reported_at=events["timestamp"] + REPORT_DELAY)[
         ["merchant_category", "reported_at", "is_fraud"]
     ].to_parquet(folder / "fraud_reports.parquet")
@@ -137,7 +148,7 @@ def feature_store_act(
         result.entities_written = sum(r["entities_written"] for r in runs)
         _, token = KeyStore(registry.database, actor="demo").create(
             "predict", model=FEATURE_MODEL, name="checkout-service (features)",
-            feature_views=["customer_activity", "merchant_risk"],
+            feature_views=["customer_activity", "customer_profile", "merchant_risk"],
         )  # fmt: skip
         console.print(
             f"[green]✓[/] registered {version.ref} with its features' lineage; materialized "
@@ -169,7 +180,8 @@ def feature_store_act(
         f'{{"customer_id": "{first["customer_id"]}", "merchant_category": "{first["merchant_category"]}", '
         f"amount, hour, ...}}: the server looked up "
         f"avg 30d {online.values[0]['customer_avg_transaction_amount_30d']:.2f}, "
-        f"{online.values[0]['customer_tx_count_7d']} purchases in 7d, merchant fraud rate "
+        f"{online.values[0]['customer_tx_count_7d']} purchases in 7d, account age "
+        f"{online.values[0]['customer_account_age_days']} days, merchant fraud rate "
         f"{online.values[0]['merchant_fraud_rate_7d']:.2%}; score "
         f"{answer['predictions'][0]['score']:.3f}. Online vector = training vector: "
         f"{'yes' if result.same_as_training else 'NO'} "
