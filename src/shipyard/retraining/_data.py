@@ -156,31 +156,33 @@ def model_columns(features: list[str]) -> list[str]:
 def _from_feature_store(
     data: DataSpec, model: str, base: Path | None, store: FeatureStore
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    path = Path(str(data.entities)).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    if not path.is_file():
-        raise ConfigurationError(
-            f"the entity rows of {model} (data.entities: {data.entities}) are not a file: "
-            f"{path} does not exist; a relative path is read from the folder of shipyard.yaml"
-        )
+    path = _file(str(data.entities), f"the entity rows of {model} (data.entities)", base)
     refs = [f for f in data.features or [] if ":" in f]
-    entities = read_table_file(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+    try:
+        entities = read_table_file(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+    except InvalidInput as error:
+        raise InvalidInput(f"the entity rows of {model}: {error.message}") from None
     given = data.time_column
     time_column = given if given is not None and given in entities.columns else "event_timestamp"
     built = store.training_set(entities, refs, timestamp_column=time_column)
     return built.to_pandas(), built.lineage
 
 
-def _read_file(data: DataSpec, model: str, base: Path | None) -> pd.DataFrame:
-    path = Path(str(data.path)).expanduser()
+def _file(given: str, what: str, base: Path | None) -> Path:
+    """The file `given` in a spec, a relative path read from `base` (shipyard.yaml's folder)."""
+    path = Path(given).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
     if not path.is_file():
         raise ConfigurationError(
-            f"the training data of {model} (data.path: {data.path}) is not a file: {path} "
-            "does not exist; a relative path is read from the folder of shipyard.yaml"
+            f"{what}: {given} is not a file: {path} does not exist; a relative path is read "
+            "from the folder of shipyard.yaml"
         )
+    return path
+
+
+def _read_file(data: DataSpec, model: str, base: Path | None) -> pd.DataFrame:
+    path = _file(str(data.path), f"the training data of {model} (data.path)", base)
     try:
         frame: pd.DataFrame = read_table_file(path, data.source)
         return frame
