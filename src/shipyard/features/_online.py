@@ -98,6 +98,7 @@ class SqliteStore:
         self._local = threading.local()
         self._tables: set[str] = set()
         self._reads: dict[tuple[str, tuple[str, ...], int], str] = {}
+        self._bools: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
 
@@ -163,6 +164,7 @@ class SqliteStore:
             return [None] * len(keys)
         wanted = tuple(features)
         conn = self._conn()
+        bools = self._bool_positions(layout, wanted)
         if len(keys) == 1:
             cache = (layout.table, wanted, 1)
             sql = self._reads.get(cache)
@@ -174,7 +176,7 @@ class SqliteStore:
                 )
                 self._reads[cache] = sql
             row = conn.execute(sql, keys[0]).fetchone()
-            return [self._found(layout, wanted, row[0], row[1:]) if row else None]
+            return [_values(row[0], row[1:], bools) if row else None]
         listed = ", ".join(_q(k) for k in layout.keys)
         placeholders = ", ".join(
             ("(" + ", ".join("?" for _ in layout.keys) + ")") for _ in range(len(keys))
@@ -185,22 +187,24 @@ class SqliteStore:
         )
         width = len(layout.keys)
         flat = [value for key in keys for value in key]
-        found = {
-            tuple(str(v) for v in row[:width]): row[width:]
-            for row in conn.execute(sql, flat).fetchall()
-        }
+        # keys come typed as the table holds them (integers or text), so they match as tuples
+        found = {tuple(row[:width]): row[width:] for row in conn.execute(sql, flat).fetchall()}
         out: list[Found] = []
         for key in keys:
-            row = found.get(tuple(str(v) for v in key))
-            out.append(self._found(layout, wanted, row[0], row[1:]) if row else None)
+            row = found.get(tuple(key))
+            out.append(_values(row[0], row[1:], bools) if row else None)
         return out
 
-    @staticmethod
-    def _found(layout: Layout, wanted: tuple[str, ...], ts: float, values: Sequence[Any]) -> Found:
-        by_name = {f.name: f for f in layout.features}
-        return float(ts), tuple(
-            _decoded(by_name[n], v) for n, v in zip(wanted, values, strict=True)
-        )
+    def _bool_positions(self, layout: Layout, wanted: tuple[str, ...]) -> tuple[int, ...]:
+        """Which asked features are booleans: SQLite hands back its own types for the
+        others (REAL, INTEGER, TEXT), and 0/1 for these."""
+        cache = (layout.table, wanted)
+        found = self._bools.get(cache)
+        if found is None:
+            kinds = {f.name: f.dtype for f in layout.features}
+            found = tuple(i for i, name in enumerate(wanted) if kinds[name] == "bool")
+            self._bools[cache] = found
+        return found
 
     def count(self, layout: Layout) -> int:
         if not self._exists(layout):
@@ -214,6 +218,16 @@ class SqliteStore:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _values(ts: float, row: Sequence[Any], bools: tuple[int, ...]) -> Found:
+    if not bools:
+        return float(ts), tuple(row)
+    values = list(row)
+    for i in bools:
+        if values[i] is not None:
+            values[i] = bool(values[i])
+    return float(ts), tuple(values)
 
 
 # -- Redis ----------------------------------------------------------------------------------------

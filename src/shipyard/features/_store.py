@@ -347,10 +347,10 @@ class FeatureStore:
         if start is not None and start.astimezone(UTC) >= end:
             raise InvalidInput("materialize --start must be before --end")
         done = []
-        for name in names:
-            stored = self.view(name)
-            view = view_from_spec(stored["spec"])
-            with self._duckdb(memory_limit) as reader:
+        with self._duckdb(memory_limit) as reader:  # one engine for every view of the call
+            for name in names:
+                stored = self.view(name)
+                view = view_from_spec(stored["spec"])
                 done.append(
                     self._materialize(reader, view, stored["version"], start, end, full, progress)
                 )
@@ -753,18 +753,24 @@ def _key_of(
     view: FeatureView, layout: Layout | None, row: Mapping[str, Any], index: int
 ) -> tuple[Any, ...]:
     key = []
-    for position, name in enumerate(view.join_keys):
-        if name not in row or row[name] is None:
+    names = layout.keys if layout is not None else view.join_keys
+    for position, name in enumerate(names):
+        value = row.get(name)
+        if value is None:
             raise InvalidInput(
                 f"entity row {index} has no {name!r}, the join key of feature view {view.name!r}"
             )
-        value = row[name]
-        if layout is not None and layout.integer_keys[position] and not isinstance(value, int):
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                raise InvalidInput(
-                    f"entity row {index}: {name} must be an integer, not {value!r}"
-                ) from None
+        if layout is None:
+            pass
+        elif layout.integer_keys[position]:
+            if not isinstance(value, int) or isinstance(value, bool):
+                try:
+                    value = int(value)
+                except (TypeError, ValueError):
+                    raise InvalidInput(
+                        f"entity row {index}: {name} must be an integer, not {value!r}"
+                    ) from None
+        elif not isinstance(value, str):
+            value = str(value)  # text keys match as text, whatever the caller sent
         key.append(value)
     return tuple(key)
