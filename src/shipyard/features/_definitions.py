@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -334,11 +335,11 @@ class FeatureView:
         elif self.transform is not None and not callable(self.transform):
             raise InvalidInput(f"view {self.name!r}: transform must be a function or a SQL query")
 
-    @property
+    @cached_property
     def join_keys(self) -> tuple[str, ...]:
         return tuple(k for e in self.entities for k in e.join_keys)
 
-    @property
+    @cached_property
     def all_features(self) -> list[Feature]:
         """Every feature the view serves, aggregations as features of their own."""
         if self.aggregations:
@@ -348,7 +349,7 @@ class FeatureView:
             ]
         return [f if isinstance(f, Feature) else Feature(f) for f in self.features]
 
-    @property
+    @cached_property
     def ttl_length(self) -> timedelta | None:
         if self.ttl is None:
             return None
