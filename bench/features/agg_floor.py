@@ -13,6 +13,7 @@ transactions with event_timestamp in (t - 30 days, t]; NULL when there are none.
 
 Both include reading the two parquet files; the result is materialised as Arrow.
 """
+
 import argparse
 import json
 import os
@@ -55,7 +56,9 @@ def sql_cumsum(tx, ent):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("method", choices=["range", "cumsum"])
-    ap.add_argument("--data", default=os.path.join(os.environ.get("ROOT", "/tmp/peers"), "data", "features"))
+    ap.add_argument(
+        "--data", default=os.path.join(os.environ.get("ROOT", "/tmp/peers"), "data", "features")
+    )
     ap.add_argument("--out")
     ap.add_argument("--save")
     ap.add_argument("--threads", type=int, default=0)

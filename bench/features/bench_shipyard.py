@@ -16,6 +16,7 @@ keys as the shared harness's bench_feast.py, one phase per process, JSON out (--
 Run with the project's interpreter (/work/main/.venv/bin/python); `run.py` puts a snapshot of
 src/ first on PYTHONPATH so that every repeat measures the same code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ AGG_FEATURE = "customer_avg_amount_30d"
 MATERIALIZE_END = datetime(2026, 11, 1, tzinfo=UTC)
 SNAPSHOT_VIEWS = ["customer_stats", "merchant_stats"]
 
-DEFS = '''
+DEFS = """
 from shipyard.features import Aggregation, Entity, Feature, FeatureView, FileSource
 
 DATA = {data!r}
@@ -66,12 +67,12 @@ merchant_stats = FeatureView(
     name="merchant_stats", entities=[merchant], source=FileSource(DATA + "/merchant_daily.parquet"),
     features=[Feature("merchant_fraud_rate_7d", "float"), Feature("merchant_txn_count_7d", "int")],
     ttl="2d")
-'''
-AGG_DEFS = '''
+"""
+AGG_DEFS = """
 customer_agg = FeatureView(
     name="customer_agg", entities=[customer], source=FileSource(DATA + "/transactions.parquet"),
     aggregations=[Aggregation("amount", "mean", "30d", name={agg!r})])
-'''
+"""
 
 
 def pct(xs, q):
@@ -138,7 +139,9 @@ def materialize(store, res: dict, **kw) -> None:
     runs = store.materialize(SNAPSHOT_VIEWS, end=MATERIALIZE_END, **kw)
     res["materialize_s"] = time.perf_counter() - t
     res["span_cpu_s"] = time.process_time() - c
-    res["runs"] = [{k: r[k] for k in ("view", "mode", "rows_read", "entities_written")} for r in runs]
+    res["runs"] = [
+        {k: r[k] for k in ("view", "mode", "rows_read", "entities_written")} for r in runs
+    ]
     res["rows_read"] = sum(r["rows_read"] for r in runs)
     res["entities_written"] = sum(r["entities_written"] for r in runs)
     res["modes"] = sorted({r["mode"] for r in runs})
@@ -215,7 +218,7 @@ def split_paths(a):
 
 
 def phase_incr_prepare(a, res):
-    part1, part2, folder = split_paths(a)
+    part1, _part2, folder = split_paths(a)
     if not part1.exists():
         raise SystemExit(f"{part1} missing: run run.sh (it splits customer_daily once)")
     home = Path(a.home)
@@ -230,7 +233,7 @@ def phase_incr_prepare(a, res):
 
 
 def phase_incremental(a, res):
-    part1, part2, folder = split_paths(a)
+    _part1, part2, folder = split_paths(a)
     home = Path(a.home)
     target = folder / "part-2.parquet"
     if target.exists():
@@ -272,7 +275,9 @@ def phase_online(a, res):
     registry, store = open_store(Path(a.home), clock)
     with registry, store:
         t = time.perf_counter()
-        store.get_online([{"customer_id": int(pairs[0, 0]), "merchant_id": int(pairs[0, 1])}], FEATURES)
+        store.get_online(
+            [{"customer_id": int(pairs[0, 0]), "merchant_id": int(pairs[0, 1])}], FEATURES
+        )
         res["first_call_s"] = time.perf_counter() - t
         lat, sample, nonnull, status = [], {}, 0, {}
         for i in rng.integers(0, len(pairs), a.calls):
@@ -293,15 +298,24 @@ def phase_online(a, res):
             r = store.get_online(rows, FEATURES)
             blat.append((time.perf_counter_ns() - t) / 1e3)
             bnonnull += sum(v[f] is not None for v in r.values for f in FEAT_NAMES)
-    res.update({
-        "single_calls": a.calls, "single_p50_us": pct(lat, 50), "single_p99_us": pct(lat, 99),
-        "single_mean_us": float(np.mean(lat)), "single_max_us": float(np.max(lat)),
-        "batch_size": a.batch, "batch_calls": a.batch_calls,
-        "batch_p50_us": pct(blat, 50), "batch_p99_us": pct(blat, 99),
-        "single_cells": a.calls * len(FEAT_NAMES), "single_nonnull_cells": nonnull,
-        "batch_cells": a.batch_calls * a.batch * len(FEAT_NAMES), "batch_nonnull_cells": bnonnull,
-        "single_status": status,
-    })
+    res.update(
+        {
+            "single_calls": a.calls,
+            "single_p50_us": pct(lat, 50),
+            "single_p99_us": pct(lat, 99),
+            "single_mean_us": float(np.mean(lat)),
+            "single_max_us": float(np.max(lat)),
+            "batch_size": a.batch,
+            "batch_calls": a.batch_calls,
+            "batch_p50_us": pct(blat, 50),
+            "batch_p99_us": pct(blat, 99),
+            "single_cells": a.calls * len(FEAT_NAMES),
+            "single_nonnull_cells": nonnull,
+            "batch_cells": a.batch_calls * a.batch * len(FEAT_NAMES),
+            "batch_nonnull_cells": bnonnull,
+            "single_status": status,
+        }
+    )
     if a.save:
         with open(a.save, "w") as f:
             json.dump(sample, f, default=str)
@@ -337,16 +351,26 @@ def phase_http(a, res):
     home = Path(a.home)
     env = dict(os.environ, SHIPYARD_HOME=str(home))
     shipyard = [sys.executable, "-m", "shipyard"]
-    key = subprocess.run(shipyard + ["keys", "create", "--scope", "read", "--name", "bench-features", "--json"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    key = subprocess.run(
+        [*shipyard, "keys", "create", "--scope", "read", "--name", "bench-features", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if key.returncode != 0:
         raise SystemExit(f"keys create failed: {key.stderr[-2000:]}")
     token = json.loads(key.stdout)["token"]
     port = free_port(a.port)
-    log = open(home / f"server_{port}.log", "w")
+    log = open(home / f"server_{port}.log", "w")  # noqa: SIM115  (the server writes to it until it stops)
     t = time.perf_counter()
-    server = subprocess.Popen(shipyard + ["server", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [*shipyard, "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     res["server_pid"] = server.pid
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
@@ -370,7 +394,9 @@ def phase_http(a, res):
             before = proc_stats(server.pid)
 
             def post(rows):
-                r = client.post("/v1/features/online", json={"features": FEATURES, "entities": rows})
+                r = client.post(
+                    "/v1/features/online", json={"features": FEATURES, "entities": rows}
+                )
                 if r.status_code != 200:
                     raise SystemExit(f"HTTP {r.status_code}: {r.text[:500]}")
                 return r.json()
@@ -391,17 +417,24 @@ def phase_http(a, res):
                 nonnull += sum(got["values"].get(f) is not None for f in FEAT_NAMES)
                 for view, s in got["status"].items():
                     status[f"{view}:{s}"] = status.get(f"{view}:{s}", 0) + 1
-                sample[f"{pairs[i, 0]}:{pairs[i, 1]}"] = {**got["values"], "__status": got["status"]}
+                sample[f"{pairs[i, 0]}:{pairs[i, 1]}"] = {
+                    **got["values"],
+                    "__status": got["status"],
+                }
             single_wall = time.perf_counter() - t_loop
             mid = proc_stats(server.pid)
             blat, bnonnull = [], 0
             for _ in range(a.batch_calls):
                 j = rng.integers(0, len(pairs), a.batch)
-                rows = [{"customer_id": int(pairs[i, 0]), "merchant_id": int(pairs[i, 1])} for i in j]
+                rows = [
+                    {"customer_id": int(pairs[i, 0]), "merchant_id": int(pairs[i, 1])} for i in j
+                ]
                 t = time.perf_counter_ns()
                 body = post(rows)
                 blat.append((time.perf_counter_ns() - t) / 1e3)
-                bnonnull += sum(r["values"].get(f) is not None for r in body["results"] for f in FEAT_NAMES)
+                bnonnull += sum(
+                    r["values"].get(f) is not None for r in body["results"] for f in FEAT_NAMES
+                )
             after = proc_stats(server.pid)
     finally:
         if server.poll() is None:
@@ -412,30 +445,46 @@ def phase_http(a, res):
                 os.kill(server.pid, signal.SIGKILL)
                 server.wait(timeout=10)
         log.close()
-    res.update({
-        "port": port,
-        "single_calls": a.calls, "single_p50_us": pct(lat, 50), "single_p99_us": pct(lat, 99),
-        "single_mean_us": float(np.mean(lat)), "single_max_us": float(np.max(lat)),
-        "single_req_per_s": a.calls / single_wall,
-        "batch_size": a.batch, "batch_calls": a.batch_calls,
-        "batch_p50_us": pct(blat, 50), "batch_p99_us": pct(blat, 99),
-        "single_cells": a.calls * len(FEAT_NAMES), "single_nonnull_cells": nonnull,
-        "batch_cells": a.batch_calls * a.batch * len(FEAT_NAMES), "batch_nonnull_cells": bnonnull,
-        "single_status": status,
-        "server_cpu_ms_per_single_req": (mid["cpu_s"] - before["cpu_s"]) * 1e3 / a.calls,
-        "server_cpu_ms_per_batch_req": (after["cpu_s"] - mid["cpu_s"]) * 1e3 / a.batch_calls,
-        "server_cpu_s": after["cpu_s"], "server_maxrss_mb": after["maxrss_mb"],
-    })
+    res.update(
+        {
+            "port": port,
+            "single_calls": a.calls,
+            "single_p50_us": pct(lat, 50),
+            "single_p99_us": pct(lat, 99),
+            "single_mean_us": float(np.mean(lat)),
+            "single_max_us": float(np.max(lat)),
+            "single_req_per_s": a.calls / single_wall,
+            "batch_size": a.batch,
+            "batch_calls": a.batch_calls,
+            "batch_p50_us": pct(blat, 50),
+            "batch_p99_us": pct(blat, 99),
+            "single_cells": a.calls * len(FEAT_NAMES),
+            "single_nonnull_cells": nonnull,
+            "batch_cells": a.batch_calls * a.batch * len(FEAT_NAMES),
+            "batch_nonnull_cells": bnonnull,
+            "single_status": status,
+            "server_cpu_ms_per_single_req": (mid["cpu_s"] - before["cpu_s"]) * 1e3 / a.calls,
+            "server_cpu_ms_per_batch_req": (after["cpu_s"] - mid["cpu_s"]) * 1e3 / a.batch_calls,
+            "server_cpu_s": after["cpu_s"],
+            "server_maxrss_mb": after["maxrss_mb"],
+        }
+    )
     if a.save:
         with open(a.save, "w") as f:
             json.dump(sample, f, default=str)
 
 
 PHASES = {
-    "setup": phase_setup, "historical": phase_historical, "agg": phase_agg,
-    "materialize": phase_materialize, "incr_prepare": phase_incr_prepare,
-    "incremental": phase_incremental, "noop": phase_noop, "full_rerun": phase_full_rerun,
-    "online": phase_online, "http": phase_http,
+    "setup": phase_setup,
+    "historical": phase_historical,
+    "agg": phase_agg,
+    "materialize": phase_materialize,
+    "incr_prepare": phase_incr_prepare,
+    "incremental": phase_incremental,
+    "noop": phase_noop,
+    "full_rerun": phase_full_rerun,
+    "online": phase_online,
+    "http": phase_http,
 }
 
 
@@ -446,20 +495,28 @@ def main():
     ap.add_argument("--home", default=os.path.join(ROOT, "shipyard_home"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--save", default=None)
-    ap.add_argument("--clock", default=None, help="online: fixed 'now' (ISO date, UTC) for the TTL check")
+    ap.add_argument(
+        "--clock", default=None, help="online: fixed 'now' (ISO date, UTC) for the TTL check"
+    )
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--batch-calls", type=int, default=200)
-    ap.add_argument("--warmup", type=int, default=20, help="http: extra warm-up requests after the first")
+    ap.add_argument(
+        "--warmup", type=int, default=20, help="http: extra warm-up requests after the first"
+    )
     ap.add_argument("--port", type=int, default=18477)
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
     a.data, a.home = os.path.abspath(a.data), os.path.abspath(a.home)
     import shipyard
-    import shipyard.features  # noqa: F401  (counted in import_s, as `from feast import FeatureStore` is)
+    import shipyard.features
 
-    res = {"tool": "shipyard", "phase": a.phase, "import_s": time.perf_counter() - T0,
-           "shipyard_file": shipyard.__file__}
+    res = {
+        "tool": "shipyard",
+        "phase": a.phase,
+        "import_s": time.perf_counter() - T0,
+        "shipyard_file": shipyard.__file__,
+    }
     PHASES[a.phase](a, res)
     res["total_in_process_s"] = time.perf_counter() - T0
     if a.out:

@@ -45,11 +45,11 @@ FEATURES = [
 def test_a_spec_trains_on_point_in_time_features(
     sqlite_settings: Settings, definitions_file: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "trainer.py").write_text(textwrap.dedent(TRAINER))
+    (tmp_path / "store_trainer.py").write_text(textwrap.dedent(TRAINER))
     rows = entity_rows(transactions(), n=400).assign(amount=lambda f: f["label"] * 25.0 + 5.0)
     rows.to_parquet(tmp_path / "labels.parquet")
     spec = RetrainSpec(
-        name="fraud-from-store", train="trainer:train", gates=["accuracy >= 0.6"],
+        name="fraud-from-store", train="store_trainer:train", gates=["accuracy >= 0.6"],
         data={"source": "features", "entities": "labels.parquet", "features": FEATURES,
               "label": "label", "time_column": "event_timestamp"},
     )  # fmt: skip
