@@ -289,3 +289,34 @@ def test_incremental_aggregations_equal_a_fresh_computation(
                 )
     # forty days on, every window has emptied: counts are 0 and means are gone, online too
     assert all(v["customer_count_7d"] == 0 for v in online.values)
+
+
+def test_a_sql_source_is_filtered_by_its_database(tmp_path: Path) -> None:
+    """Read from a time on, a SQL source fetches only the rows from then on (the query runs
+    with the bound in its WHERE), not the whole table filtered afterwards."""
+    import sqlalchemy as sa
+
+    from shipyard.features import Entity, FeatureView, SqlSource
+    from shipyard.features._sources import SourceReader, connect, one
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = sa.create_engine(url)
+    events = transactions()
+    events.to_sql("txns", engine, index=False)
+    engine.dispose()
+    view = FeatureView(
+        name="latest_sql", entities=[Entity("customer", ["customer_id"])],
+        source=SqlSource("SELECT * FROM txns", url), features=["amount"],
+    )  # fmt: skip
+    since = datetime(2026, 6, 15, tzinfo=UTC)
+    conn = connect(tmp_path)
+    try:
+        reader = SourceReader(conn, tmp_path)
+        fetched = one(conn, f"SELECT count(*) FROM {reader.relation(view, since=since).sql}")[0]
+        everything = one(conn, f"SELECT count(*) FROM {reader.relation(view).sql}")[0]
+        # a bound after every row: nothing there, so the whole source is read instead
+        after = one(conn, f"SELECT count(*) FROM {reader.relation(view, since=AFTER).sql}")[0]
+    finally:
+        conn.close()
+    assert fetched == (events["event_timestamp"] >= pd.Timestamp(since)).sum() < everything
+    assert everything == after == len(events)

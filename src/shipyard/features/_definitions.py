@@ -17,8 +17,8 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
 

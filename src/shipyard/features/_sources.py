@@ -8,12 +8,14 @@ import glob
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shipyard.core.errors import InvalidInput, UserCodeFailed
@@ -89,15 +91,21 @@ class SourceReader:
         self.conn = conn
         self.workdir = workdir
         self.log_table = log_table
-        self._staged = 0
+        self._stages = 0
         self._filesystems: set[str] = set()
 
     def relation(
-        self, view: FeatureView, *, skip_files: dict[str, list[Any]] | None = None
+        self,
+        view: FeatureView,
+        *,
+        skip_files: dict[str, list[Any]] | None = None,
+        since: datetime | None = None,
     ) -> Relation:
         """The view's source rows (transformed), with its declared columns checked.
 
         `skip_files`: files of a file source read before, unchanged since, left out.
+        `since`: a SQL source or a log is read from this event time on (the database filters
+        the rows; a log is filtered as it is read), else whole.
         """
         source = view.source
         files: dict[str, list[Any]] = {}
@@ -108,11 +116,18 @@ class SourceReader:
             if sql is None:
                 sql = self._empty(view, source, files)
             if callable(view.transform):
-                sql = self._stage(view, self._batches_of(sql))
+                staged = self._stage(view, self._batches_of(sql), empty_ok=True)
+                if staged is None:  # no rows: the transform's columns, from an empty frame
+                    empty = self.conn.sql(f"SELECT * FROM {sql} LIMIT 0").to_arrow_table()
+                    staged = self._staged(view, iter([empty.to_pandas()]))
+                sql = staged
         elif isinstance(source, SqlSource):
-            sql = self._stage(view, self._sql_batches(view, source))
+            staged = self._stage(view, self._sql_batches(view, source, since), empty_ok=True)
+            # nothing at or after `since` (its rows were deleted): the whole source then
+            sql = staged or self._staged(view, self._sql_batches(view, source, None))
         elif isinstance(source, LogSource):
-            sql = self._stage(view, self._log_batches(view, source))
+            staged = self._stage(view, self._log_batches(view, source, since), empty_ok=True)
+            sql = staged or self._staged(view, self._log_batches(view, source, None))
         else:  # pragma: no cover - the definitions admit no other kind
             raise InvalidInput(f"view {view.name!r}: unknown source {source!r}")
         if isinstance(view.transform, str):  # the same query offline and online
@@ -183,9 +198,18 @@ class SourceReader:
         for batch in reader:
             yield batch.to_pandas()
 
-    def _sql_batches(self, view: FeatureView, source: SqlSource) -> Iterator[pd.DataFrame]:
+    def _sql_batches(
+        self, view: FeatureView, source: SqlSource, since: datetime | None
+    ) -> Iterator[pd.DataFrame]:
         import sqlalchemy as sa
 
+        query, params = source.query, {}
+        if since is not None:  # bound as naive UTC, as SQLAlchemy writes times for any database
+            query = (
+                f"SELECT * FROM ({source.query}) AS shipyard_source "
+                f"WHERE {quote(view.timestamp_field)} >= :since"
+            )
+            params = {"since": since.astimezone(UTC).replace(tzinfo=None)}
         try:
             engine = sa.create_engine(source.url)
         except Exception as error:
@@ -194,7 +218,7 @@ class SourceReader:
             ) from None
         try:
             with engine.connect() as conn:
-                yield from pd.read_sql(sa.text(source.query), conn, chunksize=CHUNK_ROWS)
+                yield from pd.read_sql(sa.text(query), conn, params=params, chunksize=CHUNK_ROWS)
         except sa.exc.SQLAlchemyError as error:
             raise InvalidInput(
                 f"view {view.name!r}: its SQL source failed: "
@@ -203,10 +227,20 @@ class SourceReader:
         finally:
             engine.dispose()
 
-    def _log_batches(self, view: FeatureView, source: LogSource) -> Iterator[pd.DataFrame]:
+    def _log_batches(
+        self, view: FeatureView, source: LogSource, since: datetime | None
+    ) -> Iterator[pd.DataFrame]:
         if self.log_table is None:
             raise InvalidInput(f"view {view.name!r}: prediction logs are not readable here")
         table = self.log_table(source.model)
+        if since is not None and table.num_rows:
+            table = table.filter(
+                pc.greater_equal(
+                    table.column("ts"), pa.scalar(since, table.schema.field("ts").type)
+                )
+            )
+            if table.num_rows == 0:
+                return
         if table.num_rows == 0:
             raise InvalidInput(
                 f"view {view.name!r}: the prediction log of {source.model!r} is empty"
@@ -222,14 +256,24 @@ class SourceReader:
         for batch in logged.to_batches(CHUNK_ROWS):
             yield batch.to_pandas()
 
-    def _stage(self, view: FeatureView, frames: Iterator[pd.DataFrame]) -> str:
-        """Write `frames` (transformed) to one Parquet file; its reader."""
-        self._staged += 1
-        path = self.workdir / f"staged_{view.name}_{self._staged}.parquet"
+    def _staged(self, view: FeatureView, frames: Iterator[pd.DataFrame]) -> str:
+        staged = self._stage(view, frames)
+        assert staged is not None  # without empty_ok, no rows raise
+        return staged
+
+    def _stage(
+        self, view: FeatureView, frames: Iterator[pd.DataFrame], *, empty_ok: bool = False
+    ) -> str | None:
+        """Write `frames` (transformed) to one Parquet file; its reader (None for no rows,
+        when `empty_ok`)."""
+        self._stages += 1
+        path = self.workdir / f"staged_{view.name}_{self._stages}.parquet"
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
         try:
             for frame in frames:
+                if empty_ok and frame.empty:
+                    continue  # an empty chunk has no column types to keep
                 if callable(view.transform):
                     frame = _transformed(view, frame)
                 table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -249,6 +293,8 @@ class SourceReader:
             if writer is not None:
                 writer.close()
         if writer is None:
+            if empty_ok:
+                return None
             raise InvalidInput(f"view {view.name!r}: its source returned no rows")
         return f"read_parquet({literal(str(path))})"
 

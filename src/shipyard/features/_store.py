@@ -373,7 +373,9 @@ class FeatureStore:
         ranged = start is not None
         mode = "full" if full or last is None else "range" if ranged else "incremental"
         skip = last["files"] if mode == "incremental" and last and not view.aggregations else None
-        relation = reader.relation(view, skip_files=skip)
+        relation = reader.relation(
+            view, skip_files=skip, since=_read_from(view, mode, last, start, end)
+        )
         layout = _layout(view, version, relation)
         conn = reader.conn
         conn.execute(f"CREATE OR REPLACE TEMP VIEW src AS {source_select(view, relation)}")
@@ -668,6 +670,29 @@ def _check_source(reader: SourceReader, view: FeatureView) -> None:
 
 def _ts(moment: datetime) -> str:
     return f"TIMESTAMPTZ {literal(moment.astimezone(UTC).isoformat())}"
+
+
+def _read_from(
+    view: FeatureView,
+    mode: str,
+    last: MaterializationRun | None,
+    start: datetime | None,
+    end: datetime,
+) -> datetime | None:
+    """The earliest event time a run needs, for sources that can be read from a time on
+    (SQL, logs): an aggregation's widest window before `end` (and before the last run's end,
+    for the entities whose events left a window since), a backfill's `start`, the watermark
+    of an incremental run; None: everything."""
+    if view.aggregations:
+        since = end - view.max_window
+        if mode == "incremental" and last is not None and last["end"] is not None:
+            since = min(since, last["end"] - view.max_window)
+        return since
+    if mode == "range":
+        return start
+    if mode == "incremental" and last is not None:
+        return last["watermark"]
+    return None
 
 
 def _latest(*moments: datetime | None) -> datetime | None:
