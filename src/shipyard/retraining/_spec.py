@@ -22,6 +22,7 @@ models:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import tomllib
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipyard.core.durations import parse_duration
-from shipyard.core.errors import ConfigurationError, InvalidInput
+from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFailed
 
 __all__ = [
     "DataSpec",
@@ -277,12 +278,17 @@ class RetrainSpec(_Strict):
         return value
 
     def entrypoint(self, code_dir: Path | None = None) -> Callable[..., Any]:
-        """The training function, imported (from `code_dir` first, when given)."""
+        """The training function, imported (from `code_dir` first, when given).
+
+        A module in `code_dir` is loaded afresh from its file each time: a worker that runs
+        for days trains with the code as it is now, and two specs whose modules share a name
+        in different folders each get their own.
+        """
         module_name, _, function = self.train.partition(":")
         if code_dir is not None and str(code_dir) not in sys.path:
             sys.path.insert(0, str(code_dir))
         try:
-            module = importlib.import_module(module_name)
+            module = _fresh_module(module_name, code_dir) or importlib.import_module(module_name)
         except ImportError as error:
             raise ConfigurationError(
                 f"cannot import the training module {module_name!r} of {self.name} ({error}); run from the "
@@ -294,6 +300,39 @@ class RetrainSpec(_Strict):
                 f"{module_name} has no function {function!r} (train: {self.train})"
             )
         return target  # type: ignore[no-any-return]
+
+
+def _fresh_module(name: str, code_dir: Path | None) -> Any:
+    """`name` loaded from its file in `code_dir` (None when it is not there). It replaces any
+    module of that name already imported, so models pickled with its classes load again."""
+    if code_dir is None:
+        return None
+    base = code_dir.joinpath(*name.split("."))
+    path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError:
+        _restore(name, previous)
+        raise
+    except Exception as error:
+        _restore(name, previous)
+        raise UserCodeFailed.raised("training module", str(path), error) from error
+    return module
+
+
+def _restore(name: str, previous: Any) -> None:
+    if previous is None:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = previous
 
 
 def load_specs(path: Path | None = None) -> dict[str, RetrainSpec]:
