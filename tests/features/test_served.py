@@ -181,3 +181,15 @@ def test_missing_or_stale_values_follow_the_view_policy(
                     assert answered.status_code == 200, answered.text
                 served_with = store.serve([{"customer_id": 5}], ["customer_daily:daily_spend"])
                 assert served_with == [{"customer_id": 5, "daily_spend": -1.0}]  # the default
+
+
+def test_models_show_names_the_views_a_version_was_trained_on(
+    served: tuple[Settings, Any, str],
+) -> None:
+    from tests.cli.test_cli import shipyard
+
+    settings, _, _ = served
+    shown = shipyard(Path(settings.home), "models", "show", "fraud-by-keys:1")
+    assert shown.returncode == 0, shown.stderr
+    assert "trained on feature views customer_activity v1, merchant_risk v1" in " ".join(shown.stdout.split())
+    assert "served by entity keys (3 features looked up per request)" in " ".join(shown.stdout.split())
