@@ -191,5 +191,9 @@ def test_models_show_names_the_views_a_version_was_trained_on(
     settings, _, _ = served
     shown = shipyard(Path(settings.home), "models", "show", "fraud-by-keys:1")
     assert shown.returncode == 0, shown.stderr
-    assert "trained on feature views customer_activity v1, merchant_risk v1" in " ".join(shown.stdout.split())
-    assert "served by entity keys (3 features looked up per request)" in " ".join(shown.stdout.split())
+    assert "trained on feature views customer_activity v1, merchant_risk v1" in " ".join(
+        shown.stdout.split()
+    )
+    assert "served by entity keys (3 features looked up per request)" in " ".join(
+        shown.stdout.split()
+    )

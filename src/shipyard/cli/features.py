@@ -237,6 +237,12 @@ def materialize(
             f"in {seconds:.2f} s; newest value {run['newest_event'] or '-'}",
             highlight=False,
         )
+        late = (run["source_state"] or {}).get("late_rows")
+        if late:
+            console.print(
+                f"  [yellow]{late:,} rows arrived older than the last watermark[/]: the source "
+                "was read in full, so none was missed"
+            )
 
 
 @app.command("get")

@@ -54,6 +54,7 @@ class MaterializationRun(TypedDict):
     profile: dict[str, Any] | None
     files: dict[str, Any] | None
     layout: dict[str, Any] | None
+    source_state: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
     created_by: str
@@ -137,6 +138,7 @@ def _run(row: Any) -> MaterializationRun:
         "profile": row.profile,
         "files": row.files,
         "layout": row.layout,
+        "source_state": row.source_state,
         "started_at": _aware(row.started_at),
         "finished_at": _aware(row.finished_at),
         "created_by": row.created_by,

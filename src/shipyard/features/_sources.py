@@ -190,6 +190,37 @@ class SourceReader:
         first = self._read_files(source, [next(iter(files))])
         return f"(SELECT * FROM {first} LIMIT 0)"
 
+    def count_before(self, view: FeatureView, moment: datetime) -> int:
+        """Rows of a SQL source or a log with an event time before `moment`, counted where
+        they lie (a rise between two runs means rows arrived late, older than the watermark)."""
+        source = view.source
+        if isinstance(source, SqlSource):
+            import sqlalchemy as sa
+
+            query = (
+                f"SELECT count(*) FROM ({source.query}) AS shipyard_source "
+                f"WHERE {quote(view.timestamp_field)} < :moment"
+            )
+            engine = sa.create_engine(source.url)
+            try:
+                with engine.connect() as conn:
+                    bound = {"moment": moment.astimezone(UTC).replace(tzinfo=None)}
+                    return int(conn.execute(sa.text(query), bound).scalar_one())
+            except sa.exc.SQLAlchemyError as error:
+                raise InvalidInput(
+                    f"view {view.name!r}: its SQL source failed: "
+                    f"{str(getattr(error, 'orig', None) or error).splitlines()[0][:300]}"
+                ) from None
+            finally:
+                engine.dispose()
+        if isinstance(source, LogSource) and self.log_table is not None:
+            table = self.log_table(source.model)
+            if table.num_rows == 0:
+                return 0
+            bound = pa.scalar(moment, table.schema.field("ts").type)
+            return int(pc.sum(pc.less(table.column("ts"), bound)).as_py() or 0)
+        return 0
+
     # -- staged sources -------------------------------------------------------------------------
 
     def _batches_of(self, sql: str) -> Iterator[pd.DataFrame]:

@@ -29,6 +29,8 @@ from shipyard.features._definitions import (
     Definitions,
     FeatureView,
     FileSource,
+    LogSource,
+    SqlSource,
     parse_refs,
     view_from_spec,
 )
@@ -372,6 +374,14 @@ class FeatureStore:
         last = self._last_run(view.name, version, store.kind)
         ranged = start is not None
         mode = "full" if full or last is None else "range" if ranged else "incremental"
+        watched = not view.aggregations and isinstance(view.source, SqlSource | LogSource)
+        late = 0
+        if watched and mode == "incremental" and last is not None and last["watermark"] is not None:
+            known = (last["source_state"] or {}).get("before_watermark")
+            before = reader.count_before(view, last["watermark"])
+            if known is not None and before > known:
+                # rows arrived older than the watermark: read everything again, lose none
+                late, mode = before - known, "full"
         skip = last["files"] if mode == "incremental" and last and not view.aggregations else None
         relation = reader.relation(
             view, skip_files=skip, since=_read_from(view, mode, last, start, end)
@@ -413,26 +423,34 @@ class FeatureStore:
         )
         files = dict(last["files"] or {}) if last and mode == "incremental" else {}
         files.update(relation.files)
+        source_state = None
+        if watched and watermark is not None:
+            source_state = {
+                "before_watermark": reader.count_before(view, watermark),
+                "late_rows": late,
+            }
         finished = self.clock()
         with self.registry.database.transaction() as db:
             run_id = repo.add_run(
                 db, view=view.name, version=version, store=store.kind, mode=mode,
                 start=start, end=end, watermark=watermark, rows_read=rows_read,
                 entities_written=written, newest_event=newest_event, profile=profile,
-                files=files or None, layout=_layout_record(layout), started_at=started,
+                files=files or None, layout=_layout_record(layout), source_state=source_state,
+                started_at=started,
                 finished_at=finished,
                 created_by=self.registry.actor,
             )  # fmt: skip
             record_audit(
                 db, self.registry.actor, "features.materialize", None, None,
                 {"view": view.name, "version": version, "store": store.kind, "mode": mode,
-                 "rows_read": rows_read, "entities_written": written},
+                 "rows_read": rows_read, "entities_written": written, "late_rows": late},
             )  # fmt: skip
         return {
             "id": run_id, "view": view.name, "version": version, "store": store.kind,
             "mode": mode, "start": start, "end": end, "watermark": watermark,
             "rows_read": rows_read, "entities_written": written, "newest_event": newest_event,
             "profile": profile, "files": files or None, "layout": _layout_record(layout),
+            "source_state": source_state,
             "started_at": started,
             "finished_at": finished, "created_by": self.registry.actor,
         }  # fmt: skip

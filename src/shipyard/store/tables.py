@@ -313,6 +313,8 @@ feature_materializations = Table(
     Column("files", Json, nullable=True),
     # how the run laid the view out in the store: its keys, and which are integers
     Column("layout", Json, nullable=True),
+    # a SQL source's or log's rows older than the watermark (late rows show as a rise)
+    Column("source_state", Json, nullable=True),
     Column("started_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp, nullable=False),
     Column("created_by", String(256), nullable=False),

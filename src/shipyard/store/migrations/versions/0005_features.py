@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("profile", Json, nullable=True),
         sa.Column("files", Json, nullable=True),
         sa.Column("layout", Json, nullable=True),
+        sa.Column("source_state", Json, nullable=True),
         sa.Column("started_at", Timestamp, nullable=False),
         sa.Column("finished_at", Timestamp, nullable=False),
         sa.Column("created_by", sa.String(256), nullable=False),
