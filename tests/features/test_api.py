@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from shipyard.access import KeyStore
 from shipyard.app import create_app
 from shipyard.core import Settings
-from shipyard.core.errors import Forbidden
+from shipyard.core.errors import Forbidden, InvalidInput
 from shipyard.features import FeatureStore, load_definitions
 from shipyard.registry import Registry
 from shipyard.store import tables
@@ -169,3 +170,53 @@ def test_views_are_listed_and_keys_record_their_views(served: Settings) -> None:
                 select(tables.api_keys.c.feature_views).where(tables.api_keys.c.id == key.id)
             ).scalar_one()
         assert stored == ["merchant_risk"]
+
+
+def test_key_values_that_name_no_entity_are_refused_not_a_500(
+    client: TestClient, served: Settings
+) -> None:
+    token = _token(served, "read")
+    headers = {"Authorization": f"Bearer {token}"}
+    for value, status in ((2**63, 400), (10**20, 400), (True, 400), ("12x", 422), ("5", 200)):
+        answer = client.post(
+            "/v1/features/online",
+            json={"features": ["customer_daily:daily_spend"], "entities": [{"customer_id": value}]},
+            headers=headers,
+        )
+        assert answer.status_code == status, (value, answer.text)
+    with Registry.from_settings(served) as registry, FeatureStore(registry, served) as store:
+        for bad in (5.9, True, 1e300, [1]):
+            with pytest.raises(InvalidInput, match="must be a 64-bit integer"):
+                store.serve([{"customer_id": bad}], ["customer_daily:daily_spend"])
+        assert (
+            store.serve([{"customer_id": 5.0}], ["customer_daily:daily_spend"])[0]["customer_id"]
+            == 5.0
+        )
+
+
+def test_a_sql_source_s_password_is_never_shown(
+    client: TestClient, served: Settings, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    pd.DataFrame({"customer_id": [1], "event_timestamp": [pd.Timestamp("2026-06-01", tz="UTC")],
+                  "x": [1.0]}).to_sql("t", engine, index=False)  # fmt: skip
+    engine.dispose()
+    module = tmp_path / "secret.py"
+    module.write_text(
+        "from shipyard.features import Entity, FeatureView, SqlSource\n"
+        "c = Entity('customer', join_keys=['customer_id'])\n"
+        "s = FeatureView(name='secret', entities=[c], features=['x'],\n"
+        f"    source=SqlSource('SELECT * FROM t', 'sqlite://user:hunter2@/{tmp_path / 'w.db'}'))\n"
+    )
+    with Registry.from_settings(served) as registry, FeatureStore(registry, served) as store:
+        store.apply(load_definitions(module), check_sources=False)
+    for scope in ("read", "admin"):
+        token = _token(served, scope)
+        shown = client.get(
+            "/v1/features/views/secret", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert shown.status_code == 200
+        assert "hunter2" not in shown.text
+        assert "***" in shown.text

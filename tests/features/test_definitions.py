@@ -265,3 +265,22 @@ def test_a_sql_transform_runs_offline_and_online(
     ]
     with pytest.raises(InvalidInput, match="starting with SELECT or WITH"):
         _view(transform="DROP TABLE source")
+
+
+def test_an_aggregation_view_takes_no_ttl() -> None:
+    with pytest.raises(InvalidInput, match="aggregations take no ttl"):
+        _view(features=[], aggregations=[Aggregation("amount", "sum", "1d")], ttl="2d")
+
+
+def test_a_new_description_is_no_new_version(store: FeatureStore, definitions_file: Path) -> None:
+    """Values do not change when the owner or a description does: the version (and what is
+    materialized for it) stays, its spec is updated in place."""
+    definitions_file.write_text(
+        definitions_file.read_text().replace('owner="fraud-team"', 'owner="risk-team"')
+    )
+    changes = store.apply(load_definitions(definitions_file))
+    described = next(c for c in changes if c["view"] == "customer_daily")
+    assert (described["action"], described["version"]) == ("describe", 1)
+    assert described["diff"] == ["owner: 'fraud-team' -> 'risk-team'"]
+    assert store.view("customer_daily")["spec"]["owner"] == "risk-team"
+    assert [v["version"] for v in store.versions("customer_daily")] == [1]

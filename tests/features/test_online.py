@@ -250,7 +250,7 @@ def test_reading_before_materializing_and_bad_keys(features: tuple[FeatureStore,
     store.materialize(["customer_daily"])
     with pytest.raises(InvalidInput, match="entity row 0 has no 'customer_id'"):
         store.get_online([{"merchant_id": 1}], ["customer_daily:daily_spend"])
-    with pytest.raises(InvalidInput, match="customer_id must be an integer"):
+    with pytest.raises(InvalidInput, match="customer_id must be a 64-bit integer"):
         store.get_online([{"customer_id": "abc"}], ["customer_daily:daily_spend"])
     # keys given as text (a query string, a CLI argument) find integer keys
     assert store.get_online([{"customer_id": "1"}], ["customer_daily:daily_spend"]).views == {
@@ -272,9 +272,9 @@ def test_incremental_aggregations_equal_a_fresh_computation(
         {"customer_id": np.arange(1, 62), "merchant_id": np.arange(1, 62) % 12 + 1}
     )
     store.materialize(["customer_activity", "merchant_risk"], end=T)
-    for later in (T + timedelta(days=5), T + timedelta(days=40)):
-        runs = store.materialize(["customer_activity", "merchant_risk"], end=later)
-        assert {r["mode"] for r in runs} == {"incremental"}
+    for later, full in ((T + timedelta(days=5), False), (T + timedelta(days=40), True)):
+        runs = store.materialize(["customer_activity", "merchant_risk"], end=later, full=full)
+        assert {r["mode"] for r in runs} == {"full" if full else "incremental"}
         clock.now = later
         offline = store.training_set(entities.assign(event_timestamp=later), refs).to_pandas()
         online = store.get_online(entities.to_dict("records"), refs)
@@ -359,3 +359,46 @@ def test_rows_arriving_late_in_a_sql_source_are_not_missed(
         assert got.values == [{"amount": 11.0}]
         assert store.materialize()[0]["mode"] == "incremental"  # nothing late since
     engine.dispose()
+
+
+def test_sqlite_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    import threading
+
+    store = SqliteStore(tmp_path / "online.sqlite")
+    store.write(LAYOUT, _rows([1], 1.0, [1.0]))
+    for _ in range(50):  # a server's worker pool: threads that read once and retire
+        worker = threading.Thread(target=lambda: store.read(LAYOUT, [(1,)], ["spend"]))
+        worker.start()
+        worker.join()
+    store.read(LAYOUT, [(1,)], ["spend"])
+    assert len(store._connections) <= 2  # this thread's, and at most the last worker's
+    store.close()
+
+
+def test_a_file_with_rows_after_the_end_is_read_again(
+    sqlite_settings: Settings, tmp_path: Path, online: OnlineStore
+) -> None:
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    t0 = pd.Timestamp("2026-06-01", tz="UTC")
+    pd.DataFrame({"customer_id": [1, 1], "amount": [1.0, 2.0],
+                  "event_timestamp": [t0, t0 + pd.Timedelta(days=5)]}).to_parquet(folder / "part-1.parquet")  # fmt: skip
+    module = tmp_path / "defs.py"
+    module.write_text(
+        "from shipyard.features import Entity, FeatureView, FileSource\n"
+        "c = Entity('customer', join_keys=['customer_id'])\n"
+        f"latest = FeatureView(name='latest_txn', entities=[c], source=FileSource('{folder}'),\n"
+        "    features=['amount'])\n"
+    )
+    with Registry.from_settings(sqlite_settings) as registry:
+        store = FeatureStore(registry, sqlite_settings, online=online, clock=Clock(AFTER))
+        store.apply(load_definitions(module))
+        store.materialize(end=(t0 + pd.Timedelta(days=2)).to_pydatetime())  # day 5 is after it
+        assert store.get_online([{"customer_id": 1}], ["latest_txn:amount"]).values == [
+            {"amount": 1.0}
+        ]
+        later = store.materialize(end=(t0 + pd.Timedelta(days=10)).to_pydatetime())[0]
+        assert later["rows_read"] == 2  # the file again: its day-5 row was not written before
+        assert store.get_online([{"customer_id": 1}], ["latest_txn:amount"]).values == [
+            {"amount": 2.0}
+        ]

@@ -197,3 +197,23 @@ def test_models_show_names_the_views_a_version_was_trained_on(
     assert "served by entity keys (3 features looked up per request)" in " ".join(
         shown.stdout.split()
     )
+
+
+def test_a_key_limited_to_other_views_cannot_predict_with_these(
+    served: tuple[Settings, Any, str],
+) -> None:
+    settings, _, _ = served
+    with Registry.from_settings(settings) as registry:
+        limited = KeyStore(registry.database).create("predict", feature_views=["customer_daily"])[1]
+        allowed = KeyStore(registry.database).create(
+            "predict", feature_views=["customer_activity", "merchant_risk"]
+        )[1]
+    body = {"instances": [{"customer_id": 5, "merchant_id": 3, "amount": 42.0}]}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        denied = client.post("/v1/models/fraud-by-keys/predict", json=body,
+                             headers={"Authorization": f"Bearer {limited}"})  # fmt: skip
+        ok = client.post("/v1/models/fraud-by-keys/predict", json=body,
+                         headers={"Authorization": f"Bearer {allowed}"})  # fmt: skip
+    assert denied.status_code == 403
+    assert "may not read the feature view customer_activity, merchant_risk" in denied.text
+    assert ok.status_code == 200

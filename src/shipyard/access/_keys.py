@@ -133,8 +133,8 @@ class ApiKey:
         ):
             raise Forbidden(
                 f"API key {self.id} is limited to the feature views "
-                f"{', '.join(self.feature_views)} and cannot {action} a key that reads others; "
-                "pass --features with a subset of them"
+                f"{', '.join(self.feature_views)} and cannot {action} a key that reads others"
+                + ("; pass --features with a subset of them" if action == "create" else "")
             )
         if self.model is not None and model != self.model:
             target = f"bound to model {model!r}" if model is not None else "not bound to a model"

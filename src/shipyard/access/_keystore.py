@@ -137,7 +137,9 @@ class KeyStore:
                 raise NotFound(f"no API key with id {key_id!r} (shipyard keys list)")
             target = found[0]
             if by is not None:
-                by.check_manages(target.scope, target.model, "revoke")
+                by.check_manages(
+                    target.scope, target.model, "revoke", feature_views=target.feature_views
+                )
             if repo.revoke_key(conn, key_id, self.actor):
                 record_audit(
                     conn, self.actor, "key.revoked", target.model, None,

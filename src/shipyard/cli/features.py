@@ -58,7 +58,9 @@ def apply(
         emit_json(changes)
         return
     for change in changes:
-        colour = {"create": "green", "update": "yellow", "unchanged": "dim"}[change["action"]]
+        colour = {"create": "green", "update": "yellow", "describe": "cyan", "unchanged": "dim"}[
+            change["action"]
+        ]
         verb = (
             "would " + change["action"]
             if dry_run and change["action"] != "unchanged"
@@ -67,7 +69,7 @@ def apply(
         console.print(
             f"[{colour}]{verb}[/] {change['view']} (version {change['version']})", highlight=False
         )
-        for line in change["diff"] if change["action"] == "update" else []:
+        for line in change["diff"] if change["action"] in ("update", "describe") else []:
             console.print(f"    {line}", highlight=False, markup=False)
 
 

@@ -310,6 +310,11 @@ class FeatureView:
             _check_name("created timestamp field", self.created_timestamp_field, where)
         if self.ttl is not None:
             _duration("ttl", self.ttl, f"view {self.name!r}")
+            if self.aggregations:
+                raise InvalidInput(
+                    f"view {self.name!r}: aggregations take no ttl (their windows bound them); "
+                    f"watch how recently it was materialized with freshness({self.name}) > 2h"
+                )
         if self.on_missing not in get_args(OnMissing):
             raise InvalidInput(
                 f"view {self.name!r}: on_missing must be null, default or reject, "
@@ -379,9 +384,23 @@ class FeatureView:
         }
 
     def fingerprint(self) -> str:
+        """What decides a new version: everything that changes a value. Who owns the view,
+        its descriptions and tags do not (they are updated in place)."""
         return hashlib.sha256(
-            json.dumps(self.spec(), sort_keys=True, default=str).encode()
+            json.dumps(_computed(self.spec()), sort_keys=True, default=str).encode()
         ).hexdigest()
+
+
+_DESCRIPTIVE = frozenset({"owner", "description", "tags"})
+
+
+def _computed(spec: Any) -> Any:
+    """`spec` without its descriptive fields, at any depth."""
+    if isinstance(spec, Mapping):
+        return {k: _computed(v) for k, v in spec.items() if k not in _DESCRIPTIVE}
+    if isinstance(spec, list):
+        return [_computed(v) for v in spec]
+    return spec
 
 
 def _transform_spec(transform: Callable[..., Any] | str | None) -> dict[str, Any] | None:
@@ -410,14 +429,15 @@ def _transform_spec(transform: Callable[..., Any] | str | None) -> dict[str, Any
     }
 
 
-def view_from_spec(spec: Mapping[str, Any]) -> FeatureView:
+def view_from_spec(spec: Mapping[str, Any], *, transform: bool = True) -> FeatureView:
     """A stored spec back as a view (its transform found again by file and name, and checked
-    against the source it was applied with)."""
+    against the source it was applied with). Without `transform`, the view is for online
+    reads only: its source's transform is not loaded (a server need not have its file)."""
     entities = [
         Entity(e["name"], e["join_keys"], e.get("description", "")) for e in spec["entities"]
     ]
     by_name = {e.name: e for e in entities}
-    transform = _load_transform(spec["name"], spec.get("transform"))
+    loaded = _load_transform(spec["name"], spec.get("transform")) if transform else None
     return FeatureView(
         name=spec["name"],
         entities=[by_name[e["name"]] for e in spec["entities"]],
@@ -427,7 +447,7 @@ def view_from_spec(spec: Mapping[str, Any]) -> FeatureView:
         timestamp_field=spec["timestamp_field"],
         created_timestamp_field=spec.get("created_timestamp_field"),
         ttl=timedelta(seconds=spec["ttl_seconds"]) if spec.get("ttl_seconds") else None,
-        transform=transform,
+        transform=loaded,
         on_missing=spec.get("on_missing", "null"),
         owner=spec.get("owner", ""),
         description=spec.get("description", ""),

@@ -263,9 +263,11 @@ def source_select(view: FeatureView, relation: Relation) -> str:
         else ""
     )
     ts = quote(view.timestamp_field)
+    # a row without a time or without a key describes no entity at any time: left out
+    present = " AND ".join(f"{k} IS NOT NULL" for k in [ts, *keys])
     return (
         f"SELECT {', '.join([*keys, *columns])}, CAST({ts} AS TIMESTAMPTZ) AS __ts{created} "
-        f"FROM {relation.sql} WHERE {ts} IS NOT NULL"
+        f"FROM {relation.sql} WHERE {present}"
     )
 
 

@@ -99,7 +99,7 @@ class SqliteStore:
         self._tables: set[str] = set()
         self._reads: dict[tuple[str, tuple[str, ...], int], str] = {}
         self._bools: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[int, sqlite3.Connection] = {}  # by thread
         self._guard = threading.Lock()
 
     def _conn(self) -> sqlite3.Connection:
@@ -110,7 +110,15 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
             with self._guard:
-                self._connections.append(conn)
+                # worker threads come and go (a server's pool retires idle ones): the
+                # connections of threads that ended are closed, not kept open forever
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._connections if i not in alive]:
+                    self._connections.pop(ident).close()
+                previous = self._connections.get(threading.get_ident())
+                if previous is not None:
+                    previous.close()
+                self._connections[threading.get_ident()] = conn
         return conn
 
     def _exists(self, layout: Layout) -> bool:
@@ -214,7 +222,7 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._guard:
-            for conn in self._connections:
+            for conn in self._connections.values():
                 conn.close()
             self._connections.clear()
         self._local = threading.local()

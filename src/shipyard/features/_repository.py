@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
 from shipyard.store import tables, utcnow
 
@@ -14,6 +14,7 @@ __all__ = [
     "StoredView",
     "add_run",
     "add_view",
+    "describe_view",
     "last_run",
     "latest_views",
     "runs",
@@ -163,3 +164,8 @@ def last_run(conn: Connection, view: str, version: int, store: str) -> Materiali
 def runs(conn: Connection, view: str, limit: int = 20) -> list[MaterializationRun]:
     rows = conn.execute(select(M).where(M.c.view == view).order_by(M.c.id.desc()).limit(limit))
     return [_run(r) for r in rows]
+
+
+def describe_view(conn: Connection, name: str, version: int, spec: dict[str, Any]) -> None:
+    """Replace a version's spec by one that differs only in owner, descriptions and tags."""
+    conn.execute(update(V).where(V.c.name == name, V.c.version == version).values(spec=spec))

@@ -4,6 +4,7 @@ materialization into an online store, and online reads that honour each view's T
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import tempfile
 import threading
@@ -60,7 +61,9 @@ class Change(TypedDict):
     """What `apply` did (or `plan` would do) to one view."""
 
     view: str
-    action: Literal["create", "update", "unchanged"]
+    action: Literal["create", "update", "describe", "unchanged"]
+    """`describe`: only its owner, descriptions or tags changed, stored in place (values,
+    and so the version's materialized data, stay the same)."""
     version: int
     diff: list[str]
 
@@ -179,8 +182,9 @@ class FeatureStore:
                     changes.append({"view": view.name, "action": "create", "version": 1,
                                     "diff": [f"+ {view.name}"]})  # fmt: skip
                 elif stored["fingerprint"] == view.fingerprint():
-                    changes.append({"view": view.name, "action": "unchanged",
-                                    "version": stored["version"], "diff": []})  # fmt: skip
+                    diff = spec_diff(stored["spec"], spec)  # descriptions, owner, tags only
+                    changes.append({"view": view.name, "action": "describe" if diff else "unchanged",
+                                    "version": stored["version"], "diff": diff})  # fmt: skip
                 else:
                     changes.append({"view": view.name, "action": "update",
                                     "version": stored["version"] + 1,
@@ -207,6 +211,13 @@ class FeatureStore:
                     continue
                 view = by_name[change["view"]]
                 stored = repo.view(conn, view.name)
+                if change["action"] == "describe" and stored is not None:
+                    repo.describe_view(conn, view.name, stored["version"], view.spec())
+                    record_audit(
+                        conn, self.registry.actor, "features.describe", None, None,
+                        {"view": view.name, "version": stored["version"], "diff": change["diff"][:50]},
+                    )  # fmt: skip
+                    continue
                 if stored is not None and stored["fingerprint"] == view.fingerprint():
                     change["action"], change["version"] = "unchanged", stored["version"]
                     continue  # applied meanwhile by someone else
@@ -255,8 +266,9 @@ class FeatureStore:
         hint = f"views: {', '.join(known[:20])}" if known else "none is applied yet"
         return NotFound(f"no feature view named {name!r}; {hint} (shipyard features apply PATH)")
 
-    def selections(self, refs: Sequence[str]) -> list[Selection]:
-        """`view:feature` references resolved to view versions (the latest unless pinned)."""
+    def selections(self, refs: Sequence[str], *, transforms: bool = True) -> list[Selection]:
+        """`view:feature` references resolved to view versions (the latest unless pinned);
+        without `transforms`, for online reads (the sources' transforms are not loaded)."""
         grouped: dict[tuple[str, int | None], list[str]] = {}
         for view, version, feature in parse_refs(refs):
             grouped.setdefault((view, version), [])
@@ -265,7 +277,7 @@ class FeatureStore:
         out = []
         for (name, version), wanted in grouped.items():
             stored = self.view(name, version)
-            found = view_from_spec(stored["spec"])
+            found = view_from_spec(stored["spec"], transform=transforms)
             known = [f.name for f in found.all_features]
             if "*" in wanted:
                 wanted = known
@@ -390,7 +402,7 @@ class FeatureStore:
         conn = reader.conn
         conn.execute(f"CREATE OR REPLACE TEMP VIEW src AS {source_select(view, relation)}")
         if view.aggregations:
-            where, query = _aggregation_rows(view, last if mode == "incremental" else None, end)
+            where, query = _aggregation_rows(view, last, end, full=mode != "incremental")
         else:
             lower = start if ranged else None
             if (
@@ -422,7 +434,11 @@ class FeatureStore:
             end if view.aggregations else _latest(newest, last["newest_event"] if last else None)
         )
         files = dict(last["files"] or {}) if last and mode == "incremental" else {}
-        files.update(relation.files)
+        # a file counts as read only when all its rows were: a backfill's bounds, or rows
+        # after `end`, leave it to be read again
+        later = one(conn, f"SELECT count(*) FROM src WHERE __ts > {_ts(end)}")[0]
+        if mode != "range" and not view.aggregations and not later:
+            files.update(relation.files)
         source_state = None
         if watched and watermark is not None:
             source_state = {
@@ -596,7 +612,7 @@ class FeatureStore:
             self.settings.refresh_seconds, 0.5
         ):
             return plan
-        selections = self.selections(features)
+        selections = self.selections(features, transforms=False)
         store = self.online
         layouts = []
         names = []
@@ -703,7 +719,7 @@ def _read_from(
     of an incremental run; None: everything."""
     if view.aggregations:
         since = end - view.max_window
-        if mode == "incremental" and last is not None and last["end"] is not None:
+        if last is not None and last["end"] is not None:
             since = min(since, last["end"] - view.max_window)
         return since
     if mode == "range":
@@ -734,10 +750,11 @@ def _snapshot_rows(view: FeatureView, lower: datetime | None, end: datetime) -> 
 
 
 def _aggregation_rows(
-    view: FeatureView, last: MaterializationRun | None, end: datetime
+    view: FeatureView, last: MaterializationRun | None, end: datetime, *, full: bool
 ) -> tuple[str, str]:
     """Each affected entity's aggregations as of `end`: entities with events since the last
-    run, and entities whose events left a window since then (their numbers fell)."""
+    run (`full`: every entity with events in the window), and entities whose events left a
+    window since then (their numbers fell, to 0 when none is left)."""
     widest = view.max_window
     keys = [quote(k) for k in view.join_keys]
     listed = ", ".join(keys)
@@ -749,8 +766,9 @@ def _aggregation_rows(
         # events since the last run, and events that left a window since then (each window
         # length loses the events between its start then and its start now)
         lengths = sorted({a.length for a in view.aggregations})
+        new = window if full else f"__ts > {_ts(previous)} AND __ts <= {_ts(end)}"
         changed = " OR ".join(
-            [f"(__ts > {_ts(previous)} AND __ts <= {_ts(end)})"]
+            [f"({new})"]
             + [f"(__ts > {_ts(previous - w)} AND __ts <= {_ts(end - w)})" for w in lengths]
         )
     since = "TIMESTAMPTZ " + literal(end.astimezone(UTC).isoformat()) + " - {window}"
@@ -792,6 +810,28 @@ def _stored_layout(
     return Layout(view.name, version, view.join_keys, integer, tuple(view.all_features))
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _integer_key(value: Any, name: str, index: int) -> int:
+    """An integer key as the store holds it: an int, an integral float or digits as text;
+    never a bool, a fraction, or a number beyond 64 bits (it names no stored entity)."""
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", value)
+    ):
+        number = int(value)
+    if number is None or not _INT64[0] <= number <= _INT64[1]:
+        raise InvalidInput(
+            f"entity row {index}: {name} must be a 64-bit integer, not {str(value)[:40]!r}"
+        )
+    return number
+
+
 def _key_of(
     view: FeatureView, layout: Layout | None, row: Mapping[str, Any], index: int
 ) -> tuple[Any, ...]:
@@ -806,14 +846,10 @@ def _key_of(
         if layout is None:
             pass
         elif layout.integer_keys[position]:
-            if not isinstance(value, int) or isinstance(value, bool):
-                try:
-                    value = int(value)
-                except (TypeError, ValueError):
-                    raise InvalidInput(
-                        f"entity row {index}: {name} must be an integer, not {value!r}"
-                    ) from None
-        elif not isinstance(value, str):
-            value = str(value)  # text keys match as text, whatever the caller sent
+            value = _integer_key(value, name, index)
+        elif not isinstance(value, str | int) or isinstance(value, bool):
+            raise InvalidInput(f"entity row {index}: {name} must be text, not {value!r}")
+        else:
+            value = str(value)  # text keys match as text (42 finds "42")
         key.append(value)
     return tuple(key)

@@ -10,17 +10,22 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from sqlalchemy.engine import make_url
 
 from shipyard.access.api import Caller, Guard
 from shipyard.core.api import GUARDED, JSONRoute, error_responses
 from shipyard.features._definitions import parse_refs
+from shipyard.features._repository import StoredView
 from shipyard.features._store import FeatureStore
 
 __all__ = ["OnlineRequest", "OnlineResponse", "router"]
 
 _REF = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(@v?\d{1,9})?:([A-Za-z_][A-Za-z0-9_]{0,62}|\*)$"
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
-KeyValue = StrictInt | Annotated[StrictStr, Field(max_length=256)]
+KeyValue = (
+    Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[StrictStr, Field(max_length=256)]
+)
 ViewName = Annotated[str, Path(max_length=63, pattern=_NAME)]
 
 
@@ -72,6 +77,17 @@ class ViewList(BaseModel):
     views: list[ViewOut]
 
 
+def public(view: StoredView, caller: Caller) -> dict[str, Any]:
+    """A stored view as `caller` sees it: a SQL source's URL never with its password, and
+    for keys other than admin, file paths (sources, transforms) without their folders."""
+    spec = dict(view["spec"])
+    source = dict(spec.get("source") or {})
+    if source.get("kind") == "sql":
+        source["url"] = make_url(source["url"]).render_as_string(hide_password=True)
+    spec["source"] = source
+    return {**view, "spec": caller.shown(spec)}
+
+
 def router(store: FeatureStore, guard: Guard) -> APIRouter:
     api = APIRouter(
         prefix="/v1/features",
@@ -106,8 +122,9 @@ def router(store: FeatureStore, guard: Guard) -> APIRouter:
 
     @api.get("/views", response_model=ViewList, summary="Feature views (latest versions)")
     def views(caller: Annotated[Caller, readers]) -> dict[str, Any]:
-        """The views this key may read."""
-        return {"views": [v for v in store.views() if caller.key.may_read_view(v["name"])]}
+        """The views this key may read (a SQL source's database password is not shown)."""
+        readable = [v for v in store.views() if caller.key.may_read_view(v["name"])]
+        return {"views": [public(v, caller) for v in readable]}
 
     @api.get("/views/{view}", response_model=ViewOut, summary="One feature view")
     def view(
@@ -116,6 +133,6 @@ def router(store: FeatureStore, guard: Guard) -> APIRouter:
         version: Annotated[int | None, Query(ge=1, le=1_000_000_000)] = None,
     ) -> Any:
         caller.key.check_views([view])
-        return store.view(view, version)
+        return public(store.view(view, version), caller)
 
     return api
