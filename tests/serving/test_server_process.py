@@ -236,6 +236,13 @@ def test_a_killed_worker_is_replaced_and_listens_on_its_own_socket_again(
             time.sleep(0.1)
         victim = sorted(first)[0]
         os.kill(int(victim), signal.SIGKILL)
+        # until the kernel has closed the killed worker's listening socket, a connection can
+        # still be queued on it and is reset when it closes (SO_REUSEPORT hashes connections
+        # over the workers' sockets): wait for that, not a fixed time
+        deadline = time.monotonic() + 10
+        while victim in listeners(server.port):
+            assert time.monotonic() < deadline, "the killed worker's socket should close"
+            time.sleep(0.05)
         # the other worker keeps answering while the supervisor starts a new one
         assert httpx.get(f"{server.url}/v2/health/live", timeout=10).status_code == 200
         deadline = time.monotonic() + 60
