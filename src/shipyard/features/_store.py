@@ -412,8 +412,13 @@ class FeatureStore:
             ):
                 lower = last["watermark"]
             where, query = _snapshot_rows(view, lower, end)
-        counted = one(conn, f"SELECT count(*), max(__ts) FROM src WHERE {where}")
-        rows_read, newest = int(counted[0]), counted[1]
+        # one pass: the rows this run reads, the newest of them, and rows after `end`
+        counted = one(
+            conn,
+            f"SELECT count(*) FILTER (WHERE {where}), max(__ts) FILTER (WHERE {where}), "
+            f"count(*) FILTER (WHERE __ts > {_ts(end)}) FROM src",
+        )
+        rows_read, newest, later = int(counted[0]), counted[1], int(counted[2])
         watermark = (
             end if view.aggregations else _latest(last["watermark"] if last else None, newest)
         )
@@ -436,7 +441,6 @@ class FeatureStore:
         files = dict(last["files"] or {}) if last and mode == "incremental" else {}
         # a file counts as read only when all its rows were: a backfill's bounds, or rows
         # after `end`, leave it to be read again
-        later = one(conn, f"SELECT count(*) FROM src WHERE __ts > {_ts(end)}")[0]
         if mode != "range" and not view.aggregations and not later:
             files.update(relation.files)
         source_state = None
