@@ -15,6 +15,7 @@ import inspect
 import json
 import re
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -181,11 +182,12 @@ def _duration(what: str, value: object, where: str) -> timedelta:
 
 
 @dataclass(frozen=True)
-class Source:
+class Source(ABC):
     """Where a view's rows come from."""
 
+    @abstractmethod
     def spec(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The source as JSON, as a view's stored spec holds it."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,17 +34,25 @@ from shipyard.features._definitions import (
     parse_refs,
     view_from_spec,
 )
+from shipyard.features._materialize import (
+    aggregation_rows,
+    check_source,
+    latest,
+    layout_of,
+    layout_record,
+    read_from,
+    snapshot_rows,
+    ts_literal,
+)
 from shipyard.features._offline import (
     Selection,
     TrainingSet,
-    aggregate_columns,
-    key_family,
     point_in_time,
     source_select,
 )
 from shipyard.features._online import Layout, OnlineStore, RedisStore, SqliteStore
 from shipyard.features._repository import MaterializationRun, StoredView
-from shipyard.features._sources import Relation, SourceReader, connect, literal, one, quote
+from shipyard.features._sources import SourceReader, connect, one
 from shipyard.logstore import LogReader
 from shipyard.monitoring import compare
 from shipyard.registry import Registry
@@ -204,7 +211,7 @@ class FeatureStore:
             with self._duckdb() as reader:
                 for change in changes:
                     if change["action"] != "unchanged":
-                        _check_source(reader, by_name[change["view"]])
+                        check_source(reader, by_name[change["view"]])
         with self.registry.database.transaction() as conn:
             for change in changes:
                 if change["action"] == "unchanged":
@@ -396,13 +403,13 @@ class FeatureStore:
                 late, mode = before - known, "full"
         skip = last["files"] if mode == "incremental" and last and not view.aggregations else None
         relation = reader.relation(
-            view, skip_files=skip, since=_read_from(view, mode, last, start, end)
+            view, skip_files=skip, since=read_from(view, mode, last, start, end)
         )
-        layout = _layout(view, version, relation)
+        layout = layout_of(view, version, relation)
         conn = reader.conn
         conn.execute(f"CREATE OR REPLACE TEMP VIEW src AS {source_select(view, relation)}")
         if view.aggregations:
-            where, query = _aggregation_rows(view, last, end, full=mode != "incremental")
+            where, query = aggregation_rows(view, last, end, full=mode != "incremental")
         else:
             lower = start if ranged else None
             if (
@@ -411,16 +418,16 @@ class FeatureStore:
                 and not isinstance(view.source, FileSource)
             ):
                 lower = last["watermark"]
-            where, query = _snapshot_rows(view, lower, end)
+            where, query = snapshot_rows(view, lower, end)
         # one pass: the rows this run reads, the newest of them, and rows after `end`
         counted = one(
             conn,
             f"SELECT count(*) FILTER (WHERE {where}), max(__ts) FILTER (WHERE {where}), "
-            f"count(*) FILTER (WHERE __ts > {_ts(end)}) FROM src",
+            f"count(*) FILTER (WHERE __ts > {ts_literal(end)}) FROM src",
         )
         rows_read, newest, later = int(counted[0]), counted[1], int(counted[2])
         watermark = (
-            end if view.aggregations else _latest(last["watermark"] if last else None, newest)
+            end if view.aggregations else latest(last["watermark"] if last else None, newest)
         )
         written = 0
         sample: list[pa.Table] = []
@@ -436,7 +443,7 @@ class FeatureStore:
         profile = self._profile(view, version, sample, last)
         # an aggregation's values hold as of `end` (its windows end there), events or not
         newest_event = (
-            end if view.aggregations else _latest(newest, last["newest_event"] if last else None)
+            end if view.aggregations else latest(newest, last["newest_event"] if last else None)
         )
         files = dict(last["files"] or {}) if last and mode == "incremental" else {}
         # a file counts as read only when all its rows were: a backfill's bounds, or rows
@@ -455,7 +462,7 @@ class FeatureStore:
                 db, view=view.name, version=version, store=store.kind, mode=mode,
                 start=start, end=end, watermark=watermark, rows_read=rows_read,
                 entities_written=written, newest_event=newest_event, profile=profile,
-                files=files or None, layout=_layout_record(layout), source_state=source_state,
+                files=files or None, layout=layout_record(layout), source_state=source_state,
                 started_at=started,
                 finished_at=finished,
                 created_by=self.registry.actor,
@@ -469,7 +476,7 @@ class FeatureStore:
             "id": run_id, "view": view.name, "version": version, "store": store.kind,
             "mode": mode, "start": start, "end": end, "watermark": watermark,
             "rows_read": rows_read, "entities_written": written, "newest_event": newest_event,
-            "profile": profile, "files": files or None, "layout": _layout_record(layout),
+            "profile": profile, "files": files or None, "layout": layout_record(layout),
             "source_state": source_state,
             "started_at": started,
             "finished_at": finished, "created_by": self.registry.actor,
@@ -666,142 +673,6 @@ def _entity_table(entities: pd.DataFrame | pa.Table | str | Path) -> pa.Table:
     raise InvalidInput(
         "entity rows must be a pandas DataFrame, an Arrow table or a Parquet/CSV path"
     )
-
-
-def _check_source(reader: SourceReader, view: FeatureView) -> None:
-    """Refuse a source that would give wrong features: rows without a time, two rows of one
-    entity at one time with nothing to say which is newer."""
-    relation = reader.relation(view)
-    ts = quote(view.timestamp_field)
-    keys = ", ".join(quote(k) for k in view.join_keys)
-    duplicates = (
-        f"count(*) - count(DISTINCT ({keys}, {ts}))"
-        if not view.aggregations and not view.created_timestamp_field
-        else "0"
-    )
-    try:
-        row = one(
-            reader.conn,
-            f"SELECT count(*) FILTER (WHERE {ts} IS NULL), {duplicates}, "
-            f"count(*) FILTER (WHERE TRY_CAST({ts} AS TIMESTAMPTZ) IS NULL AND {ts} IS NOT NULL) "
-            f"FROM {relation.sql}",
-        )
-    except duckdb.Error as error:
-        raise InvalidInput(f"view {view.name!r}: cannot read its source: {error}") from None
-    no_time, doubled, unreadable = (int(x or 0) for x in row)
-    if no_time:
-        raise InvalidInput(
-            f"view {view.name!r}: {no_time} rows of its source have no {view.timestamp_field!r}; "
-            "every row needs the time its values became true (drop or fill them in the source)"
-        )
-    if unreadable:
-        raise InvalidInput(
-            f"view {view.name!r}: {unreadable} values of {view.timestamp_field!r} are not times"
-        )
-    if doubled:
-        raise InvalidInput(
-            f"view {view.name!r}: {doubled} rows repeat an entity ({', '.join(view.join_keys)}) "
-            f"at the same {view.timestamp_field!r}; declare created_timestamp_field to say which "
-            "row is newer, or remove the duplicates"
-        )
-
-
-def _ts(moment: datetime) -> str:
-    return f"TIMESTAMPTZ {literal(moment.astimezone(UTC).isoformat())}"
-
-
-def _read_from(
-    view: FeatureView,
-    mode: str,
-    last: MaterializationRun | None,
-    start: datetime | None,
-    end: datetime,
-) -> datetime | None:
-    """The earliest event time a run needs, for sources that can be read from a time on
-    (SQL, logs): an aggregation's widest window before `end` (and before the last run's end,
-    for the entities whose events left a window since), a backfill's `start`, the watermark
-    of an incremental run; None: everything."""
-    if view.aggregations:
-        since = end - view.max_window
-        if last is not None and last["end"] is not None:
-            since = min(since, last["end"] - view.max_window)
-        return since
-    if mode == "range":
-        return start
-    if mode == "incremental" and last is not None:
-        return last["watermark"]
-    return None
-
-
-def _latest(*moments: datetime | None) -> datetime | None:
-    found = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
-    return max(found, default=None)
-
-
-def _snapshot_rows(view: FeatureView, lower: datetime | None, end: datetime) -> tuple[str, str]:
-    """The source rows in [lower, end] (their filter), and the newest row per entity among
-    them (the query)."""
-    where = f"__ts <= {_ts(end)}" + (f" AND __ts >= {_ts(lower)}" if lower is not None else "")
-    keys = ", ".join(quote(k) for k in view.join_keys)
-    order = "__ts DESC" + (", __created DESC NULLS LAST" if view.created_timestamp_field else "")
-    features = ", ".join(quote(f.name) for f in view.all_features)
-    query = (
-        f"SELECT {keys}, CAST(epoch_us(__ts) / 1e6 AS DOUBLE) AS __ts, {features} FROM src "
-        f"WHERE {where} "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
-    )
-    return where, query
-
-
-def _aggregation_rows(
-    view: FeatureView, last: MaterializationRun | None, end: datetime, *, full: bool
-) -> tuple[str, str]:
-    """Each affected entity's aggregations as of `end`: entities with events since the last
-    run (`full`: every entity with events in the window), and entities whose events left a
-    window since then (their numbers fell, to 0 when none is left)."""
-    widest = view.max_window
-    keys = [quote(k) for k in view.join_keys]
-    listed = ", ".join(keys)
-    window = f"__ts > {_ts(end - widest)} AND __ts <= {_ts(end)}"
-    previous = last["end"] if last is not None else None
-    if previous is None or previous >= end:
-        changed = window
-    else:
-        # events since the last run, and events that left a window since then (each window
-        # length loses the events between its start then and its start now)
-        lengths = sorted({a.length for a in view.aggregations})
-        new = window if full else f"__ts > {_ts(previous)} AND __ts <= {_ts(end)}"
-        changed = " OR ".join(
-            [f"({new})"]
-            + [f"(__ts > {_ts(previous - w)} AND __ts <= {_ts(end - w)})" for w in lengths]
-        )
-    since = "TIMESTAMPTZ " + literal(end.astimezone(UTC).isoformat()) + " - {window}"
-    aggregates = aggregate_columns(view, since)
-    join = " AND ".join(f"k.{k} = t.{k}" for k in keys)
-    counts = {a.feature for a in view.aggregations if a.function in ("count", "distinct_count")}
-    outer = ", ".join(
-        f"coalesce({quote(a.feature)}, 0) AS {quote(a.feature)}"
-        if a.feature in counts
-        else quote(a.feature)
-        for a in view.aggregations
-    )
-    query = (
-        f"WITH k AS (SELECT DISTINCT {listed} FROM src WHERE {changed}), "
-        f"t AS (SELECT * FROM src WHERE {window}), "
-        f"a AS (SELECT {', '.join('k.' + k for k in keys)}, {', '.join(aggregates)} "
-        f"FROM k LEFT JOIN t ON {join} GROUP BY ALL) "
-        f"SELECT {listed}, CAST({end.timestamp()!r} AS DOUBLE) AS __ts, {outer} FROM a"
-    )
-    return window, query
-
-
-def _layout(view: FeatureView, version: int, relation: Relation) -> Layout:
-    integer = tuple(key_family(relation.columns[k]) == "integer" for k in view.join_keys)
-    return Layout(view.name, version, view.join_keys, integer, tuple(view.all_features))
-
-
-def _layout_record(layout: Layout) -> dict[str, Any]:
-    return {"keys": list(layout.keys), "integer_keys": list(layout.integer_keys)}
 
 
 def _stored_layout(
