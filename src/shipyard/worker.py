@@ -1,11 +1,13 @@
-"""`Worker`: runs scheduled monitoring and retraining jobs from the jobs table.
+"""`Worker`: runs scheduled monitoring, retraining and batch jobs from the jobs table.
 
-    tick      the scheduler: queues monitoring runs, retrains whose policy is due, and checks of
-              running canaries; then queues the next tick
+    tick      the scheduler: queues monitoring runs, retrains whose policy is due, checks of
+              running canaries and batch jobs whose schedule came round; then the next tick
     monitor   a monitoring run of one model (snapshots, alerts)
     retrain   a pipeline's first five steps (data, train, validate, register, canary)
     rollout   a canary's decision; queued again until it promotes, rolls back or waits for a person
     webhook   an alert's webhook post that failed, attempted again after the retry policy's wait
+    batch     a batch job of `shipyard.yaml` for one scheduled time (resumes from its staged
+              chunks when retried)
 
 Any number of workers may run, on one machine or many: a job is leased to one worker, the
 lease renewed while it works, and taken over by another if the worker dies (see
@@ -23,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shipyard.batch import BatchJobSpec, due_slot, load_batch_jobs
 from shipyard.core import Settings
 from shipyard.core.errors import ConfigurationError, Conflict, ShipyardError
 from shipyard.logstore import LogReader
@@ -43,7 +46,7 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("shipyard.worker")
 
-KINDS = ("tick", "monitor", "retrain", "rollout", "webhook")
+KINDS = ("tick", "monitor", "retrain", "rollout", "webhook", "batch")
 
 
 class Worker:
@@ -52,6 +55,7 @@ class Worker:
     Args:
         settings: where state lives.
         specs: retraining specs by model name (default: `shipyard.yaml` / `[tool.shipyard]` here).
+        batch_jobs: scheduled batch jobs by name (default: that file's `batch:`).
         code_dir: where training modules are imported from (default: the current folder).
         name: this worker's id in leases (default: host and process).
         lease: how long a claimed job is ours before another worker may take it over.
@@ -64,6 +68,7 @@ class Worker:
         settings: Settings,
         *,
         specs: dict[str, RetrainSpec] | None = None,
+        batch_jobs: dict[str, BatchJobSpec] | None = None,
         code_dir: Path | None = None,
         name: str | None = None,
         lease: timedelta = timedelta(minutes=5),
@@ -82,6 +87,7 @@ class Worker:
             self.registry.database, self.registry.artifacts, actor=settings.actor
         )
         self.specs = specs if specs is not None else load_specs()
+        self.batch_jobs = batch_jobs if batch_jobs is not None else load_batch_jobs()
         self.code_dir = code_dir or Path.cwd()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.lease = lease
@@ -177,6 +183,7 @@ class Worker:
             "retrain": self._retrain,
             "rollout": self._rollout,
             "webhook": self._webhook,
+            "batch": self._batch,
         }[job.kind]
         return handler(job)
 
@@ -220,6 +227,7 @@ class Worker:
             for record in self.pipeline(name).history(5):
                 if record["status"] == "canary":
                     self._queue_rollout(name, record["id"], now)
+        queued += self._queue_batch_jobs(last, now)
         self.queue.enqueue(
             "tick",
             payload={"last": now.isoformat()},
@@ -227,6 +235,33 @@ class Worker:
             dedup_key="tick",
         )
         return {"queued": queued}
+
+    def _queue_batch_jobs(self, last: datetime, now: datetime) -> list[str]:
+        """One job per batch job whose schedule named a time since the last tick (ticks cover
+        disjoint spans, and the key keeps two workers' ticks from queueing one time twice)."""
+        queued = []
+        for name, spec in self.batch_jobs.items():
+            slot = due_slot(spec, last, now)
+            if slot is None:
+                continue
+            self.queue.enqueue(
+                "batch",
+                model=spec.model.split(":")[0],
+                payload={"job": name, "slot": slot.isoformat()},
+                dedup_key=f"batch:{name}:{slot.isoformat()}",
+            )
+            queued.append(f"batch {name}: {slot.isoformat()}")
+        return queued
+
+    def _batch(self, job: Job) -> dict[str, Any]:
+        name = job.payload["job"]
+        spec = self.batch_jobs.get(name)
+        if spec is None:
+            raise ConfigurationError(
+                f"batch job {name!r} is no longer in shipyard.yaml; nothing was scored"
+            )
+        slot = datetime.fromisoformat(job.payload["slot"])
+        return spec.run(slot, self.settings, self.registry).to_dict()
 
     def _queue_monitoring(self, name: str, now: datetime) -> None:
         latest = self.queue.list_jobs(model=name, limit=50)

@@ -15,9 +15,9 @@ from shipyard.core import Settings
 from shipyard.features import FeatureStore, load_definitions
 from shipyard.logstore import LogReader
 from shipyard.registry import Registry
+from shipyard.registry import served_feature_refs as feature_refs
 from shipyard.retraining import RetrainSpec
 from shipyard.retraining._pipeline import Pipeline
-from shipyard.serving._result import feature_refs
 from shipyard.tracking import Tracker
 from tests.features.conftest import entity_rows, transactions
 

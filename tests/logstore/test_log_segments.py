@@ -102,6 +102,8 @@ def test_prediction_columns_are_typed_by_the_signature_and_missing_values_are_nu
             ("request_id", pa.string()),
             ("latency_ms", pa.float64()),
             ("routing_key", pa.string()),  # null: the request had no routing key
+            ("source", pa.string()),
+            ("job_id", pa.string()),  # null: not a batch job's or a stream's
             (
                 "features",
                 pa.struct(
@@ -131,6 +133,8 @@ def test_prediction_columns_are_typed_by_the_signature_and_missing_values_are_nu
         "request_id": "req-1",
         "latency_ms": 2.5,
         "routing_key": None,
+        "source": "online",
+        "job_id": None,
         "features": {"amount": 12.5, "count": 1, "category": "grocery", "weekend": True},
         "score": 0.9,
         "label": "1",

@@ -13,6 +13,7 @@ import typer.core
 from rich.logging import RichHandler
 
 from shipyard.cli import (
+    batch,
     db,
     demo,
     deploy,
@@ -141,6 +142,7 @@ app.command("approve")(loop.approve)
 app.command("history")(loop.history)
 app.command("deploy")(deploy.deploy)
 app.command("predict")(predict.predict)
+app.command("batch")(batch.batch)
 app.command("server")(server.server)
 app.command("demo")(demo.demo)
 

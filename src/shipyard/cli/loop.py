@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from rich.traceback import Traceback
 
+from shipyard.batch import load_batch_jobs
 from shipyard.cli._common import console, emit_json, err_console, json_flag, open_registry, settings
 from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFailed
 from shipyard.logstore import LogReader
@@ -161,7 +162,7 @@ def _timeline(name: str, records: list[PipelineRecord]) -> None:
 def worker(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="shipyard.yaml with the retraining specs"
+        None, "--config", "-c", help="shipyard.yaml with the retraining specs and batch jobs"
     ),
     once: bool = typer.Option(False, "--once", help="run every due job, then exit"),
     poll: float = typer.Option(2.0, "--poll", help="seconds between looks at the queue when idle"),
@@ -169,13 +170,18 @@ def worker(
         "1h", "--monitor-every", help="how often each model is monitored"
     ),
 ) -> None:
-    """Run scheduled monitoring and retraining jobs. Start as many as you like."""
+    """Run scheduled monitoring, retraining and batch jobs. Start as many as you like."""
     from shipyard.worker import Worker
 
     specs = load_specs(config)
+    batch_jobs = load_batch_jobs(config)
     code_dir = (config.parent if config else Path.cwd()).resolve()
     with Worker(
-        settings(ctx), specs=specs, code_dir=code_dir, monitor_every=monitor_every
+        settings(ctx),
+        specs=specs,
+        batch_jobs=batch_jobs,
+        code_dir=code_dir,
+        monitor_every=monitor_every,
     ) as runner:
         if once:
             runner.start_schedule()
@@ -185,7 +191,8 @@ def worker(
             )
             return
         console.print(
-            f"worker {runner.name} running ({len(specs)} model(s) with a retraining spec); Ctrl-C to stop"
+            f"worker {runner.name} running ({len(specs)} model(s) with a retraining spec, "
+            f"{len(batch_jobs)} scheduled batch job(s)); Ctrl-C to stop"
         )
         try:
             runner.run_forever(poll=poll)

@@ -14,7 +14,7 @@ from shipyard.logstore._feedback import (
     type_labels,
 )
 from shipyard.logstore._reader import LogReader, id_time
-from shipyard.logstore._segments import TypesOf, label_text, routing_key_hash
+from shipyard.logstore._segments import TypesOf, label_text, routing_key_hash, write_block
 from shipyard.logstore._writer import LogWriter
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "resolve_feedback",
     "routing_key_hash",
     "type_labels",
+    "write_block",
 ]

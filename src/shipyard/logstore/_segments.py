@@ -7,9 +7,16 @@ day for labels, named after the spool file so replaying a file rewrites the same
 
 Prediction columns: prediction_id, ts (UTC), model, version, variant, key_id, request_id,
 latency_ms, routing_key (`routing_key_hash` of the sticky-routing key; null when the request
-had none, and in segments written before the column), features (a struct of the inputs,
-typed by the signature), score, label, value, probabilities. Label columns: prediction_id,
-label, received_at, key_id.
+had none, and in segments written before the column), source (`online`, `batch` or `stream`;
+null in segments written before the column: online), job_id (the batch job or stream
+consumer group that scored the row), features (a struct of the inputs, typed by the
+signature), score, label, value, probabilities. Label columns: prediction_id, label,
+received_at, key_id.
+
+Batch jobs and streams write their own segments, one per chunk of rows, straight from their
+columns (`write_block`), never through the spool:
+
+    logs/predictions/model=<name>/date=<YYYY-MM-DD>/<job>-<chunk>-v<version>.parquet
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "PREDICTION_SCHEMA_BASE",
     "TypesOf",
     "routing_key_hash",
+    "write_block",
     "write_segments",
 ]
 
@@ -64,6 +72,8 @@ PREDICTION_SCHEMA_BASE = pa.schema(
         ("request_id", pa.string()),
         ("latency_ms", pa.float64()),
         ("routing_key", pa.string()),
+        ("source", pa.string()),
+        ("job_id", pa.string()),
     ]
 )
 _OUTPUTS = [
@@ -233,6 +243,8 @@ class _PredictionGroup:
             ("request_id", entry.get("rid")),
             ("latency_ms", entry.get("lat")),
             ("routing_key", entry.get("rk")),
+            ("source", entry.get("src", "online")),
+            ("job_id", entry.get("job")),
         ):
             self.meta[column].extend([value] * n)
         inputs = entry["in"]
@@ -350,3 +362,62 @@ def write_segments(store: ArtifactStore, stem: str, data: bytes, types_of: Types
         store.write_bytes(f"logs/labels/date={day}/{stem}.parquet", _parquet(table))
         rows += table.num_rows
     return rows
+
+
+def write_block(
+    store: ArtifactStore,
+    *,
+    name: str,
+    model: str,
+    version: int,
+    ids: pa.Array,
+    at: datetime,
+    source: str,
+    job_id: str,
+    variant: str,
+    features: dict[str, pa.Array],
+    outputs: dict[str, pa.Array],
+) -> str:
+    """Write one block of predictions made together (a batch job's chunk, a stream's
+    micro-batch) as one segment named `name` in the day of `at`; returns its path. Writing
+    the same block again replaces it: a chunk scored again after a crash is logged once.
+
+    `outputs` holds any of score, label (text), value, probabilities; `at` is the time every
+    row of the block carries (when its job started: a job is one event in the monitor's time).
+    """
+    n = len(ids)
+    columns: dict[str, pa.Array] = {
+        "prediction_id": ids,
+        "ts": pa.array(np.full(n, round(at.timestamp() * 1e6), np.int64)).cast(
+            pa.timestamp("us", tz="UTC")
+        ),
+        "model": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [model]),
+        "version": pa.array(np.full(n, version, np.int32)),
+        "variant": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [variant]),
+        "key_id": pa.nulls(n, pa.string()),
+        "request_id": pa.nulls(n, pa.string()),
+        "latency_ms": pa.nulls(n, pa.float64()),
+        "routing_key": pa.nulls(n, pa.string()),
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [source]),
+        "job_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [job_id]),
+    }
+    arrays = [
+        columns[f.name]
+        if not pa.types.is_dictionary(columns[f.name].type)
+        else columns[f.name].cast(f.type)
+        for f in PREDICTION_SCHEMA_BASE
+    ]
+    fields = list(PREDICTION_SCHEMA_BASE)
+    if features:
+        struct = pa.StructArray.from_arrays(list(features.values()), names=list(features))
+        arrays.append(struct)
+        fields.append(pa.field("features", struct.type))
+    for output, arrow_type in _OUTPUTS:
+        given = outputs.get(output)
+        arrays.append(pa.nulls(n, arrow_type) if given is None else given.cast(arrow_type))
+        fields.append(pa.field(output, arrow_type))
+    path = (
+        f"logs/predictions/model={model}/date={at.strftime('%Y-%m-%d')}/{name}-v{version}.parquet"
+    )
+    store.write_bytes(path, _parquet(pa.Table.from_arrays(arrays, schema=pa.schema(fields))))
+    return path

@@ -11,6 +11,7 @@ from shipyard.registry import _repository as repo
 from shipyard.registry._base import RegistryBase
 from shipyard.registry._bundle import LoadedBundle, open_bundle
 from shipyard.registry._records import AuditEvent, Model, ModelVersion
+from shipyard.registry._served import ServedModel
 
 __all__ = ["Reads"]
 
@@ -81,6 +82,13 @@ class Reads(RegistryBase):
                 f"point an alias at another one (shipyard models show {name})"
             )
         return open_bundle(self.artifacts, record.bundle_path, metadata_sha)
+
+    def load(self, name: str, version: int) -> ServedModel:
+        """A version ready to answer: its verified bundle's predictor (ONNX where the bundle has
+        a graph that agrees with the native model), record and classes."""
+        bundle = self.open(name, version)
+        record = self.get_version(name, version)
+        return ServedModel(record, bundle.predictor, bundle.metadata["model"].get("classes"))
 
     def metadata(self, name: str, version: int) -> dict[str, Any]:
         """A version's metadata.json (checked against the registry's SHA-256)."""

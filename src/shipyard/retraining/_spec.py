@@ -360,6 +360,8 @@ def load_specs(path: Path | None = None) -> dict[str, RetrainSpec]:
 
 def _specs(raw: Any, source: Path) -> dict[str, RetrainSpec]:
     models = raw.get("models") if isinstance(raw, dict) else None
+    if models is None and isinstance(raw, dict) and "batch" in raw:
+        return {}  # a file of scheduled batch jobs only
     if not isinstance(models, dict):
         raise ConfigurationError(
             f"{source} has no 'models' mapping; see `shipyard pipeline --help` for the layout"

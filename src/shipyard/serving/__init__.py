@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shipyard.serving._result import PredictionResult, ServedModel
+from shipyard.registry import PredictionResult, ServedModel
 from shipyard.serving._routing import choose, key_point
 from shipyard.serving._service import PredictionService, Readiness
 

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from shipyard.core.errors import BackendUnavailable, ShipyardError
+from shipyard.registry import ServedModel
 from shipyard.serving._batcher import Batcher
-from shipyard.serving._result import ServedModel
 
 __all__ = ["ModelCache"]
 

@@ -23,8 +23,7 @@ from shipyard.access import ApiKey
 from shipyard.core import Columns
 from shipyard.core.errors import MalformedRequest, ShipyardError
 from shipyard.core.status import status_of
-from shipyard.registry import Deployment
-from shipyard.serving._result import PredictionResult, ServedModel
+from shipyard.registry import Deployment, PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
 from shipyard.serving.metrics import PREDICTION_LATENCY, PREDICTION_ROWS, PREDICTIONS
 

@@ -40,10 +40,16 @@ from shipyard.core.errors import (
 from shipyard.core.status import status_of
 from shipyard.features import FeatureStore
 from shipyard.logstore import LogWriter
-from shipyard.registry import Deployment, Registry, Variant
+from shipyard.registry import (
+    Deployment,
+    PredictionResult,
+    Registry,
+    ServedModel,
+    Variant,
+    shape_prediction,
+)
 from shipyard.serving._batcher import Batcher
 from shipyard.serving._models import ModelCache
-from shipyard.serving._result import PredictionResult, ServedModel, shape
 from shipyard.serving._routing import choose
 from shipyard.store import record_audit
 
@@ -135,9 +141,7 @@ class PredictionService:
     # -- loading --------------------------------------------------------------------------------
 
     def _load_version(self, name: str, version: int) -> ServedModel:
-        bundle = self.registry.open(name, version)
-        record = self.registry.get_version(name, version)
-        return ServedModel(record, bundle.predictor, bundle.metadata["model"].get("classes"))
+        return self.registry.load(name, version)
 
     def _make_batcher(self, served: ServedModel) -> Batcher:
         s = self.settings
@@ -458,7 +462,7 @@ class PredictionService:
             raw = await batcher.predict(columns, rows, deadline)
         else:  # the version was unloaded while this request held it: score it directly
             raw = await anyio.to_thread.run_sync(_predict_quietly, served, columns)
-        return shape(served, raw, (time.perf_counter() - started) * 1e3, variant)
+        return shape_prediction(served, raw, (time.perf_counter() - started) * 1e3, variant)
 
     def score_now(self, served: ServedModel, columns: Columns, rows: int) -> PredictionResult:
         """Score in the calling thread, without batching (the CLI, tests)."""
@@ -466,7 +470,7 @@ class PredictionService:
         started = time.perf_counter()
         with np.errstate(all="ignore"):  # non-finite outputs are refused by `shape`
             raw = served.predictor.predict(columns)
-        return shape(served, raw, (time.perf_counter() - started) * 1e3)
+        return shape_prediction(served, raw, (time.perf_counter() - started) * 1e3)
 
     def predict_records(self, served: ServedModel, records: Any) -> PredictionResult:
         if isinstance(records, list):

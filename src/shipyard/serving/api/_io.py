@@ -17,8 +17,8 @@ from shipyard.access import ApiKey
 from shipyard.access.api import Guard
 from shipyard.core.api import JSONBytes, check_json_content_type, read_body
 from shipyard.core.errors import MalformedRequest, UnsupportedMediaType
+from shipyard.registry import PredictionResult, ServedModel
 from shipyard.serving._binary import split_request
-from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._scoring import PREDICT, Decode, Scoring
 from shipyard.serving._service import PredictionService
 

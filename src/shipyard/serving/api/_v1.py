@@ -37,7 +37,7 @@ from shipyard.logstore import (
     resolve_feedback,
     type_labels,
 )
-from shipyard.serving._result import PredictionResult, ServedModel
+from shipyard.registry import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
 from shipyard.serving.api._io import HttpScoring, inline_schema
 

@@ -25,6 +25,7 @@ from shipyard.core.api import (
 )
 from shipyard.core.errors import NotFound, ShipyardError
 from shipyard.core.version import __version__
+from shipyard.registry import PredictionResult, ServedModel
 from shipyard.serving._binary import binary_response
 from shipyard.serving._oip import (
     binary_outputs,
@@ -33,7 +34,6 @@ from shipyard.serving._oip import (
     requested_outputs,
     v2_decoder,
 )
-from shipyard.serving._result import PredictionResult, ServedModel
 from shipyard.serving._scoring import PREDICT_OR_READ
 from shipyard.serving._service import PredictionService
 from shipyard.serving.api._io import HttpScoring, inline_schema

@@ -1,4 +1,5 @@
-"""A loaded version and what it answers: predictions shaped by the model's task."""
+"""A loaded version and what it answers: predictions shaped by the model's task, the same for
+every way of scoring (real-time serving, batch, streams)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 
 from shipyard.core import Signature, new_ids
 from shipyard.core.errors import ModelOutputInvalid
-from shipyard.registry import ModelVersion
+from shipyard.registry._records import ModelVersion
 from shipyard.runtime import Predictor
 
-__all__ = ["PredictionResult", "ServedModel", "shape"]
+__all__ = ["PredictionResult", "ServedModel", "feature_refs", "shape"]
 
 
 @dataclass(frozen=True)

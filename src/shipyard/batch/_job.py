@@ -1,0 +1,437 @@
+"""A batch job: score every row of an input with one registered version and write the scores.
+
+    resolve the version  ->  open input and output  ->  resume or stage the job
+    read chunk k (thread)  ->  score chunk k (here)  ->  log chunk k, stage chunk k (thread)
+    every chunk staged     ->  commit the output in one step
+
+The bundle is loaded once; memory holds a few chunks, whatever the input's size. Reading,
+scoring and writing overlap (pyarrow's I/O and compression leave the GIL), and a chunk is
+staged only after its predictions are logged, so the output never holds a row the log has
+not. Each row's prediction id is made from the job and the row's place in the input: a chunk
+scored again after a crash gets the same ids and replaces its log segment, so after any
+number of restarts every input row is scored, logged and written exactly once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shipyard.batch._inputs import Input, open_input
+from shipyard.batch._outputs import Output, column_kind, open_output
+from shipyard.core import ModelRef, Settings
+from shipyard.core.errors import Conflict, InvalidInput, SchemaViolation
+from shipyard.core.values import category_text
+from shipyard.logstore import write_block
+from shipyard.registry import Registry, ServedModel
+from shipyard.store import record_audit
+
+__all__ = ["BatchResult", "Progress", "score"]
+
+Progress = Callable[[int, int | None], None]
+"""Called with the rows written so far (this run's and an earlier run's) and the total, when
+the input says it."""
+
+DEFAULT_CHUNK_ROWS = 100_000
+OUTPUT_COLUMNS = ("prediction_id", "model", "version")
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_ROW_SHIFTS = np.arange(44, -1, -4, dtype=np.uint64)  # 12 hex digits of the row number
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a job did."""
+
+    job_id: str
+    model: str
+    version: int
+    runtime: str
+    input: str
+    output: str
+    rows: int  # rows in the output
+    scored: int  # rows this run scored (the rest an earlier run had staged)
+    resumed_rows: int
+    chunks: int
+    seconds: float
+    invalid: int  # rows whose model output was NaN or infinite: written with null scores
+    logged: bool
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows_per_second": round(self.rows_per_second, 1)}
+
+
+def score(
+    model: str,
+    input: str | None = None,
+    output: str | None = None,
+    *,
+    query: str | None = None,
+    db: str | None = None,
+    output_db: str | None = None,
+    key: str | None = None,
+    keep: Sequence[str] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    overwrite: bool = False,
+    log: bool = True,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+) -> BatchResult:
+    """Score every row of `input` (a Parquet/CSV file or folder, any fsspec URL; a table in
+    `db`; or `query` on `db`) with `model` (NAME, NAME:VERSION or NAME:ALIAS) and write the
+    kept input columns (`keep`; default: every column the model does not take) with each
+    row's prediction_id, model, version and prediction to `output` (a .parquet/.csv path or
+    URL; a table in `output_db`, default `db`).
+
+    Running the same call again after a crash or a kill finishes the job from its last staged
+    chunk. Raises `Conflict` when the output exists (unless `overwrite`) or when another job
+    is staged there, and `SchemaViolation` when the input lacks a column the model needs.
+    """
+    if output is None:
+        raise InvalidInput("say where the scores go: --output PATH|URL|TABLE")
+    if chunk_rows < 1:
+        raise InvalidInput(f"--chunk-rows must be at least 1, not {chunk_rows}")
+    settings = settings or Settings()
+    owns = registry is None
+    registry = registry or Registry.from_settings(settings)
+    source: Input | None = None
+    target: Output | None = None
+    try:
+        source = open_input(input, query=query, db=db, key=key)
+        target = open_output(output, db=output_db or db)
+        return _Job(registry, settings).run(
+            ModelRef.parse(model),
+            source,
+            target,
+            keep=keep,
+            chunk_rows=chunk_rows,
+            overwrite=overwrite,
+            log=log,
+            progress=progress,
+        )
+    finally:
+        for opened in (source, target):
+            if opened is not None:
+                opened.close()
+        if owns:
+            registry.close()
+
+
+class _Job:
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    def run(
+        self,
+        ref: ModelRef,
+        source: Input,
+        target: Output,
+        *,
+        keep: Sequence[str] | None,
+        chunk_rows: int,
+        overwrite: bool,
+        log: bool,
+        progress: Progress | None,
+    ) -> BatchResult:
+        started = time.perf_counter()
+        if target.exists() and not overwrite:
+            raise Conflict(
+                f"{target.description} already exists; choose another output, or --overwrite "
+                "to replace it once the job is done"
+            )
+        identity = {
+            "model": str(ref),
+            "input": source.identity(),
+            "output": target.description,
+            "chunk_rows": chunk_rows,
+            "keep": list(keep) if keep is not None else None,
+            "log": log,
+        }
+        job = target.staged()
+        if job is not None and job.get("identity") != identity:
+            if not overwrite:
+                raise Conflict(
+                    f"an unfinished job ({job.get('identity', {}).get('model')} on "
+                    f"{job.get('identity', {}).get('input', {}).get('input')}) is staged at "
+                    f"{target.description}; run that job's command again to finish it, or add "
+                    "--overwrite to discard it and start this one"
+                )
+            job = None
+        if job is not None:
+            version = int(job["version"])  # the alias may have moved since: finish as begun
+        else:
+            version = self.registry.resolve(ref, default_alias=self.settings.serving_alias).version
+        served = self.registry.load(ref.name, version)
+        kept = _kept(served, source.schema, keep)
+        schema = _output_schema(served, source.schema, kept)
+        if job is None:
+            job = {
+                "job_id": f"{int(time.time() * 1000):012x}{secrets.token_hex(4)}",
+                "identity": identity,
+                "version": version,
+                "started_at": time.time(),
+                "columns": schema.names,
+                "column_types": [[f.name, column_kind(f.type)] for f in schema],
+            }
+            target.stage(job)
+        done = target.done()
+        chunk = _Chunk(served, job, kept, schema, self.registry if log else None)
+        total = source.total_rows
+        written = done * chunk_rows
+        if progress is not None:
+            progress(min(written, total) if total is not None else written, total)
+        scored = invalid = 0
+        index = done
+
+        def stage(index: int, table: pa.Table, block: dict[str, Any] | None, rows: int) -> None:
+            nonlocal written
+            if block is not None:
+                chunk.log(index, block)
+            target.write(index, table)
+            written = index * chunk_rows + rows
+            if progress is not None:
+                progress(written, total)
+
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-read") as reads,
+            ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-write") as writes,
+        ):
+            chunks = source.chunks(chunk_rows, skip=done * chunk_rows)
+            ahead: Future[pa.Table | None] = reads.submit(next, chunks, None)
+            pending: deque[Future[None]] = deque()
+            while (table := ahead.result()) is not None:
+                ahead = reads.submit(next, chunks, None)
+                out, block, bad = chunk.score(index, index * chunk_rows, table)
+                pending.append(writes.submit(stage, index, out, block, table.num_rows))
+                scored += table.num_rows
+                invalid += bad
+                index += 1
+                while len(pending) > 2:  # at most a few chunks held, whatever the input's size
+                    pending.popleft().result()
+            for future in pending:
+                future.result()
+            if index == 0:  # an empty input still gets an output, with its columns
+                writes.submit(stage, 0, schema.empty_table(), None, 0).result()
+                index = 1
+        target.commit(overwrite=overwrite)
+        result = BatchResult(
+            job_id=job["job_id"],
+            model=served.name,
+            version=served.version,
+            runtime=served.predictor.runtime,
+            input=source.description,
+            output=target.description,
+            rows=written,
+            scored=scored,
+            resumed_rows=done * chunk_rows,
+            chunks=index,
+            seconds=time.perf_counter() - started,
+            invalid=invalid,
+            logged=log,
+        )
+        with self.registry.database.transaction() as conn:  # `shipyard history NAME` shows it
+            record_audit(
+                conn, self.settings.actor, "batch.scored", served.name, served.version,
+                {k: v for k, v in result.to_dict().items() if k not in ("model", "version")},
+            )  # fmt: skip
+        return result
+
+
+def _kept(served: ServedModel, schema: pa.Schema, keep: Sequence[str] | None) -> list[str]:
+    """The input columns written beside the scores; checks the input has what the model needs."""
+    names = schema.names
+    missing = [s.name for s in served.signature.columns if s.name not in names and not s.nullable]
+    if missing:
+        raise SchemaViolation(
+            f"the input lacks column(s) {', '.join(map(repr, missing))} that "
+            f"{served.name}:{served.version} takes; it has {', '.join(names[:40])}"
+            f"{' ...' if len(names) > 40 else ''}",
+            [{"loc": ["columns", m], "msg": "missing"} for m in missing],
+        )
+    if keep is None:
+        features = set(served.signature.names)
+        kept = [n for n in names if n not in features]
+    elif list(keep) == ["*"]:
+        kept = list(names)
+    else:
+        unknown = [k for k in keep if k not in names]
+        if unknown:
+            raise InvalidInput(
+                f"--keep names column(s) the input does not have: {', '.join(unknown)}; it has "
+                f"{', '.join(names[:40])}"
+            )
+        kept = list(dict.fromkeys(keep))
+    clash = [n for n in kept if n in OUTPUT_COLUMNS or n in _prediction_names(served)]
+    if clash:
+        raise InvalidInput(
+            f"the input's column(s) {', '.join(clash)} would clash with the scores' columns; "
+            "leave them out with --keep COLUMNS (or rename them)"
+        )
+    return kept
+
+
+def _prediction_names(served: ServedModel) -> list[str]:
+    if served.task == "regression":
+        return ["value"]
+    if served.task == "binary":
+        return ["score", "label"]
+    return ["label", "score", *(f"probability_{c}" for c in served.classes or [])]
+
+
+def _classes(served: ServedModel) -> pa.Array:
+    return pa.array(served.classes or [])
+
+
+def _output_schema(served: ServedModel, schema: pa.Schema, kept: list[str]) -> pa.Schema:
+    fields = [schema.field(n) for n in kept]
+    fields += [
+        pa.field("prediction_id", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("version", pa.int64()),
+    ]
+    if served.task == "regression":
+        return pa.schema([*fields, pa.field("value", pa.float64())])
+    label = pa.field("label", _classes(served).type)
+    if served.task == "binary":
+        return pa.schema([*fields, pa.field("score", pa.float64()), label])
+    probabilities = [pa.field(f"probability_{c}", pa.float64()) for c in served.classes or []]
+    return pa.schema([*fields, label, pa.field("score", pa.float64()), *probabilities])
+
+
+def row_ids(prefix: str, start: int, n: int) -> pa.Array:
+    """Prediction ids of rows `start` .. `start + n - 1` of a job: its 20-character prefix (the
+    job's start in milliseconds and a random token) and the row number in 12 hex digits, so
+    `shipyard.logstore.id_time` reads the job's start from them like any prediction id."""
+    rows = np.arange(start, start + n, dtype=np.uint64)
+    text = np.empty((n, 32), dtype=np.uint8)
+    text[:, :20] = np.frombuffer(prefix.encode(), dtype=np.uint8)
+    text[:, 20:] = _HEX[((rows[:, None] >> _ROW_SHIFTS) & np.uint64(15)).astype(np.uint8)]
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(text)])
+    return fixed.cast(pa.binary()).cast(pa.string())
+
+
+class _Chunk:
+    """Scores one chunk into its output rows and its log block."""
+
+    def __init__(
+        self,
+        served: ServedModel,
+        job: dict[str, Any],
+        kept: list[str],
+        schema: pa.Schema,
+        registry: Registry | None,
+    ) -> None:
+        self.served = served
+        self.job = job
+        self.kept = kept
+        self.schema = schema
+        self.registry = registry
+        self.prefix = job["job_id"][:20]
+        self.at = datetime.fromtimestamp(job["started_at"], UTC)
+        self.classes = _classes(served)
+        self.class_texts = pa.array([category_text(c) for c in served.classes or []], pa.string())
+        threshold = served.record.threshold
+        self.threshold = threshold if threshold is not None else 0.5
+
+    def columns(self, start: int, table: pa.Table) -> dict[str, np.ndarray]:
+        data: dict[str, Any] = {}
+        for spec in self.served.signature.columns:
+            if spec.name in table.column_names:
+                data[spec.name] = table.column(spec.name).to_numpy(zero_copy_only=False)
+        try:
+            return self.served.signature.validate_columns(data, loc="rows")
+        except SchemaViolation as error:
+            details = [
+                {**d, "loc": [*d["loc"][:2], *(i + start for i in d["loc"][2:3])]}
+                for d in error.details()
+            ]
+            raise SchemaViolation(
+                f"input rows {start:,} to {start + table.num_rows - 1:,}: {error.message}", details
+            ) from None
+
+    def score(
+        self, index: int, start: int, table: pa.Table
+    ) -> tuple[pa.Table, dict[str, Any] | None, int]:
+        """The chunk's output table, its log block (None when not logging), and how many rows
+        the model answered NaN or infinity for."""
+        served = self.served
+        n = table.num_rows
+        columns = self.columns(start, table)
+        with np.errstate(all="ignore"):
+            raw = np.asarray(served.predictor.predict(columns))
+        bad = ~np.isfinite(raw).reshape(n, -1).all(axis=1) if raw.dtype.kind == "f" else None
+        mask = bad if bad is not None and bad.any() else None
+        ids = row_ids(self.prefix, start, n)
+        out: dict[str, pa.Array] = {name: table.column(name) for name in self.kept}
+        out["prediction_id"] = ids
+        out["model"] = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(n, np.int32)), [served.name]
+        ).cast(pa.string())
+        out["version"] = pa.array(np.full(n, served.version, np.int64))
+        logged: dict[str, pa.Array] = {}
+        if served.task == "regression":
+            out["value"] = logged["value"] = pa.array(raw.astype(np.float64).reshape(-1), mask=mask)
+        else:
+            if served.task == "binary":
+                scores = np.ascontiguousarray(raw[:, 1], dtype=np.float64)
+                picked = (scores >= self.threshold).astype(np.int32)
+            else:
+                probabilities = raw.astype(np.float64)
+                picked = probabilities.argmax(axis=1).astype(np.int32)
+                scores = probabilities.max(axis=1)
+            which = pa.array(picked, mask=mask)
+            out["score"] = logged["score"] = pa.array(scores, mask=mask)
+            out["label"] = self.classes.take(which)
+            logged["label"] = self.class_texts.take(which)
+            if served.task == "multiclass":
+                for j, c in enumerate(served.classes or []):
+                    out[f"probability_{c}"] = pa.array(probabilities[:, j], mask=mask)
+                logged["probabilities"] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(probabilities.reshape(-1)), probabilities.shape[1]
+                ).cast(pa.list_(pa.float64()))
+        output = pa.Table.from_arrays([out[f.name] for f in self.schema], names=self.schema.names)
+        block = None
+        if self.registry is not None:
+            keep = np.flatnonzero(~mask) if mask is not None else None  # no prediction: not logged
+            block = {
+                "ids": ids,
+                "features": {name: pa.array(values) for name, values in columns.items()},
+                "outputs": logged,
+                "keep": keep,
+            }
+        return output, block, int(mask.sum()) if mask is not None else 0
+
+    def log(self, index: int, block: dict[str, Any]) -> None:
+        assert self.registry is not None
+        keep = block["keep"]
+
+        def rows(array: pa.Array) -> pa.Array:
+            return array if keep is None else array.take(pa.array(keep))
+
+        write_block(
+            self.registry.artifacts,
+            name=f"batch-{self.job['job_id']}-{index:06d}",
+            model=self.served.name,
+            version=self.served.version,
+            ids=rows(block["ids"]),
+            at=self.at,
+            source="batch",
+            job_id=self.job["job_id"],
+            variant="batch",
+            features={k: rows(v) for k, v in block["features"].items()},
+            outputs={k: rows(v) for k, v in block["outputs"].items()},
+        )
