@@ -25,6 +25,7 @@ from shipyard.cli import (
     predict,
     runs,
     server,
+    stream,
 )
 from shipyard.cli._common import err_console
 from shipyard.core import Settings
@@ -134,6 +135,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(features.app, name="features")
+app.add_typer(stream.app, name="stream")
 app.add_typer(runs.app, name="runs")
 app.add_typer(loop.pipeline_app, name="pipeline")
 app.add_typer(loop.jobs_app, name="jobs")

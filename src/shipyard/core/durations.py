@@ -1,4 +1,5 @@
-"""Durations as people write them in rules, windows and shipyard.yaml: `30m`, `6h`, `7d`, `2w`.
+"""Durations as people write them in rules, windows and shipyard.yaml: `30s`, `30m`, `6h`, `7d`,
+`2w`.
 
 One parser for all of them (alert rules' `over 7d`, monitoring windows, retraining windows,
 cool-downs and check intervals) and its inverse for display.
@@ -14,13 +15,13 @@ from shipyard.core.errors import InvalidInput
 __all__ = ["MAX_DURATION", "duration_text", "parse_duration"]
 
 MAX_DURATION = timedelta(days=3660)  # ten years: longer is a typo, and overflows date maths
-_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_SECONDS = {"minutes": 60, "hours": 3600, "days": 86_400, "weeks": 604_800}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400, "weeks": 604_800}
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:
-    """`30m`, `1h`, `7d`, `2w` -> a timedelta of at most ten years; `what` names the value in
+    """`30s`, `30m`, `1h`, `7d`, `2w` -> a timedelta of at most ten years; `what` names the value in
     the error (e.g. "window")."""
     match = _DURATION.match(text) if isinstance(text, str) and len(text) <= 16 else None
     if match is None or int(match.group(1)) <= 0:

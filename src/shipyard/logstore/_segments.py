@@ -377,19 +377,25 @@ def write_block(
     variant: str,
     features: dict[str, pa.Array],
     outputs: dict[str, pa.Array],
+    times: pa.Array | None = None,
 ) -> str:
     """Write one block of predictions made together (a batch job's chunk, a stream's
     micro-batch) as one segment named `name` in the day of `at`; returns its path. Writing
     the same block again replaces it: a chunk scored again after a crash is logged once.
 
     `outputs` holds any of score, label (text), value, probabilities; `at` is the time every
-    row of the block carries (when its job started: a job is one event in the monitor's time).
+    row of the block carries (when its job started: a job is one event in the monitor's time)
+    unless `times` gives each row's own (a stream's events); the day folder is `at`'s.
     """
     n = len(ids)
     columns: dict[str, pa.Array] = {
         "prediction_id": ids,
-        "ts": pa.array(np.full(n, round(at.timestamp() * 1e6), np.int64)).cast(
-            pa.timestamp("us", tz="UTC")
+        "ts": (
+            times.cast(pa.timestamp("us", tz="UTC"))
+            if times is not None
+            else pa.array(np.full(n, round(at.timestamp() * 1e6), np.int64)).cast(
+                pa.timestamp("us", tz="UTC")
+            )
         ),
         "model": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [model]),
         "version": pa.array(np.full(n, version, np.int32)),

@@ -26,6 +26,8 @@ __all__ = [
     "api_keys",
     "audit_events",
     "deployments",
+    "event_alert_cooldowns",
+    "event_alerts",
     "feature_materializations",
     "feature_views",
     "jobs",
@@ -319,4 +321,34 @@ feature_materializations = Table(
     Column("finished_at", Timestamp, nullable=False),
     Column("created_by", String(256), nullable=False),
     Index("ix_feature_materializations_view_store", "view", "store"),
+)
+
+# alerts a stream consumer raised on scored events (`shipyard stream --alert`), and when each
+# rule may fire again for each entity (one row per model, rule and entity: two consumers of a
+# group, or one restarted, never raise the same alert twice within the cooldown)
+event_alerts = Table(
+    "event_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(128), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("rule", String(512), nullable=False),
+    Column("entity", String(256), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("prediction_id", String(64), nullable=True),
+    Column("value", Float, nullable=True),
+    Column("raised_at", Timestamp, nullable=False),
+    Column("group_name", String(256), nullable=False),
+    Column("evidence", Json, nullable=False, default=dict),
+    Column("deliveries", Json, nullable=False, default=list),
+    Index("ix_event_alerts_model_name_raised_at", "model_name", "raised_at"),
+)
+
+event_alert_cooldowns = Table(
+    "event_alert_cooldowns",
+    metadata,
+    Column("model_name", String(128), primary_key=True),
+    Column("rule", String(512), primary_key=True),
+    Column("entity", String(256), primary_key=True),
+    Column("until", Timestamp, nullable=False),
 )

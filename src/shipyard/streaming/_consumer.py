@@ -1,0 +1,416 @@
+"""A stream consumer: events in micro-batches through one registered model, results to a sink.
+
+    poll up to `batch_size` events (waiting at most `max_wait` for them)
+      -> parse (not JSON, not an object: dead letter) -> validate (a violation: dead letter)
+      -> score -> write the results to the sink (durable, idempotent by event id)
+      -> log the predictions (`source = stream`) -> raise due alerts -> write dead letters
+      -> commit the batch at the source
+
+Nothing is committed before its results are durable, so a crash at any point loses nothing:
+the batch is delivered again and scored again, and the sink, the log (a block per batch, named
+after its first event) and the alerts (a cooldown in the database) absorb the repeat. A
+prediction id is made from the group and the event id, so a repeat has the same ids. At most
+one batch is in flight: a slow sink slows the reads instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shipyard.core import ModelRef, Settings
+from shipyard.core.errors import (
+    BackendUnavailable,
+    ModelOutputInvalid,
+    SchemaViolation,
+    ServiceUnavailable,
+)
+from shipyard.core.values import category_text
+from shipyard.logstore import write_block
+from shipyard.registry import Registry, ServedModel, shape_prediction
+from shipyard.streaming._alerts import EventAlerts
+from shipyard.streaming._brokers import Event, Result, Sink, Source
+from shipyard.streaming._metrics import StreamMetrics
+
+__all__ = ["StreamConsumer", "StreamStats"]
+
+log = logging.getLogger("shipyard.streaming")
+
+MAX_EVENT_ID = 256
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class StreamStats:
+    """What a consumer did since it started."""
+
+    events: int = 0
+    scored: int = 0
+    dead_letters: int = 0
+    alerts: int = 0
+    batches: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    version: int | None = None
+    versions: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["events_per_second"] = round(self.events / self.seconds, 1) if self.seconds else 0.0
+        return out
+
+
+class StreamConsumer:
+    """Scores a source's events into a sink; see the module docstring.
+
+    Args:
+        model: NAME (its serving alias, followed as it moves), NAME:ALIAS or NAME:VERSION.
+        group: the consumer group (also names the consumer's log blocks and alerts).
+        dead_letters: where events that cannot be scored go, with the reason.
+        id_field: the event field holding its id; events without one are known by their
+            position in the stream.
+        keep: event fields copied into each result (default: every field the model does not
+            take).
+        follow_seconds: how often the alias is read again (a new version is loaded between
+            batches).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        model: str,
+        source: Source,
+        sink: Sink,
+        dead_letters: Sink,
+        *,
+        group: str,
+        batch_size: int = 500,
+        max_wait: float = 0.1,
+        id_field: str = "event_id",
+        keep: list[str] | None = None,
+        alerts: EventAlerts | None = None,
+        log_predictions: bool = True,
+        metrics: StreamMetrics | None = None,
+        follow_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.ref = ModelRef.parse(model)
+        self.source = source
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.group = group
+        self.batch_size = batch_size
+        self.max_wait = max_wait
+        self.id_field = id_field
+        self.keep = keep
+        self.alerts = alerts
+        self.log_predictions = log_predictions
+        self.metrics = metrics
+        self.follow_seconds = follow_seconds
+        self.clock = clock
+        self.stats = StreamStats()
+        self.served = self._load()
+        self._followed_at = clock()
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def _load(self) -> ServedModel:
+        version = self.registry.resolve(self.ref, default_alias=self.settings.serving_alias).version
+        served = self.registry.load(self.ref.name, version)
+        self.stats.version = version
+        self.stats.versions.append(version)
+        log.info("scoring with %s:%s on %s", served.name, version, served.predictor.runtime)
+        return served
+
+    def _follow(self) -> None:
+        if self.ref.version is not None or self.clock() - self._followed_at < self.follow_seconds:
+            return
+        self._followed_at = self.clock()
+        try:
+            version = self.registry.resolve(
+                self.ref, default_alias=self.settings.serving_alias
+            ).version
+        except BackendUnavailable:
+            return  # the database is away: keep scoring with the version we have
+        if version != self.served.version:
+            self.served = self._load()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        max_events: int | None = None,
+        idle_exit: float | None = None,
+    ) -> StreamStats:
+        """Consume until `stop` is set (SIGTERM: the batch in hand is finished and committed),
+        `max_events` are done, or nothing came for `idle_exit` seconds."""
+        stop = stop or threading.Event()
+        started = self.clock()
+        idle_since = self.clock()
+        pending: list[Event] = []
+        backoff = 0.5
+        while not stop.is_set():
+            if max_events is not None and self.stats.events >= max_events:
+                break
+            if not pending:
+                want = self.batch_size
+                if max_events is not None:
+                    want = min(want, max_events - self.stats.events)
+                try:
+                    pending = self.source.poll(want, self.max_wait)
+                except ServiceUnavailable as error:
+                    log.error("%s; trying again in %.1f s", error.message, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+            if not pending:
+                if idle_exit is not None and self.clock() - idle_since >= idle_exit:
+                    break
+                self._observe_lag()
+                continue
+            try:
+                self.process(pending)
+            except (ServiceUnavailable, BackendUnavailable) as error:
+                # nothing of the batch was committed: it is processed again, as it is
+                self.stats.retries += 1
+                log.error("%s; the batch is tried again in %.1f s", error.message, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            pending = []
+            idle_since = self.clock()
+            self._follow()
+        self.stats.seconds = self.clock() - started
+        return self.stats
+
+    def _observe_lag(self) -> None:
+        if self.metrics is not None:
+            self.metrics.lag(self.source.lag())
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def process(self, events: list[Event]) -> None:
+        """Score, write, log, alert and commit one batch; see the module docstring."""
+        started = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.in_flight(len(events))
+        served = self.served
+        parsed: list[tuple[Event, str, dict[str, Any]]] = []
+        dead: list[tuple[Event, str, str]] = []
+        for event in events:
+            body, why = _parse(event.payload)
+            if body is None:
+                dead.append((event, event.position, why))
+                continue
+            parsed.append((event, _event_id(body, self.id_field, event), body))
+        scored, columns, result = self._score(served, parsed, dead)
+        results = []
+        if scored:
+            assert result is not None
+            kept = self._kept(served)
+            for (event, event_id, body), pid, prediction in zip(
+                scored, result.ids, result.records(), strict=True
+            ):
+                record = {
+                    "prediction_id": pid, "model": served.name, "version": served.version,
+                    **prediction,
+                    **{k: v for k, v in body.items() if kept(k)},
+                }  # fmt: skip
+                results.append(Result(event_id, event.position, record))
+            self.sink.write(results)
+            if self.log_predictions:
+                self._log(served, scored, columns, result)
+            if self.alerts is not None:
+                raised = self.alerts.check(
+                    served.version,
+                    [(r.event_id, r.record["prediction_id"], r.record, b) for r, (_, _, b) in zip(results, scored, strict=True)],
+                )  # fmt: skip
+                self.stats.alerts += len(raised)
+                if self.metrics is not None:
+                    self.metrics.alerts(served.name, len(raised))
+        if dead:
+            self.dead_letters.write(
+                [
+                    Result(
+                        f"dead:{event.position}",
+                        event.position,
+                        {
+                            "event_id": event_id,
+                            "position": event.position,
+                            "reason": why,
+                            "payload": _text(event.payload),
+                            "model": served.name,
+                        },
+                    )
+                    for event, event_id, why in dead
+                ]
+            )
+        self.source.commit(events)
+        self.stats.events += len(events)
+        self.stats.scored += len(results)
+        self.stats.dead_letters += len(dead)
+        self.stats.batches += 1
+        if self.metrics is not None:
+            self.metrics.batch(served.name, len(results), len(dead), time.perf_counter() - started)
+            self.metrics.in_flight(0)
+
+    def _kept(self, served: ServedModel) -> Callable[[str], bool]:
+        if self.keep is not None:
+            wanted = set(self.keep)
+            return lambda name: name in wanted
+        features = set(served.signature.names)
+        taken = {"prediction_id", "model", "version", "score", "label", "value", "threshold",
+                 "probabilities"}  # fmt: skip
+        return lambda name: name not in features and name not in taken
+
+    def _score(
+        self,
+        served: ServedModel,
+        parsed: list[tuple[Event, str, dict[str, Any]]],
+        dead: list[tuple[Event, str, str]],
+    ) -> tuple[list[tuple[Event, str, dict[str, Any]]], dict[str, np.ndarray], Any]:
+        """The events that could be scored, their columns and their result; the others go to
+        `dead` with the reason."""
+        names = served.signature.names
+        good = list(parsed)
+        while good:  # validation, then the model's output; each round drops what it refuses
+            records = [{n: body.get(n) for n in names} for _, _, body in good]
+            try:
+                columns = served.signature.validate_records(records, loc="events")
+                started = time.perf_counter()
+                with np.errstate(all="ignore"):
+                    raw = served.predictor.predict(columns)
+                result = shape_prediction(served, raw, (time.perf_counter() - started) * 1e3)
+            except (SchemaViolation, ModelOutputInvalid) as error:
+                reasons: dict[int, list[str]] = defaultdict(list)
+                for detail in error.details():
+                    loc = detail.get("loc") or []
+                    if len(loc) > 1 and isinstance(loc[1], int):
+                        field_name = loc[2] if len(loc) > 2 else ""
+                        reasons[loc[1]].append(f"{field_name}: {detail.get('msg')}".lstrip(": "))
+                if not reasons:  # nothing names a record: the batch as a whole is refused
+                    reasons = {i: [error.message] for i in range(len(good))}
+                dead.extend(
+                    (good[i][0], good[i][1], "; ".join(r)[:1000]) for i, r in reasons.items()
+                )
+                good = [g for i, g in enumerate(good) if i not in reasons]
+                continue
+            ids = [_prediction_id(self.group, event_id, event.at) for event, event_id, _ in good]
+            return good, columns, _with_ids(result, ids)
+        return [], {}, None
+
+    def _log(
+        self,
+        served: ServedModel,
+        scored: list[tuple[Event, str, dict[str, Any]]],
+        columns: dict[str, np.ndarray],
+        result: Any,
+    ) -> None:
+        """One log block per day the batch's events fall in, named after its first event."""
+        times = np.array([round(event.at * 1e6) for event, _, _ in scored], dtype=np.int64)
+        days = np.array(
+            [datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d") for e, _, _ in scored]
+        )
+        outputs = result.outputs()
+        for day in sorted(set(days.tolist())):
+            rows = np.flatnonzero(days == day)
+            first = scored[int(rows[0])][0]
+            take = pa.array(rows)
+            logged: dict[str, pa.Array] = {}
+            for name, values in outputs.items():
+                if name == "label":
+                    logged[name] = pa.array([category_text(v) for v in values], pa.string()).take(
+                        take
+                    )
+                elif name == "probabilities":
+                    matrix = np.asarray(values, dtype=np.float64)[rows]
+                    logged[name] = pa.FixedSizeListArray.from_arrays(
+                        pa.array(matrix.reshape(-1)), matrix.shape[1]
+                    ).cast(pa.list_(pa.float64()))
+                else:
+                    logged[name] = pa.array(np.asarray(values, dtype=np.float64)[rows])
+            write_block(
+                self.registry.artifacts,
+                name=f"stream-{_UNSAFE.sub('_', self.group)[:64]}-{_UNSAFE.sub('_', first.position)}",
+                model=served.name,
+                version=served.version,
+                ids=pa.array(result.ids, pa.string()).take(take),
+                at=datetime.fromtimestamp(first.at, UTC),
+                source="stream",
+                job_id=self.group,
+                variant="stream",
+                features={n: pa.array(v).take(take) for n, v in columns.items()},
+                outputs=logged,
+                times=pa.array(times[rows]),
+            )
+
+
+def _parse(payload: Any) -> tuple[dict[str, Any] | None, str]:
+    """An event's fields, or None and why it is not an event."""
+    if isinstance(payload, Mapping):  # Redis fields: each value JSON where it parses
+        body = {}
+        for key, value in payload.items():
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            try:
+                body[str(key)] = json.loads(text)
+            except ValueError:
+                body[str(key)] = text
+        return body, ""
+    if payload is None:
+        return None, "the event is empty"
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as error:
+        return None, f"the event is not JSON ({error})"
+    if not isinstance(body, dict):
+        return None, f"the event is JSON but not an object (a {type(body).__name__})"
+    return body, ""
+
+
+def _event_id(body: Mapping[str, Any], id_field: str, event: Event) -> str:
+    value = body.get(id_field)
+    if value is None or isinstance(value, dict | list) or str(value) == "":
+        return event.position
+    return str(value)[:MAX_EVENT_ID]
+
+
+def _prediction_id(group: str, event_id: str, at: float) -> str:
+    """The event's time in milliseconds, then a digest of the group and the event id: the same
+    event scored again by the group has the same id."""
+    digest = hashlib.blake2b(f"{group}\0{event_id}".encode(), digest_size=10).hexdigest()
+    return f"{max(0, int(at * 1000)):012x}"[-12:] + digest
+
+
+def _with_ids(result: Any, ids: list[str]) -> Any:
+    from dataclasses import replace
+
+    return replace(result, ids=ids)
+
+
+def _text(payload: Any) -> str:
+    if isinstance(payload, bytes):
+        return payload.decode(errors="replace")[:10_000]
+    if isinstance(payload, Mapping):
+        return json.dumps(
+            {str(k): (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in payload.items()},
+            default=str,
+        )[:10_000]  # fmt: skip
+    return str(payload)[:10_000]
