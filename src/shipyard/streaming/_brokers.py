@@ -312,11 +312,17 @@ def _check_broker(client: Any, url: str, timeout: float = 10.0) -> None:
         ) from None
 
 
+def _client_options(options: dict[str, list[str]]) -> dict[str, str]:
+    """librdkafka settings from the URL's query (`?security.protocol=SASL_SSL&...`)."""
+    return {key: values[-1] for key, values in options.items()}
+
+
 class KafkaSource(Source):
-    """A Kafka topic read by a consumer group; offsets committed only by `commit`."""
+    """A Kafka topic read by a consumer group; offsets committed only by `commit`. The URL's
+    query sets librdkafka options (`kafka://b:9093/t?security.protocol=SSL`)."""
 
     def __init__(self, url: str, *, group: str, start: str = "earliest") -> None:
-        server, self.topic, _ = _parts(url, "topic")
+        server, self.topic, options = _parts(url, "topic")
         self.description = f"kafka topic {self.topic}"
         kafka = _kafka()
         self.consumer = kafka.Consumer(
@@ -326,8 +332,10 @@ class KafkaSource(Source):
                 "enable.auto.commit": False,
                 "auto.offset.reset": start,
                 "enable.partition.eof": False,
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
+                # a dead consumer's partitions move on after 6 s, not librdkafka's 45 s
+                "session.timeout.ms": 6_000,
+                "heartbeat.interval.ms": 500,
+                **_client_options(options),
             }
         )
         _check_broker(self.consumer, url)
@@ -393,11 +401,16 @@ class KafkaSink(Sink):
     """A Kafka topic of results, each keyed by its event id (readers by key see one)."""
 
     def __init__(self, url: str) -> None:
-        server, self.topic, _ = _parts(url, "topic")
+        server, self.topic, options = _parts(url, "topic")
         self.description = f"kafka topic {self.topic}"
         kafka = _kafka()
         self.producer = kafka.Producer(
-            {"bootstrap.servers": server.split("://", 1)[1], "acks": "all", "linger.ms": 5}
+            {
+                "bootstrap.servers": server.split("://", 1)[1],
+                "acks": "all",
+                "linger.ms": 5,
+                **_client_options(options),
+            }
         )
         _check_broker(self.producer, url)
         self.failed: list[str] = []
