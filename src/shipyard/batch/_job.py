@@ -26,14 +26,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from shipyard.batch._inputs import Input, open_input
-from shipyard.batch._outputs import Output, column_kind, open_output
+from shipyard.batch._engines import ENGINES
+from shipyard.batch._inputs import FileInput, Input, open_input
+from shipyard.batch._outputs import FileOutput, Output, column_kind, open_output
 from shipyard.core import ModelRef, Settings
-from shipyard.core.errors import Conflict, InvalidInput, SchemaViolation
+from shipyard.core.errors import Conflict, InvalidInput, SchemaViolation, ServiceUnavailable
 from shipyard.core.values import category_text
 from shipyard.logstore import write_block
 from shipyard.registry import Registry, ServedModel
-from shipyard.store import record_audit
+from shipyard.store import ArtifactStore, record_audit
 
 __all__ = ["BatchResult", "Progress", "score"]
 
@@ -64,6 +65,7 @@ class BatchResult:
     seconds: float
     invalid: int  # rows whose model output was NaN or infinite: written with null scores
     logged: bool
+    engine: str = "local"
 
     @property
     def rows_per_second(self) -> float:
@@ -89,12 +91,18 @@ def score(
     settings: Settings | None = None,
     registry: Registry | None = None,
     progress: Progress | None = None,
+    engine: str = "local",
+    workers: int | None = None,
+    cpus_per_worker: float | None = None,
 ) -> BatchResult:
     """Score every row of `input` (a Parquet/CSV file or folder, any fsspec URL; a table in
     `db`; or `query` on `db`) with `model` (NAME, NAME:VERSION or NAME:ALIAS) and write the
     kept input columns (`keep`; default: every column the model does not take) with each
     row's prediction_id, model, version and prediction to `output` (a .parquet/.csv path or
     URL; a table in `output_db`, default `db`).
+
+    `engine` "spark" or "ray" runs the chunks on those engines' workers (`workers` of them;
+    Ray actors take `cpus_per_worker`), with the same results as the local engine.
 
     Running the same call again after a crash or a kill finishes the job from its last staged
     chunk. Raises `Conflict` when the output exists (unless `overwrite`) or when another job
@@ -121,6 +129,9 @@ def score(
             overwrite=overwrite,
             log=log,
             progress=progress,
+            engine=engine,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
         )
     finally:
         for opened in (source, target):
@@ -135,6 +146,57 @@ class _Job:
         self.registry = registry
         self.settings = settings
 
+    def _on_engine(
+        self,
+        engine: str,
+        served: ServedModel,
+        job: dict[str, Any],
+        source: Input,
+        target: Output,
+        kept: list[str],
+        schema: pa.Schema,
+        chunk_rows: int,
+        done: int,
+        log: bool,
+        *,
+        workers: int | None,
+        cpus_per_worker: float | None,
+    ) -> tuple[int, int, int, int]:
+        """Run the chunks not staged yet on Spark or Ray; returns rows scored, invalid rows,
+        chunks in all and rows in the output."""
+        from shipyard.batch._engines import ChunkPlan, run_ray, run_spark
+
+        assert isinstance(source, FileInput)
+        assert isinstance(target, FileOutput)
+        total = source.total_rows or 0
+        count = max(1, -(-total // chunk_rows))
+        plan = ChunkPlan(
+            bundle=self.registry.bundle_ref(served.name, served.version),
+            job=job, source=source.source, target=target.target, kept=kept, schema=schema,
+            chunk_rows=chunk_rows, log_root=self.registry.artifacts.root if log else None,
+        )  # fmt: skip
+        todo = list(range(done, count))
+        if engine == "spark":
+            ran = run_spark(plan, todo, workers=workers) if todo else {}
+        else:
+            ran = (
+                run_ray(plan, todo, workers=workers, cpus_per_worker=cpus_per_worker)
+                if todo
+                else {}
+            )
+        missing = sorted(set(todo) - set(ran))
+        if missing:
+            raise ServiceUnavailable(
+                f"the {engine} engine did not finish chunk(s) {missing[:10]}; run the same "
+                "command again to finish the job"
+            )
+        return (
+            sum(n for n, _ in ran.values()),
+            sum(bad for _, bad in ran.values()),
+            count,
+            total,
+        )
+
     def run(
         self,
         ref: ModelRef,
@@ -146,8 +208,22 @@ class _Job:
         overwrite: bool,
         log: bool,
         progress: Progress | None,
+        engine: str = "local",
+        workers: int | None = None,
+        cpus_per_worker: float | None = None,
     ) -> BatchResult:
         started = time.perf_counter()
+        if engine not in ENGINES:
+            raise InvalidInput(f"--engine is one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine != "local" and not (
+            isinstance(source, FileInput)
+            and source.kind == "parquet"
+            and isinstance(target, FileOutput)
+        ):
+            raise InvalidInput(
+                f"--engine {engine} reads Parquet (a file or a folder) and writes a file: its "
+                "tasks each read their own row groups; score CSV or SQL input with the local engine"
+            )
         if target.exists() and not overwrite:
             raise Conflict(
                 f"{target.description} already exists; choose another output, or --overwrite "
@@ -189,7 +265,7 @@ class _Job:
             }
             target.stage(job)
         done = target.done()
-        chunk = _Chunk(served, job, kept, schema, self.registry if log else None)
+        chunk = _Chunk(served, job, kept, schema, self.registry.artifacts if log else None)
         total = source.total_rows
         written = done * chunk_rows
         if progress is not None:
@@ -206,27 +282,35 @@ class _Job:
             if progress is not None:
                 progress(written, total)
 
-        with (
-            ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-read") as reads,
-            ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-write") as writes,
-        ):
-            chunks = source.chunks(chunk_rows, skip=done * chunk_rows)
-            ahead: Future[pa.Table | None] = reads.submit(next, chunks, None)
-            pending: deque[Future[None]] = deque()
-            while (table := ahead.result()) is not None:
-                ahead = reads.submit(next, chunks, None)
-                out, block, bad = chunk.score(index, index * chunk_rows, table)
-                pending.append(writes.submit(stage, index, out, block, table.num_rows))
-                scored += table.num_rows
-                invalid += bad
-                index += 1
-                while len(pending) > 2:  # at most a few chunks held, whatever the input's size
-                    pending.popleft().result()
-            for future in pending:
-                future.result()
-            if index == 0:  # an empty input still gets an output, with its columns
-                writes.submit(stage, 0, schema.empty_table(), None, 0).result()
-                index = 1
+        if engine != "local":
+            scored, invalid, index, written = self._on_engine(
+                engine, served, job, source, target, kept, schema, chunk_rows, done, log,
+                workers=workers, cpus_per_worker=cpus_per_worker,
+            )  # fmt: skip
+            if progress is not None:
+                progress(written, total)
+        else:
+            with (
+                ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-read") as reads,
+                ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-write") as writes,
+            ):
+                chunks = source.chunks(chunk_rows, skip=done * chunk_rows)
+                ahead: Future[pa.Table | None] = reads.submit(next, chunks, None)
+                pending: deque[Future[None]] = deque()
+                while (table := ahead.result()) is not None:
+                    ahead = reads.submit(next, chunks, None)
+                    out, block, bad = chunk.score(index, index * chunk_rows, table)
+                    pending.append(writes.submit(stage, index, out, block, table.num_rows))
+                    scored += table.num_rows
+                    invalid += bad
+                    index += 1
+                    while len(pending) > 2:  # at most a few chunks held, whatever the input's size
+                        pending.popleft().result()
+                for future in pending:
+                    future.result()
+                if index == 0:  # an empty input still gets an output, with its columns
+                    writes.submit(stage, 0, schema.empty_table(), None, 0).result()
+                    index = 1
         target.commit(overwrite=overwrite)
         result = BatchResult(
             job_id=job["job_id"],
@@ -242,6 +326,7 @@ class _Job:
             seconds=time.perf_counter() - started,
             invalid=invalid,
             logged=log,
+            engine=engine,
         )
         with self.registry.database.transaction() as conn:  # `shipyard history NAME` shows it
             record_audit(
@@ -333,13 +418,13 @@ class _Chunk:
         job: dict[str, Any],
         kept: list[str],
         schema: pa.Schema,
-        registry: Registry | None,
+        store: ArtifactStore | None,
     ) -> None:
         self.served = served
         self.job = job
         self.kept = kept
         self.schema = schema
-        self.registry = registry
+        self.store = store
         self.prefix = job["job_id"][:20]
         self.at = datetime.fromtimestamp(job["started_at"], UTC)
         self.classes = _classes(served)
@@ -405,7 +490,7 @@ class _Chunk:
                 ).cast(pa.list_(pa.float64()))
         output = pa.Table.from_arrays([out[f.name] for f in self.schema], names=self.schema.names)
         block = None
-        if self.registry is not None:
+        if self.store is not None:
             keep = np.flatnonzero(~mask) if mask is not None else None  # no prediction: not logged
             block = {
                 "ids": ids,
@@ -416,14 +501,14 @@ class _Chunk:
         return output, block, int(mask.sum()) if mask is not None else 0
 
     def log(self, index: int, block: dict[str, Any]) -> None:
-        assert self.registry is not None
+        assert self.store is not None
         keep = block["keep"]
 
         def rows(array: pa.Array) -> pa.Array:
             return array if keep is None else array.take(pa.array(keep))
 
         write_block(
-            self.registry.artifacts,
+            self.store,
             name=f"batch-{self.job['job_id']}-{index:06d}",
             model=self.served.name,
             version=self.served.version,

@@ -51,6 +51,9 @@ class BatchJobSpec(BaseModel):
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=10_000_000)
     overwrite: bool = False
     log: bool = True
+    engine: str = Field(default="local", pattern="^(local|spark|ray)$")
+    workers: int | None = Field(default=None, ge=1, le=100_000)
+    cpus_per_worker: float | None = Field(default=None, gt=0, le=1024)
 
     @field_validator("schedule")
     @classmethod
@@ -78,6 +81,9 @@ class BatchJobSpec(BaseModel):
             log=self.log,
             settings=settings,
             registry=registry,
+            engine=self.engine,
+            workers=self.workers,
+            cpus_per_worker=self.cpus_per_worker,
         )
 
 

@@ -79,6 +79,18 @@ def batch(
         "--no-log",
         help="do not log the predictions (by default they are, so `shipyard monitor` covers them)",
     ),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local (a streaming loop here), spark or ray (the chunks run on those engines' "
+        "workers, same results; Parquet input)",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="spark: local cores; ray: actors (default: every CPU)"
+    ),
+    cpus_per_worker: float | None = typer.Option(
+        None, "--cpus-per-worker", min=0.01, help="ray: CPUs each actor takes (fractions allowed)"
+    ),
     as_json: bool = json_flag("what the job did"),
 ) -> None:
     """Score every row of a file, folder, table or query and write the scores.
@@ -104,6 +116,9 @@ def batch(
             settings=config,
             registry=registry,
             progress=reporter.update,
+            engine=engine,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
         )
     if as_json:
         emit_json(result.to_dict())
@@ -115,7 +130,7 @@ def _summary(result: BatchResult) -> None:
     resumed = f", {result.resumed_rows:,} staged by an earlier run" if result.resumed_rows else ""
     err_console.print(
         f"scored {result.scored:,} rows with {result.model}:{result.version} on "
-        f"{result.runtime} in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)"
+        f"{result.runtime}{'' if result.engine == 'local' else ' (' + result.engine + ')'} in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)"
         f"{resumed}; wrote {result.rows:,} rows to {result.output}",
         highlight=False,
     )

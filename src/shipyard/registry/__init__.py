@@ -6,7 +6,7 @@ from shipyard.registry._bundle import LoadedBundle
 from shipyard.registry._deployments import ROLES, Deployment, Role, Variant
 from shipyard.registry._records import AliasMove, AuditEvent, Model, ModelVersion
 from shipyard.registry._registry import Registry
-from shipyard.registry._served import PredictionResult, ServedModel
+from shipyard.registry._served import BundleRef, PredictionResult, ServedModel
 from shipyard.registry._served import feature_refs as served_feature_refs
 from shipyard.registry._served import shape as shape_prediction
 
@@ -14,6 +14,7 @@ __all__ = [
     "ROLES",
     "AliasMove",
     "AuditEvent",
+    "BundleRef",
     "Deployment",
     "LoadedBundle",
     "Model",

@@ -11,7 +11,7 @@ from shipyard.registry import _repository as repo
 from shipyard.registry._base import RegistryBase
 from shipyard.registry._bundle import LoadedBundle, open_bundle
 from shipyard.registry._records import AuditEvent, Model, ModelVersion
-from shipyard.registry._served import ServedModel
+from shipyard.registry._served import BundleRef, ServedModel
 
 __all__ = ["Reads"]
 
@@ -89,6 +89,13 @@ class Reads(RegistryBase):
         bundle = self.open(name, version)
         record = self.get_version(name, version)
         return ServedModel(record, bundle.predictor, bundle.metadata["model"].get("classes"))
+
+    def bundle_ref(self, name: str, version: int) -> BundleRef:
+        """Where the version's bundle lies, for processes that load it without this registry."""
+        record, metadata_sha = self.database.read(lambda conn: self._version(conn, name, version))
+        if record.status == "archived":
+            raise VersionArchived(f"{name}:{version} is archived and does not serve")
+        return BundleRef(self.artifacts.root, record, metadata_sha)
 
     def metadata(self, name: str, version: int) -> dict[str, Any]:
         """A version's metadata.json (checked against the registry's SHA-256)."""

@@ -15,7 +15,7 @@ from shipyard.core.errors import ModelOutputInvalid
 from shipyard.registry._records import ModelVersion
 from shipyard.runtime import Predictor
 
-__all__ = ["PredictionResult", "ServedModel", "feature_refs", "shape"]
+__all__ = ["BundleRef", "PredictionResult", "ServedModel", "feature_refs", "shape"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,26 @@ class ServedModel:
         lineage), looked up by entity keys at prediction time; empty when it takes plain
         columns only."""
         return feature_refs(self.record.lineage)
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """Where a version's verified bundle lies: enough for another process (a Spark executor, a
+    Ray worker) to load the version without the metadata database. Picklable."""
+
+    artifact_root: str
+    record: ModelVersion
+    metadata_sha256: str
+
+    def load(self) -> ServedModel:
+        """The version ready to answer, from its bundle (every file checked on the way)."""
+        from shipyard.registry._bundle import open_bundle
+        from shipyard.store import ArtifactStore
+
+        bundle = open_bundle(
+            ArtifactStore(self.artifact_root), self.record.bundle_path, self.metadata_sha256
+        )
+        return ServedModel(self.record, bundle.predictor, bundle.metadata["model"].get("classes"))
 
 
 @dataclass(frozen=True)
