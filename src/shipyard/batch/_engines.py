@@ -168,7 +168,8 @@ def run_ray(
         ) from None
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    workers = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+    cpus = ray.available_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
+    workers = workers or max(1, int(cpus))
     dataset = ray.data.from_items(
         [{"chunk": i} for i in chunks], override_num_blocks=max(1, len(chunks))
     )
