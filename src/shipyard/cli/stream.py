@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -152,7 +151,7 @@ def run(
                 ]
                 alerts = EventAlerts(
                     registry.database, name, rule, group=group, entity_field=entity_field,
-                    cooldown=timedelta(seconds=wait.total_seconds()), webhooks=webhooks,
+                    cooldown=wait, webhooks=webhooks,
                 )  # fmt: skip
             if metrics_port is not None:
                 metrics.serve(metrics_port, metrics_host)
