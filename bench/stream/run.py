@@ -205,7 +205,7 @@ class KafkaBroker:
         return Consumer(
             {"bootstrap.servers": self.address, "group.id": group, "enable.auto.commit": False,
              "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-             "heartbeat.interval.ms": 500},
+             "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10},
         )  # fmt: skip
 
     def bare(self, stream: str, n: int) -> float:
@@ -313,7 +313,9 @@ def latency(broker: object, home: Path, rate: float, seconds: float) -> dict:
     waiting.join(120)
     seen: dict[str, float] = {}
     stop = threading.Event()
-    reader = threading.Thread(target=broker.read_results, args=("lat-out", total, seen, stop))
+    reader = threading.Thread(
+        target=broker.read_results, args=("lat-out", total, seen, stop), daemon=True
+    )
     reader.start()
     time.sleep(8 if broker.name == "kafka" else 0.5)  # a Kafka group's first assignment
     base = payloads(total, start=10_000_000)
@@ -347,13 +349,13 @@ def latency(broker: object, home: Path, rate: float, seconds: float) -> dict:
 _PRODUCERS: dict[int, object] = {}
 
 
-def _kafka_one(broker: KafkaBroker, event: dict) -> None:
+def _kafka_one(broker: KafkaBroker, row: bytes) -> None:
     from confluent_kafka import Producer
 
     producer = _PRODUCERS.setdefault(
         id(broker), Producer({"bootstrap.servers": broker.address, "linger.ms": 0})
     )
-    producer.produce(broker.topic("lat-in"), value=json.dumps(event).encode())
+    producer.produce(broker.topic("lat-in"), value=row)
     producer.poll(0)
 
 

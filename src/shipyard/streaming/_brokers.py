@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
+
 from shipyard.core.errors import InvalidInput, MissingDependency, ServiceUnavailable
 from shipyard.core.redaction import redact_url
 
@@ -98,6 +100,11 @@ class Sink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    """A result as JSON (numpy values and anything else JSON lacks as text)."""
+    return orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _consumer_name() -> str:
@@ -278,7 +285,7 @@ class RedisSink(Sink):
         keys = [self.stream] + [f"shipyard:seen:{self.stream}:{r.event_id}" for r in results]
         args: list[Any] = [self.dedup_seconds]
         for r in results:
-            args += [r.event_id, json.dumps(r.record, default=str)]
+            args += [r.event_id, _dumps(r.record)]
         try:
             self.script(keys=keys, args=args)
         except _redis_error() as error:
@@ -335,6 +342,9 @@ class KafkaSource(Source):
                 # a dead consumer's partitions move on after 6 s, not librdkafka's 45 s
                 "session.timeout.ms": 6_000,
                 "heartbeat.interval.ms": 500,
+                # the broker answers a fetch within 10 ms even when it has little: a batch
+                # waits `--max-wait-ms` at most, not librdkafka's 500 ms per fetch
+                "fetch.wait.max.ms": 10,
                 **_client_options(options),
             }
         )
@@ -425,7 +435,7 @@ class KafkaSink(Sink):
             self.producer.produce(
                 self.topic,
                 key=r.event_id.encode(),
-                value=json.dumps(r.record, default=str).encode(),
+                value=_dumps(r.record),
                 on_delivery=self._delivered,
             )
         left = self.producer.flush(30)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from shipyard.core import ModelRef, Settings
@@ -62,7 +63,7 @@ class StreamStats:
     alerts: int = 0
     batches: int = 0
     retries: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the first event on
     version: int | None = None
     versions: list[int] = field(default_factory=list)
 
@@ -162,7 +163,7 @@ class StreamConsumer:
         """Consume until `stop` is set (SIGTERM: the batch in hand is finished and committed),
         `max_events` are done, or nothing came for `idle_exit` seconds."""
         stop = stop or threading.Event()
-        started = self.clock()
+        started: float | None = None  # the first event: a group's join is not work
         idle_since = self.clock()
         pending: list[Event] = []
         backoff = 0.5
@@ -185,6 +186,8 @@ class StreamConsumer:
                     break
                 self._observe_lag()
                 continue
+            if started is None:
+                started = self.clock()
             try:
                 self.process(pending)
             except (ServiceUnavailable, BackendUnavailable) as error:
@@ -198,7 +201,7 @@ class StreamConsumer:
             pending = []
             idle_since = self.clock()
             self._follow()
-        self.stats.seconds = self.clock() - started
+        self.stats.seconds = self.clock() - started if started is not None else 0.0
         return self.stats
 
     def _observe_lag(self) -> None:
@@ -232,7 +235,7 @@ class StreamConsumer:
                 record = {
                     "prediction_id": pid, "model": served.name, "version": served.version,
                     **prediction,
-                    **{k: v for k, v in body.items() if kept(k)},
+                    **{k: body[k] for k in kept(body)},
                 }  # fmt: skip
                 results.append(Result(event_id, event.position, record))
             self.sink.write(results)
@@ -272,14 +275,16 @@ class StreamConsumer:
             self.metrics.batch(served.name, len(results), len(dead), time.perf_counter() - started)
             self.metrics.in_flight(0)
 
-    def _kept(self, served: ServedModel) -> Callable[[str], bool]:
+    def _kept(self, served: ServedModel) -> Callable[[dict[str, Any]], Any]:
+        """Which of an event's fields go into its result (set operations: no call per field)."""
         if self.keep is not None:
             wanted = set(self.keep)
-            return lambda name: name in wanted
-        features = set(served.signature.names)
-        taken = {"prediction_id", "model", "version", "score", "label", "value", "threshold",
-                 "probabilities"}  # fmt: skip
-        return lambda name: name not in features and name not in taken
+            return lambda body: body.keys() & wanted
+        left_out = set(served.signature.names) | {
+            "prediction_id", "model", "version", "score", "label", "value", "threshold",
+            "probabilities",
+        }  # fmt: skip
+        return lambda body: body.keys() - left_out
 
     def _score(
         self,
@@ -289,10 +294,9 @@ class StreamConsumer:
     ) -> tuple[list[tuple[Event, str, dict[str, Any]]], dict[str, np.ndarray], Any]:
         """The events that could be scored, their columns and their result; the others go to
         `dead` with the reason."""
-        names = served.signature.names
         good = list(parsed)
         while good:  # validation, then the model's output; each round drops what it refuses
-            records = [{n: body.get(n) for n in names} for _, _, body in good]
+            records = [body for _, _, body in good]  # fields the model does not take are ignored
             try:
                 columns = served.signature.validate_records(records, loc="events")
                 started = time.perf_counter()
@@ -370,15 +374,15 @@ def _parse(payload: Any) -> tuple[dict[str, Any] | None, str]:
         for key, value in payload.items():
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
             try:
-                body[str(key)] = json.loads(text)
-            except ValueError:
+                body[str(key)] = orjson.loads(text)
+            except orjson.JSONDecodeError:
                 body[str(key)] = text
         return body, ""
     if payload is None:
         return None, "the event is empty"
     try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
         return None, f"the event is not JSON ({error})"
     if not isinstance(body, dict):
         return None, f"the event is JSON but not an object (a {type(body).__name__})"
