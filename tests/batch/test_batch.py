@@ -291,3 +291,63 @@ def test_monitor_covers_batch_predictions(
     assert sum(w["volume"] for w in summary["windows"]) == result.rows
     assert summary["drift"]["rows_current"] > 0
     assert set(summary["drift"]["columns"]) == set(FEATURES)
+
+
+def test_a_parquet_output_is_the_same_whether_written_as_it_came_or_joined_at_commit(
+    tmp_path: Path,
+) -> None:
+    """A job run from its first chunk writes the output as its chunks are staged (the commit is
+    a rename); a resumed job, or chunks staged out of order or with a column that is null in
+    one chunk and typed in the next, are joined from the staged chunks at commit instead. The
+    file is the same either way, and nothing is left beside it."""
+    from shipyard.batch._outputs import FileOutput
+
+    schema = pa.schema(
+        [("id", pa.int64()), ("prediction_id", pa.string()), ("score", pa.float64())]
+    )
+    chunks = [
+        pa.table(
+            {
+                "id": np.arange(i * 5, i * 5 + 5),
+                "prediction_id": [f"p{j}" for j in range(i * 5, i * 5 + 5)],
+                "score": np.linspace(0, 1, 5) + i,
+            },
+            schema=schema,
+        )
+        for i in range(3)
+    ]
+
+    def run(name: str, order: list[int], resumed: bool = False) -> tuple[pa.Table, bool]:
+        target = FileOutput(str(tmp_path / name))
+        target.stage({"job_id": name})
+        if resumed:  # a later process finds the job staged and goes on
+            target.write(order[0], chunks[order[0]])
+            target.close()
+            target = FileOutput(str(tmp_path / name))
+            assert target.staged() == {"job_id": name}
+            assert target.done() == 1
+            order = order[1:]
+        for index in order:
+            target.write(index, chunks[index])
+        growing = any(p.name.startswith(".shipyard-") for p in tmp_path.iterdir())
+        target.commit(overwrite=False)
+        assert sorted(
+            p.name for p in tmp_path.iterdir() if p.name.startswith((name, ".shipyard"))
+        ) == [name]
+        return pq.read_table(tmp_path / name), growing
+
+    expected = pa.concat_tables(chunks)
+    assert run("a.parquet", [0, 1, 2]) == (expected, True)
+    assert run("b.parquet", [1, 0, 2]) == (expected, False)
+    assert run("c.parquet", [0, 1, 2], resumed=True) == (expected, False)
+
+    nulls = pa.table({"id": [0], "extra": pa.nulls(1)})
+    typed = pa.table({"id": [1], "extra": pa.array(["x"])})
+    target = FileOutput(str(tmp_path / "d.parquet"))
+    target.stage({"job_id": "d"})
+    target.write(0, nulls)
+    target.write(1, typed)
+    target.commit(overwrite=False)
+    assert pq.read_table(tmp_path / "d.parquet").to_pylist() == [
+        {"id": 0, "extra": None}, {"id": 1, "extra": "x"},
+    ]  # fmt: skip

@@ -97,6 +97,11 @@ def _fs_of(url: str) -> tuple[Any, str]:
     return fs, path
 
 
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
 class FileInput(Input):
     """Parquet or CSV: one file, or every file of that kind in a folder (in name order)."""
 
@@ -145,18 +150,24 @@ class FileInput(Input):
         found = self._open.get(path)
         if found is not None:
             return found[1]
-        handle = self.fs.open(path, "rb")
+        # a local file is read by Arrow itself (no Python file object in the way); a row
+        # group's column chunks are fetched in one go either way
+        handle = None if _is_local(self.fs) else self.fs.open(path, "rb")
         try:
-            reader = pq.ParquetFile(handle)
+            reader = pq.ParquetFile(handle if handle is not None else path, pre_buffer=True)
         except (pa.ArrowInvalid, OSError) as error:
-            handle.close()
+            if handle is not None:
+                handle.close()
             raise InvalidInput(f"{path} is not a readable Parquet file: {error}") from None
         self._open[path] = (handle, reader)
         return reader
 
     def close(self) -> None:
-        for handle, _ in self._open.values():
-            handle.close()
+        for handle, reader in self._open.values():
+            if handle is not None:
+                handle.close()
+            else:
+                reader.close()
         self._open.clear()
 
     @property

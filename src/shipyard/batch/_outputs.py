@@ -8,7 +8,9 @@ there:
     table  TABLE__partial (rows with their chunk), TABLE__partial_job  ->  TABLE (one transaction)
 
 The staging place also holds the job (`job.json`): the same command run again after a crash
-finds it and goes on from the first chunk that is not there.
+finds it and goes on from the first chunk that is not there. A Parquet job that runs from its
+first chunk to its last also writes the output itself beside the target as the chunks come,
+so that its commit is a rename; a resumed job's chunks are joined at commit.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class FileOutput(Output):
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
         self.staging = f"{self.path}.partial"
+        self._joined: _Joined | None = None  # the output itself, written as the chunks come
         parent = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
         if self.local and not os.path.isdir(parent):
             raise InvalidInput(
@@ -95,7 +98,9 @@ class FileOutput(Output):
             )
 
     def close(self) -> None:
-        """Nothing is held open between chunks."""
+        if self._joined is not None:
+            self._joined.abandon()
+            self._joined = None
 
     def _part(self, index: int) -> str:
         return f"{self.staging}/part-{index:06d}.{self.kind}"
@@ -118,6 +123,9 @@ class FileOutput(Output):
         except OSError as error:
             raise InvalidInput(f"cannot write beside {self.target}: {error}") from None
         self._put(f"{self.staging}/job.json", orjson.dumps(job, option=orjson.OPT_INDENT_2))
+        if self.kind == "parquet":  # a job from its first chunk: the output grows beside them
+            folder = os.path.dirname(self.path) if self.local else None
+            self._joined = _Joined(folder)
 
     def done(self) -> int:
         try:
@@ -134,7 +142,9 @@ class FileOutput(Output):
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            pq.write_table(table, sink, compression="zstd")
+            pq.write_table(table, sink, **_parquet_options(table.schema))
+            if self._joined is not None and not self._joined.add(index, table):
+                self._joined = None  # out of order, or a schema that changes: joined at commit
         else:
             import pyarrow.csv as pacsv
 
@@ -158,15 +168,19 @@ class FileOutput(Output):
             raise ServiceUnavailable(f"cannot write {path}: {error}") from None
 
     def commit(self, *, overwrite: bool) -> None:
-        parts = [self._part(i) for i in range(self.done())]
-        folder = os.path.dirname(self.path) if self.local else None
-        fd, tmp = tempfile.mkstemp(prefix=".shipyard-", suffix=f".{self.kind}", dir=folder)
-        os.close(fd)
+        done = self.done()
+        joined, self._joined = self._joined, None
+        tmp = joined.finish(done) if joined is not None else None
         try:
-            if self.kind == "parquet":
-                self._join_parquet(parts, tmp)
-            else:
-                self._join_csv(parts, tmp)
+            if tmp is None:  # a resumed job, or chunks of changing schemas: joined now
+                folder = os.path.dirname(self.path) if self.local else None
+                fd, tmp = tempfile.mkstemp(prefix=".shipyard-", suffix=f".{self.kind}", dir=folder)
+                os.close(fd)
+                parts = [self._part(i) for i in range(done)]
+                if self.kind == "parquet":
+                    self._join_parquet(parts, tmp)
+                else:
+                    self._join_csv(parts, tmp)
             if self.exists() and not overwrite:  # appeared while the job ran
                 raise Conflict(f"{self.target} appeared while the job ran; --overwrite replaces it")
             if self.local:
@@ -174,7 +188,7 @@ class FileOutput(Output):
             else:
                 self.fs.put_file(tmp, self.path)
         finally:
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
         self.discard()
 
@@ -184,7 +198,7 @@ class FileOutput(Output):
         # a column null in one chunk and typed in another (a SQL source) takes the type
         schemas = [pq.read_schema(self.fs.open(p, "rb")) for p in parts]
         schema = pa.unify_schemas(schemas, promote_options="permissive")
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(tmp, schema, **_parquet_options(schema)) as writer:
             for part in parts:  # one chunk in memory at a time
                 with self.fs.open(part, "rb") as fh:
                     writer.write_table(pq.read_table(fh).cast(schema))
@@ -201,6 +215,68 @@ class FileOutput(Output):
     def discard(self) -> None:
         if self.fs.exists(self.staging):
             self.fs.rm(self.staging, recursive=True)
+
+
+def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """zstd, with dictionaries only where values repeat (a text or flag column, the model and
+    version): building one for unique values (prediction ids, scores, row ids) costs half the
+    write and makes the file bigger."""
+    repeating = [
+        f.name
+        for f in schema
+        if f.name in ("model", "version", "label")
+        or pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_dictionary(f.type)
+        or pa.types.is_boolean(f.type)
+    ]
+    return {
+        "compression": "zstd",
+        "use_dictionary": [n for n in repeating if n != "prediction_id"],
+    }
+
+
+class _Joined:
+    """The Parquet output written as its chunks are staged, in order, so that committing a job
+    that ran from its first chunk to its last is a rename. Anything else (a chunk out of
+    order, a schema that changes between chunks) abandons it; the commit then joins the
+    staged chunks instead."""
+
+    def __init__(self, folder: str | None) -> None:
+        fd, self.path = tempfile.mkstemp(prefix=".shipyard-", suffix=".parquet", dir=folder)
+        os.close(fd)
+        self.writer: Any = None
+        self.next = 0
+
+    def add(self, index: int, table: pa.Table) -> bool:
+        import pyarrow.parquet as pq
+
+        if index != self.next or (self.writer is not None and table.schema != self.writer.schema):
+            self.abandon()
+            return False
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(
+                self.path, table.schema, **_parquet_options(table.schema)
+            )
+        self.writer.write_table(table)
+        self.next += 1
+        return True
+
+    def finish(self, chunks: int) -> str | None:
+        """The written file, if it holds exactly the `chunks` staged chunks."""
+        if self.writer is None or self.next != chunks:
+            self.abandon()
+            return None
+        self.writer.close()
+        self.writer = None
+        return self.path
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
 
 
 def _csv_quote(name: str) -> str:
