@@ -259,3 +259,46 @@ def test_rules_read_as_written() -> None:
     assert temperature.matches({"score": 0.1}, {"temperature": 91})
     with pytest.raises(InvalidInput, match="not a number"):
         EventRule.parse("score > high")
+
+
+def test_batches_are_logged_and_committed_together_and_a_replay_replaces_its_block(
+    home: Path, redis_client: Any, names: Any
+) -> None:
+    """Results reach the sink batch by batch; the log and the commit take `commit_every`
+    events at once (a block each, not a file per batch). Events logged but not committed
+    when the consumer dies are claimed by the next one, in order, and logged again under the
+    same block name: the log holds each event once."""
+    source, sink = names("in"), names("out")
+    produce(redis_client, source, events(1_000))
+    settings = Settings(home=home)
+    with Registry.from_settings(settings) as registry:
+
+        def consumer(name: str, **options: Any) -> StreamConsumer:
+            return StreamConsumer(
+                registry, settings, "fast:1",
+                RedisSource(url(source), group="g", consumer=name, claim_after=0.05),
+                RedisSink(url(sink)), RedisSink(url(names("dead"))),
+                group="g", batch_size=50, commit_every=400, commit_wait=60, **options,
+            )  # fmt: skip
+
+        dying = consumer("c1")
+        for _ in range(6):  # 300 events delivered and held: written to the sink, not committed
+            dying.finish(dying.prepare(dying.source.poll(50, 0.1)))
+        assert len(results(redis_client, sink)) == 300
+        assert redis_client.xpending(source, "g")["pending"] == 300
+        dying._log(dying._held)  # ... logged, and then the process dies before the commit
+        blocks = set((home / "artifacts" / "logs").rglob("*.parquet"))
+        assert len(blocks) == 1
+
+        consumer("c2").run(idle_exit=0.5)
+    assert redis_client.xpending(source, "g")["pending"] == 0
+    written = Counter(r["event_id"] for r in results(redis_client, sink))
+    assert len(written) == 1_000
+    assert max(written.values()) == 1
+    ids = logged(home, "fast").column("prediction_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 1_000
+    files = set((home / "artifacts" / "logs").rglob("*.parquet"))
+    assert blocks <= files  # the dead consumer's block was written again, in place
+    # c2: the 300 replayed events (claimed in batches of 50, each logged on its own), then
+    # 700 new ones in blocks of at most 400
+    assert len(files) == 6 + 2

@@ -1,11 +1,13 @@
 """A batch job: score every row of an input with one registered version and write the scores.
 
     resolve the version  ->  open input and output  ->  resume or stage the job
-    read chunk k (thread)  ->  score chunk k (here)  ->  log chunk k, stage chunk k (thread)
-    every chunk staged     ->  commit the output in one step
+    read chunk k (thread)  ->  score chunks k, k+1 .. (threads)  ->  log chunk k, stage chunk k
+    every chunk staged     ->  commit the output in one step                   (thread, in order)
 
 The bundle is loaded once; memory holds a few chunks, whatever the input's size. Reading,
-scoring and writing overlap (pyarrow's I/O and compression leave the GIL), and a chunk is
+scoring and writing overlap (pyarrow's I/O and compression and onnxruntime leave the GIL);
+chunks are scored by one thread per CPU where the runtime allows calls from several threads
+at once (onnxruntime), else by one; and a chunk is
 staged only after its predictions are logged, so the output never holds a row the log has
 not. Each row's prediction id is made from the job and the row's place in the input: a chunk
 scored again after a crash gets the same ids and replaces its log segment, so after any
@@ -14,6 +16,7 @@ number of restarts every input row is scored, logged and written exactly once.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections import deque
@@ -42,7 +45,7 @@ Progress = Callable[[int, int | None], None]
 """Called with the rows written so far (this run's and an earlier run's) and the total, when
 the input says it."""
 
-DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_CHUNK_ROWS = 50_000
 OUTPUT_COLUMNS = ("prediction_id", "model", "version")
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _ROW_SHIFTS = np.arange(44, -1, -4, dtype=np.uint64)  # 12 hex digits of the row number
@@ -273,10 +276,9 @@ class _Job:
         scored = invalid = 0
         index = done
 
-        def stage(index: int, table: pa.Table, block: dict[str, Any] | None, rows: int) -> None:
+        def stage(index: int, table: pa.Table, rows: int) -> None:
+            """Stage a scored chunk (its log block is written already), in input order."""
             nonlocal written
-            if block is not None:
-                chunk.log(index, block)
             target.write(index, table)
             written = index * chunk_rows + rows
             if progress is not None:
@@ -290,26 +292,41 @@ class _Job:
             if progress is not None:
                 progress(written, total)
         else:
+            threads = _scoring_threads(served, workers)
             with (
                 ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-read") as reads,
+                ThreadPoolExecutor(threads, thread_name_prefix="shipyard-batch-score") as scores,
                 ThreadPoolExecutor(1, thread_name_prefix="shipyard-batch-write") as writes,
             ):
                 chunks = source.chunks(chunk_rows, skip=done * chunk_rows)
                 ahead: Future[pa.Table | None] = reads.submit(next, chunks, None)
+                scoring: deque[tuple[int, int, Future[tuple[pa.Table, int]]]] = deque()
                 pending: deque[Future[None]] = deque()
-                while (table := ahead.result()) is not None:
-                    ahead = reads.submit(next, chunks, None)
-                    out, block, bad = chunk.score(index, index * chunk_rows, table)
-                    pending.append(writes.submit(stage, index, out, block, table.num_rows))
-                    scored += table.num_rows
+
+                def staged_next() -> None:
+                    """Hand the oldest chunk being scored to the writer, in input order."""
+                    nonlocal scored, invalid
+                    at, rows, future = scoring.popleft()
+                    out, bad = future.result()
+                    pending.append(writes.submit(stage, at, out, rows))
+                    scored += rows
                     invalid += bad
-                    index += 1
                     while len(pending) > 2:  # at most a few chunks held, whatever the input's size
                         pending.popleft().result()
+
+                while (table := ahead.result()) is not None:
+                    ahead = reads.submit(next, chunks, None)
+                    work = scores.submit(chunk.score_and_log, index, index * chunk_rows, table)
+                    scoring.append((index, table.num_rows, work))
+                    index += 1
+                    while len(scoring) >= threads:
+                        staged_next()
+                while scoring:
+                    staged_next()
                 for future in pending:
                     future.result()
                 if index == 0:  # an empty input still gets an output, with its columns
-                    writes.submit(stage, 0, schema.empty_table(), None, 0).result()
+                    writes.submit(stage, 0, schema.empty_table(), 0).result()
                     index = 1
         target.commit(overwrite=overwrite)
         result = BatchResult(
@@ -334,6 +351,19 @@ class _Job:
                 {k: v for k, v in result.to_dict().items() if k not in ("model", "version")},
             )  # fmt: skip
         return result
+
+
+_SHARED_CALLS = {"onnxruntime"}
+"""Runtimes whose `predict` several threads may call at once (an onnxruntime session may; a
+user's own Python model need not be safe to)."""
+
+
+def _scoring_threads(served: ServedModel, workers: int | None) -> int:
+    """Chunks scored at once by the local engine: `workers`, or one per CPU (at most 4), where
+    the runtime allows it; else one."""
+    if served.predictor.runtime not in _SHARED_CALLS:
+        return 1
+    return workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
 
 
 def _kept(served: ServedModel, schema: pa.Schema, keep: Sequence[str] | None) -> list[str]:
@@ -499,6 +529,13 @@ class _Chunk:
                 "keep": keep,
             }
         return output, block, int(mask.sum()) if mask is not None else 0
+
+    def score_and_log(self, index: int, start: int, table: pa.Table) -> tuple[pa.Table, int]:
+        """`score`, then the chunk's log block written (before the chunk can be staged)."""
+        output, block, bad = self.score(index, start, table)
+        if block is not None:
+            self.log(index, block)
+        return output, bad
 
     def log(self, index: int, block: dict[str, Any]) -> None:
         assert self.store is not None

@@ -86,7 +86,11 @@ def batch(
         "workers, same results; Parquet input)",
     ),
     workers: int | None = typer.Option(
-        None, "--workers", min=1, help="spark: local cores; ray: actors (default: every CPU)"
+        None,
+        "--workers",
+        min=1,
+        help="local: chunks scored at once (onnxruntime models; default: one per CPU, at most "
+        "4); spark: local cores; ray: actors (default: every CPU)",
     ),
     cpus_per_worker: float | None = typer.Option(
         None, "--cpus-per-worker", min=0.01, help="ray: CPUs each actor takes (fractions allowed)"

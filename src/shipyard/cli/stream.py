@@ -70,6 +70,20 @@ def run(
     max_wait_ms: float = typer.Option(
         100.0, "--max-wait-ms", min=0.0, max=60_000.0, help="longest wait for a batch to fill"
     ),
+    commit_every: int = typer.Option(
+        5_000,
+        "--commit-every",
+        min=1,
+        max=1_000_000,
+        help="events logged (one block) and committed together, at most",
+    ),
+    commit_wait_ms: float = typer.Option(
+        1_000.0,
+        "--commit-wait-ms",
+        min=0.0,
+        max=600_000.0,
+        help="longest a delivered event waits to be logged and committed (also on an idle source)",
+    ),
     id_field: str = typer.Option(
         "event_id",
         "--id-field",
@@ -158,7 +172,8 @@ def run(
             runner = StreamConsumer(
                 registry, config, ref, reader, writer, dead, group=group, batch_size=batch_size,
                 max_wait=max_wait_ms / 1e3, id_field=id_field, keep=keep, alerts=alerts,
-                log_predictions=not no_log, metrics=metrics,
+                log_predictions=not no_log, metrics=metrics, commit_every=commit_every,
+                commit_wait=commit_wait_ms / 1e3,
             )  # fmt: skip
             err_console.print(
                 f"scoring {reader.description} with {runner.served.name}:{runner.served.version} "

@@ -351,15 +351,15 @@ def write_segments(store: ArtifactStore, stem: str, data: bytes, types_of: Types
     for (model, version, day), group in predictions.items():
         types = types_of(model, version) if types_of is not None else None
         path = f"logs/predictions/model={model}/date={day}/{stem}-v{version}.parquet"
-        store.write_bytes(path, _parquet(group.table(types)))
+        store.put_bytes(path, _parquet(group.table(types)))
         rows += group.rows
     for day, columns in errors.items():
         table = pa.Table.from_pydict(dict(columns), schema=ERROR_SCHEMA)
-        store.write_bytes(f"logs/errors/date={day}/{stem}.parquet", _parquet(table))
+        store.put_bytes(f"logs/errors/date={day}/{stem}.parquet", _parquet(table))
         rows += table.num_rows
     for day, columns in labels.items():
         table = pa.Table.from_pydict(dict(columns), schema=LABEL_SCHEMA)
-        store.write_bytes(f"logs/labels/date={day}/{stem}.parquet", _parquet(table))
+        store.put_bytes(f"logs/labels/date={day}/{stem}.parquet", _parquet(table))
         rows += table.num_rows
     return rows
 
@@ -425,5 +425,5 @@ def write_block(
     path = (
         f"logs/predictions/model={model}/date={at.strftime('%Y-%m-%d')}/{name}-v{version}.parquet"
     )
-    store.write_bytes(path, _parquet(pa.Table.from_arrays(arrays, schema=pa.schema(fields))))
+    store.put_bytes(path, _parquet(pa.Table.from_arrays(arrays, schema=pa.schema(fields))))
     return path

@@ -100,6 +100,12 @@ class ArtifactStore:
         Object stores put whole objects; on a local root the bytes go to a temporary name
         first and are renamed into place.
         """
+        self.put_bytes(path, data)
+        return StoredFile(path, hashlib.sha256(data).hexdigest(), len(data))
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """`write_bytes` for files whose readers check no digest (prediction log segments):
+        whole or nothing, without the SHA-256 (on a 10M-row batch job's log, 1.5 s of CPU)."""
         full = self._full(path)
         self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
         if self.is_local:
@@ -109,7 +115,6 @@ class ArtifactStore:
         else:
             with self.fs.open(full, "wb") as fh:
                 fh.write(data)
-        return StoredFile(path, hashlib.sha256(data).hexdigest(), len(data))
 
     def glob(self, pattern: str) -> list[str]:
         """Paths (relative to the root) matching a glob pattern such as `logs/*/date=*/*.parquet`."""

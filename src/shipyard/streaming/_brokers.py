@@ -58,6 +58,7 @@ class Event(NamedTuple):
     payload: Any  # bytes (Kafka value, Redis `data` field) or a field mapping
     partition: int = 0
     offset: int = 0
+    replayed: bool = False  # handed out before (Redis: pending after a restart, or claimed)
 
 
 class Result(NamedTuple):
@@ -198,7 +199,7 @@ class RedisSource(Source):
             self.group, self.consumer, {self.stream: start}, count=count, block=block
         )
         entries = answer[0][1] if answer else []
-        return self._events(entries)
+        return self._events(entries, replayed=start != ">")
 
     def _claim(self, count: int) -> list[Event]:
         answer = self.client.xautoclaim(
@@ -211,10 +212,10 @@ class RedisSource(Source):
             self.client.xack(self.stream, self.group, *deleted)
         if entries:
             log.info("claimed %d event(s) idle for %.0f s", len(entries), self.claim_after)
-        return self._events(entries)
+        return self._events(entries, replayed=True)
 
     @staticmethod
-    def _events(entries: list[Any]) -> list[Event]:
+    def _events(entries: list[Any], *, replayed: bool) -> list[Event]:
         events = []
         for entry_id, fields in entries:
             if fields is None:
@@ -227,7 +228,7 @@ class RedisSource(Source):
                     (k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()
                 }
                 payload = decoded["data"] if set(decoded) == {"data"} else decoded
-            events.append(Event(position, int(ms) / 1000, payload, 0, int(seq or 0)))
+            events.append(Event(position, int(ms) / 1000, payload, 0, int(seq or 0), replayed))
         return events
 
     def commit(self, events: list[Event]) -> None:

@@ -3,12 +3,15 @@
     poll up to `batch_size` events (waiting at most `max_wait` for them)
       -> parse (not JSON, not an object: dead letter) -> validate (a violation: dead letter)
       -> score -> write the results to the sink (durable, idempotent by event id)
-      -> log the predictions (`source = stream`) -> raise due alerts -> write dead letters
-      -> commit the batch at the source
+      -> raise due alerts -> write dead letters
+      -> every few batches: log their predictions (`source = stream`), commit them
 
 Nothing is committed before its results are durable, so a crash at any point loses nothing:
-the batch is delivered again and scored again, and the sink, the log (a block per batch, named
-after its first event) and the alerts (a cooldown in the database) absorb the repeat. A
+the batch is delivered again and scored again, and the sink, the log and the alerts (a
+cooldown in the database) absorb the repeat. Results reach the sink batch by batch; the log
+and the commit take several batches at once (`commit_every` events, or `commit_wait`
+seconds, or an idle source), so the log holds a block per few thousand events, named after
+its first event, rather than a file per batch. A
 prediction id is made from the group and the event id, so a repeat has the same ids.
 
 At most one batch is in flight: a slow sink slows the reads instead of filling memory. (A
@@ -89,6 +92,9 @@ class StreamConsumer:
             take).
         follow_seconds: how often the alias is read again (a new version is loaded between
             batches).
+        commit_every, commit_wait: delivered batches are logged (one block for all of them)
+            and committed once they hold `commit_every` events, once the oldest was delivered
+            `commit_wait` seconds ago, when the source is idle, and when the consumer stops.
     """
 
     def __init__(
@@ -109,6 +115,8 @@ class StreamConsumer:
         log_predictions: bool = True,
         metrics: StreamMetrics | None = None,
         follow_seconds: float = 30.0,
+        commit_every: int = 5_000,
+        commit_wait: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
@@ -126,10 +134,14 @@ class StreamConsumer:
         self.log_predictions = log_predictions
         self.metrics = metrics
         self.follow_seconds = follow_seconds
+        self.commit_every = commit_every
+        self.commit_wait = commit_wait
         self.clock = clock
         self.stats = StreamStats()
         self._lock = threading.Lock()
         self._events_in_flight = 0
+        self._held: list[_Batch] = []  # delivered, not yet logged and committed
+        self._held_since = 0.0
         self.served = self._load()
         self._followed_at = clock()
 
@@ -165,17 +177,24 @@ class StreamConsumer:
         max_events: int | None = None,
         idle_exit: float | None = None,
     ) -> StreamStats:
-        """Consume until `stop` is set (SIGTERM: the batch in hand is finished and committed),
-        `max_events` are done, or nothing came for `idle_exit` seconds."""
+        """Consume until `stop` is set (SIGTERM: the batches in hand are finished and
+        committed), `max_events` are done, or nothing came for `idle_exit` seconds."""
         stop = stop or threading.Event()
         started: float | None = None  # the first event: a group's join is not work
         idle_since = self.clock()
         pending: _Batch | None = None
         backoff = 0.5
         while not stop.is_set():
-            if max_events is not None and self.stats.events >= max_events:
-                break
-            if pending is None:
+            try:
+                if pending is not None:
+                    self.finish(pending)
+                    pending = None
+                    backoff = 0.5
+                    idle_since = self.clock()
+                    self._follow()
+                    continue
+                if max_events is not None and self.stats.events >= max_events:
+                    break
                 want = self.batch_size
                 if max_events is not None:
                     want = min(want, max_events - self.stats.events)
@@ -187,6 +206,7 @@ class StreamConsumer:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 if not events:
+                    self.flush()  # nothing more is coming now: commit what is held
                     if idle_exit is not None and self.clock() - idle_since >= idle_exit:
                         break
                     self._observe_lag()
@@ -194,19 +214,24 @@ class StreamConsumer:
                 if started is None:
                     started = self.clock()
                 pending = self.prepare(events)
-            try:
-                self.finish(pending)
             except (ServiceUnavailable, BackendUnavailable) as error:
-                # nothing of the batch was committed: it is finished again, as it is
+                # nothing held was committed: it is delivered (or logged) again, as it is
                 self.stats.retries += 1
-                log.error("%s; the batch is tried again in %.1f s", error.message, backoff)
+                log.error("%s; tried again in %.1f s", error.message, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
-                continue
-            backoff = 0.5
-            pending = None
-            idle_since = self.clock()
-            self._follow()
+        try:  # stopping: the batch in hand and what is held are finished and committed
+            if pending is not None:
+                self.finish(pending)
+            self.flush()
+        except (ServiceUnavailable, BackendUnavailable) as error:
+            held = sum(len(b.events) for b in self._held)
+            log.error(
+                "%s; stopping with %d event(s) uncommitted: they are delivered again",
+                error.message,
+                held
+                + (len(pending.events) if pending is not None and not pending.delivered else 0),
+            )
         self.stats.seconds = self.clock() - started if started is not None else 0.0
         return self.stats
 
@@ -219,6 +244,7 @@ class StreamConsumer:
     def process(self, events: list[Event]) -> None:
         """Score, write, log, alert and commit one batch; see the module docstring."""
         self.finish(self.prepare(events))
+        self.flush()
 
     def prepare(self, events: list[Event]) -> _Batch:
         """Parse and score a batch: its results and its dead letters, nothing written yet."""
@@ -251,50 +277,72 @@ class StreamConsumer:
         return batch
 
     def finish(self, batch: _Batch) -> None:
-        """Write a scored batch's results, log them, raise its alerts, write its dead letters,
-        then commit it at the source. Every step is idempotent: after a failure the batch is
-        finished again, as it is."""
+        """Deliver a scored batch (its results to the sink, its alerts, its dead letters) and
+        hold it for the next `flush`, which runs now if it is due. Every step is idempotent:
+        after a failure the batch is finished again, as it is."""
         started = time.perf_counter()
         served = batch.served
-        if batch.results:
-            self.sink.write(batch.results)
-            if self.log_predictions:
-                self._log(served, batch.scored, batch.columns, batch.result)
-            if self.alerts is not None and not batch.alerted:
-                raised = self.alerts.check(
-                    served.version,
-                    [(r.event_id, r.record["prediction_id"], r.record, b) for r, (_, _, b) in zip(batch.results, batch.scored, strict=True)],
-                )  # fmt: skip
-                batch.alerted = True
-                self.stats.alerts += len(raised)
-                if self.metrics is not None:
-                    self.metrics.alerts(served.name, len(raised))
-        if batch.dead:
-            self.dead_letters.write(
-                [
-                    Result(
-                        f"dead:{event.position}",
-                        event.position,
-                        {
-                            "event_id": event_id,
-                            "position": event.position,
-                            "reason": why,
-                            "payload": _text(event.payload),
-                            "model": served.name,
-                        },
-                    )
-                    for event, event_id, why in batch.dead
-                ]
-            )
-        self.source.commit(batch.events)
-        self.stats.events += len(batch.events)
-        self.stats.scored += len(batch.results)
-        self.stats.dead_letters += len(batch.dead)
-        self.stats.batches += 1
-        if self.metrics is not None:
-            seconds = batch.seconds + time.perf_counter() - started
-            self.metrics.batch(served.name, len(batch.results), len(batch.dead), seconds)
-        self._in_flight(-len(batch.events))
+        replayed = any(event.replayed for event in batch.events)
+        if replayed and not batch.delivered:
+            self.flush()  # a replay is logged on its own: see `_log`
+        if not batch.delivered:
+            if batch.results:
+                self.sink.write(batch.results)
+                if self.alerts is not None and not batch.alerted:
+                    raised = self.alerts.check(
+                        served.version,
+                        [(r.event_id, r.record["prediction_id"], r.record, b) for r, (_, _, b) in zip(batch.results, batch.scored, strict=True)],
+                    )  # fmt: skip
+                    batch.alerted = True
+                    self.stats.alerts += len(raised)
+                    if self.metrics is not None:
+                        self.metrics.alerts(served.name, len(raised))
+            if batch.dead:
+                self.dead_letters.write(
+                    [
+                        Result(
+                            f"dead:{event.position}",
+                            event.position,
+                            {
+                                "event_id": event_id,
+                                "position": event.position,
+                                "reason": why,
+                                "payload": _text(event.payload),
+                                "model": served.name,
+                            },
+                        )
+                        for event, event_id, why in batch.dead
+                    ]
+                )
+            batch.delivered = True
+            if not self._held:
+                self._held_since = self.clock()
+            self._held.append(batch)
+            self.stats.events += len(batch.events)
+            self.stats.scored += len(batch.results)
+            self.stats.dead_letters += len(batch.dead)
+            self.stats.batches += 1
+            if self.metrics is not None:
+                seconds = batch.seconds + time.perf_counter() - started
+                self.metrics.batch(served.name, len(batch.results), len(batch.dead), seconds)
+        held = sum(len(b.events) for b in self._held)
+        if (
+            replayed
+            or held >= self.commit_every
+            or self.clock() - self._held_since >= self.commit_wait
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Log the held batches' predictions, then commit their events at the source."""
+        if not self._held:
+            return
+        if self.log_predictions:
+            self._log(self._held)
+        events = [event for batch in self._held for event in batch.events]
+        self.source.commit(events)
+        self._held = []
+        self._in_flight(-len(events))
 
     def _in_flight(self, change: int) -> None:
         with self._lock:
@@ -348,54 +396,69 @@ class StreamConsumer:
             return good, columns, _with_ids(result, ids)
         return [], {}, None
 
-    def _log(
-        self,
-        served: ServedModel,
-        scored: list[tuple[Event, str, dict[str, Any]]],
-        columns: dict[str, np.ndarray],
-        result: Any,
-    ) -> None:
-        """One log block per day the batch's events fall in, named after its first event."""
-        at = np.fromiter((event.at for event, _, _ in scored), np.float64, len(scored))
-        times = np.round(at * 1e6).astype(np.int64)
-        days = times // 86_400_000_000
-        all_logged: dict[str, pa.Array] = {}
-        for name, values in result.outputs().items():
-            if name == "label":
-                texts = {value: category_text(value) for value in set(values)}
-                all_logged[name] = pa.array([texts[value] for value in values], pa.string())
-            elif name == "probabilities":
-                matrix = np.asarray(values, dtype=np.float64)
-                all_logged[name] = pa.FixedSizeListArray.from_arrays(
-                    pa.array(matrix.reshape(-1)), matrix.shape[1]
-                ).cast(pa.list_(pa.float64()))
-            else:
-                all_logged[name] = pa.array(np.asarray(values, dtype=np.float64))
-        all_ids = pa.array(result.ids, pa.string())
-        all_features = {n: pa.array(v) for n, v in columns.items()}
-        for day in np.unique(days).tolist():
-            rows = np.flatnonzero(days == day)
-            first = scored[int(rows[0])][0]
-            whole = len(rows) == len(scored)
-            take = pa.array(rows)
+    def _log(self, batches: list[_Batch]) -> None:
+        """Log delivered batches: a block per model version, partition and day, named after
+        its first event, so that logging the same events again replaces the block instead of
+        adding to it. A redelivery after a crash starts at that first event (Kafka: the
+        partition's committed offset; Redis: the oldest pending entry, claimed in order and
+        logged on its own), so its first block takes the old block's name, whatever the
+        batches are this time; the events after it go to blocks of their own."""
+        by_version: dict[int, list[pa.Table]] = {}
+        served_of: dict[int, ServedModel] = {}
+        for batch in batches:
+            if batch.results:
+                by_version.setdefault(batch.served.version, []).append(_log_rows(batch))
+                served_of[batch.served.version] = batch.served
+        for version, tables in by_version.items():
+            rows = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+            times = rows.column("ts").to_numpy()
+            keys = rows.column("partition").to_numpy() * 1_000_000 + times // 86_400_000_000
+            positions = rows.column("position")
+            for key in np.unique(keys).tolist():
+                mask = keys == key
+                picked = rows if mask.all() else rows.filter(pa.array(mask))
+                first = positions[int(np.flatnonzero(mask)[0])].as_py()
+                block = {n: picked.column(n).combine_chunks() for n in picked.column_names}
+                write_block(
+                    self.registry.artifacts,
+                    name=f"stream-{_UNSAFE.sub('_', self.group)[:64]}-{_UNSAFE.sub('_', first)}",
+                    model=served_of[version].name,
+                    version=version,
+                    ids=block["id"],
+                    at=datetime.fromtimestamp(int(block["ts"][0].as_py()) / 1e6, UTC),
+                    source="stream",
+                    job_id=self.group,
+                    variant="stream",
+                    features={n[2:]: a for n, a in block.items() if n.startswith("f:")},
+                    outputs={n[2:]: a for n, a in block.items() if n.startswith("o:")},
+                    times=block["ts"],
+                )
 
-            def part(array: pa.Array, take: pa.Array = take, whole: bool = whole) -> pa.Array:
-                return array if whole else array.take(take)
 
-            write_block(
-                self.registry.artifacts,
-                name=f"stream-{_UNSAFE.sub('_', self.group)[:64]}-{_UNSAFE.sub('_', first.position)}",
-                model=served.name,
-                version=served.version,
-                ids=part(all_ids),
-                at=datetime.fromtimestamp(first.at, UTC),
-                source="stream",
-                job_id=self.group,
-                variant="stream",
-                features={n: part(v) for n, v in all_features.items()},
-                outputs={n: part(v) for n, v in all_logged.items()},
-                times=pa.array(times[rows]),
-            )
+def _log_rows(batch: _Batch) -> pa.Table:
+    """A delivered batch's log rows: id, time (µs), position, partition, `f:` features, `o:`
+    outputs."""
+    at = np.fromiter((event.at for event, _, _ in batch.scored), np.float64, len(batch.scored))
+    columns: dict[str, pa.Array] = {
+        "id": pa.array(batch.result.ids, pa.string()),
+        "ts": pa.array(np.round(at * 1e6).astype(np.int64)),
+        "position": pa.array([event.position for event, _, _ in batch.scored], pa.string()),
+        "partition": pa.array([event.partition for event, _, _ in batch.scored], pa.int64()),
+    }
+    for name, values in batch.columns.items():
+        columns[f"f:{name}"] = pa.array(values)
+    for name, values in batch.result.outputs().items():
+        if name == "label":
+            texts = {value: category_text(value) for value in set(values)}
+            columns["o:label"] = pa.array([texts[value] for value in values], pa.string())
+        elif name == "probabilities":
+            matrix = np.asarray(values, dtype=np.float64)
+            columns["o:probabilities"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(matrix.reshape(-1)), matrix.shape[1]
+            ).cast(pa.list_(pa.float64()))
+        else:
+            columns[f"o:{name}"] = pa.array(np.asarray(values, dtype=np.float64))
+    return pa.table(columns)
 
 
 def _parse(payload: Any) -> tuple[dict[str, Any] | None, str]:
@@ -464,3 +527,4 @@ class _Batch:
     dead: list[tuple[Event, str, str]]
     seconds: float = 0.0
     alerted: bool = False  # alerts are checked once: a retried batch does not count them again
+    delivered: bool = False  # results, alerts and dead letters written
