@@ -11,7 +11,8 @@ sample, and says which runtime each loads with.
 `floor`: the in-process floor. Loads the registered version with `registry.load`, reads the
 whole input with `ParquetFile.iter_batches(batch_size)` into memory first (untimed: `read_s`),
 then times only what scoring needs, for every batch: the model's columns to numpy (as the batch
-job does), `signature.validate_columns`, `predictor.predict`. No I/O in the timed span:
+job does), `signature.validate_columns`, `predictor.predict`, on as many threads as the batch
+job scores with (onnxruntime: one per CPU, at most 4; `--threads`). No I/O in the timed span:
 `span_s` (wall) and `span_cpu_s` (CPU of every thread of the process).
 """
 
@@ -82,19 +83,29 @@ def floor(args: argparse.Namespace) -> dict:
     validate = served.signature.validate_columns
     predict = served.predictor.predict
 
-    rows = 0
-    checksum = 0.0
-    c0, t0 = time.process_time(), time.perf_counter()
-    for batch in batches:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipyard.batch._job import _scoring_threads
+
+    # as many threads as the batch job scores with (onnxruntime: one per CPU; else one)
+    threads = args.threads or _scoring_threads(served, None)
+
+    def score(batch):
         names = batch.schema.names
         data = {
             s.name: batch.column(s.name).to_numpy(zero_copy_only=False)
             for s in specs
             if s.name in names
         }
-        raw = predict(validate(data, loc="rows"))
-        rows += batch.num_rows
-        checksum += float(np.asarray(raw)[:, -1].sum())
+        return batch.num_rows, float(np.asarray(predict(validate(data, loc="rows")))[:, -1].sum())
+
+    rows = 0
+    checksum = 0.0
+    c0, t0 = time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for n, total in pool.map(score, batches):
+            rows += n
+            checksum += total
     span_s = time.perf_counter() - t0
     span_cpu_s = time.process_time() - c0
     registry.close()
@@ -106,6 +117,7 @@ def floor(args: argparse.Namespace) -> dict:
         "rows": rows,
         "batches": len(batches),
         "batch_rows": args.batch_rows,
+        "threads": threads,
         "load_s": load_s,
         "read_s": read_s,
         "span_s": span_s,
@@ -125,7 +137,8 @@ def main() -> None:
     f.add_argument("--home", required=True)
     f.add_argument("--model", required=True, help="NAME:VERSION")
     f.add_argument("--input", required=True)
-    f.add_argument("--batch-rows", type=int, default=100_000)
+    f.add_argument("--batch-rows", type=int, default=50_000)  # the job's chunk
+    f.add_argument("--threads", type=int, default=None, help="default: as the batch job")
     for p in (r, f):
         p.add_argument("--json", help="write the result here")
     args = ap.parse_args()

@@ -177,7 +177,10 @@ def model_table(res: dict, model: str) -> list[str]:
         elif key.startswith("shipyard") and s is not None:
             extra = f"; the job's own span {s:,.2f} s"
         elif key == "floor":
-            extra = f"; reading the input into memory first: {rec['inner'].get('read_s', 0):,.2f} s"
+            extra = (
+                f" on {rec['inner'].get('threads', 1)} thread(s), {rec['inner'].get('batch_rows', 0):,}-row "
+                f"batches; reading the input into memory first: {rec['inner'].get('read_s', 0):,.2f} s"
+            )
         c = cpu(rec)
         cpu_text = f(c) + (" (the loop)" if key == "floor" else "")
         pss = rec.get("tree_peak_pss_mb")
