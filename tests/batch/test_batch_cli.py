@@ -75,7 +75,7 @@ def wait_for(condition: object, seconds: float, what: str) -> None:
 
 def staged_parts(out: Path) -> int:
     partial = Path(f"{out}.partial")
-    return len(list(partial.glob("part-*.parquet"))) if partial.exists() else 0
+    return len(list(partial.glob("part-*.arrow"))) if partial.exists() else 0
 
 
 def test_killed_mid_job_the_same_command_finishes_it_exactly_once(

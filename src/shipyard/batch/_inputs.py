@@ -23,7 +23,7 @@ from shipyard.core.redaction import redact_url
 __all__ = ["FileInput", "Input", "SqlInput", "open_input"]
 
 FILE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
-_READ_ROWS = 65_536  # rows per read from the source, re-cut into the job's chunks
+_READ_ROWS = 65_536  # rows per fetch from a SQL source, re-cut into the job's chunks
 _BUFFER = 1 << 20  # bytes read at a time from each column of a Parquet row group
 
 
@@ -47,8 +47,10 @@ class Input(ABC):
         """What names these rows as they are now: a job resumes only over the same identity."""
 
     @abstractmethod
-    def _batches(self, skip: int) -> Iterator[pa.RecordBatch | pa.Table]:
-        """The rows from row `skip` on (it may start earlier: `chunks` cuts what is left)."""
+    def _batches(self, skip: int, rows: int) -> Iterator[pa.RecordBatch | pa.Table]:
+        """The rows from row `skip` on (it may start earlier: `chunks` cuts what is left), in
+        batches of about `rows` where the source lets the reader choose (a chunk that is one
+        batch is not copied)."""
 
     def _skipped(self, skip: int) -> int:
         """How many rows `_batches(skip)` has skipped itself."""
@@ -63,7 +65,7 @@ class Input(ABC):
         drop = skip - self._skipped(skip)
         pending: list[pa.Table] = []
         held = 0
-        for batch in self._batches(skip):
+        for batch in self._batches(skip, rows):
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
             if drop:
                 cut = min(drop, table.num_rows)
@@ -219,7 +221,7 @@ class FileInput(Input):
                 skipped += n
         return skipped
 
-    def _batches(self, skip: int) -> Iterator[pa.RecordBatch | pa.Table]:
+    def _batches(self, skip: int, rows: int) -> Iterator[pa.RecordBatch | pa.Table]:
         if self.kind == "csv":
             for path in self.files:
                 yield from self._csv(path)
@@ -239,7 +241,7 @@ class FileInput(Input):
                     groups.append(group)
             for group in groups:
                 try:
-                    yield from parquet.iter_batches(batch_size=_READ_ROWS, row_groups=[group])
+                    yield from parquet.iter_batches(batch_size=rows, row_groups=[group])
                 except (pa.ArrowInvalid, OSError) as error:
                     raise InvalidInput(f"cannot read {path}: {error}") from None
 
@@ -377,7 +379,7 @@ class SqlInput(Input):
     def _skipped(self, skip: int) -> int:
         return skip if self.ordered else 0
 
-    def _batches(self, skip: int) -> Iterator[pa.Table]:
+    def _batches(self, skip: int, rows: int) -> Iterator[pa.Table]:
         return self._read(skip if self.ordered else 0)
 
     def _read(self, offset: int, limit: int | None = None) -> Iterator[pa.Table]:
