@@ -78,11 +78,11 @@ def run(
         help="events logged (one block) and committed together, at most",
     ),
     commit_wait_ms: float = typer.Option(
-        1_000.0,
+        200.0,
         "--commit-wait-ms",
         min=0.0,
         max=600_000.0,
-        help="longest a delivered event waits to be logged and committed (also on an idle source)",
+        help="longest a delivered event waits to be logged and committed",
     ),
     id_field: str = typer.Option(
         "event_id",

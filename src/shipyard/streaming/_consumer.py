@@ -10,7 +10,7 @@ Nothing is committed before its results are durable, so a crash at any point los
 the batch is delivered again and scored again, and the sink, the log and the alerts (a
 cooldown in the database) absorb the repeat. Results reach the sink batch by batch; the log
 and the commit take several batches at once (`commit_every` events, or `commit_wait`
-seconds, or an idle source), so the log holds a block per few thousand events, named after
+seconds, or a stop), so the log holds a block per few thousand events, named after
 its first event, rather than a file per batch. A
 prediction id is made from the group and the event id, so a repeat has the same ids.
 
@@ -94,7 +94,7 @@ class StreamConsumer:
             batches).
         commit_every, commit_wait: delivered batches are logged (one block for all of them)
             and committed once they hold `commit_every` events, once the oldest was delivered
-            `commit_wait` seconds ago, when the source is idle, and when the consumer stops.
+            `commit_wait` seconds ago (busy or quiet), and when the consumer stops.
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class StreamConsumer:
         metrics: StreamMetrics | None = None,
         follow_seconds: float = 30.0,
         commit_every: int = 5_000,
-        commit_wait: float = 1.0,
+        commit_wait: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
@@ -206,7 +206,8 @@ class StreamConsumer:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 if not events:
-                    self.flush()  # nothing more is coming now: commit what is held
+                    if self._held and self.clock() - self._held_since >= self.commit_wait:
+                        self.flush()  # a quiet source: what is held is committed in time
                     if idle_exit is not None and self.clock() - idle_since >= idle_exit:
                         break
                     self._observe_lag()
@@ -403,62 +404,71 @@ class StreamConsumer:
         partition's committed offset; Redis: the oldest pending entry, claimed in order and
         logged on its own), so its first block takes the old block's name, whatever the
         batches are this time; the events after it go to blocks of their own."""
-        by_version: dict[int, list[pa.Table]] = {}
-        served_of: dict[int, ServedModel] = {}
+        by_version: dict[int, list[_Batch]] = {}
         for batch in batches:
             if batch.results:
-                by_version.setdefault(batch.served.version, []).append(_log_rows(batch))
-                served_of[batch.served.version] = batch.served
-        for version, tables in by_version.items():
-            rows = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-            times = rows.column("ts").to_numpy()
-            keys = rows.column("partition").to_numpy() * 1_000_000 + times // 86_400_000_000
-            positions = rows.column("position")
+                by_version.setdefault(batch.served.version, []).append(batch)
+        for version, group in by_version.items():
+            rows = _log_rows(group)
+            keys = rows["partition"] * 1_000_000 + rows["ts"] // 86_400_000_000
             for key in np.unique(keys).tolist():
                 mask = keys == key
-                picked = rows if mask.all() else rows.filter(pa.array(mask))
-                first = positions[int(np.flatnonzero(mask)[0])].as_py()
-                block = {n: picked.column(n).combine_chunks() for n in picked.column_names}
+                where = None if mask.all() else pa.array(np.flatnonzero(mask))
+
+                def part(values: Any, where: pa.Array | None = where) -> pa.Array:
+                    array = values if isinstance(values, pa.Array) else pa.array(values)
+                    return array if where is None else array.take(where)
+
+                first = int(np.flatnonzero(mask)[0])
+                position = rows["position"][first]
                 write_block(
                     self.registry.artifacts,
-                    name=f"stream-{_UNSAFE.sub('_', self.group)[:64]}-{_UNSAFE.sub('_', first)}",
-                    model=served_of[version].name,
+                    name=f"stream-{_UNSAFE.sub('_', self.group)[:64]}-{_UNSAFE.sub('_', position)}",
+                    model=group[0].served.name,
                     version=version,
-                    ids=block["id"],
-                    at=datetime.fromtimestamp(int(block["ts"][0].as_py()) / 1e6, UTC),
+                    ids=part(rows["id"]),
+                    at=datetime.fromtimestamp(int(rows["ts"][first]) / 1e6, UTC),
                     source="stream",
                     job_id=self.group,
                     variant="stream",
-                    features={n[2:]: a for n, a in block.items() if n.startswith("f:")},
-                    outputs={n[2:]: a for n, a in block.items() if n.startswith("o:")},
-                    times=block["ts"],
+                    features={n[2:]: part(v) for n, v in rows.items() if n.startswith("f:")},
+                    outputs={n[2:]: part(v) for n, v in rows.items() if n.startswith("o:")},
+                    times=part(rows["ts"]),
                 )
 
 
-def _log_rows(batch: _Batch) -> pa.Table:
-    """A delivered batch's log rows: id, time (µs), position, partition, `f:` features, `o:`
-    outputs."""
-    at = np.fromiter((event.at for event, _, _ in batch.scored), np.float64, len(batch.scored))
-    columns: dict[str, pa.Array] = {
-        "id": pa.array(batch.result.ids, pa.string()),
-        "ts": pa.array(np.round(at * 1e6).astype(np.int64)),
-        "position": pa.array([event.position for event, _, _ in batch.scored], pa.string()),
-        "partition": pa.array([event.partition for event, _, _ in batch.scored], pa.int64()),
+def _log_rows(batches: list[_Batch]) -> dict[str, Any]:
+    """The log rows of delivered batches of one version, gathered once per flush (a flush may
+    hold hundreds of batches of a few events): id, ts (µs), position, partition, `f:`
+    features, `o:` outputs."""
+    scored = [item for batch in batches for item in batch.scored]
+    at = np.fromiter((event.at for event, _, _ in scored), np.float64, len(scored))
+    rows: dict[str, Any] = {
+        "id": pa.array([i for batch in batches for i in batch.result.ids], pa.string()),
+        "ts": np.round(at * 1e6).astype(np.int64),
+        "position": [event.position for event, _, _ in scored],
+        "partition": np.fromiter(
+            (event.partition for event, _, _ in scored), np.int64, len(scored)
+        ),
     }
-    for name, values in batch.columns.items():
-        columns[f"f:{name}"] = pa.array(values)
-    for name, values in batch.result.outputs().items():
+    for name in batches[0].columns:
+        rows[f"f:{name}"] = np.concatenate([batch.columns[name] for batch in batches])
+    outputs = [batch.result.outputs() for batch in batches]
+    for name in outputs[0]:
         if name == "label":
+            values = [v for out in outputs for v in out[name]]
             texts = {value: category_text(value) for value in set(values)}
-            columns["o:label"] = pa.array([texts[value] for value in values], pa.string())
+            rows["o:label"] = pa.array([texts[value] for value in values], pa.string())
         elif name == "probabilities":
-            matrix = np.asarray(values, dtype=np.float64)
-            columns["o:probabilities"] = pa.FixedSizeListArray.from_arrays(
+            matrix = np.concatenate([np.asarray(out[name], dtype=np.float64) for out in outputs])
+            rows["o:probabilities"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(matrix.reshape(-1)), matrix.shape[1]
             ).cast(pa.list_(pa.float64()))
         else:
-            columns[f"o:{name}"] = pa.array(np.asarray(values, dtype=np.float64))
-    return pa.table(columns)
+            rows[f"o:{name}"] = np.concatenate(
+                [np.asarray(out[name], dtype=np.float64) for out in outputs]
+            )
+    return rows
 
 
 def _parse(payload: Any) -> tuple[dict[str, Any] | None, str]:
