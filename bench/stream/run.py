@@ -334,7 +334,12 @@ def latency(broker: object, home: Path, rate: float, seconds: float) -> dict:
             _kafka_one(broker, row)
     if broker.name == "kafka":
         _kafka_flush(broker)
-    consumer.communicate(timeout=300)
+    try:
+        consumer.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # never leave the consumer behind, polling a dead broker
+        consumer.kill()
+        consumer.communicate()
+        raise
     reader.join(60)
     stop.set()
     order = list(sent)[int(rate) :]  # the first second: the consumer settling
