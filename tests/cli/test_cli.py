@@ -205,14 +205,17 @@ def test_version_and_help_that_says_what_each_option_takes() -> None:
     assert version.returncode == 0
     assert version.stdout == f"shipyard {__version__}\n"
 
+    root = typer.main.get_command(app)
+    context = root.make_context("shipyard", [], resilient_parsing=True)
+
     def commands(group: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
         found = [(path, group)]
-        for name, sub in getattr(group, "commands", {}).items():
-            found += commands(sub, (*path, name))
+        for name in group.list_commands(context) if hasattr(group, "list_commands") else ():
+            found += commands(group.get_command(context, name), (*path, name))
         return found
 
     runner = CliRunner()
-    everything = commands(typer.main.get_command(app), ())
+    everything = commands(root, ())
     assert len(everything) > 30
     for path, command in everything:
         shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
@@ -222,6 +225,31 @@ def test_version_and_help_that_says_what_each_option_takes() -> None:
             if "--json" in getattr(param, "opts", ()):
                 assert "JSON" in (param.help or ""), f"{path}: --json is not described"
     assert "<int>" in runner.invoke(app, ["deploy", "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """`shipyard batch` starts without importing the feature store, monitoring or the server."""
+    probe = (
+        "import sys\n"
+        "from shipyard.cli import main\n"
+        "sys.argv = ['shipyard', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('shipyard.features', 'shipyard.monitoring', 'shipyard.serving', 'scipy')\n"
+        "print('loaded:' + ','.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+
+    def imported(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.rsplit("loaded:", 1)[1].strip()
+
+    assert imported("--version") == ""
+    assert imported("batch", "--help") == ""
+    assert "shipyard.features" in imported("features", "--help")
 
 
 @pytest.mark.parametrize(

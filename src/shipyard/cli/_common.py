@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from shipyard.core import Settings
 from shipyard.core.errors import InvalidInput
-from shipyard.core.tables import read_table_file
-from shipyard.registry import Registry
+
+if TYPE_CHECKING:
+    from shipyard.registry import Registry
 
 __all__ = [
     "TABLE_SUFFIXES",
@@ -41,6 +42,8 @@ def settings(ctx: typer.Context) -> Settings:
 
 
 def open_registry(ctx: typer.Context) -> Registry:
+    from shipyard.registry import Registry
+
     return Registry.from_settings(settings(ctx))
 
 
@@ -80,6 +83,8 @@ def _looks_numeric(value: str) -> bool:
 def read_table(path: Path) -> Any:
     """A pandas DataFrame from a CSV, Parquet or JSON (records) file."""
     import pandas as pd
+
+    from shipyard.core.tables import read_table_file
 
     if not path.exists():
         raise InvalidInput(f"file {str(path)!r} does not exist")
