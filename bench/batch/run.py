@@ -456,9 +456,8 @@ def matrix(args: argparse.Namespace) -> None:
     code = code_snapshot(res)
     env_info = environment()
     env_info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    if not {"spark", "ray", "pyarrow"} & set(args.only) and "env" in summary:
-        # the peers' steps kept from an earlier run name the versions that run measured
-        env_info["peers"] = summary["env"].get("peers", env_info["peers"])
+    if "env" in summary:  # steps kept from an earlier run keep the versions it measured
+        env_info["peers"] = {**summary["env"].get("peers", {}), **env_info["peers"]}
     info = input_info(source)
     print(
         f"{n:,} rows, {info['bytes'] / MIB:,.0f} MiB, {info['row_groups']} row groups; code {code['git_describe']}"

