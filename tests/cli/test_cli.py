@@ -248,6 +248,14 @@ def test_a_command_imports_only_its_own_module() -> None:
         return done.stdout.rsplit("loaded:", 1)[1].strip()
 
     assert imported("--version") == ""
+    typo = subprocess.run(
+        [sys.executable, "-m", "shipyard", "modls", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert typo.returncode == 2
+    assert "Did you mean 'models'?" in typo.stderr
     assert imported("batch", "--help") == ""
     assert "shipyard.features" in imported("features", "--help")
 

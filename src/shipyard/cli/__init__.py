@@ -111,6 +111,15 @@ class _Commands(typer.core.TyperGroup):
     def list_commands(self, ctx: Context) -> list[str]:
         return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
 
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] not in COMMANDS and args[0] not in self.commands:
+            # a mistyped name: every command loaded, so "Did you mean ...?" has them to suggest
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, attribute, is_group = COMMANDS[cmd_name]
