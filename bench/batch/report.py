@@ -336,8 +336,20 @@ def header(res: dict) -> list[str]:
         + ", ".join(f"{k} {ship.get(k, '?')}" for k in ("shipyard", "onnxruntime", "lightgbm", "scikit-learn", "pyarrow", "numpy", "python"))
         + ". shipyard scores both models with "
         + ", ".join(f"{k}: {v.get('runtime')}" for k, v in res.get("registration", {}).items())
-        + "; the peers with the joblib model's own `predict_proba`.",
+        + "; the peers with the joblib model's own `predict_proba`."
+        + _other_versions(res, peers, ship),
     ]  # fmt: skip
+
+
+def _other_versions(res: dict, peers: dict, ship: dict) -> str:
+    """Steps kept from an earlier run whose recorded libraries differ from the line above."""
+    odd = []
+    for name, step in sorted(res.get("steps", {}).items()):
+        shown = ship if name.startswith(("shipyard", "floor")) else peers
+        differ = {k: v for k, v in (step.get("versions") or {}).items() if shown.get(k) != v}
+        if differ:
+            odd.append(f"{name} ({', '.join(f'{k} {v}' for k, v in sorted(differ.items()))})")
+    return f" Steps measured with other versions: {'; '.join(odd)}." if odd else ""
 
 
 def goal_table(res: dict) -> list[str]:

@@ -456,7 +456,7 @@ def matrix(args: argparse.Namespace) -> None:
     code = code_snapshot(res)
     env_info = environment()
     env_info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    if "env" in summary:  # steps kept from an earlier run keep the versions it measured
+    if "env" in summary:  # a package gone from the peers' venv: the earlier run's version
         env_info["peers"] = {**summary["env"].get("peers", {}), **env_info["peers"]}
     info = input_info(source)
     print(
@@ -529,6 +529,8 @@ def matrix(args: argparse.Namespace) -> None:
             rows=n,
             inner=inner,
             git_describe=code["git_describe"],
+            # the libraries this step ran with (a step kept from an earlier run keeps its own)
+            versions=env_info["shipyard" if target.startswith(("shipyard", "floor")) else "peers"],
             ok=rec["rc"] == 0 and not rec["timed_out"],
         )
         with open(os.path.join(raw, f"{target.replace(':', '-')}__{model}.json"), "w") as f:

@@ -145,8 +145,8 @@ class RedisBroker:
             pipe = self.client.pipeline(transaction=False)
             for event, value in zip(events, score(events), strict=True):
                 pipe.xadd(out, {"event_id": event["event_id"], "score": repr(value)})
-            pipe.xack(key, group, *[entry_id for entry_id, _ in entries])
-            pipe.execute()
+            pipe.execute()  # raises if a write failed: then nothing is acknowledged
+            self.client.xack(key, group, *[entry_id for entry_id, _ in entries])
             done += len(entries)
         return time.perf_counter() - started
 
@@ -267,6 +267,12 @@ class KafkaBroker:
         consumer.subscribe([self.topic(stream)])
         producer = Producer({"bootstrap.servers": self.address, "linger.ms": 5, "acks": "all"})
         out = self.topic(sink)
+        failed: list[object] = []
+
+        def delivered(error: object, message: object) -> None:  # as shipyard's sink checks
+            if error is not None:
+                failed.append(error)
+
         while not consumer.assignment():
             consumer.poll(0.1)
         done = 0
@@ -278,9 +284,13 @@ class KafkaBroker:
             events = [orjson.loads(m.value()) for m in messages]
             for event, value in zip(events, score(events), strict=True):
                 producer.produce(
-                    out, key=event["event_id"], value=orjson.dumps({"score": float(value)})
+                    out,
+                    key=event["event_id"],
+                    value=orjson.dumps({"score": float(value)}),
+                    on_delivery=delivered,
                 )
-            assert producer.flush(30) == 0
+            if producer.flush(30) != 0 or failed:
+                raise SystemExit(f"hand loop: results not delivered: {failed[:1]}")
             last = messages[-1]
             consumer.commit(
                 offsets=[TopicPartition(last.topic(), last.partition(), last.offset() + 1)],
