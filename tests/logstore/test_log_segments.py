@@ -6,12 +6,13 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shipyard.core import new_id
-from shipyard.logstore import LogReader, LogWriter
+from shipyard.logstore import LogReader, LogWriter, write_block
 from shipyard.store import ArtifactStore
 from tests.logstore._logs import DAY, NOON, log_scores
 
@@ -391,3 +392,41 @@ def test_segments_dictionary_encode_repeating_text_and_store_numbers_and_ids_pla
     dictionary = {path for path, used in encodings.items() if "RLE_DICTIONARY" in used}
     assert {"model", "variant", "label", "features.category"} <= dictionary
     assert not dictionary & {"prediction_id", "features.amount", "score", "latency_ms"}
+    # floats byte-stream-split (zstd finds what repeats in each byte), ids delta-encoded
+    assert all("BYTE_STREAM_SPLIT" in encodings[c] for c in ("features.amount", "score"))
+    assert "DELTA_BYTE_ARRAY" in encodings["prediction_id"]
+
+
+def test_a_block_of_half_single_and_double_floats_reads_back_exactly(store: ArtifactStore) -> None:
+    """Every float width a feature may have reads back as written, by pyarrow and by DuckDB
+    (which reads the log, and cannot read a byte-stream-split float16)."""
+    n = 1_000
+    values = np.linspace(-5, 5, n)
+    features = {
+        "half": pa.array(values.astype(np.float16)),
+        "single": pa.array(values.astype(np.float32)),
+        "double": pa.array(values),
+    }
+    ids = pa.array([f"block-{i:06d}" for i in range(n)])
+    path = write_block(
+        store, name="block", model="fraud", version=1, ids=ids, at=datetime.fromtimestamp(NOON, UTC), source="batch",
+        job_id="job", variant="batch", features=features, outputs={"score": pa.array(values / 10)},
+    )  # fmt: skip
+    table = pq.read_table(store.local_path(path))
+    assert table.column("prediction_id").to_pylist() == ids.to_pylist()
+    for name, array in features.items():
+        assert table.column("features").combine_chunks().field(name).equals(array)
+    assert np.array_equal(table.column("score").to_numpy(), values / 10)
+    read = (
+        duckdb.connect()
+        .execute(
+            "SELECT features.half, features.single, features.double FROM read_parquet(?) "
+            "ORDER BY prediction_id",
+            [str(store.local_path(path))],
+        )
+        .fetchnumpy()
+    )
+    for name, array in features.items():
+        assert np.array_equal(
+            np.asarray(read[name], np.float64), array.to_numpy().astype(np.float64)
+        )

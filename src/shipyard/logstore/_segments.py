@@ -310,6 +310,11 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     return paths
 
 
+# byte-stream-split floats; a float16 stays plain: DuckDB, which reads the log, cannot read a
+# split 2-byte column ("only supported for FLOAT, DOUBLE, INT32 or INT64", DuckDB 2.0)
+_SPLIT_FLOATS = (pa.float32(), pa.float64())
+
+
 def _encodings(schema: pa.Schema) -> dict[str, str]:
     """Float columns byte-stream-split, prediction ids delta-encoded.
 
@@ -321,11 +326,11 @@ def _encodings(schema: pa.Schema) -> dict[str, str]:
     """
     encodings = {}
     for field in schema:
-        if pa.types.is_floating(field.type):
+        if field.type in _SPLIT_FLOATS:
             encodings[field.name] = "BYTE_STREAM_SPLIT"
         elif pa.types.is_struct(field.type):
             for child in field.type:
-                if pa.types.is_floating(child.type):
+                if child.type in _SPLIT_FLOATS:
                     encodings[f"{field.name}.{child.name}"] = "BYTE_STREAM_SPLIT"
         elif field.name == "prediction_id" and pa.types.is_string(field.type):
             encodings[field.name] = "DELTA_BYTE_ARRAY"
