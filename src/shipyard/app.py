@@ -25,13 +25,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shipyard.access import Authenticator, FailureThrottle, KeyStore, RateLimiter
+from shipyard.access import Authenticator, FailureThrottle, KeyStore, RateLimiter, Sessions
 from shipyard.access import api as access_api
 from shipyard.access.api import SCOPE_ATTRIBUTE, Guard
 from shipyard.core import Settings, new_id
@@ -54,6 +54,8 @@ from shipyard.serving import api as serving_api
 from shipyard.serving import metrics as m
 from shipyard.tracking import Tracker
 from shipyard.tracking import api as tracking_api
+from shipyard.ui import api as ui_api
+from shipyard.ui._views import Views
 
 __all__ = ["Services", "build_services", "create_app", "factory"]
 
@@ -78,6 +80,7 @@ class Services:
     reports: ReportProcess
     tracker: Tracker
     features: FeatureStore
+    sessions: Sessions
 
 
 def build_services(settings: Settings) -> Services:
@@ -129,6 +132,9 @@ def build_services(settings: Settings) -> Services:
         ReportProcess(settings),
         tracker,
         features,
+        Sessions(
+            auth, lifetime_seconds=settings.session_hours * 3600, secret=settings.session_secret
+        ),
     )
 
 
@@ -146,9 +152,16 @@ def _error_body(
     return {"error": body}
 
 
-async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
+async def _shipyard_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, e.ShipyardError)
     status = status_of(error)
+    path = request.url.path
+    if (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/api/"):
+        if status >= 500 and not isinstance(error, e.Overloaded | e.BackendUnavailable):
+            log.error("%s %s: %s", request.method, path, error.message)
+        if not (getattr(request.state, "key", None) and request.state.key.scope == "admin"):
+            error.message = hide_paths(error.message)
+        return ui_api.error_page(request, error, status)
     quiet = e.Overloaded | e.DeadlineExceeded | e.BackendUnavailable | e.ModelUnavailable
     if status >= 500 and not isinstance(error, quiet):  # those are logged where they happen
         log.error("%s %s: %s", request.method, request.url.path, error.message)
@@ -172,7 +185,7 @@ async def _shipyard_error(request: Request, error: Exception) -> JSONBytes:
     return JSONBytes(body, status_code=status, headers=headers)
 
 
-async def _validation_error(request: Request, error: Exception) -> JSONBytes:
+async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     details = [
         {"loc": [str(part) for part in d.get("loc", ())], "msg": str(d.get("msg", ""))}
@@ -192,7 +205,7 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def _http_error(request: Request, error: Exception) -> JSONBytes:
+async def _http_error(request: Request, error: Exception) -> Response:
     """The router's own refusals (no such route, wrong method) in the one error shape."""
     assert isinstance(error, StarletteHTTPException)
     problem: e.ShipyardError
@@ -499,6 +512,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracking_api.router(services.tracker, guard, runs_of),
         retraining_api.router(services.registry, guard),
         features_api.router(services.features, guard),
+        ui_api.router(
+            Views(
+                services.registry,
+                services.monitor,
+                services.tracker,
+                services.keys,
+                services.reports.report,
+            ),
+            guard,
+            services.sessions,
+            services.keys,
+            services.registry,
+            services.reports,
+        ),
     ):
         # each router's routes carry their full paths, tags and responses already; adding them
         # as they are keeps `app.routes` the flat list of every route (for the OpenAPI document
@@ -515,6 +542,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Response:
         body, content_type = m.render()
         return Response(body, media_type=content_type)
+
+    app.mount("/ui/static", StaticFiles(directory=str(ui_api.static_dir())), name="ui-static")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=307)
 
     _docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

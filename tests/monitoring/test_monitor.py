@@ -21,11 +21,13 @@ from rich.console import Console
 
 from shipyard.app import create_app
 from shipyard.core import Settings
+from shipyard.core import errors as e
 from shipyard.demo import FEATURES, LABEL, MonthResult, replay_month
 from shipyard.logstore import LogReader
-from shipyard.monitoring import Monitor, render_html
+from shipyard.monitoring import Monitor, load_kpis, parse_kpi, render_html
 from shipyard.monitoring import _repository as repo
 from shipyard.registry import Registry
+from shipyard.retraining import load_specs
 
 END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 
@@ -298,3 +300,101 @@ def test_logs_read_back_hold_what_was_replayed(month: tuple[Settings, MonthResul
         assert reader.predictions("fraud-detector").num_rows == 20_000
         labels = reader.labels()
     assert 15_000 + 900 < labels.num_rows < 15_000 + 1800
+
+
+def test_business_kpis_match_a_computation_by_hand_over_the_logs(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    settings, _, _ = month
+    declared = {
+        "fraud_blocked_usd": "sum(transaction_amount) where label = 1 and prediction = 1",
+        "fraud_missed_usd": "sum(transaction_amount) where label = 1 and prediction != 1",
+        "approval_rate": "rate where prediction = 0",
+        "flagged": "count(*) where prediction = 1",
+        "mean_flagged_score": "mean(score) where prediction = 1",
+        "gaming_over_100": "count(*) where merchant_category = 'gaming' and transaction_amount > 100",
+    }
+    kpis = [parse_kpi(name, text) for name, text in declared.items()]
+    with Registry.from_settings(settings) as registry:
+        reader = LogReader(registry.artifacts)
+        monitor = Monitor(registry, reader, kpis={"fraud-detector": kpis})
+        report = monitor.run("fraud-detector", window="7d", periods=4, now=END, record=False)
+        predictions = reader.predictions("fraud-detector").to_pandas()
+        labels = reader.labels().to_pandas()
+    start = report.period.start
+    rows = predictions[predictions["ts"] >= pd.Timestamp(start)].copy()
+    truth = labels.sort_values("received_at").groupby("prediction_id")["label"].last()
+    rows["truth"] = rows["prediction_id"].map(truth)
+    features = pd.DataFrame(list(rows["features"]), index=rows.index)
+    amount = features["transaction_amount"]
+    labelled_fraud = rows["truth"].astype(str) == "1"
+    flagged = rows["label"].astype(str) == "1"
+    expected = {
+        "fraud_blocked_usd": amount[labelled_fraud & flagged].sum(),
+        "fraud_missed_usd": amount[labelled_fraud & ~flagged].sum(),
+        "approval_rate": (rows["label"].astype(str) == "0").mean(),
+        "flagged": float(flagged.sum()),
+        "mean_flagged_score": rows.loc[flagged, "score"].mean(),
+        "gaming_over_100": float(
+            ((features["merchant_category"] == "gaming") & (amount > 100)).sum()
+        ),
+    }
+    got = {k["name"]: k for k in report.versions[1]["kpis"]}
+    assert set(got) == set(declared)
+    for name, value in expected.items():
+        assert got[name]["total"] == pytest.approx(value, rel=1e-9), name
+        assert got[name]["expression"] == declared[name]
+    # per window: the blocked dollars of the weeks add up to the whole
+    weeks = [w for w in got["fraud_blocked_usd"]["windows"] if w is not None]
+    assert len(weeks) == 4
+    assert sum(weeks) == pytest.approx(expected["fraud_blocked_usd"], rel=1e-9)
+    assert got["fraud_blocked_usd"]["last"] == weeks[-1]
+    assert expected["fraud_blocked_usd"] > 0
+
+
+def test_a_kpi_over_a_feature_the_model_does_not_log_says_so(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    settings, _, _ = month
+    kpis = [parse_kpi("odd", "sum(no_such_feature)")]
+    with Registry.from_settings(settings) as registry:
+        monitor = Monitor(registry, LogReader(registry.artifacts), kpis={"fraud-detector": kpis})
+        report = monitor.run("fraud-detector", window="7d", periods=4, now=END, record=False)
+    (odd,) = report.versions[1]["kpis"]
+    assert odd["total"] is None
+    assert "no_such_feature" in odd["error"]  # type: ignore[typeddict-item]
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ("sum(amount); DROP TABLE x", "cannot read"),
+        ("median(amount)", "not a function"),
+        ("rate", "needs a where"),
+        ("sum(*)", "only count takes"),
+        ("sum(amount) where merchant > 'a'", "text compares"),
+        ("sum(amount) where", "ends too early"),
+        ("sum(amount) where x = y", "compare x with"),
+        ('sum("amount")', "unexpected"),
+    ],
+)
+def test_a_kpi_that_is_not_in_the_grammar_is_refused_saying_why(
+    expression: str, words: str
+) -> None:
+    with pytest.raises(e.InvalidInput, match=words):
+        parse_kpi("k", expression)
+
+
+def test_kpis_are_read_beside_the_model_in_shipyard_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "shipyard.yaml"
+    config.write_text(
+        "models:\n  fraud-detector:\n    kpis:\n"
+        "      fraud_blocked_usd: sum(transaction_amount) where label = 1 and prediction = 1\n"
+        "      approval_rate: rate where prediction = 0\n"
+    )
+    found = load_kpis(config)
+    assert [k.name for k in found["fraud-detector"]] == ["fraud_blocked_usd", "approval_rate"]
+    assert load_specs(config) == {}  # KPIs alone make no retraining spec
+    config.write_text("models:\n  m:\n    kpis:\n      bad: median(x)\n")
+    with pytest.raises(e.ConfigurationError, match=r"model .m.: .*not a function"):
+        load_kpis(config)

@@ -7,10 +7,12 @@ from shipyard.access._guard import Authorizer, Caller, client_key
 from shipyard.access._keys import SCOPES, ApiKey, Scope, grants, parse_rate
 from shipyard.access._keystore import KeyStore
 from shipyard.access._limits import MemoryBuckets, RateLimiter
+from shipyard.access._session import SESSION_COOKIE, Sessions
 
 __all__ = [
     "ANONYMOUS",
     "SCOPES",
+    "SESSION_COOKIE",
     "ApiKey",
     "Authenticator",
     "Authorizer",
@@ -20,6 +22,7 @@ __all__ = [
     "MemoryBuckets",
     "RateLimiter",
     "Scope",
+    "Sessions",
     "client_key",
     "grants",
     "parse_rate",

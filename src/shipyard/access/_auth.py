@@ -143,6 +143,22 @@ class Authenticator:
             return None
         return _verdict(entry, secret)
 
+    def entry(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """A key and its secret's SHA-256 by id (blocking: a key newer than the snapshot is
+        read from the database), revoked or not; None when no such key exists. What signs and
+        checks browser sessions."""
+        if self.keys is None:
+            return None
+        if self.use_snapshot:
+            self._check_fresh()
+            found = self._snapshot.get(key_id)
+            if found is not None:
+                return found
+        try:
+            return self.keys.lookup(key_id)
+        except DatabaseUnavailable:
+            return None
+
     def lookup(self, token: str) -> ApiKey:
         """Check a key newer than the snapshot against the database (blocking).
 

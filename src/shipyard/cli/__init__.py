@@ -87,6 +87,7 @@ _flag_types_hidden()
 COMMANDS: dict[str, tuple[str, str, bool]] = {
     "worker": ("loop", "worker", False),
     "approve": ("loop", "approve", False),
+    "reject": ("loop", "reject", False),
     "history": ("loop", "history", False),
     "deploy": ("deploy", "deploy", False),
     "predict": ("predict", "predict", False),

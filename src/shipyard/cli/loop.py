@@ -103,6 +103,21 @@ def approve(
     console.print(f"[green]promoted[/] {name}:{version} (pipeline {record['id']})")
 
 
+def reject(
+    ctx: typer.Context,
+    name: str,
+    version: int,
+    config: Path | None = typer.Option(None, "--config", "-c"),
+) -> None:
+    """Roll back VERSION of NAME, which waits for a person's approval after its canary."""
+    pipeline = _pipeline(ctx, name, config)
+    try:
+        record = pipeline.reject(version)
+    finally:
+        pipeline.registry.close()
+    console.print(f"[yellow]rolled back[/] {name}:{version} (pipeline {record['id']})")
+
+
 def history(
     ctx: typer.Context,
     name: str,

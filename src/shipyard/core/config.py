@@ -58,6 +58,22 @@ class Settings(BaseSettings):
         description="while the metadata database is unreachable, how long a server keeps "
         "serving from the last API keys and deployments it read (then 503)",
     )
+    config: Path | None = Field(
+        default=None,
+        description="shipyard.yaml with the models' retraining specs, KPIs and batch jobs "
+        "(default: ./shipyard.yaml, else [tool.shipyard] in ./pyproject.toml)",
+    )
+    session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 30,
+        description="how long a dashboard sign-in lasts",
+    )
+    session_secret: str | None = Field(
+        default=None,
+        description="mixed into dashboard session signatures (the same on every replica); "
+        "sessions are otherwise signed with the signed-in key's stored digest alone",
+    )
     max_cold_versions: int = Field(
         default=4,
         ge=0,

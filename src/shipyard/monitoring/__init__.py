@@ -17,6 +17,7 @@ from shipyard.monitoring._drift import (
     DriftReport,
     compare,
 )
+from shipyard.monitoring._kpis import Kpi, load_kpis, parse_kpi
 from shipyard.monitoring._rules import Rule, parse_rule, parse_window
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "AlertManager",
     "ColumnDrift",
     "DriftReport",
+    "Kpi",
     "LogQueries",
     "Monitor",
     "MonitoringReport",
@@ -46,6 +48,8 @@ __all__ = [
     "VersionSummary",
     "Window",
     "compare",
+    "load_kpis",
+    "parse_kpi",
     "parse_rule",
     "parse_window",
     "render_html",

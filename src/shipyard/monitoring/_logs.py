@@ -9,7 +9,7 @@ bounded size.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +19,16 @@ import numpy as np
 import pyarrow as pa
 
 from shipyard.logstore import LogReader
+from shipyard.monitoring._kpis import Kpi
 
-__all__ = ["CLASSIFICATION_METRICS", "LogQueries", "Period", "days_between", "multiclass_metrics"]
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "LogQueries",
+    "Period",
+    "days_between",
+    "kpi_sql",
+    "multiclass_metrics",
+]
 
 SAMPLE_ROWS = 200_000
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "false_positive_rate")
@@ -44,6 +52,50 @@ class Period:
     @property
     def windows(self) -> int:
         return max(1, math.ceil((self.end - self.start) / self.step))
+
+
+def _kpi_column(column: str) -> str:
+    """A KPI's column as SQL over the `scoped` view (names are checked by `parse_kpi`)."""
+    if column == "label":
+        return "truth"
+    if column == "prediction":
+        return "coalesce(CAST(label AS VARCHAR), CAST(value AS VARCHAR))"
+    if column in ("score", "value"):
+        return column
+    return 'features."' + column.replace('"', '""') + '"'
+
+
+def _kpi_number(sql: str) -> str:
+    text = f"CAST({sql} AS VARCHAR)"
+    return (
+        f"coalesce(TRY_CAST({text} AS DOUBLE), "
+        f"CASE lower({text}) WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END)"
+    )
+
+
+def kpi_sql(kpi: Kpi) -> tuple[str, list[Any]]:
+    """The aggregate SQL of `kpi` and its bound values."""
+    params: list[Any] = []
+    parts = []
+    for condition in kpi.where:
+        column = _kpi_column(condition.column)
+        op = "<>" if condition.op == "!=" else condition.op
+        if isinstance(condition.value, str):
+            parts.append(f"CAST({column} AS VARCHAR) {op} ?")
+            params.append(condition.value)
+        else:
+            parts.append(f"{_kpi_number(column)} {op} ?")
+            params.append(float(condition.value))
+    matches = " AND ".join(parts) or "TRUE"
+    if kpi.function == "rate":
+        return f"avg(CASE WHEN {matches} THEN 1.0 ELSE 0.0 END)", params
+    if kpi.column is None:  # count(*)
+        return f"count(*) FILTER (WHERE {matches})", params
+    value = _kpi_number(_kpi_column(kpi.column))
+    function = {"mean": "avg"}.get(kpi.function, kpi.function)
+    if function == "count":
+        return f"count({value}) FILTER (WHERE {matches})", params
+    return f"{function}({value}) FILTER (WHERE {matches})", params
 
 
 def days_between(start: datetime, end: datetime) -> list[str]:
@@ -144,6 +196,61 @@ class LogQueries:
             row["auc"] = aucs.get(key)
             task = tasks.get(row["version"], "binary" if positive is not None else "")
             _derive(row, self.period.seconds, task, confusion.get(key, {}))
+        return out
+
+    def kpis(self, kpis: Sequence[Kpi]) -> dict[int, list[dict[str, Any]]]:
+        """Each KPI per version: over the whole period (`total`) and per window (`windows`,
+        None where a window had no rows); a KPI that cannot be computed for a version (a
+        feature it names is not logged) carries `error` instead."""
+        if not kpis:
+            return {}
+        conn, has_predictions, _ = self._connect()
+        out: dict[int, list[dict[str, Any]]] = {}
+        try:
+            if not has_predictions:
+                return {}
+            start, end = _literal(self.period.start), _literal(self.period.end)
+            bucket = f"CAST(floor((epoch(ts) - epoch({start})) / {self.period.seconds}) AS BIGINT)"
+            conn.execute(
+                f"CREATE TEMP VIEW scoped AS SELECT p.*, t.truth, {bucket} AS w "
+                f"FROM predictions p LEFT JOIN truth t USING (prediction_id) WHERE ts >= {start} AND ts < {end}"
+            )
+            versions = [
+                int(v) for (v,) in conn.execute("SELECT DISTINCT version FROM scoped").fetchall()
+            ]
+            for kpi in kpis:
+                sql, params = kpi_sql(kpi)
+                try:
+                    rows = conn.execute(
+                        f"SELECT version, w, {sql} AS v FROM scoped "
+                        "GROUP BY GROUPING SETS ((version, w), (version))",
+                        params,
+                    ).fetchall()
+                except duckdb.Error as error:
+                    for version in versions:
+                        out.setdefault(version, []).append(
+                            {"name": kpi.name, "expression": kpi.expression, "total": None,
+                             "last": None, "windows": [None] * self.period.windows,
+                             "error": str(error).splitlines()[0][:300]}
+                        )  # fmt: skip
+                    continue
+                found: dict[int, dict[str, Any]] = {}
+                for version, w, value in rows:
+                    entry = found.setdefault(
+                        int(version),
+                        {"name": kpi.name, "expression": kpi.expression, "total": None,
+                         "last": None, "windows": [None] * self.period.windows},
+                    )  # fmt: skip
+                    number = None if value is None else float(value)
+                    if w is None:
+                        entry["total"] = number
+                    elif 0 <= int(w) < self.period.windows:
+                        entry["windows"][int(w)] = number
+                for version, entry in found.items():
+                    entry["last"] = entry["windows"][-1]
+                    out.setdefault(version, []).append(entry)
+        finally:
+            conn.close()
         return out
 
     def _confusion(

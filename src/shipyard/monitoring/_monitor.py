@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from shipyard.monitoring._checks import DEFAULT_TARGETS, Targets, checks, data_q
 from shipyard.monitoring._concept import detect_changes
 from shipyard.monitoring._drift import DriftReport, compare
 from shipyard.monitoring._estimate import Calibration, calibration_table
+from shipyard.monitoring._kpis import Kpi, load_kpis
 from shipyard.monitoring._logs import LogQueries, Period, numpy_column
 from shipyard.monitoring._report import (
     Alert,
@@ -78,8 +79,10 @@ class Monitor:
         targets: dict[str, float] | None = None,
         *,
         concurrency: int | None = None,
+        kpis: Mapping[str, Sequence[Kpi]] | None = None,
     ) -> None:
         self.registry = registry
+        self.kpis = dict(kpis or {})
         self.reader = reader
         self.alert_manager = alerts
         self.targets = {**DEFAULT_TARGETS, **(targets or {})}
@@ -95,7 +98,8 @@ class Monitor:
         webhooks = [u.strip() for u in (settings.alert_webhooks or "").split(",") if u.strip()]
         manager = AlertManager(registry.database, actor=settings.actor, webhooks=webhooks)
         reader = LogReader(registry.artifacts, threads=1 if concurrency else None)
-        return cls(registry, reader, manager, concurrency=concurrency)
+        kpis = load_kpis(settings.config)
+        return cls(registry, reader, manager, concurrency=concurrency, kpis=kpis)
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -120,6 +124,17 @@ class Monitor:
         if compute is not None:
             return compute(name, window, periods)
         return self.run(name, window=window, periods=periods, record=False).to_dict()
+
+    def last_snapshot(self, name: str, window: str | None = None) -> ReportRecord | None:
+        """The newest stored report of `name` (of this window length when given), however old:
+        what a dashboard shows at once, whatever the size of the logs (None: none stored)."""
+        self.registry.get_model(name)
+        if window is None:
+            found = self.registry.database.read(lambda conn: repo.newest_snapshot(conn, name))
+            return None if found is None else found["summary"]
+        checked_span(window, 1)
+        rows = self.registry.database.read(lambda conn: repo.snapshots(conn, name, window, 1))
+        return rows[0]["summary"] if rows else None
 
     def run(
         self,
@@ -176,6 +191,10 @@ class Monitor:
             report.versions[version] = self._version_summary(
                 name, record, period, window, rows, errors
             )
+        if self.kpis.get(name) and report.versions:
+            values = LogQueries(self.reader, name, period).kpis(self.kpis[name])
+            for version, summary in report.versions.items():
+                summary["kpis"] = values.get(version, [])  # type: ignore[typeddict-item]
         if not keep:
             return report
         if self.alert_manager is not None:

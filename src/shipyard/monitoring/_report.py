@@ -34,6 +34,7 @@ __all__ = [
     "DriftRecord",
     "Estimates",
     "FeatureViewHealth",
+    "KpiValue",
     "Metrics",
     "Moment",
     "MonitoringReport",
@@ -261,6 +262,17 @@ class FeatureViewHealth(TypedDict):
     drifted: list[str]
 
 
+class KpiValue(TypedDict):
+    """A business KPI declared beside the model (`kpis:` in shipyard.yaml), computed from the
+    logs: over the report's whole range (`total`), its last window, and per window."""
+
+    name: str
+    expression: str
+    total: float | None
+    last: float | None
+    windows: list[float | None]
+
+
 class VersionSummary(TypedDict):
     """Everything one run found about one version."""
 
@@ -281,6 +293,7 @@ class VersionSummary(TypedDict):
     root_cause: RootCause
     classes: NotRequired[ClassBreakdown]
     feature_views: NotRequired[dict[str, FeatureViewHealth]]
+    kpis: NotRequired[list[KpiValue]]
     metrics: Metrics
     checks: list[Check]
 

@@ -82,6 +82,19 @@ def latest_snapshot(conn: Connection, model: str, window: str | None = None) -> 
     return stored
 
 
+def newest_snapshot(conn: Connection, model: str) -> dict[str, Any] | None:
+    """The model's newest snapshot of any window length."""
+    row = conn.execute(
+        select(S.c.window, S.c.period_end, S.c.summary)
+        .where(S.c.model_name == model)
+        .order_by(S.c.computed_at.desc(), S.c.period_end.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {"window": row.window, "period_end": _aware(row.period_end), "summary": row.summary}
+
+
 def snapshots(conn: Connection, model: str, window: str, limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(S.c.period_start, S.c.period_end, S.c.computed_at, S.c.summary)

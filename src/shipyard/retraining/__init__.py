@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
 from shipyard.retraining._gates import GATE_METRICS, GateResult, holdout_metrics, parse_gate
-from shipyard.retraining._pipeline import Pipeline
+from shipyard.retraining._pipeline import (
+    Pipeline,
+    decide_by_person,
+    pending_approvals,
+    pipeline_history,
+)
 from shipyard.retraining._policies import due_triggers, may_retrain
 from shipyard.retraining._records import PipelineRecord, PipelineStep, Trigger
 from shipyard.retraining._spec import (
@@ -34,10 +39,13 @@ __all__ = [
     "RolloutSpec",
     "Trigger",
     "decide",
+    "decide_by_person",
     "due_triggers",
     "holdout_metrics",
     "load_specs",
     "may_retrain",
     "parse_duration",
     "parse_gate",
+    "pending_approvals",
+    "pipeline_history",
 ]

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,14 @@ from shipyard.runtime import load_predictor, package
 from shipyard.store import record_audit
 from shipyard.tracking import Tracker
 
-__all__ = ["Pipeline"]
+__all__ = [
+    "Pipeline",
+    "add_step",
+    "decide_by_person",
+    "finish",
+    "pending_approvals",
+    "pipeline_history",
+]
 
 log = logging.getLogger("shipyard.retraining")
 
@@ -90,24 +97,7 @@ class Pipeline:
         evidence: dict[str, Any],
         version: int | None = None,
     ) -> None:
-        entry: PipelineStep = {
-            "step": step,
-            "status": status,
-            "at": self.clock().isoformat(),
-            "evidence": _plain(evidence),
-        }
-        record["steps"] = [*record["steps"], entry]
-        with self.registry.database.transaction() as conn:
-            repo.save(conn, record)
-            record_audit(
-                conn,
-                self.registry.actor,
-                f"pipeline.{step}",
-                self.name,
-                version,
-                {"pipeline": record["id"], "status": status, **entry["evidence"]},
-            )
-        log.info("%s pipeline %s: %s %s", self.name, record["id"], step, status)
+        add_step(self.registry, self.clock(), record, step, status, evidence, version)
 
     def _save(self, record: PipelineRecord) -> None:
         with self.registry.database.transaction() as conn:
@@ -390,40 +380,15 @@ class Pipeline:
         return ArmEvidence(version, sum(r["volume"] for r in rows), errors, latency, outcomes)
 
     def _finish(self, record: PipelineRecord, decision: Decision) -> PipelineRecord:
-        candidate = record["candidate_version"]
-        assert candidate is not None  # only a canary or an approval finishes
-        status: PipelineStatus
-        if decision.verdict == "promote":
-            deployment = self.registry.deploy(
-                self.name, candidate, reason=f"pipeline {record['id']}: promoted"
-            )
-            self.registry.set_alias(self.name, candidate, "champion")
-            status, step = "promoted", "promote"
-        else:
-            deployment = self.registry.rollback(
-                self.name, reason=f"pipeline {record['id']}: {decision.reason}"
-            )
-            status, step = "rolled_back", "rollback"
-        record["status"] = status
-        self._save(record)
-        self._step(
-            record,
-            step,
-            "done",
-            {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
-            candidate,
-        )
-        return record
+        return finish(self.registry, self.clock(), record, decision)
 
     def approve(self, version: int) -> PipelineRecord:
         """A person's go-ahead for a candidate waiting for approval."""
-        with self.registry.database.transaction() as conn:
-            record = repo.latest(conn, self.name, ("awaiting_approval", "canary"))
-        if record is None or record["candidate_version"] != version:
-            raise Conflict(
-                f"{self.name}:{version} is not waiting for approval (shipyard history {self.name})"
-            )
-        return self._finish(record, Decision("promote", f"approved by {self.registry.actor}"))
+        return decide_by_person(self.registry, self.name, version, "approve", now=self.clock())
+
+    def reject(self, version: int) -> PipelineRecord:
+        """A person's no to a candidate waiting for approval: it is rolled back."""
+        return decide_by_person(self.registry, self.name, version, "reject", now=self.clock())
 
     def history(self, limit: int = 20) -> list[PipelineRecord]:
         with self.registry.database.transaction() as conn:
@@ -476,3 +441,98 @@ def _classes_of(model: Any, known: list[Any] | None) -> list[Any] | None:
     return (
         [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else known
     )
+
+
+# -- steps any process may take on a stored pipeline (the worker, a server, the CLI) -----------
+
+
+def add_step(
+    registry: Registry,
+    now: datetime,
+    record: PipelineRecord,
+    step: str,
+    status: str,
+    evidence: dict[str, Any],
+    version: int | None = None,
+) -> None:
+    """Append one step to `record`, stored with its audit event (by `registry.actor`)."""
+    entry: PipelineStep = {
+        "step": step,
+        "status": status,
+        "at": now.isoformat(),
+        "evidence": _plain(evidence),
+    }
+    record["steps"] = [*record["steps"], entry]
+    with registry.database.transaction() as conn:
+        repo.save(conn, record)
+        record_audit(
+            conn,
+            registry.actor,
+            f"pipeline.{step}",
+            record["model"],
+            version,
+            {"pipeline": record["id"], "status": status, **entry["evidence"]},
+        )
+    log.info("%s pipeline %s: %s %s", record["model"], record["id"], step, status)
+
+
+def finish(
+    registry: Registry, now: datetime, record: PipelineRecord, decision: Decision
+) -> PipelineRecord:
+    """Promote the candidate of `record` (deploy it to all traffic, make it champion) or roll
+    it back, as `decision` says."""
+    candidate = record["candidate_version"]
+    assert candidate is not None  # only a canary or an approval finishes
+    name = record["model"]
+    status: PipelineStatus
+    if decision.verdict == "promote":
+        deployment = registry.deploy(name, candidate, reason=f"pipeline {record['id']}: promoted")
+        registry.set_alias(name, candidate, "champion")
+        status, step = "promoted", "promote"
+    else:
+        deployment = registry.rollback(name, reason=f"pipeline {record['id']}: {decision.reason}")
+        status, step = "rolled_back", "rollback"
+    record["status"] = status
+    with registry.database.transaction() as conn:
+        repo.save(conn, record)
+    add_step(
+        registry,
+        now,
+        record,
+        step,
+        "done",
+        {"reason": decision.reason, "revision": deployment.revision, **decision.evidence},
+        candidate,
+    )
+    return record
+
+
+def pipeline_history(registry: Registry, name: str, limit: int = 20) -> list[PipelineRecord]:
+    """The pipelines of `name`, newest first."""
+    return registry.database.read(lambda conn: repo.list_for(conn, name, limit))
+
+
+def pending_approvals(registry: Registry, name: str | None = None) -> list[PipelineRecord]:
+    """Pipelines whose candidate waits for a person's approval (of one model, or all)."""
+    return registry.database.read(lambda conn: repo.awaiting_approval(conn, name))
+
+
+def decide_by_person(
+    registry: Registry,
+    name: str,
+    version: int,
+    verdict: Literal["approve", "reject"],
+    *,
+    now: datetime | None = None,
+) -> PipelineRecord:
+    """A person's answer for candidate `version` of `name`: approve promotes it, reject rolls
+    it back. Recorded as by `registry.actor`. `Conflict` when it is not waiting for one."""
+    with registry.database.transaction() as conn:
+        record = repo.latest(conn, name, ("awaiting_approval", "canary"))
+    if record is None or record["candidate_version"] != version:
+        raise Conflict(f"{name}:{version} is not waiting for approval (shipyard history {name})")
+    if verdict == "approve":
+        decision = Decision("promote", f"approved by {registry.actor}")
+    else:
+        decision = Decision("rollback", f"rejected by {registry.actor}")
+    return finish(registry, now or datetime.now(UTC), record, decision)

@@ -94,6 +94,13 @@ def list_for(conn: Connection, model: str, limit: int = 50) -> list[PipelineReco
     return [_record(r) for r in rows]
 
 
+def awaiting_approval(conn: Connection, model: str | None = None) -> list[PipelineRecord]:
+    query = select(P).where(P.c.status == "awaiting_approval").order_by(P.c.id.desc()).limit(200)
+    if model is not None:
+        query = query.where(P.c.model_name == model)
+    return [_record(r) for r in conn.execute(query)]
+
+
 def handled_alerts(conn: Connection, model: str) -> set[int]:
     """Alerts some pipeline of `model` was started for (each alert triggers one retrain)."""
     rows = conn.execute(select(P.c.trigger).where(P.c.model_name == model))

@@ -368,8 +368,13 @@ def _specs(raw: Any, source: Path) -> dict[str, RetrainSpec]:
         )
     specs = {}
     for name, body in models.items():
+        if body is not None and not isinstance(body, dict):
+            raise ConfigurationError(f"{source}: model {name!r} must be a mapping of settings")
+        body = {k: v for k, v in (body or {}).items() if k != "kpis"}  # monitoring's, not ours
+        if not body:
+            continue  # a model with KPIs only: nothing to retrain
         try:
-            specs[name] = RetrainSpec(name=name, **(body or {}))
+            specs[name] = RetrainSpec(name=name, **body)
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()

@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.access.api import Caller, Guard
 from shipyard.core.api import GUARDED, JSONRoute, Limit, ModelName, error_responses
 from shipyard.registry import Registry
 from shipyard.retraining import _repository as repo
+from shipyard.retraining._pipeline import decide_by_person
 from shipyard.store import JobQueue
 
 __all__ = ["JobOut", "PipelineOut", "router"]
@@ -33,6 +34,14 @@ class PipelineOut(BaseModel):
 
 class PipelineList(BaseModel):
     pipelines: list[PipelineOut]
+
+
+class PersonsVerdict(BaseModel):
+    """Which candidate a person approves or rejects."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=2**31 - 1, description="the candidate version")
 
 
 class JobOut(BaseModel):
@@ -79,6 +88,36 @@ def router(registry: Registry, guard: Guard) -> APIRouter:
         registry.get_model(name)
         found = registry.database.read(lambda conn: repo.list_for(conn, name, limit))
         return caller.shown({"pipelines": found})  # type: ignore[no-any-return]
+
+    write = guard.require("write")
+
+    @api.post(
+        "/models/{name}/pipelines/approve",
+        response_model=PipelineOut,
+        responses=error_responses(409, 413, 415, 422),
+        summary="Approve a candidate waiting for a person: promote it",
+    )
+    def approve(
+        name: ModelName, body: PersonsVerdict, caller: Annotated[Caller, write]
+    ) -> dict[str, Any]:
+        """The candidate is deployed to all traffic and becomes champion (409 when it is not
+        waiting for approval)."""
+        record = decide_by_person(registry.acting_as(caller.actor), name, body.version, "approve")
+        return caller.shown(record)  # type: ignore[no-any-return]
+
+    @api.post(
+        "/models/{name}/pipelines/reject",
+        response_model=PipelineOut,
+        responses=error_responses(409, 413, 415, 422),
+        summary="Reject a candidate waiting for a person: roll it back",
+    )
+    def reject(
+        name: ModelName, body: PersonsVerdict, caller: Annotated[Caller, write]
+    ) -> dict[str, Any]:
+        """The deployment goes back to the champion alone (409 when the candidate is not
+        waiting for approval)."""
+        record = decide_by_person(registry.acting_as(caller.actor), name, body.version, "reject")
+        return caller.shown(record)  # type: ignore[no-any-return]
 
     @api.get("/jobs", response_model=JobList, summary="Background jobs, newest first")
     def jobs(

@@ -31,6 +31,7 @@ __all__ = [
     "QUEUE_ROWS",
     "RATELIMIT_SHARED",
     "SHADOW_FAILURES",
+    "live_sample",
     "render",
 ]
 
@@ -98,12 +99,65 @@ SHADOW_FAILURES = Counter(
 )
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text of this process, or of every worker in multiprocess mode."""
+def _registry() -> Any:
     if _MULTI:
         from prometheus_client import multiprocess
 
         registry: Any = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        return registry
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of this process, or of every worker in multiprocess mode."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def live_sample() -> list[dict[str, Any]]:
+    """The prediction counters as they stand, per model, version and variant (every worker's
+    in multiprocess mode): requests, errors (5xx) and refusals (4xx), and the latency histogram's cumulative bucket
+    counts. Two samples apart give requests/s, errors and p95 over the time between them."""
+    series: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def entry(labels: dict[str, str]) -> dict[str, Any]:
+        key = (labels["model"], labels["version"], labels["variant"])
+        if key not in series:
+            series[key] = {
+                "model": key[0],
+                "version": int(key[1]) if key[1].isdigit() else key[1],
+                "variant": key[2],
+                "requests": 0.0,
+                "errors": 0.0,
+                "refused": 0.0,
+                "buckets": {},
+            }
+        return series[key]
+
+    for family in _registry().collect():
+        if family.name == "shipyard_predictions":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found = entry(sample.labels)
+                    found["requests"] += sample.value
+                    status = sample.labels.get("status", "")
+                    if status.startswith("5"):
+                        found["errors"] += sample.value
+                    elif status.startswith("4"):
+                        found["refused"] += sample.value
+        elif family.name == "shipyard_prediction_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets = entry(sample.labels)["buckets"]
+                    bound = sample.labels["le"]
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    out = []
+    for found in series.values():
+        found["buckets"] = sorted(
+            ([float(le), count] for le, count in found["buckets"].items()),
+            key=lambda pair: pair[0],
+        )
+        out.append(found)
+    return sorted(out, key=lambda f: (f["model"], str(f["version"]), f["variant"]))
