@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format install dev clean readme
+.PHONY: demo test lint format install dev clean readme ui-assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,20 @@ demo: $(RUN_STAMP)
 	$(BIN)/shipyard demo
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests scripts $(wildcard bench)
+	$(BIN)/ruff format --check src tests scripts $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(DEV_STAMP)
-	$(BIN)/ruff check --fix src tests $(wildcard bench)
-	$(BIN)/ruff format src tests $(wildcard bench)
+	$(BIN)/ruff check --fix src tests scripts $(wildcard bench)
+	$(BIN)/ruff format src tests scripts $(wildcard bench)
+
+# the dashboard's chart library, from the npm registry into the package (committed: installing
+# shipyard needs no npm); SOURCE.json pins the version and the tarball's integrity
+UPLOT := src/shipyard/ui/static/vendor/uplot
+ui-assets: $(RUN_STAMP)
+	$(BIN)/python scripts/ui_assets.py $(UPLOT)
 
 readme: $(DEV_STAMP)
 	$(BIN)/python -m tests.readme

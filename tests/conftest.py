@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +163,40 @@ def champion() -> tuple[Any, pd.DataFrame, float]:
     model = train(history, {"C": 0.5})
     threshold = float(np.quantile(model.predict_proba(history[FEATURES])[:, 1], 0.98))
     return model, history, threshold
+
+
+@dataclass
+class DemoRun:
+    """One `shipyard demo` for the whole session (the demo test reads its story, the browser
+    tests explore what it left behind)."""
+
+    home: Path
+    result: Any
+    text: str
+    monitoring_records: list[logging.LogRecord]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    from rich.console import Console
+
+    from shipyard.demo import run_demo
+
+    home = tmp_path_factory.mktemp("demo") / "demo"
+    out = io.StringIO()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("shipyard.monitoring")
+    handler, level = Keep(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        result = run_demo(home, rows=10_000, requests=40, console=Console(file=out, width=120))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return DemoRun(home, result, out.getvalue(), records)

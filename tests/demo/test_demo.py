@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import logging
-from pathlib import Path
-
 import pytest
-from rich.console import Console
+from tests.conftest import DemoRun
 
-from shipyard.demo import FEATURES, LABEL, run_demo, transactions
+from shipyard.core import Settings
+from shipyard.demo import FEATURES, LABEL, transactions
+from shipyard.monitoring import Monitor
+from shipyard.registry import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +23,10 @@ def test_synthetic_transactions_are_deterministic_and_realistic() -> None:
     assert a.groupby("merchant_category")["transaction_amount"].median()["jewelry"] > 100
 
 
-def test_demo_plays_the_serving_story_end_to_end(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    out = io.StringIO()
-    with caplog.at_level(logging.INFO, logger="shipyard.monitoring"):
-        result = run_demo(
-            tmp_path / "demo", rows=10_000, requests=40, console=Console(file=out, width=120)
-        )
-    text = out.getvalue()
+def test_demo_plays_the_serving_story_end_to_end(demo_run: DemoRun) -> None:
+    result, text = demo_run.result, demo_run.text
     # alerts are told by the story, not as log lines in the middle of it
-    assert not [r for r in caplog.records if r.name.startswith("shipyard.monitoring")]
+    assert not demo_run.monitoring_records
     assert (result.version, result.challenger) == (1, 2)
     assert result.runtime == "onnxruntime"
     assert result.metrics["auc"] > 0.75
@@ -84,3 +76,19 @@ def test_demo_plays_the_serving_story_end_to_end(
     assert month.concept_drift
     assert month.html is not None
     assert month.html.exists()
+    # the dashboard: where to open it and the admin key to sign in with
+    assert "http://127.0.0.1:8000/ui" in text
+    assert result.dashboard_key.startswith("sy_")
+    assert result.dashboard_key in text.replace("\n", "")
+    # the KPIs declared beside the model in the demo's shipyard.yaml are in the last report
+    settings = Settings(home=demo_run.home, database_url=None, artifact_root=None)
+    with Registry.from_settings(settings) as registry:
+        report = Monitor.from_settings(settings, registry).last_snapshot("fraud-detector", "7d")
+    assert report is not None
+    kpis = {k["name"]: k for k in report["versions"][str(loop.champion_after)]["kpis"]}
+    assert set(kpis) == {
+        "fraud_blocked_usd", "fraud_missed_usd", "flagged_for_review", "approval_rate",
+        "false_alarm_rate",
+    }  # fmt: skip
+    assert kpis["fraud_blocked_usd"]["total"] > 0
+    assert 0.5 < kpis["approval_rate"]["total"] < 1

@@ -191,8 +191,11 @@ def worker(
     specs = load_specs(config)
     batch_jobs = load_batch_jobs(config)
     code_dir = (config.parent if config else Path.cwd()).resolve()
+    base = settings(ctx)
+    if config is not None:  # the KPIs beside the models come from the same file
+        base = base.model_copy(update={"config": config})
     with Worker(
-        settings(ctx),
+        base,
         specs=specs,
         batch_jobs=batch_jobs,
         code_dir=code_dir,

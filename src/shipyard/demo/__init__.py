@@ -5,6 +5,7 @@ from __future__ import annotations
 from shipyard.demo._data import CATEGORIES, FEATURES, LABEL, drifting_week, transactions
 from shipyard.demo._loop import SPEC, LoopResult, close_the_loop
 from shipyard.demo._replay import MonthResult, replay_month, replay_weeks
+from shipyard.demo._server import running_server, serve
 from shipyard.demo._story import DemoResult, run_demo
 
 __all__ = [
@@ -20,5 +21,7 @@ __all__ = [
     "replay_month",
     "replay_weeks",
     "run_demo",
+    "running_server",
+    "serve",
     "transactions",
 ]

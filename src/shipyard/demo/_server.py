@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["running_server"]
+__all__ = ["running_server", "serve"]
 
 
 def _free_port() -> int:
@@ -71,3 +71,10 @@ def running_server(home: Path, *, timeout: float = 60.0, **env: str) -> Iterator
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def serve(home: Path, port: int) -> None:
+    """Replace this process with `shipyard server` on the demo's state (until Ctrl-C)."""
+    env = embedded_env(home, SHIPYARD_CONFIG=str(home / "shipyard.yaml"))
+    command = [sys.executable, "-m", "shipyard", "server", "--port", str(port)]
+    os.execvpe(command[0], command, env)

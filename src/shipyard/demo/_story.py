@@ -50,6 +50,18 @@ __all__ = ["DemoResult", "run_demo"]
 
 MODEL = "fraud-detector"
 CANARY_PERCENT = 10.0
+CONFIG = f"""\
+# what the demo declares beside its model; `shipyard server` and the worker read it
+# (SHIPYARD_CONFIG points at this file)
+models:
+  {MODEL}:
+    kpis:
+      fraud_blocked_usd: sum(transaction_amount) where label = 1 and prediction = 1
+      fraud_missed_usd: sum(transaction_amount) where label = 1 and prediction = 0
+      flagged_for_review: count(*) where prediction = 1
+      approval_rate: rate where prediction = 0
+      false_alarm_rate: rate where label = 0 and prediction = 1
+"""
 
 
 @dataclass
@@ -58,6 +70,7 @@ class DemoResult:
 
     version: int = 0
     challenger: int = 0
+    dashboard_key: str = ""
     runtime: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     single_latencies_ms: list[float] = field(default_factory=list)
@@ -104,9 +117,16 @@ def run_demo(
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
+    config = home / "shipyard.yaml"
+    config.write_text(CONFIG)
     # embedded defaults whatever the environment says: the demo never writes to a shared database
     settings = Settings(
-        home=home, database_url=None, artifact_root=None, auto_migrate=True, actor="demo"
+        home=home,
+        database_url=None,
+        artifact_root=None,
+        auto_migrate=True,
+        actor="demo",
+        config=config,
     )
     console.print(Panel.fit(
         "[bold]shipyard demo[/]: a fraud model from training to a guarded, canaried prediction API\n"
@@ -142,6 +162,7 @@ def run_demo(
             "predict", model=MODEL, rate_per_second=5, burst=5, name="partner-sandbox"
         )
         _, ops = keys.create("write", name="ml-ops")
+        _, result.dashboard_key = keys.create("admin", name="dashboard")
     result.version, result.challenger, result.runtime = v1.version, v2.version, v1.runtime
     console.print(
         f"[green]✓[/] registered {v1.ref} ({v1.runtime}) and {v2.ref} ({v2.runtime}) in "
@@ -150,7 +171,10 @@ def run_demo(
     )
 
     with running_server(
-        home, SHIPYARD_LOG_FLUSH_SECONDS="1", SHIPYARD_REFRESH_SECONDS="0.5"
+        home,
+        SHIPYARD_LOG_FLUSH_SECONDS="1",
+        SHIPYARD_REFRESH_SECONDS="0.5",
+        SHIPYARD_CONFIG=str(config),
     ) as url:
         console.print(f"[green]✓[/] server ready on {url} (docs at /docs, metrics at /metrics)")
         with (
@@ -189,6 +213,12 @@ def run_demo(
         )
     serving = result.loop.champion_after if result.loop.champion_after is not None else v1.version
     _summary(console, result, f"{MODEL}:{serving}")
+    console.print(
+        "[bold]the dashboard[/]: `shipyard demo --serve` keeps a server up on the demo's state, "
+        f"or run `SHIPYARD_HOME={home} SHIPYARD_CONFIG={config} shipyard server` and open "
+        "http://127.0.0.1:8000/ui; sign in with the demo's admin key:\n"
+        f"  {result.dashboard_key}"
+    )
     return result
 
 

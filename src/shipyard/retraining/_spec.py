@@ -165,7 +165,8 @@ class RolloutSpec(_Strict):
     )
     approval: Literal["auto", "manual"] = Field(
         default="auto",
-        description="`manual`: a promotion waits for `shipyard approve NAME VERSION`",
+        description="`manual`: a promotion waits for `shipyard approve NAME VERSION` or Approve "
+        "on the dashboard (`shipyard reject NAME VERSION` rolls it back)",
     )
     check_every: str = Field(default="5m", description="how often the worker checks the canary")
 

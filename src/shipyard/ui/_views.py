@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shipyard.access import Caller, KeyStore
-from shipyard.monitoring import AlertManager, Monitor, ReportRecord
+from shipyard.monitoring import AlertManager, Monitor, ReportRecord, parse_window
 from shipyard.registry import ModelVersion, Registry
 from shipyard.retraining import PipelineRecord, pending_approvals, pipeline_history
 from shipyard.tracking import Tracker
@@ -185,14 +185,17 @@ class Views:
     # -- monitoring ---------------------------------------------------------------------------------
 
     def monitoring(
-        self, name: str, window: str | None, periods: int, version: int | None
+        self, name: str, window: str | None, periods: int | None, version: int | None
     ) -> dict[str, Any]:
         """The production monitoring page: the newest snapshot of `window` (of any window when
-        None), or a report computed now when none is stored."""
+        None) when it covers `periods` windows (any number when None), else a report computed
+        now and not stored."""
         report = self.monitor.last_snapshot(name, window)
+        if report is not None and periods is not None and _windows_in(report) != periods:
+            report = None
         stored = report is not None
         if report is None:
-            report = self.compute(name, window or "1d", periods)
+            report = self.compute(name, window or "1d", periods or 7)
         versions = sorted(report["versions"], key=int, reverse=True)
         chosen = str(version) if version is not None and str(version) in versions else None
         if chosen is None and versions:
@@ -205,12 +208,15 @@ class Views:
             "report": report,
             "stored": stored,
             "window": report["window"],
+            "periods": _windows_in(report),
             "versions": versions,
             "version": chosen,
             "summary": summary,
             "performance": _performance(summary) if summary else [],
             "series": _series(summary) if summary else {},
             "drift": _drift(summary) if summary else [],
+            "missing": _missing(summary) if summary else None,
+            "variants": _variants(summary) if summary else [],
             "alerts": _unique_alerts([*self.alerts.alerts(name, "firing", 20), *report["alerts"]]),
             "kpis": summary.get("kpis", []) if summary else [],
         }
@@ -287,6 +293,41 @@ def _curve_chart(key: str, runs: dict[str, list[list[float]]]) -> dict[str, Any]
         "y_label": key,
         "series": series,
     }
+
+
+def _windows_in(report: ReportRecord) -> int:
+    """How many windows a report covers."""
+    period = report["period"]
+    start, end = (datetime.fromisoformat(str(period[k])) for k in ("start", "end"))
+    step = parse_window(report["window"])
+    return max(1, round((end - start) / step))
+
+
+def _missing(summary: Any) -> dict[str, Any]:
+    """The missing-feature rate of the last window: over every feature, and the worst one."""
+    rates = {
+        name: q["missing_rate"]
+        for name, q in summary.get("quality", {}).items()
+        if q.get("missing_rate") is not None
+    }
+    if not rates:
+        return {"mean": None, "worst": None, "worst_rate": None}
+    worst = max(rates, key=lambda k: rates[k])
+    return {"mean": sum(rates.values()) / len(rates), "worst": worst, "worst_rate": rates[worst]}
+
+
+def _variants(summary: Any) -> list[dict[str, Any]]:
+    """Each variant's last window (canary, A/B arms and primary apart)."""
+    rows = summary.get("by_variant", [])
+    if not rows:
+        return []
+    last = max(str(r.get("window_start")) for r in rows)
+    keys = ("volume", "accuracy", "mae", "latency_p95", "error_rate", "labelled")
+    return [
+        {"variant": r.get("variant"), **{k: r.get(k) for k in keys}}
+        for r in rows
+        if str(r.get("window_start")) == last
+    ]
 
 
 def _unique_alerts(alerts: list[Any]) -> list[Any]:

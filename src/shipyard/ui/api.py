@@ -342,7 +342,7 @@ def router(
         name: ModelName,
         caller: Annotated[Caller, read],
         window: Annotated[str | None, Query(max_length=16, pattern=_WINDOW)] = None,
-        periods: Annotated[int, Query(ge=1, le=90)] = 7,
+        periods: Annotated[int | None, Query(ge=1, le=90)] = None,
         version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> HTMLResponse:
         found = await in_thread(
@@ -350,8 +350,7 @@ def router(
         )
         may_write = caller.key.allows(frozenset({"write"}), name)
         return _page(
-            "monitoring.html.j2",
-            **context(request, "models", periods=periods, may_write=may_write, **found),
+            "monitoring.html.j2", **context(request, "models", may_write=may_write, **found)
         )
 
     @api.post("/models/{name}/monitoring")
@@ -448,6 +447,13 @@ def router(
         return JSONBytes(
             {"at": time.time(), "series": series}, headers={"Cache-Control": "no-store"}
         )
+
+    @api.get("/api/models/{name}/deployment")
+    async def deployment(name: ModelName, caller: Annotated[Caller, read]) -> JSONBytes:
+        """The model's traffic split as it stands (the model page watches it)."""
+        found = await in_thread(lambda: registry.deployment(name))
+        body = {"variants": [], "revision": None} if found is None else found.to_dict()
+        return JSONBytes(body, headers={"Cache-Control": "no-store"})
 
     # -- keys -------------------------------------------------------------------------------------
 

@@ -211,7 +211,65 @@
     setInterval(tick, every);
   }
 
+  // the traffic split of a model, kept current while the page is open
+  function watchSplit(box) {
+    async function tick() {
+      let deployment;
+      try {
+        const response = await fetch(box.dataset.watch, { credentials: "same-origin", headers: { Accept: "application/json" } });
+        if (!response.ok) return;
+        deployment = await response.json();
+      } catch (error) {
+        return;
+      }
+      const shown = JSON.stringify(deployment.variants);
+      if (box.dataset.shown === shown) return;
+      box.dataset.shown = shown;
+      box.textContent = "";
+      if (!deployment.variants.length) {
+        const none = document.createElement("span");
+        none.className = "muted";
+        none.textContent = deployment.revision == null ? "not deployed" : "stopped";
+        box.appendChild(none);
+        return;
+      }
+      const list = document.createElement("ul");
+      list.className = "split";
+      list.dataset.split = "";
+      for (const v of deployment.variants) {
+        const item = document.createElement("li");
+        const version = document.createElement("span");
+        version.className = "ver";
+        version.textContent = "v" + v.version;
+        const role = document.createElement("span");
+        role.className = "role";
+        role.textContent = v.role;
+        item.append(version, " ", role, " ");
+        if (v.role !== "shadow") {
+          const bar = document.createElement("progress");
+          bar.max = 100;
+          bar.value = v.weight;
+          bar.setAttribute("aria-label", "share of v" + v.version);
+          const share = document.createElement("span");
+          share.className = "share";
+          share.dataset.share = String(v.version);
+          share.textContent = Number(v.weight.toPrecision(3)) + "%";
+          item.append(bar, " ", share);
+        } else {
+          const copy = document.createElement("span");
+          copy.className = "muted";
+          copy.textContent = "copy of traffic";
+          item.append(copy);
+        }
+        list.appendChild(item);
+      }
+      box.appendChild(list);
+    }
+    setInterval(tick, 2000);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-watch]").forEach(watchSplit);
     const toggle = document.querySelector("[data-theme-toggle]");
     if (toggle) toggle.addEventListener("click", () => {
       const dark = root.dataset.theme ? root.dataset.theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
