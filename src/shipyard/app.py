@@ -133,7 +133,10 @@ def build_services(settings: Settings) -> Services:
         tracker,
         features,
         Sessions(
-            auth, lifetime_seconds=settings.session_hours * 3600, secret=settings.session_secret
+            auth,
+            settings.session_secret,
+            secret_file=settings.home / "session.secret",
+            lifetime_seconds=settings.session_hours * 3600,
         ),
     )
 
@@ -434,6 +437,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning(
                 "AUTHENTICATION IS OFF (SHIPYARD_AUTH=off): anyone who can reach this server can "
                 "score, read and change every model; never run it like this in production"
+            )
+        shared_database = not settings.resolved_database_url.startswith("sqlite")
+        if settings.auth == "on" and settings.session_secret is None and shared_database:
+            log.warning(
+                "SHIPYARD_SESSION_SECRET is not set: dashboard sessions are signed with a secret "
+                "kept in %s, so a session signed in on this machine is not valid on another "
+                "replica; set the same secret on every replica",
+                settings.home / "session.secret",
             )
         if services.limiter.shared is None and os.environ.get("SHIPYARD_WORKERS", "1") != "1":
             log.warning(

@@ -374,6 +374,8 @@ def test_a_kpi_over_a_feature_the_model_does_not_log_says_so(
         ("sum(*)", "only count takes"),
         ("sum(amount) where merchant > 'a'", "text compares"),
         ("sum(amount) where", "ends too early"),
+        ("sum(", "ends too early"),
+        ("count(", "ends too early"),
         ("sum(amount) where x = y", "compare x with"),
         ('sum("amount")', "unexpected"),
     ],

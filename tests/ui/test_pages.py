@@ -328,7 +328,7 @@ def test_bad_forms_are_refused_with_a_reason(app: TestClient, served: Settings) 
     token_ = csrf(page)
     cases = [
         ({"csrf": token_, "scope": "root"}, 400, "scope"),
-        ({"csrf": token_, "scope": "read", "rate": "fast"}, 422, "rate"),
+        ({"csrf": token_, "scope": "read", "rate": "fast"}, 400, "rate"),
         ({"csrf": token_, "scope": "read", "model": "../x"}, 400, "model"),
         ({"csrf": token_, "scope": "read", "extra": "1"}, 400, "extra"),
     ]
@@ -361,3 +361,70 @@ def test_with_authentication_off_the_pages_say_so(
             client.post("/ui/models/fraud-detector/monitoring", data={"window": "1d"}).status_code
             == 403
         )
+
+
+def test_signing_out_ends_a_copied_session_cookie_too(app: TestClient, served: Settings) -> None:
+    sign_in(app, token(served, "read"))
+    copied = app.cookies[SESSION_COOKIE]
+    page = app.get("/ui/models").text
+    app.post("/ui/logout", data={"csrf": csrf(page)})
+    app.cookies.set(SESSION_COOKIE, copied, path="/ui")
+    answer = app.get("/ui/models")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/ui/login")
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status"),
+    [
+        ({"csrf": "\u00e9" * 10, "scope": "read"}, {}, 400),
+        ({"scope": "read"}, {"Origin": "http://[x"}, 403),
+        ({"scope": "read"}, {"Referer": "http://[::1"}, 403),
+        ({"scope": "read", "rate": "99999999999999999999999999/s"}, {}, 400),
+        ({"scope": "read", "rate": "999999999/s"}, {}, 422),
+    ],
+)
+def test_hostile_forms_get_a_4xx_never_a_5xx(
+    app: TestClient,
+    served: Settings,
+    data: dict[str, str],
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    sign_in(app, token(served, "admin"))
+    form = {"csrf": csrf(app.get("/ui/keys").text), **data}
+    answer = app.post("/ui/keys", data=form, headers=headers)
+    assert answer.status_code == status, answer.text[:400]
+
+
+def test_a_malformed_origin_on_sign_in_is_refused(app: TestClient, served: Settings) -> None:
+    answer = app.post(
+        "/ui/login", data={"key": token(served, "read")}, headers={"Origin": "http://[x"}
+    )
+    assert answer.status_code == 403
+
+
+def test_two_decisions_at_once_make_one_change(app: TestClient, served: Settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipyard.core import errors as e
+    from shipyard.retraining import decide_by_person
+
+    _awaiting_approval(served)
+    with Registry.from_settings(served) as registry:
+
+        def decide(verdict: str) -> str:
+            try:
+                decide_by_person(registry, "fraud-detector", 2, verdict)  # type: ignore[arg-type]
+            except e.Conflict:
+                return "conflict"
+            return verdict
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(decide, ["approve", "reject"]))
+        deployment = registry.deployment("fraud-detector")
+    assert len([o for o in outcomes if o != "conflict"]) == 1, outcomes
+    assert deployment is not None
+    won = next(o for o in outcomes if o != "conflict")
+    expected = [(2, 100.0)] if won == "approve" else [(1, 100.0)]
+    assert [(v.version, v.weight) for v in deployment.live] == expected

@@ -143,10 +143,24 @@ class Authenticator:
             return None
         return _verdict(entry, secret)
 
+    def reload(self, key_id: str) -> None:
+        """Re-read one key into the snapshot now (blocking): a change this server made itself
+        (signing a key out) applies here at once, elsewhere at the next refresh."""
+        if self.keys is None or not self.use_snapshot:
+            return
+        found = self.keys.lookup(key_id)
+        with self._lock:
+            if found is not None and key_id in self._snapshot:
+                self._snapshot = {**self._snapshot, key_id: found}
+
+    def in_snapshot(self, key_id: str) -> bool:
+        """Whether `key_id` is known without asking the database."""
+        return key_id in self._snapshot
+
     def entry(self, key_id: str) -> tuple[ApiKey, str] | None:
         """A key and its secret's SHA-256 by id (blocking: a key newer than the snapshot is
-        read from the database), revoked or not; None when no such key exists. What signs and
-        checks browser sessions."""
+        read from the database once, a miss remembered until the next refresh), revoked or
+        not; None when no such key exists. What signs and checks browser sessions."""
         if self.keys is None:
             return None
         if self.use_snapshot:
@@ -154,10 +168,18 @@ class Authenticator:
             found = self._snapshot.get(key_id)
             if found is not None:
                 return found
+            if key_id in self._unknown:
+                return None
         try:
-            return self.keys.lookup(key_id)
+            found = self.keys.lookup(key_id)
         except DatabaseUnavailable:
             return None
+        with self._lock:
+            if found is None and self.use_snapshot:
+                self._unknown[key_id] = None
+                while len(self._unknown) > MAX_REMEMBERED:
+                    self._unknown.popitem(last=False)
+        return found
 
     def lookup(self, token: str) -> ApiKey:
         """Check a key newer than the snapshot against the database (blocking).

@@ -50,6 +50,8 @@ class ApiKey:
     revoked_at: datetime | None = None
     feature_views: tuple[str, ...] | None = None
     """The feature views the key may read (None: every view)."""
+    sessions_after: datetime | None = None
+    """Dashboard sessions of this key issued before this moment are over (signed out)."""
 
     @property
     def active(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
 from shipyard.access import _repository as repo
 from shipyard.access._keys import (
@@ -146,6 +147,13 @@ class KeyStore:
                     {"key": key_id, "scope": target.scope, "name": target.name},
                 )  # fmt: skip
         return self.get(key_id)
+
+    def end_sessions(self, key_id: str, at: datetime) -> None:
+        """Sign `key_id` out of the dashboard: its sessions issued before `at` are over on
+        every server from its next refresh of the keys."""
+        with self.database.transaction() as conn:
+            repo.end_sessions(conn, key_id, at)
+            record_audit(conn, self.actor, "key.signed_out", None, None, {"key": key_id})
 
     def verify(self, token: str) -> ApiKey:
         """The active key a presented token belongs to; `Unauthenticated` otherwise."""

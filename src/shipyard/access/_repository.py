@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from shipyard.access._keys import ApiKey
 from shipyard.store import tables, utcnow
 
-__all__ = ["all_keys", "get_key", "insert_key", "list_keys", "revoke_key"]
+__all__ = ["all_keys", "end_sessions", "get_key", "insert_key", "list_keys", "revoke_key"]
 
 K = tables.api_keys
 
@@ -35,6 +35,7 @@ def _key(row: Row[Any]) -> ApiKey:
         created_by=row.created_by,
         revoked_at=_aware(row.revoked_at),
         feature_views=tuple(row.feature_views) if row.feature_views is not None else None,
+        sessions_after=_aware(row.sessions_after),
     )
 
 
@@ -81,3 +82,8 @@ def revoke_key(conn: Connection, key_id: str, actor: str) -> bool:
         .values(revoked_at=utcnow(), revoked_by=actor)
     )
     return bool(result.rowcount)
+
+
+def end_sessions(conn: Connection, key_id: str, at: datetime) -> None:
+    """Every dashboard session of `key_id` issued before `at` is over."""
+    conn.execute(update(K).where(K.c.id == key_id).values(sessions_after=at))

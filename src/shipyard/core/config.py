@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     )
     session_secret: str | None = Field(
         default=None,
-        description="mixed into dashboard session signatures (the same on every replica); "
-        "sessions are otherwise signed with the signed-in key's stored digest alone",
+        description="signs dashboard sessions; set the same value (16+ characters) on every "
+        "replica; default: a random one kept in $SHIPYARD_HOME/session.secret",
     )
     max_cold_versions: int = Field(
         default=4,

@@ -28,10 +28,12 @@ if TYPE_CHECKING:
     from shipyard.monitoring._monitor import Monitor
     from shipyard.monitoring._offload import ReportProcess
     from shipyard.monitoring._report import MonitoringReport, ReportRecord, VersionSummary, Window
+    from shipyard.monitoring._windows import MAX_PERIODS
 
 __all__ = [
     "DEFAULT_TARGETS",
     "DEFAULT_THRESHOLDS",
+    "MAX_PERIODS",
     "METHODS",
     "SEVERITIES",
     "AlertManager",
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "MAX_PERIODS": "shipyard.monitoring._windows",
     "SEVERITIES": "shipyard.monitoring._alerts",
     "AlertManager": "shipyard.monitoring._alerts",
     "render_html": "shipyard.monitoring._html",

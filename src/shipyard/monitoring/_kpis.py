@@ -118,7 +118,7 @@ def parse_kpi(name: str, expression: str) -> Kpi:
     column: str | None = None
     if function != "rate":
         take("punct", "(")
-        if tokens[at] == ("punct", "*"):
+        if at < len(tokens) and tokens[at] == ("punct", "*"):
             take()
             if function != "count":
                 raise InvalidInput(f"KPI {expression!r}: only count takes *; {_HELP}")

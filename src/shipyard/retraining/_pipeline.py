@@ -485,16 +485,38 @@ def finish(
     assert candidate is not None  # only a canary or an approval finishes
     name = record["model"]
     status: PipelineStatus
-    if decision.verdict == "promote":
-        deployment = registry.deploy(name, candidate, reason=f"pipeline {record['id']}: promoted")
-        registry.set_alias(name, candidate, "champion")
-        status, step = "promoted", "promote"
-    else:
-        deployment = registry.rollback(name, reason=f"pipeline {record['id']}: {decision.reason}")
-        status, step = "rolled_back", "rollback"
-    record["status"] = status
+    status, step = (
+        ("promoted", "promote") if decision.verdict == "promote" else ("rolled_back", "rollback")
+    )
     with registry.database.transaction() as conn:
-        repo.save(conn, record)
+        # the worker's decision and a person's (or two people's) may come at once: one wins
+        if not repo.claim(conn, record["id"], ("canary", "awaiting_approval"), status):
+            raise Conflict(
+                f"pipeline {record['id']} of {name} was decided meanwhile (shipyard history {name})"
+            )
+    record["status"] = status
+    try:
+        if decision.verdict == "promote":
+            deployment = registry.deploy(
+                name, candidate, reason=f"pipeline {record['id']}: promoted"
+            )
+            registry.set_alias(name, candidate, "champion")
+        else:
+            deployment = registry.rollback(
+                name, reason=f"pipeline {record['id']}: {decision.reason}"
+            )
+    except Exception as error:
+        record["status"] = "failed"
+        add_step(
+            registry,
+            now,
+            record,
+            step,
+            "failed",
+            {"reason": decision.reason, "error": str(error)[:500]},
+            candidate,
+        )
+        raise
     add_step(
         registry,
         now,
@@ -525,8 +547,9 @@ def decide_by_person(
     *,
     now: datetime | None = None,
 ) -> PipelineRecord:
-    """A person's answer for candidate `version` of `name`: approve promotes it, reject rolls
-    it back. Recorded as by `registry.actor`. `Conflict` when it is not waiting for one."""
+    """A person's answer for candidate `version` of `name`, waiting for approval or still in
+    its canary: approve promotes it, reject rolls it back. Recorded as by `registry.actor`.
+    `Conflict` when it is neither (or was decided meanwhile)."""
     with registry.database.transaction() as conn:
         record = repo.latest(conn, name, ("awaiting_approval", "canary"))
     if record is None or record["candidate_version"] != version:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from shipyard.retraining._records import ACTIVE, PipelineRecord, Trigger
 from shipyard.store import tables, utcnow
 
-__all__ = ["ACTIVE", "count_since", "create", "get", "latest", "list_for", "save"]
+__all__ = ["ACTIVE", "claim", "count_since", "create", "get", "latest", "list_for", "save"]
 
 P = tables.pipelines
 
@@ -75,6 +75,17 @@ def save(conn: Connection, record: PipelineRecord) -> None:
             updated_at=utcnow(),
         )
     )
+
+
+def claim(conn: Connection, pipeline_id: int, statuses: tuple[str, ...], status: str) -> bool:
+    """Move the pipeline to `status` if it is in one of `statuses` now; False when another
+    process moved it first (one decision per pipeline, whoever asks at the same time)."""
+    result = conn.execute(
+        update(P)
+        .where(P.c.id == pipeline_id, P.c.status.in_(statuses))
+        .values(status=status, updated_at=utcnow())
+    )
+    return bool(result.rowcount)
 
 
 def latest(

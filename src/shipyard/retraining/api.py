@@ -100,8 +100,8 @@ def router(registry: Registry, guard: Guard) -> APIRouter:
     def approve(
         name: ModelName, body: PersonsVerdict, caller: Annotated[Caller, write]
     ) -> dict[str, Any]:
-        """The candidate is deployed to all traffic and becomes champion (409 when it is not
-        waiting for approval)."""
+        """The candidate, waiting for approval or still in its canary, is deployed to all
+        traffic and becomes champion (409 when it is neither, or was decided meanwhile)."""
         record = decide_by_person(registry.acting_as(caller.actor), name, body.version, "approve")
         return caller.shown(record)  # type: ignore[no-any-return]
 
@@ -114,8 +114,8 @@ def router(registry: Registry, guard: Guard) -> APIRouter:
     def reject(
         name: ModelName, body: PersonsVerdict, caller: Annotated[Caller, write]
     ) -> dict[str, Any]:
-        """The deployment goes back to the champion alone (409 when the candidate is not
-        waiting for approval)."""
+        """The candidate, waiting for approval or still in its canary, is rolled back: the
+        deployment goes back to the champion alone (409 when it is neither)."""
         record = decide_by_person(registry.acting_as(caller.actor), name, body.version, "reject")
         return caller.shown(record)  # type: ignore[no-any-return]
 

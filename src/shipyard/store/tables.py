@@ -160,6 +160,8 @@ api_keys = Table(
     Column("revoked_by", String(256), nullable=True),
     # the feature views the key may read (None: every view its scope allows)
     Column("feature_views", Json, nullable=True),
+    # dashboard sessions of this key issued before this moment are over (signing out)
+    Column("sessions_after", Timestamp, nullable=True),
 )
 
 monitoring_snapshots = Table(

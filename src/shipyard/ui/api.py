@@ -15,9 +15,9 @@ bounded in size), carries the session's CSRF token, and must come from this serv
 import hashlib
 import hmac
 import pathlib
-import secrets
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
@@ -27,11 +27,20 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shipyard.access import ANONYMOUS, SESSION_COOKIE, Caller, KeyStore, Sessions, parse_rate
+from shipyard.access import (
+    ANONYMOUS,
+    SESSION_COOKIE,
+    ApiKey,
+    Caller,
+    KeyStore,
+    Sessions,
+    client_key,
+    parse_rate,
+)
 from shipyard.access.api import Guard
 from shipyard.core import errors as e
 from shipyard.core.api import JSONBytes, ModelName
-from shipyard.monitoring import ReportProcess
+from shipyard.monitoring import MAX_PERIODS, ReportProcess
 from shipyard.registry import Registry
 from shipyard.retraining import decide_by_person
 from shipyard.serving import metrics as m
@@ -62,6 +71,8 @@ _FLASH = {
 _WINDOW = r"^\s*\d{1,7}\s*[mhdwMHDW]\s*$"
 _MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_RATE = r"^\s*\d{1,9}(\.\d{1,6})?\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$"
+MAX_RATE = 1_000_000.0  # requests per second, as /v1/keys allows
 
 Form = TypeVar("Form", bound=BaseModel)
 
@@ -77,7 +88,7 @@ def static_dir() -> pathlib.Path:
 class _Posted(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    csrf: str = Field(default="", max_length=128)
+    csrf: str = Field(default="", max_length=128, pattern=r"^[A-Za-z0-9_-]*$")
 
 
 class SignIn(BaseModel):
@@ -94,14 +105,14 @@ class Decide(_Posted):
 
 class RunMonitoring(_Posted):
     window: str = Field(default="1d", max_length=16, pattern=_WINDOW)
-    periods: int = Field(default=7, ge=1, le=90)
+    periods: int = Field(default=7, ge=1, le=MAX_PERIODS)
 
 
 class NewKeyForm(_Posted):
     name: str = Field(default="", max_length=256, pattern=_PRINTABLE)
     scope: Literal["predict", "read", "write", "admin"]
     model: str = Field(default="", max_length=128, pattern=r"^$|" + _MODEL)
-    rate: str = Field(default="", max_length=32)
+    rate: str = Field(default="", max_length=32, pattern=r"^$|" + _RATE)
 
 
 async def _form(request: Request, model: type[Form]) -> Form:
@@ -137,7 +148,11 @@ def _same_origin(request: Request) -> None:
     if origin is None:
         return  # not a browser (curl, a test client): CSRF needs a browser carrying the cookie
     host = request.headers.get("host", "")
-    if origin == "null" or urlsplit(origin).netloc != host:
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        netloc = None
+    if origin == "null" or netloc != host:
         raise e.Forbidden("this form must be sent from the dashboard's own pages")
 
 
@@ -169,12 +184,12 @@ def error_page(request: Request, error: e.ShipyardError, status: int) -> Respons
     the error on a page (JSON under `/ui/api`)."""
     if isinstance(error, e.Unauthenticated) and request.method in ("GET", "HEAD"):
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        response = _see(f"/ui/login?next={target}")
+        response = _see(f"/ui/login?next={target}" if len(target) <= 500 else "/ui/login")
         if request.cookies.get(SESSION_COOKIE):
             response.delete_cookie(SESSION_COOKIE, path="/ui")
         return response
     titles = {401: "Sign in needed", 403: "Not allowed", 404: "Not found", 409: "Conflict"}
-    return _page(
+    page = _page(
         "error.html.j2",
         status,
         status=status,
@@ -186,6 +201,10 @@ def error_page(request: Request, error: e.ShipyardError, status: int) -> Respons
         flash=None,
         section="",
     )
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        page.headers["Retry-After"] = str(max(1, round(retry_after)))
+    return page
 
 
 def router(
@@ -199,13 +218,26 @@ def router(
     """The dashboard over the server's services."""
     api = APIRouter(prefix="/ui", include_in_schema=False)
     auth_off = not guard.auth.enabled
-    anonymous_secret = secrets.token_bytes(32)  # CSRF tokens while authentication is off
 
     def csrf_of(request: Request) -> str:
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        if auth_off:
-            return hmac.new(anonymous_secret, b"csrf", hashlib.sha256).hexdigest()
-        return sessions.csrf_token(cookie)
+        if auth_off:  # no session: one token per server (every worker derives the same)
+            return hmac.new(sessions.secret, b"csrf.anonymous", hashlib.sha256).hexdigest()
+        return sessions.csrf_token(request.cookies.get(SESSION_COOKIE, ""))
+
+    def session_key(request: Request) -> ApiKey:
+        """The key of the request's session; an unknown key id counts as a failed sign-in
+        (budgeted per client, like bad API keys) before the database is asked about it."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        client = client_key(request.client.host if request.client is not None else None)
+        key_id = sessions.key_id(cookie)
+        if key_id is not None and not guard.auth.in_snapshot(key_id):
+            guard.throttle.check(client)
+        try:
+            return sessions.key_of(cookie)
+        except e.Unauthenticated:
+            if cookie:
+                guard.throttle.failed(client)
+            raise
 
     def page(*scopes: str) -> Any:
         """The authorisation step of a page: the session's key, with one of `scopes`, bound
@@ -216,8 +248,7 @@ def router(
             if auth_off:
                 key = ANONYMOUS
             else:
-                cookie = request.cookies.get(SESSION_COOKIE)
-                key = await anyio.to_thread.run_sync(sessions.key_of, cookie)
+                key = await anyio.to_thread.run_sync(session_key, request)
             request.state.key = key
             caller = await guard.admit(key, needed, [request.path_params.get("name")])
             request.state.caller = caller
@@ -226,14 +257,16 @@ def router(
 
         return Depends(authorized)
 
-    def checked(request: Request, posted: _Posted) -> None:
+    async def checked(request: Request, posted: _Posted) -> None:
+        """A form from this server's pages, with its session's CSRF token."""
         _same_origin(request)
         if auth_off:
-            expected = csrf_of(request)
-            if not hmac.compare_digest(expected, posted.csrf):
+            expected = await anyio.to_thread.run_sync(csrf_of, request)
+            if not posted.csrf or not hmac.compare_digest(expected.encode(), posted.csrf.encode()):
                 raise e.Forbidden("the form's security token is missing; reload the page")
             return
-        sessions.check_csrf(request.cookies.get(SESSION_COOKIE, ""), posted.csrf)
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        await anyio.to_thread.run_sync(sessions.check_csrf, cookie, posted.csrf)
 
     def context(request: Request, section: str, **values: Any) -> dict[str, Any]:
         flash = _FLASH.get(request.query_params.get("flash", ""))
@@ -270,7 +303,7 @@ def router(
             return _see(target)
         host = request.client.host if request.client is not None else None
         try:
-            key = await guard.authenticate(f"Bearer {form.key}", None, _client(host))
+            key = await guard.authenticate(f"Bearer {form.key}", None, client_key(host))
             key.check(frozenset({"read"}))
             cookie = await anyio.to_thread.run_sync(sessions.sign_in, key, form.key)
         except (e.Unauthenticated, e.Forbidden) as error:
@@ -300,7 +333,13 @@ def router(
 
     @api.post("/logout")
     async def logout(request: Request, caller: Annotated[Caller, read]) -> Response:
-        checked(request, await _form(request, _Posted))
+        """Signs the key out everywhere: its sessions issued until now end on every server
+        (from their next refresh of the keys), not only this browser's."""
+        await checked(request, await _form(request, _Posted))
+        if not auth_off:
+            ended = datetime.now(UTC)
+            await in_thread(lambda: keys.acting_as(caller.actor).end_sessions(caller.key.id, ended))
+            await in_thread(lambda: guard.auth.reload(caller.key.id))  # this server: at once
         response = _see("/ui/login")
         response.delete_cookie(SESSION_COOKIE, path="/ui")
         return response
@@ -320,7 +359,7 @@ def router(
     async def model(
         request: Request, name: ModelName, caller: Annotated[Caller, read]
     ) -> HTMLResponse:
-        found = await in_thread(lambda: views.model(name, caller))
+        found = caller.shown(await in_thread(lambda: views.model(name, caller)))
         return _page("model.html.j2", **context(request, "models", **found))
 
     @api.get("/models/{name}/compare")
@@ -331,7 +370,7 @@ def router(
         a: Annotated[int, Query(ge=1, le=2**31 - 1)],
         b: Annotated[int, Query(ge=1, le=2**31 - 1)],
     ) -> HTMLResponse:
-        found = await in_thread(lambda: views.compare(name, a, b, caller))
+        found = caller.shown(await in_thread(lambda: views.compare(name, a, b, caller)))
         return _page("compare.html.j2", **context(request, "models", **found))
 
     # -- monitoring -------------------------------------------------------------------------------
@@ -342,7 +381,7 @@ def router(
         name: ModelName,
         caller: Annotated[Caller, read],
         window: Annotated[str | None, Query(max_length=16, pattern=_WINDOW)] = None,
-        periods: Annotated[int | None, Query(ge=1, le=90)] = None,
+        periods: Annotated[int | None, Query(ge=1, le=MAX_PERIODS)] = None,
         version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> HTMLResponse:
         found = await in_thread(
@@ -358,7 +397,7 @@ def router(
         request: Request, name: ModelName, caller: Annotated[Caller, write]
     ) -> Response:
         form = await _form(request, RunMonitoring)
-        checked(request, form)
+        await checked(request, form)
         window = form.window.strip()
         await in_thread(
             lambda: reports.report(name, window, form.periods, record=True, actor=caller.actor)
@@ -374,7 +413,7 @@ def router(
     async def retraining(
         request: Request, name: ModelName, caller: Annotated[Caller, read]
     ) -> HTMLResponse:
-        found = await in_thread(lambda: views.retraining(name, caller))
+        found = caller.shown(await in_thread(lambda: views.retraining(name, caller)))
         may_write = caller.key.allows(frozenset({"write"}), name)
         return _page(
             "retraining.html.j2", **context(request, "models", may_write=may_write, **found)
@@ -385,7 +424,7 @@ def router(
         request: Request, name: ModelName, caller: Annotated[Caller, write]
     ) -> Response:
         form = await _form(request, Decide)
-        checked(request, form)
+        await checked(request, form)
         acting = registry.acting_as(caller.actor)
         await in_thread(lambda: decide_by_person(acting, name, form.version, form.verdict))
         flash = "approved" if form.verdict == "approve" else "rejected"
@@ -400,7 +439,7 @@ def router(
         experiment: Annotated[str, Query(max_length=256)] = "",
         q: Annotated[str, Query(max_length=100)] = "",
     ) -> HTMLResponse:
-        found = await in_thread(lambda: views.runs(experiment or None, caller))
+        found = caller.shown(await in_thread(lambda: views.runs(experiment or None, caller)))
         if q:
             needle = q.lower()
             found["runs"] = [
@@ -419,7 +458,7 @@ def router(
             Query(min_length=1, max_length=10),
         ],
     ) -> HTMLResponse:
-        found = await in_thread(lambda: views.compare_runs(run, caller))
+        found = caller.shown(await in_thread(lambda: views.compare_runs(run, caller)))
         return _page(
             "runs_compare.html.j2",
             **context(request, "runs", compared=found, records=found["records"]),
@@ -480,8 +519,10 @@ def router(
     @api.post("/keys")
     async def keys_create(request: Request, caller: Annotated[Caller, admin]) -> HTMLResponse:
         form = await _form(request, NewKeyForm)
-        checked(request, form)
+        await checked(request, form)
         rate = parse_rate(form.rate) if form.rate else None
+        if rate is not None and not 0 < rate <= MAX_RATE:
+            raise e.InvalidInput(f"rate: at most {MAX_RATE:,.0f} requests per second, above 0")
 
         def create() -> HTMLResponse:
             _, token = keys.acting_as(caller.actor).create(
@@ -501,14 +542,8 @@ def router(
         key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
         caller: Annotated[Caller, admin],
     ) -> Response:
-        checked(request, await _form(request, _Posted))
+        await checked(request, await _form(request, _Posted))
         await in_thread(lambda: keys.acting_as(caller.actor).revoke(key_id, by=caller.key))
         return _see("/ui/keys?flash=revoked")
 
     return api
-
-
-def _client(host: str | None) -> str:
-    from shipyard.access import client_key
-
-    return client_key(host)

@@ -102,9 +102,9 @@
     if (total <= 0) return null;
     const want = q * total;
     let lastLe = 0, lastCount = 0;
-    for (const [le, count] of diff) {
+    for (const [le, count] of diff) {  // le: the bucket's upper bound in seconds
       if (count >= want) {
-        if (!isFinite(le)) return lastLe * 1000;
+        if (le === null || !isFinite(le)) return lastLe * 1000;  // +Inf arrives as null
         const span = count - lastCount;
         const frac = span > 0 ? (want - lastCount) / span : 1;
         return (lastLe + (le - lastLe) * frac) * 1000;
