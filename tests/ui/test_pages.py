@@ -6,6 +6,7 @@ that need their session's CSRF token, and hostile input answered with a page, ne
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -428,3 +429,41 @@ def test_two_decisions_at_once_make_one_change(app: TestClient, served: Settings
     won = next(o for o in outcomes if o != "conflict")
     expected = [(2, 100.0)] if won == "approve" else [(1, 100.0)]
     assert [(v.version, v.weight) for v in deployment.live] == expected
+
+
+def test_runs_filter_and_compare_with_their_metric_curves(
+    app: TestClient, served: Settings
+) -> None:
+    from shipyard.tracking import Tracker
+
+    with Registry.from_settings(served) as registry:
+        tracker = Tracker(registry.database, registry.artifacts, actor="tests")
+        ids = []
+        for c in (0.1, 1.0):
+            with tracker.start_run("fraud", name=f"lr-c{c}") as run:
+                run.log_params({"C": c, "max_iter": 200})
+                for step in range(5):
+                    run.log_metric("loss", 1.0 / (step + 1) + c, step=step)
+                run.log_metric("auc", 0.8 + c / 10)
+                ids.append(run.id)
+        with tracker.start_run("other", name="unrelated") as run:
+            run.log_metric("auc", 0.5)
+    sign_in(app, token(served, "read"))
+    listed = app.get("/ui/runs?experiment=fraud").text
+    assert "lr-c0.1" in listed
+    assert "lr-c1.0" in listed
+    assert "unrelated" not in listed
+    assert "lr-c1.0" not in app.get("/ui/runs?q=c0.1").text
+    compared = app.get(f"/ui/runs/compare?run={ids[0]}&run={ids[1]}")
+    assert compared.status_code == 200
+    page = html.unescape(compared.text)
+    assert 'class="differs"><th scope="row">C</th>' in page  # the parameter that differs
+    island = re.search(
+        r'<script type="application/json" id="chart-curve-1">(.*?)</script>', compared.text
+    )
+    assert island is not None
+    chart = json.loads(island.group(1))
+    assert chart["title"] == "loss"
+    assert chart["x"] == [0, 1, 2, 3, 4]
+    assert [s["label"] for s in chart["series"]] == ids
+    assert chart["series"][0]["values"][0] == pytest.approx(1.1)
