@@ -17,17 +17,16 @@ staged chunks.
 
 from __future__ import annotations
 
-import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shipyard.batch._job import DEFAULT_CHUNK_ROWS, BatchResult, score
 from shipyard.core import Settings
 from shipyard.core.errors import ConfigurationError
+from shipyard.core.project import read_project_file
 from shipyard.registry import Registry
 
 __all__ = ["BatchJobSpec", "due_slot", "load_batch_jobs"]
@@ -118,22 +117,8 @@ def due_slot(spec: BatchJobSpec, after: datetime, upto: datetime) -> datetime | 
 def load_batch_jobs(path: Path | None = None) -> dict[str, BatchJobSpec]:
     """The `batch:` jobs of `path` (a shipyard.yaml or pyproject.toml), or of the first of
     `./shipyard.yaml`, `./shipyard.yml`, `./pyproject.toml` ([tool.shipyard]) that exists."""
-    candidates = (
-        [path]
-        if path is not None
-        else [Path("shipyard.yaml"), Path("shipyard.yml"), Path("pyproject.toml")]
-    )
-    for candidate in candidates:
-        if not candidate.exists():
-            continue
-        if candidate.suffix == ".toml":
-            raw = tomllib.loads(candidate.read_text()).get("tool", {}).get("shipyard")
-            if raw is None:
-                continue
-        else:
-            raw = yaml.safe_load(candidate.read_text()) or {}
-        return _jobs(raw, candidate)
-    return {}
+    found = read_project_file(path, must_exist=False)
+    return {} if found is None else _jobs(*found)
 
 
 def _jobs(raw: Any, source: Path) -> dict[str, BatchJobSpec]:

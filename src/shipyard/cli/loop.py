@@ -95,11 +95,7 @@ def approve(
     config: Path | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Promote VERSION of NAME, which waits for a person's approval after its canary."""
-    pipeline = _pipeline(ctx, name, config)
-    try:
-        record = pipeline.approve(version)
-    finally:
-        pipeline.registry.close()
+    record = _person_decides(ctx, name, version, config, "approve")
     console.print(f"[green]promoted[/] {name}:{version} (pipeline {record['id']})")
 
 
@@ -110,12 +106,18 @@ def reject(
     config: Path | None = typer.Option(None, "--config", "-c"),
 ) -> None:
     """Roll back VERSION of NAME, which waits for a person's approval after its canary."""
+    record = _person_decides(ctx, name, version, config, "reject")
+    console.print(f"[yellow]rolled back[/] {name}:{version} (pipeline {record['id']})")
+
+
+def _person_decides(
+    ctx: typer.Context, name: str, version: int, config: Path | None, verdict: str
+) -> PipelineRecord:
     pipeline = _pipeline(ctx, name, config)
     try:
-        record = pipeline.reject(version)
+        return pipeline.approve(version) if verdict == "approve" else pipeline.reject(version)
     finally:
         pipeline.registry.close()
-    console.print(f"[yellow]rolled back[/] {name}:{version} (pipeline {record['id']})")
 
 
 def history(

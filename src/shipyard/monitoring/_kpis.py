@@ -24,14 +24,12 @@ A condition on `label` holds only for predictions whose label came back.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from shipyard.core.errors import ConfigurationError, InvalidInput
+from shipyard.core.project import read_project_file
 
 __all__ = ["FUNCTIONS", "Kpi", "load_kpis", "parse_kpi"]
 
@@ -158,27 +156,8 @@ def parse_kpi(name: str, expression: str) -> Kpi:
 def load_kpis(path: Path | None = None) -> dict[str, list[Kpi]]:
     """The KPIs of every model in `path` (a shipyard.yaml or pyproject.toml), or of the first of
     `./shipyard.yaml`, `./shipyard.yml`, `./pyproject.toml` that exists; {} when none."""
-    candidates = (
-        [path]
-        if path is not None
-        else [Path("shipyard.yaml"), Path("shipyard.yml"), Path("pyproject.toml")]
-    )
-    for candidate in candidates:
-        if candidate is None or not candidate.exists():
-            if path is not None:
-                raise ConfigurationError(f"{path} does not exist")
-            continue
-        try:
-            if candidate.suffix == ".toml":
-                raw: Any = tomllib.loads(candidate.read_text()).get("tool", {}).get("shipyard")
-                if raw is None:
-                    continue
-            else:
-                raw = yaml.safe_load(candidate.read_text()) or {}
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            raise ConfigurationError(f"{candidate} cannot be read: {error}") from None
-        return kpis_of(raw, candidate)
-    return {}
+    found = read_project_file(path)
+    return {} if found is None else kpis_of(*found)
 
 
 def kpis_of(raw: Any, source: Path | str) -> dict[str, list[Kpi]]:

@@ -24,16 +24,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipyard.core.durations import parse_duration
 from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFailed
+from shipyard.core.project import read_project_file
 
 __all__ = [
     "DataSpec",
@@ -338,25 +337,9 @@ def _restore(name: str, previous: Any) -> None:
 
 def load_specs(path: Path | None = None) -> dict[str, RetrainSpec]:
     """The retraining specs of `path` (a shipyard.yaml or pyproject.toml), or of the first of
-    `./shipyard.yaml`, `./pyproject.toml` ([tool.shipyard]) that exists."""
-    candidates = (
-        [path]
-        if path is not None
-        else [Path("shipyard.yaml"), Path("shipyard.yml"), Path("pyproject.toml")]
-    )
-    for candidate in candidates:
-        if candidate is None or not candidate.exists():
-            continue
-        if candidate.suffix == ".toml":
-            raw = tomllib.loads(candidate.read_text()).get("tool", {}).get("shipyard")
-            if raw is None:
-                continue
-        else:
-            raw = yaml.safe_load(candidate.read_text()) or {}
-        return _specs(raw, candidate)
-    if path is not None:
-        raise ConfigurationError(f"{path} does not exist")
-    return {}
+    `./shipyard.yaml`, `./pyproject.toml` that exists."""
+    found = read_project_file(path)
+    return {} if found is None else _specs(*found)
 
 
 def _specs(raw: Any, source: Path) -> dict[str, RetrainSpec]:
