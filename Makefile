@@ -15,7 +15,11 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# torch first, pinned exactly: left to the [torch] extra's `torch>=2.13`, pip would resolve the
+# newest torch on PyPI, a CUDA build of several GB; pinned, it takes the 2.13.0 CPU wheel our
+# machines keep in pip's find-links, and the extra is then already satisfied
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
@@ -45,7 +49,7 @@ readme: $(DEV_STAMP)
 	$(BIN)/python -m tests.readme
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 clean:
 	rm -rf $(VENV) .shipyard .shipyard-demo .pytest_cache .mypy_cache .ruff_cache

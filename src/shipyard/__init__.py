@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from shipyard import errors
     from shipyard.client import AsyncClient, Client
     from shipyard.core import Settings, Signature
+    from shipyard.optimize import OptimizationReport
     from shipyard.registry import ModelVersion, Registry
+    from shipyard.runtime import TorchModel
     from shipyard.tracking import Run
 
 __all__ = [
@@ -30,8 +32,10 @@ __all__ = [
     "Registry",
     "Settings",
     "Signature",
+    "TorchModel",
     "__version__",
     "errors",
+    "optimize",
     "register",
     "start_run",
 ]
@@ -43,6 +47,7 @@ _LAZY = {
     "Registry": "shipyard.registry",
     "Settings": "shipyard.core",
     "Signature": "shipyard.core",
+    "TorchModel": "shipyard.runtime",
 }
 
 
@@ -70,6 +75,23 @@ def register(
 
     with Registry.from_settings(settings or Settings()) as registry:
         return registry.register(model, name=name, **fields)
+
+
+def optimize(
+    ref: str, *, holdout: Any, settings: Settings | None = None, **options: Any
+) -> OptimizationReport:
+    """Optimise the registered version `ref` (`name:version` or `name:alias`) into a smaller,
+    faster version, registered only if it loses at most `max_loss` on `holdout`.
+
+    Takes the keyword arguments of `Optimizer.run` (`label`, `quantize`, `calibration`,
+    `prune`, `distill`, `train`, `data`, `max_loss`, `compare_all`, `register`, `seed`).
+    """
+    from shipyard.core import Settings
+    from shipyard.optimize import Optimizer
+    from shipyard.registry import Registry
+
+    with Registry.from_settings(settings or Settings()) as registry:
+        return Optimizer(registry).run(ref, holdout=holdout, **options)
 
 
 @contextmanager

@@ -49,7 +49,7 @@ from shipyard.monitoring import api as monitoring_api
 from shipyard.registry import Registry
 from shipyard.registry import api as registry_api
 from shipyard.retraining import api as retraining_api
-from shipyard.serving import PredictionService
+from shipyard.serving import EdgeUploads, PredictionService
 from shipyard.serving import api as serving_api
 from shipyard.serving import metrics as m
 from shipyard.tracking import Tracker
@@ -81,6 +81,7 @@ class Services:
     tracker: Tracker
     features: FeatureStore
     sessions: Sessions
+    uploads: EdgeUploads
 
 
 def build_services(settings: Settings) -> Services:
@@ -138,6 +139,7 @@ def build_services(settings: Settings) -> Services:
             secret_file=settings.home / "session.secret",
             lifetime_seconds=settings.session_hours * 3600,
         ),
+        EdgeUploads(registry),
     )
 
 
@@ -516,7 +518,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {v.run_id for v in services.registry.list_versions(model) if v.run_id}
 
     for router in (
-        *serving_api.routers(services.predictions, guard),
+        *serving_api.routers(services.predictions, guard, services.uploads),
         registry_api.router(services.registry, guard),
         access_api.router(services.keys, guard),
         monitoring_api.router(services.monitor, guard, services.reports),

@@ -34,6 +34,7 @@ def test_answer_becomes_a_prediction_with_model_version_variant_and_ids() -> Non
         predictions=PREDICTED["predictions"],
         prediction_ids=PREDICTED["prediction_ids"],
         variant="candidate",
+        answered_by=["server"] * len(PREDICTED["predictions"]),
     )
     assert result.first["score"] == 0.91
     assert result.fallback is False

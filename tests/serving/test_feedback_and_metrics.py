@@ -45,7 +45,10 @@ def test_unknown_ids_are_reported_back_with_the_reason(
     ).json()
     assert result["accepted"] == 1
     assert result["unknown"] == [
-        {"prediction_id": "not-an-id", "reason": "not a shipyard prediction id (32 hex digits)"},
+        {
+            "prediction_id": "not-an-id",
+            "reason": "not a shipyard prediction id (32 hex digits), nor one a device uploaded",
+        },
         {"prediction_id": "0" * 32, "reason": "no logged prediction has this id"},
     ]
 

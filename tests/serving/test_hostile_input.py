@@ -218,7 +218,7 @@ def test_labels_and_ids_out_of_any_range_are_refused_or_reported_not_a_500(
     reported = client.post("/v1/feedback", json=[{"prediction_id": i, "label": 1} for i in odd_ids])
     assert reported.status_code == 200
     assert {u["reason"] for u in reported.json()["unknown"]} == {
-        "not a shipyard prediction id (32 hex digits)"
+        "not a shipyard prediction id (32 hex digits), nor one a device uploaded"
     }
 
 

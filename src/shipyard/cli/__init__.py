@@ -92,6 +92,8 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "deploy": ("deploy", "deploy", False),
     "predict": ("predict", "predict", False),
     "batch": ("batch", "batch", False),
+    "optimize": ("optimize", "optimize", False),
+    "export": ("optimize", "export", False),
     "server": ("server", "server", False),
     "demo": ("demo", "demo", False),
     "models": ("models", "app", True),

@@ -30,7 +30,8 @@ app = typer.Typer(
 def register(
     ctx: typer.Context,
     path: Path = typer.Argument(
-        ..., help="model file (.joblib/.pkl/.onnx/.txt/.json) or MLflow model folder"
+        ...,
+        help="model file (.joblib/.pkl/.onnx/.txt/.json/.ubj, PyTorch .pt2/.pt) or MLflow model folder",
     ),
     name: str = typer.Option(..., "--name", "-n", help="model name, e.g. fraud-detector"),
     sample: Path | None = typer.Option(

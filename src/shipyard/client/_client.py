@@ -6,19 +6,31 @@ and a safe default when the service cannot answer in time.
                              fallback={"score": 0.0, "label": 0})
     answer = client.predict("fraud-detector", {"transaction_amount": 42.5, ...})
     if answer.fallback: ...   # the safe default, marked as such
+
+    # predictions a device made offline, uploaded later (safe to send again)
+    client.upload_predictions("fraud-detector", 3, "till-17", rows)
+
+    # hybrid: an exported model answers what it is sure of, the server the rest
+    client = shipyard.Client(URL, api_key=KEY, edge="fraud-phone/", defer_below=0.8)
+    client.predict("fraud-detector", rows).answered_by   # ["edge", "server", ...]
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
+from shipyard.client._edge import Edge
 from shipyard.client._policy import RETRY_STATUSES, CircuitBreaker, RetryPolicy
 from shipyard.core import errors as e
 from shipyard.core.status import HTTP_STATUS
@@ -26,8 +38,12 @@ from shipyard.core.version import __version__
 
 __all__ = ["AsyncClient", "Client", "Prediction"]
 
+log = logging.getLogger("shipyard.client")
+
 Fallback = Mapping[str, Any] | Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None
 _MAX_DEADLINE_MS = 60_000.0  # servers refuse a longer X-Deadline-Ms with 400
+_UPLOAD_ROWS = 10_000  # the most predictions one `POST /v1/logs/upload` takes
+_UPLOAD_TIMEOUT = 60.0  # seconds per upload call: an upload is background work, not a request
 # every class of the tree, not only those in HTTP_STATUS: the server names the exact one
 _ERRORS: dict[str, type[e.ShipyardError]] = {
     name: cls
@@ -47,6 +63,9 @@ class Prediction:
     variant: str | None = None
     fallback: bool = False
     reason: str | None = None
+    answered_by: list[str] = field(default_factory=list)
+    """Per row, who answered: `server`, `edge` (a hybrid client's exported model) or
+    `fallback`."""
 
     @property
     def first(self) -> dict[str, Any]:
@@ -99,6 +118,30 @@ def _error(response: httpx.Response) -> e.ShipyardError:
     return cls(message)
 
 
+def _jsonable(value: Any) -> Any:
+    isoformat = getattr(value, "isoformat", None)  # pandas and numpy times
+    if isoformat is not None:
+        return isoformat()
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
+
+
+def _upload_body(model: str, version: int, device_id: str, rows: Sequence[Any]) -> bytes:
+    """An upload's JSON (datetimes as RFC 3339: give them a time zone; numpy values as numbers)."""
+    body = {"model": model, "version": version, "device_id": device_id, "predictions": rows}
+    return orjson.dumps(body, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _upload_parts(rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+    every = [dict(r) for r in rows]
+    return [every[i : i + _UPLOAD_ROWS] for i in range(0, len(every), _UPLOAD_ROWS)]
+
+
+def _add_answer(total: dict[str, Any], answer: Mapping[str, Any]) -> None:
+    total["accepted"] += int(answer.get("accepted", 0))
+    total["duplicates"] += int(answer.get("duplicates", 0))
+    total["conflicts"] += list(answer.get("conflicts", []))
+
+
 class _Base:
     def __init__(
         self,
@@ -112,7 +155,13 @@ class _Base:
         breaker_threshold: int = 5,
         breaker_reset: float = 10.0,
         seed: int | None = None,
+        edge: str | Path | None = None,
+        defer_below: float = 0.8,
+        device_id: str | None = None,
+        upload_every: int = 1000,
     ) -> None:
+        self.edge = Edge(edge, defer_below, device_id) if edge is not None else None
+        self.upload_every = max(1, upload_every)
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
@@ -129,12 +178,77 @@ class _Base:
         return f"/v1/models/{model}/versions/{version}/predict"
 
     def _answer(self, model: str, body: dict[str, Any]) -> Prediction:
+        predictions = list(body.get("predictions", []))
         return Prediction(
             model=str(body.get("model", model)),
             version=body.get("version"),
-            predictions=list(body.get("predictions", [])),
+            predictions=predictions,
             prediction_ids=list(body.get("prediction_ids", [])),
             variant=body.get("variant"),
+            answered_by=["server"] * len(predictions),
+        )
+
+    # -- hybrid: the edge answers what it is sure of -------------------------------------------
+
+    def _at_edge(
+        self, model: str, version: int | None, rows: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]] | None, list[int]] | None:
+        """The edge's answers and the rows it defers, when this client has an edge model for
+        `model` (None: the server answers everything)."""
+        if self.edge is None or not self.edge.serves(model, version):
+            return None
+        return self.edge.answer(rows)
+
+    def _merged(
+        self,
+        model: str,
+        rows: list[dict[str, Any]],
+        edge_answers: list[dict[str, Any]] | None,
+        deferred: list[int],
+        server: Prediction | None,
+        error: e.ShipyardError | None,
+    ) -> Prediction:
+        """One answer in the rows' order: the edge's where it was sure, the server's for the
+        rows deferred to it, the edge's for those too when the server could not answer."""
+        assert self.edge is not None
+        if edge_answers is None:  # rows the edge cannot read: the server's answer, or its error
+            if server is not None:
+                return server
+            assert error is not None
+            return self._fallback(model, rows, error)
+        at_server = set(deferred) if server is not None else set()
+        local = {i: a for i, a in enumerate(edge_answers) if i not in at_server}
+        ids = self.edge.keep(rows, local)
+        from_server = (
+            iter(zip(server.predictions, server.prediction_ids, strict=False))
+            if server
+            else iter(())
+        )
+        predictions, prediction_ids, answered_by = [], [], []
+        for index in range(len(rows)):
+            if index in local:
+                predictions.append(local[index])
+                prediction_ids.append(ids[index])
+                answered_by.append("edge")
+            else:
+                answer, pid = next(from_server)
+                predictions.append(answer)
+                prediction_ids.append(pid)
+                answered_by.append("server")
+        reason = None
+        if server is None and deferred:
+            reason = (
+                f"the server could not answer ({error.message if error else 'unknown'}); the edge "
+                f"answered the {len(deferred)} row(s) it was less sure of too"
+            )
+        return Prediction(
+            model=model,
+            version=server.version if server is not None else self.edge.model.version,
+            predictions=predictions,
+            prediction_ids=prediction_ids,
+            variant=server.variant if server is not None else "edge",
+            reason=reason,
+            answered_by=answered_by,
         )
 
     def _fallback(
@@ -155,9 +269,10 @@ class _Base:
 class _Call:
     """One call's budget and retry decisions, shared by the sync and async clients."""
 
-    def __init__(self, client: _Base) -> None:
+    def __init__(self, client: _Base, timeout: float | None = None) -> None:
         self.client = client
-        self.deadline = time.monotonic() + client.timeout
+        self.timeout = client.timeout if timeout is None else timeout
+        self.deadline = time.monotonic() + self.timeout
         self.attempt = -1
         self.last: e.ShipyardError | None = None
         self.status: int | None = None
@@ -204,7 +319,7 @@ class _Call:
         # a key over its rate limit says nothing of the server's health
         if not isinstance(self.last, e.RateLimited):
             self.client.breaker.failure()
-        last, url, timeout = self.last, self.client.url, self.client.timeout
+        last, url, timeout = self.last, self.client.url, self.timeout
         return e.ServiceUnavailable(
             f"no answer from {url} within {timeout:g} s after {self.attempt + 1} attempt(s)"
             + (f": {last.message}" if last else ""),
@@ -217,6 +332,14 @@ class _Call:
         if routing_key is not None:
             headers["X-Routing-Key"] = routing_key
         return headers
+
+    def request(self, payload: Any, routing_key: str | None) -> dict[str, Any]:
+        """httpx's arguments for `payload` (bytes: JSON already)."""
+        headers = self.headers(routing_key)
+        if isinstance(payload, bytes):
+            headers["Content-Type"] = "application/json"
+            return {"content": payload, "headers": headers}
+        return {"json": payload, "headers": headers}
 
 
 class Client(_Base):
@@ -235,6 +358,13 @@ class Client(_Base):
         breaker_threshold: failed calls in a row that open the circuit.
         breaker_reset: seconds the circuit stays open before one trial call.
         transport: an httpx transport (e.g. `httpx.MockTransport` in tests).
+        edge: the folder of an edge export (`shipyard export --target edge`) of a model this
+            client calls: a hybrid client. The exported model answers each row first; rows it
+            is less sure of than `defer_below` (the probability of the class it chose; a
+            regressor's rows are always answered there) go to the server, and when the server
+            cannot answer, the edge's answer stands. `Prediction.answered_by` says which did.
+            Edge answers are uploaded to `POST /v1/logs/upload` as `device_id` (default: the
+            host name) every `upload_every` answers, on `flush_edge()` and on `close()`.
     """
 
     def __init__(
@@ -255,7 +385,15 @@ class Client(_Base):
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Upload what the edge answered (if the server takes it), then close."""
+        try:
+            if self.edge is not None and self.edge.pending():
+                self.flush_edge()
+        except e.ShipyardError as error:
+            left = self.edge.pending() if self.edge is not None else 0
+            log.warning("%d edge answer(s) were not uploaded: %s", left, error.message)
+        finally:
+            self._http.close()
 
     def predict(
         self,
@@ -267,11 +405,56 @@ class Client(_Base):
     ) -> Prediction:
         """Score one record (a dict) or many; see the class docs for retries and fallback."""
         rows = _records(records)
+        hybrid = self._at_edge(model, version, rows)
+        if hybrid is not None:
+            return self._hybrid(model, version, rows, routing_key, *hybrid)
         try:
             body = self._call("POST", self._path(model, version), {"instances": rows}, routing_key)
         except e.ShipyardError as error:
             return self._fallback(model, rows, error)
         return self._answer(model, body)
+
+    def _hybrid(
+        self,
+        model: str,
+        version: int | None,
+        rows: list[dict[str, Any]],
+        routing_key: str | None,
+        edge_answers: list[dict[str, Any]] | None,
+        deferred: list[int],
+    ) -> Prediction:
+        server = error = None
+        if deferred:
+            sent = [rows[i] for i in deferred]
+            try:
+                body = self._call(
+                    "POST", self._path(model, version), {"instances": sent}, routing_key
+                )
+                server = self._answer(model, body)
+            except e.ShipyardError as failed:
+                error = failed
+        answer = self._merged(model, rows, edge_answers, deferred, server, error)
+        assert self.edge is not None
+        if self.edge.pending() >= self.upload_every:
+            with contextlib.suppress(e.ShipyardError):  # kept for the next upload
+                self.flush_edge()
+        return answer
+
+    def flush_edge(self) -> dict[str, Any]:
+        """Upload the edge's answers not yet uploaded (`POST /v1/logs/upload`); rows an upload
+        does not deliver are kept for the next one and the error is raised."""
+        if self.edge is None:
+            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+        entries = self.edge.take()
+        if not entries:
+            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+        try:
+            return self.upload_predictions(
+                self.edge.model.name, self.edge.model.version, self.edge.device_id, entries
+            )
+        except BaseException:
+            self.edge.give_back(entries)
+            raise
 
     def feedback(self, labels: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send ground truth: `{"prediction_id": ..., "label": ...}` or a list of them."""
@@ -279,12 +462,63 @@ class Client(_Base):
         result: dict[str, Any] = self._call("POST", "/v1/feedback", payload, None)
         return result
 
-    def _call(self, method: str, path: str, payload: Any, routing_key: str | None) -> Any:
-        call = _Call(self)
+    def upload_predictions(
+        self,
+        model: str,
+        version: int,
+        device_id: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float = _UPLOAD_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Upload predictions a device made offline (`POST /v1/logs/upload`), to be logged and
+        monitored like the server's own.
+
+        Args:
+            rows: one dict per prediction: `prediction_id` (the device's, unique per model),
+                `ts` (a datetime with a time zone, or RFC 3339 text), `inputs` (the version's
+                signature columns) and the output (`score` for a binary model, `probabilities`
+                for a multiclass one, `value` for a regressor; `label` if you like).
+            timeout: seconds each call of the upload may take, retries included.
+
+        Sent in calls of at most 10,000 predictions (fewer when the server finds a call too
+        large). Sending them again is safe: predictions uploaded before count as duplicates.
+
+        Returns:
+            The server's answers summed: `accepted`, `duplicates`, `conflicts` (ids another
+            device uploaded first), `model`, `version`.
+        """
+        total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "conflicts": []}
+        total.update(model=model, version=version)
+        parts = _upload_parts(rows)
+        while parts:
+            part = parts.pop(0)
+            body = _upload_body(model, version, device_id, part)
+            try:
+                answer = self._call("POST", "/v1/logs/upload", body, None, timeout=timeout)
+            except e.PayloadTooLarge:
+                if len(part) == 1:
+                    raise
+                half = len(part) // 2
+                parts[:0] = [part[:half], part[half:]]
+                continue
+            _add_answer(total, answer)
+        return total
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        payload: Any,
+        routing_key: str | None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        call = _Call(self, timeout)
         while (remaining := call.begin()) is not None:
             try:
                 response = self._http.request(
-                    method, path, json=payload, headers=call.headers(routing_key), timeout=remaining
+                    method, path, timeout=remaining, **call.request(payload, routing_key)
                 )
             except httpx.TransportError as error:
                 wait = call.failed(error)
@@ -320,7 +554,15 @@ class AsyncClient(_Base):
         await self.close()
 
     async def close(self) -> None:
-        await self._http.aclose()
+        """As `Client.close`."""
+        try:
+            if self.edge is not None and self.edge.pending():
+                await self.flush_edge()
+        except e.ShipyardError as error:
+            left = self.edge.pending() if self.edge is not None else 0
+            log.warning("%d edge answer(s) were not uploaded: %s", left, error.message)
+        finally:
+            await self._http.aclose()
 
     async def predict(
         self,
@@ -331,6 +573,25 @@ class AsyncClient(_Base):
         routing_key: str | None = None,
     ) -> Prediction:
         rows = _records(records)
+        hybrid = self._at_edge(model, version, rows)
+        if hybrid is not None:
+            edge_answers, deferred = hybrid
+            server = error = None
+            if deferred:
+                sent = [rows[i] for i in deferred]
+                try:
+                    body = await self._call(
+                        "POST", self._path(model, version), {"instances": sent}, routing_key
+                    )
+                    server = self._answer(model, body)
+                except e.ShipyardError as failed:
+                    error = failed
+            answer = self._merged(model, rows, edge_answers, deferred, server, error)
+            assert self.edge is not None
+            if self.edge.pending() >= self.upload_every:
+                with contextlib.suppress(e.ShipyardError):  # kept for the next upload
+                    await self.flush_edge()
+            return answer
         try:
             body = await self._call(
                 "POST", self._path(model, version), {"instances": rows}, routing_key
@@ -339,6 +600,21 @@ class AsyncClient(_Base):
             return self._fallback(model, rows, error)
         return self._answer(model, body)
 
+    async def flush_edge(self) -> dict[str, Any]:
+        """As `Client.flush_edge`."""
+        if self.edge is None:
+            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+        entries = self.edge.take()
+        if not entries:
+            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+        try:
+            return await self.upload_predictions(
+                self.edge.model.name, self.edge.model.version, self.edge.device_id, entries
+            )
+        except BaseException:
+            self.edge.give_back(entries)
+            raise
+
     async def feedback(
         self, labels: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
@@ -346,12 +622,47 @@ class AsyncClient(_Base):
         result: dict[str, Any] = await self._call("POST", "/v1/feedback", payload, None)
         return result
 
-    async def _call(self, method: str, path: str, payload: Any, routing_key: str | None) -> Any:
-        call = _Call(self)
+    async def upload_predictions(
+        self,
+        model: str,
+        version: int,
+        device_id: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float = _UPLOAD_TIMEOUT,
+    ) -> dict[str, Any]:
+        """As `Client.upload_predictions`."""
+        total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "conflicts": []}
+        total.update(model=model, version=version)
+        parts = _upload_parts(rows)
+        while parts:
+            part = parts.pop(0)
+            body = _upload_body(model, version, device_id, part)
+            try:
+                answer = await self._call("POST", "/v1/logs/upload", body, None, timeout=timeout)
+            except e.PayloadTooLarge:
+                if len(part) == 1:
+                    raise
+                half = len(part) // 2
+                parts[:0] = [part[:half], part[half:]]
+                continue
+            _add_answer(total, answer)
+        return total
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        payload: Any,
+        routing_key: str | None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        call = _Call(self, timeout)
         while (remaining := call.begin()) is not None:
             try:
                 response = await self._http.request(
-                    method, path, json=payload, headers=call.headers(routing_key), timeout=remaining
+                    method, path, timeout=remaining, **call.request(payload, routing_key)
                 )
             except httpx.TransportError as error:
                 wait = call.failed(error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from shipyard.logstore._feedback import (
     FeedbackResult,
     ResolvedFeedback,
+    Uploaded,
     horizon_seconds,
     label_changes,
     parse_feedback,
@@ -23,6 +24,7 @@ __all__ = [
     "LogWriter",
     "ResolvedFeedback",
     "TypesOf",
+    "Uploaded",
     "horizon_seconds",
     "id_time",
     "label_changes",

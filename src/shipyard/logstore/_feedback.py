@@ -12,23 +12,25 @@ between them:
                                                 (the caller audits them)
     record_feedback(resolved, writer, ...)   -> the labels logged, and what was refused
 
-An id is looked up in this process's unwritten log and in the Parquet logs. A well-formed id
-younger than the horizon (a few flush intervals) may still sit in another replica's spool: its
-label is stored as pending and joined once the prediction lands. A key bound to one model
-cannot have labels stored for predictions whose model is not known yet: those are refused
-with a reason, to be sent again in a few seconds.
+An id is looked up in this process's unwritten log and in the Parquet logs, and one found in
+neither among the predictions devices uploaded (`uploaded`: their ids are the devices' own,
+any text). A well-formed id younger than the horizon (a few flush intervals) may still sit in
+another replica's spool: its label is stored as pending and joined once the prediction lands.
+A key bound to one model cannot have labels stored for predictions whose model is not known
+yet: those are refused with a reason, to be sent again in a few seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shipyard.core.errors import InvalidLabels, MalformedRequest
+from shipyard.core.errors import BackendUnavailable, InvalidLabels, MalformedRequest
 from shipyard.core.values import category_text, typed_label
 from shipyard.logstore._reader import LogReader, id_time
 from shipyard.logstore._writer import LogWriter
@@ -36,6 +38,7 @@ from shipyard.logstore._writer import LogWriter
 __all__ = [
     "FeedbackResult",
     "ResolvedFeedback",
+    "Uploaded",
     "horizon_seconds",
     "label_changes",
     "parse_feedback",
@@ -44,9 +47,15 @@ __all__ = [
     "type_labels",
 ]
 
+log = logging.getLogger("shipyard.logstore")
+
 MAX_ITEMS = 10_000
-MAX_ID_CHARS = 64
+MAX_ID_CHARS = 128  # shipyard's ids are 32 hex digits; a device's own (uploaded) up to 128
 MAX_LABEL_CHARS = 256
+
+Uploaded = Callable[[Sequence[str]], Mapping[str, Sequence[tuple[str, int, datetime]]]]
+"""Ids -> the uploaded predictions with each id: (model, version, when it was made); one per
+model that has one (a device's id is unique per model, not across models)."""
 
 
 @dataclass
@@ -72,6 +81,7 @@ class _Item:
     model: str | None  # the model of a logged prediction; None while it is not found yet
     refused: str | None = None  # why the label cannot be stored
     version: int | None = None  # the version that made the prediction, when known
+    made: datetime | None = None  # when an uploaded prediction was made (its id does not say)
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,8 @@ def parse_feedback(body: Any) -> list[tuple[str, Any]]:
         pid, label = item["prediction_id"], item["label"]
         if not isinstance(pid, str) or len(pid) > MAX_ID_CHARS:
             raise MalformedRequest(
-                f"feedback[{i}].prediction_id must be a string (a prediction id, 32 hex digits)"
+                f"feedback[{i}].prediction_id must be a string (a prediction id: 32 hex digits, "
+                f"or a device's own of at most {MAX_ID_CHARS} characters)"
             )
         if label is None or isinstance(label, list | dict):
             raise MalformedRequest(f"feedback[{i}].label must be a number, string or boolean")
@@ -139,10 +150,12 @@ def resolve_feedback(
     *,
     horizon: float | None = None,
     now: datetime | None = None,
+    uploaded: Uploaded | None = None,
 ) -> ResolvedFeedback:
     """Find the prediction (and so the model) each label is for; refuse ids that cannot be.
 
     `horizon`: seconds an id not found yet still counts as pending (default: `horizon_seconds`).
+    `uploaded`: looks up ids found nowhere else among devices' uploaded predictions.
     """
     moment = now or datetime.now(UTC)
     horizon = horizon_seconds(writer) if horizon is None else horizon
@@ -154,19 +167,51 @@ def resolve_feedback(
         if pid not in local and (t := made[pid]) is not None and t <= moment + timedelta(seconds=5)
     ]
     found = reader.predictions_of(candidates) if candidates else {}
+    missing = [pid for pid, _ in pairs if pid not in local and pid not in found]
+    edge, edge_away = _uploaded(uploaded, missing)
     items = []
     for pid, label in pairs:
         when = made[pid]
         model, version = local.get(pid) or found.get(pid) or (None, None)
+        at = None
         refused = None
-        if when is None:
+        if model is None and len(edge.get(pid, ())) > 1:
+            refused = (
+                "predictions of several models were uploaded with this id, so the label cannot "
+                "be told which it is for (a device's ids must be unique)"
+            )
+        elif model is None and pid in edge:
+            model, version, at = edge[pid][0]
+        elif model is None and when is None:
             refused = "not a shipyard prediction id (32 hex digits)"
-        elif model is None and when > moment + timedelta(seconds=5):
+            if edge_away is not None:
+                refused = edge_away
+            elif uploaded is not None:
+                refused += ", nor one a device uploaded"
+        elif model is None and when is not None and when > moment + timedelta(seconds=5):
             refused = "the id is from the future"
-        elif model is None and (moment - when).total_seconds() > horizon:
+        elif model is None and when is not None and (moment - when).total_seconds() > horizon:
             refused = "no logged prediction has this id"
-        items.append(_Item(pid, label, model, refused, version))
+        items.append(_Item(pid, label, model, refused, version, at))
     return ResolvedFeedback(items)
+
+
+def _uploaded(
+    uploaded: Uploaded | None, ids: list[str]
+) -> tuple[Mapping[str, Sequence[tuple[str, int, datetime]]], str | None]:
+    """The uploaded predictions of `ids`, and the reason to give for ids it could not look up
+    (None: it could). A database that does not answer must not stop labels for the server's own
+    predictions, which need no look-up."""
+    if uploaded is None or not ids:
+        return {}, None
+    try:
+        return uploaded(ids), None
+    except BackendUnavailable as error:
+        log.warning("cannot look up uploaded predictions for labels: %s", error.message)
+        return {}, (
+            "uploaded predictions cannot be looked up now (the metadata database does not "
+            "answer); send it again shortly"
+        )
 
 
 # (model, version) -> (task, classes), e.g. ("multiclass", ["setosa", ...])
@@ -207,10 +252,11 @@ def label_changes(resolved: ResolvedFeedback, reader: LogReader) -> list[dict[st
     """Labels that replace a different one logged earlier for the same prediction, with the
     model, version, and the label before and after (a label sent again within a flush interval
     is still in the spool, not in the logs, and is not seen here)."""
-    ids = [i.prediction_id for i in resolved.items if i.refused is None and i.model is not None]
-    if not ids:
+    known = [i for i in resolved.items if i.refused is None and i.model is not None]
+    if not known:
         return []
-    before = reader.labels_of(ids)
+    made = {i.prediction_id: i.made for i in known if i.made is not None}
+    before = reader.labels_of([i.prediction_id for i in known], made=made)
     changes = []
     for item in resolved.items:
         old = before.get(item.prediction_id)

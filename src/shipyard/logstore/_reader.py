@@ -7,7 +7,7 @@ over fsspec, so no DuckDB extension has to be downloaded.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,13 +147,18 @@ class LogReader:
             conn.close()
         return {r[0]: (r[1], int(r[2])) for r in rows}
 
-    def labels_of(self, ids: Iterable[str]) -> dict[str, str]:
+    def labels_of(
+        self, ids: Iterable[str], *, made: Mapping[str, datetime] | None = None
+    ) -> dict[str, str]:
         """The latest logged label (as text) of each of `ids` that has one. A label comes
-        after its prediction, so only the label days from the earliest id's onward are read."""
-        wanted = sorted({i for i in ids if id_time(i) is not None})
+        after its prediction, so only the label days from the earliest prediction's onward are
+        read. `made`: when predictions whose ids do not tell it were made (devices' uploads)."""
+        made = made or {}
+        times = {i: made.get(i) or id_time(i) for i in set(ids)}
+        wanted = sorted(i for i, t in times.items() if t is not None)
         if not wanted:
             return {}
-        first = min(t for i in wanted if (t := id_time(i)) is not None)
+        first = min(t for t in times.values() if t is not None)
         first_day = (first - timedelta(days=1)).strftime("%Y-%m-%d")
         files = [f for f in self.label_files() if f.split("date=", 1)[-1][:10] >= first_day]
         conn = self.connect()

@@ -7,16 +7,17 @@ day for labels, named after the spool file so replaying a file rewrites the same
 
 Prediction columns: prediction_id, ts (UTC), model, version, variant, key_id, request_id,
 latency_ms, routing_key (`routing_key_hash` of the sticky-routing key; null when the request
-had none, and in segments written before the column), source (`online`, `batch` or `stream`;
-null in segments written before the column: online), job_id (the batch job or stream
-consumer group that scored the row), features (a struct of the inputs, typed by the
-signature), score, label, value, probabilities. Label columns: prediction_id, label,
-received_at, key_id.
+had none, and in segments written before the column), source (`online`, `batch`, `stream` or
+`edge`; null in segments written before the column: online), job_id (the batch job or stream
+consumer group that scored the row, the device that uploaded it), features (a struct of the
+inputs, typed by the signature), score, label, value, probabilities. Label columns:
+prediction_id, label, received_at, key_id.
 
-Batch jobs and streams write their own segments, one per chunk of rows, straight from their
-columns (`write_block`), never through the spool:
+Batch jobs, streams and devices' uploads write their own segments, one per chunk of rows,
+straight from their columns (`write_block`), never through the spool:
 
     logs/predictions/model=<name>/date=<YYYY-MM-DD>/<job>-<chunk>-v<version>.parquet
+    logs/predictions/model=<name>/date=<YYYY-MM-DD>/edge-<digest of the ids>-v<version>.parquet
 """
 
 from __future__ import annotations
@@ -409,6 +410,7 @@ def write_block(
     features: dict[str, pa.Array],
     outputs: dict[str, pa.Array],
     times: pa.Array | None = None,
+    key_id: str | None = None,
 ) -> str:
     """Write one block of predictions made together (a batch job's chunk, a stream's
     micro-batch) as one segment named `name` in the day of `at`; returns its path. Writing
@@ -417,6 +419,7 @@ def write_block(
     `outputs` holds any of score, label (text), value, probabilities; `at` is the time every
     row of the block carries (when its job started: a job is one event in the monitor's time)
     unless `times` gives each row's own (a stream's events); the day folder is `at`'s.
+    `key_id`: the API key that sent the rows (a device's upload), if any.
     """
     n = len(ids)
     columns: dict[str, pa.Array] = {
@@ -431,7 +434,11 @@ def write_block(
         "model": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [model]),
         "version": pa.array(np.full(n, version, np.int32)),
         "variant": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [variant]),
-        "key_id": pa.nulls(n, pa.string()),
+        "key_id": (
+            pa.nulls(n, pa.string())
+            if key_id is None
+            else pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [key_id])
+        ),
         "request_id": pa.nulls(n, pa.string()),
         "latency_ms": pa.nulls(n, pa.float64()),
         "routing_key": pa.nulls(n, pa.string()),

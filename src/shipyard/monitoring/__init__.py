@@ -17,6 +17,7 @@ from shipyard.monitoring._drift import (
     DriftReport,
     compare,
 )
+from shipyard.monitoring._holdout import TASK_METRICS, holdout_metrics
 from shipyard.monitoring._kpis import Kpi, load_kpis, parse_kpi
 from shipyard.monitoring._rules import Rule, parse_rule, parse_window
 
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_PERIODS",
     "METHODS",
     "SEVERITIES",
+    "TASK_METRICS",
     "AlertManager",
     "ColumnDrift",
     "DriftReport",
@@ -50,6 +52,7 @@ __all__ = [
     "VersionSummary",
     "Window",
     "compare",
+    "holdout_metrics",
     "load_kpis",
     "parse_kpi",
     "parse_rule",

@@ -85,8 +85,10 @@ class Registering(RegistryBase):
         model are removed, and the version number is handed out again.
 
         Args:
-            model: a fitted scikit-learn estimator or pipeline, LightGBM or XGBoost model, an
-                ONNX `ModelProto`, or the path of an MLflow model directory.
+            model: a fitted scikit-learn estimator or pipeline, LightGBM or XGBoost model, a
+                PyTorch network (a `torch.nn.Module` regressor, or `shipyard.TorchModel` naming
+                a classifier's classes), an ONNX `ModelProto`, or the path of an MLflow model
+                directory.
             name: the model's name, e.g. `fraud-detector`.
             sample: rows of training features (DataFrame, Arrow table, records, 2-D array). It
                 fixes the input signature, must score without error, checks the ONNX fast path,

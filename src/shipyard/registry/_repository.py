@@ -201,6 +201,7 @@ def delete_model(conn: Connection, name: str) -> None:
         tables.monitoring_snapshots,
         tables.pipelines,
         tables.deployments,
+        tables.uploaded_predictions,  # its logs go too: uploaded again, they are logged again
     ):
         conn.execute(delete(table).where(table.c.model_name == name))
     conn.execute(delete(tables.alert_rules).where(tables.alert_rules.c.model_name == name))

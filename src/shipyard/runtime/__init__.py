@@ -1,8 +1,10 @@
-"""Model flavours behind one `Predictor` protocol: scikit-learn, LightGBM, XGBoost, ONNX, MLflow."""
+"""Model flavours behind one `Predictor` protocol: scikit-learn, LightGBM, XGBoost, PyTorch, ONNX,
+MLflow."""
 
 from __future__ import annotations
 
 from shipyard.runtime._mlflow import is_mlflow_dir, mlflow_signature
+from shipyard.runtime._onnx import OnnxGraph, onnx_feeds
 from shipyard.runtime._package import (
     FLAVOURS,
     Packaged,
@@ -13,19 +15,23 @@ from shipyard.runtime._package import (
     package,
 )
 from shipyard.runtime._predictor import Flavour, ModelInfo, Predictor, Task
+from shipyard.runtime._torch import TorchModel
 
 __all__ = [
     "FLAVOURS",
     "Flavour",
     "ModelInfo",
+    "OnnxGraph",
     "Packaged",
     "Predictor",
     "Task",
+    "TorchModel",
     "described_inputs",
     "detect_flavour",
     "is_mlflow_dir",
     "load_model_file",
     "load_predictor",
     "mlflow_signature",
+    "onnx_feeds",
     "package",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from shipyard.core import Columns, ColumnSpec, ColumnType, Signature
 from shipyard.core.errors import UnsupportedModel
 from shipyard.runtime._predictor import Flavour, ModelInfo, Task, as_probabilities
 
-__all__ = ["OnnxFlavour", "OnnxPredictor", "plan_inputs"]
+__all__ = ["OnnxFlavour", "OnnxGraph", "OnnxPredictor", "onnx_feeds", "plan_inputs"]
 
 _ONNX_DTYPES = {
     "tensor(float)": np.float32,
@@ -87,6 +88,39 @@ def plan_inputs(
     )
 
 
+def onnx_feeds(plan: dict[str, Any], columns: Columns) -> dict[str, np.ndarray]:
+    """The graph's inputs for validated columns, as `plan_inputs` mapped them."""
+    feeds = {}
+    if plan["mode"] == "matrix":
+        spec = plan["inputs"][0]
+        feeds[spec["name"]] = np.column_stack(
+            [np.asarray(columns[c], dtype=spec["dtype"]) for c in plan["order"]]
+        )
+        return feeds
+    for spec in plan["inputs"]:
+        values = columns[spec["name"]]
+        if spec["dtype"] == "|O":
+            values = np.array(["" if v is None else v for v in values], dtype=object)
+        else:
+            values = np.asarray(values, dtype=spec["dtype"])
+        feeds[spec["name"]] = values.reshape(-1, 1) if spec["rank"] == 2 else values
+    return feeds
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """An ONNX graph whose task and classes the caller states, for graphs that cannot say them
+    (a classifier without a ZipMap, say): what the optimiser registers.
+
+    `input_order` is the feature order of a graph with one (rows x features) input.
+    """
+
+    model: bytes
+    task: Task
+    classes: list[Any] | None = None
+    input_order: list[str] | None = None
+
+
 class OnnxPredictor:
     """Runs an ONNX graph on validated columns."""
 
@@ -113,20 +147,7 @@ class OnnxPredictor:
         return self._plan
 
     def predict(self, columns: Columns) -> np.ndarray:
-        feeds = {}
-        if self._plan["mode"] == "matrix":
-            spec = self._plan["inputs"][0]
-            feeds[spec["name"]] = np.column_stack(
-                [np.asarray(columns[c], dtype=spec["dtype"]) for c in self._plan["order"]]
-            )
-        else:
-            for spec in self._plan["inputs"]:
-                values = columns[spec["name"]]
-                if spec["dtype"] == "|O":
-                    values = np.array(["" if v is None else v for v in values], dtype=object)
-                else:
-                    values = np.asarray(values, dtype=spec["dtype"])
-                feeds[spec["name"]] = values.reshape(-1, 1) if spec["rank"] == 2 else values
+        feeds = onnx_feeds(self._plan, columns)
         raw = self._session.run([self._output], feeds)[0]
         if self._task == "regression":
             return np.asarray(raw, dtype=np.float64).reshape(-1)
@@ -159,9 +180,13 @@ class OnnxFlavour(Flavour):
     requirements = ("onnxruntime", "numpy")
 
     def matches(self, model: Any) -> bool:
-        return type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx")
+        return isinstance(model, OnnxGraph) or (
+            type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx")
+        )
 
     def save(self, model: Any, folder: Path, signature: Signature) -> ModelInfo:
+        if isinstance(model, OnnxGraph):
+            return self._save_stated(model, folder, signature)
         data = model.SerializeToString() if not isinstance(model, bytes) else model
         if isinstance(model, bytes):
             import onnx
@@ -181,9 +206,29 @@ class OnnxFlavour(Flavour):
             extra={"plan": plan},
         )
 
+    def _save_stated(self, graph: OnnxGraph, folder: Path, signature: Signature) -> ModelInfo:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.onnx").write_bytes(graph.model)
+        order = graph.input_order or signature.names
+        plan = plan_inputs(_session(graph.model), signature, order)
+        if graph.task != "regression" and len(graph.classes or []) < 2:
+            raise UnsupportedModel(
+                f"a {graph.task} ONNX graph needs its classes (two or more), in score order"
+            )
+        return ModelInfo(
+            flavour=self.name,
+            task=graph.task,
+            classes=list(graph.classes or []) if graph.task != "regression" else None,
+            files=["model.onnx"],
+            input_order=order,
+            extra={"plan": plan},
+        )
+
     def described_inputs(self, model: Any) -> tuple[Signature, Any] | None:
         """An ONNX graph types its inputs: one input per column, or one (rows x k) matrix
         whose columns are named `<input>_0` ... `<input>_<k-1>`."""
+        if isinstance(model, OnnxGraph):
+            model = model.model
         data = model.SerializeToString() if not isinstance(model, bytes) else model
         try:
             inputs = _session(data).get_inputs()

@@ -17,6 +17,7 @@ from shipyard.runtime._mlflow import MlflowFlavour
 from shipyard.runtime._onnx import OnnxFlavour, OnnxPredictor
 from shipyard.runtime._predictor import Flavour, ModelInfo, Predictor
 from shipyard.runtime._sklearn import SklearnFlavour
+from shipyard.runtime._torch import TorchFlavour, read_torch_file
 from shipyard.runtime._xgboost import XGBoostFlavour
 
 __all__ = [
@@ -32,9 +33,17 @@ __all__ = [
 
 ONNX_TOLERANCE = 1e-5
 
+# the first that matches packages a model: scikit-learn, which takes any BaseEstimator, last
 FLAVOURS: dict[str, Flavour] = {
     f.name: f
-    for f in (MlflowFlavour(), OnnxFlavour(), LightGBMFlavour(), XGBoostFlavour(), SklearnFlavour())
+    for f in (
+        MlflowFlavour(),
+        OnnxFlavour(),
+        LightGBMFlavour(),
+        XGBoostFlavour(),
+        TorchFlavour(),
+        SklearnFlavour(),
+    )
 }
 
 
@@ -64,8 +73,9 @@ def detect_flavour(model: Any) -> Flavour:
             return flavour
     raise UnsupportedModel(
         f"shipyard cannot package a {type(model).__module__}.{type(model).__name__}; supported: "
-        "scikit-learn estimators and pipelines, LightGBM, XGBoost, ONNX models and MLflow model "
-        "directories"
+        "scikit-learn estimators and pipelines, LightGBM, XGBoost, PyTorch networks "
+        "(torch.nn.Module, or shipyard.TorchModel for a classifier), ONNX models and MLflow "
+        "model directories"
     )
 
 
@@ -80,8 +90,12 @@ def load_model_file(path: Path) -> Any:
 
     A folder with an `MLmodel` file is an MLflow model; `.onnx` is ONNX; `.joblib`/`.pkl` a
     pickled scikit-learn (or LightGBM/XGBoost scikit-learn-API) model; `.txt` a LightGBM
-    booster; `.json`/`.ubj` an XGBoost booster. A file that is not what its name says is
-    refused naming the file and what it is not (`UnsupportedModel`), never a traceback.
+    booster; `.json`/`.ubj` an XGBoost booster; `.pt2` a PyTorch network saved with
+    `torch.export.save`, `.pt` one saved with `torch.jit.save` (TorchScript). A network file
+    cannot say its classes: they come from the `shipyard.json` extra file that shipyard's own
+    bundles carry (`{"classes": [...], "outputs": "logits"}`), and without it the network is a
+    regressor. A file that is not what its name says is refused naming the file and what it is
+    not (`UnsupportedModel`), never a traceback.
     """
     if not path.exists():
         raise UnsupportedModel(f"model path {str(path)!r} does not exist")
@@ -100,11 +114,19 @@ def load_model_file(path: Path) -> Any:
         ".txt": (_read_lightgbm, "a LightGBM model in its text format"),
         ".json": (_read_xgboost, "an XGBoost model in its JSON format"),
         ".ubj": (_read_xgboost, "an XGBoost model in its UBJSON format"),
+        ".pt2": (read_torch_file, "a PyTorch program saved with torch.export.save"),
+        ".pt": (read_torch_file, "a TorchScript module saved with torch.jit.save"),
     }
+    if suffix == ".pth":
+        raise UnsupportedModel(
+            f"{path.name} looks like a PyTorch state_dict or torch.save file, which needs its "
+            "Python class to load; save the network with torch.export.save (.pt2) or "
+            "torch.jit.save (.pt) and register that file"
+        )
     if suffix not in readers:
         raise UnsupportedModel(
             f"cannot tell the format of {path.name}; use .joblib/.pkl (scikit-learn), .onnx, "
-            ".txt (LightGBM), .json/.ubj (XGBoost) or an MLflow model folder"
+            ".txt (LightGBM), .json/.ubj (XGBoost), .pt2/.pt (PyTorch) or an MLflow model folder"
         )
     read, what = readers[suffix]
     try:

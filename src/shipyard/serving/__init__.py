@@ -1,4 +1,5 @@
-"""Real-time scoring: the prediction service, its routing and its HTTP routers."""
+"""Real-time scoring: the prediction service, its routing and its HTTP routers; predictions
+devices made offline, uploaded and logged (`EdgeUploads`)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ from typing import TYPE_CHECKING, Any
 from shipyard.registry import PredictionResult, ServedModel
 from shipyard.serving._routing import choose, key_point
 from shipyard.serving._service import PredictionService, Readiness
+from shipyard.serving._uploads import (
+    EdgeUploads,
+    PredictionUpload,
+    UploadedPrediction,
+    UploadResult,
+)
 
 if TYPE_CHECKING:
     from shipyard.serving._grpc import GrpcServer
 
 __all__ = [
+    "EdgeUploads",
     "GrpcServer",
     "PredictionResult",
     "PredictionService",
+    "PredictionUpload",
     "Readiness",
     "ServedModel",
+    "UploadResult",
+    "UploadedPrediction",
     "choose",
     "key_point",
 ]

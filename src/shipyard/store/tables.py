@@ -38,6 +38,7 @@ __all__ = [
     "pipelines",
     "run_metrics",
     "runs",
+    "uploaded_predictions",
 ]
 
 metadata = MetaData(
@@ -353,4 +354,19 @@ event_alert_cooldowns = Table(
     Column("rule", String(512), primary_key=True),
     Column("entity", String(256), primary_key=True),
     Column("until", Timestamp, nullable=False),
+)
+
+# predictions devices made offline and uploaded later (`POST /v1/logs/upload`): one row per
+# model and prediction id, claimed in the transaction that logs it, so an upload retried (or
+# overlapping another) logs each prediction once. The prediction id leads the key: labels find
+# their prediction by its id alone
+uploaded_predictions = Table(
+    "uploaded_predictions",
+    metadata,
+    Column("prediction_id", String(128), primary_key=True),
+    Column("model_name", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("ts", Timestamp, nullable=False),  # when the device made the prediction
+    Column("uploaded_at", Timestamp, nullable=False),
 )

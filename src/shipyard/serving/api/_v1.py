@@ -39,6 +39,7 @@ from shipyard.logstore import (
 )
 from shipyard.registry import PredictionResult, ServedModel
 from shipyard.serving._service import PredictionService
+from shipyard.serving._uploads import EdgeUploads
 from shipyard.serving.api._io import HttpScoring, inline_schema
 
 __all__ = ["FeedbackAnswer", "PredictRequest", "PredictResponse", "routers"]
@@ -76,7 +77,9 @@ Label = StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=2
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: str = Field(max_length=64, description="an id a prediction answered")
+    prediction_id: str = Field(
+        max_length=128, description="an id a prediction answered, or a device's uploaded one"
+    )
     label: Label = Field(description="what actually happened (e.g. 1 for fraud)")
 
 
@@ -149,7 +152,7 @@ _PREDICT_DOCS = {
 _SCORING_ERRORS = error_responses(*GUARDED, 404, 413, 415, 422, 504)
 
 
-def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
+def routers(service: PredictionService, guard: Guard, uploads: EdgeUploads) -> list[APIRouter]:
     """`/v1` scoring (direct routes, off FastAPI's dependency solving) and the rest of `/v1`."""
     scoring = HttpScoring(service, guard)
     direct = APIRouter(tags=["predict"], route_class=DirectRoute)
@@ -193,7 +196,7 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
                 "this server does not keep prediction logs, so it cannot take labels"
             )
         pairs = parse_feedback(body)
-        return resolve_feedback(pairs, writer, LogReader(writer.store))
+        return resolve_feedback(pairs, writer, LogReader(writer.store), uploaded=uploads.find)
 
     async def touched(
         feedback: Annotated[ResolvedFeedback, Depends(resolved)],
