@@ -151,3 +151,29 @@ def test_the_async_client_is_hybrid_too_and_uploads_on_close(
 def test_defer_below_must_be_a_probability(home: tuple[Path, str, Path]) -> None:
     with pytest.raises(e.InvalidInput, match="defer_below"):
         Client("http://127.0.0.1:9", edge=home[2], defer_below=1.5)
+
+
+def test_a_refused_key_is_raised_not_answered_at_the_edge(
+    url: str, home: tuple[Path, str, Path], fraud_data: pd.DataFrame
+) -> None:
+    rows = records(fraud_data[FEATURES].iloc[:20])
+    with Client(url, "not-a-key", timeout=10.0, edge=home[2], defer_below=0.999) as client:
+        with pytest.raises(e.Unauthenticated):
+            client.predict(MODEL, rows)
+        assert client.edge is not None
+        assert client.edge.pending() == 0  # nothing answered, nothing to upload
+
+
+def test_answers_the_server_refuses_are_dropped_so_they_cannot_block_the_rest(
+    url: str, home: tuple[Path, str, Path], fraud_data: pd.DataFrame
+) -> None:
+    rows = records(fraud_data[FEATURES].iloc[:3])
+    with Client(url, home[1], timeout=10.0, edge=home[2]) as client:
+        assert client.edge is not None
+        answers = client.edge.model.predict(rows)
+        # an answer an older runner let through: a text where the server takes a number
+        bad = {**rows[1], "transaction_amount": "12.5"}
+        client.edge.keep([rows[0], bad, rows[2]], {0: answers[0], 1: answers[1], 2: answers[2]})
+        uploaded = client.flush_edge()
+        assert (uploaded["accepted"], uploaded["dropped"]) == (2, 1)
+        assert client.edge.pending() == 0

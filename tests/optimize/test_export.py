@@ -253,3 +253,36 @@ def test_export_refuses_what_it_cannot_do(
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["profile"] == "phone"
+
+
+def test_overwrite_replaces_only_an_earlier_export(
+    registry: Registry, fraud: int, tmp_path: Path
+) -> None:
+    folder = tmp_path / "again"
+    export_edge(registry, f"fraud:{fraud}", profile="browser", out=folder)
+    again = export_edge(registry, f"fraud:{fraud}", profile="phone", out=folder, overwrite=True)
+    assert "model.ort" in again.files
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInput, match="not a shipyard export"):
+        export_edge(registry, f"fraud:{fraud}", profile="phone", out=mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_the_runner_refuses_what_the_server_would(
+    registry: Registry, fraud: int, fraud_data: pd.DataFrame, tmp_path: Path
+) -> None:
+    model = EdgeModel(
+        export_edge(registry, f"fraud:{fraud}", profile="phone", out=tmp_path / "x").folder
+    )
+    row = records(fraud_data[FEATURES].iloc[:1])[0]
+    for column, value, message in [
+        ("hour_of_day", 2.5, "must be an integer"),
+        ("merchant_category", 42, "must be a string"),
+        ("transaction_amount", "lots", "must be a number"),
+        ("transaction_amount", True, "must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model.predict([{**row, column: value}])
+    assert model.predict([{**row, "hour_of_day": 3.0}])[0]["score"] >= 0

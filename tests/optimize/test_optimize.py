@@ -413,3 +413,49 @@ def test_a_holdout_without_the_label_or_a_method_is_refused(
         Optimizer(registry).run(f"digits:{mlp}", holdout=holdout)
     with pytest.raises(InvalidInput, match="--quantize takes int8"):
         Optimizer(registry).run(f"digits:{mlp}", holdout=holdout, quantize="int4")
+
+
+def test_pruning_a_forest_keeps_its_probabilities_on_their_scale(
+    registry: Registry, separable: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    """A random forest averages its trees: the ones kept are reweighted, so a binary forest's
+    scores (and the threshold that reads them) mean what they meant."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    train, holdout = separable
+    x = train.drop(columns="label")
+    forest = RandomForestClassifier(n_estimators=40, max_depth=8, random_state=0)
+    version = registry.register(forest.fit(x, train["label"]), name="forest", sample=x).version
+    report = Optimizer(registry).run(f"forest:{version}", holdout=holdout, prune=0.5, max_loss="2%")
+    (outcome,) = report.outcomes
+    assert outcome.passed, outcome.reason
+    assert outcome.details["prune"]["averaging"] is True
+    assert outcome.details["prune"]["weights_scaled_by"] == pytest.approx(2.0)
+    rows = holdout.drop(columns="label")
+    parent = registry.load("forest", version)
+    child = registry.load("forest", outcome.version)
+    before = parent.predictor.predict(parent.record.signature.validate_frame(rows))[:, 1]
+    after = child.predictor.predict(child.record.signature.validate_frame(rows))[:, 1]
+    assert abs(float(after.mean() - before.mean())) < 0.02
+    assert float(np.mean((after >= 0.5) == (before >= 0.5))) > 0.95
+    # a forest regressor too: its values stay on the target's scale
+    target = holdout["f0"] * 3 + 10
+    regressor = RandomForestRegressor(n_estimators=30, max_depth=6, random_state=0)
+    reg_version = registry.register(
+        regressor.fit(rows, target), name="forest-value", sample=rows
+    ).version
+    values = Optimizer(registry).run(
+        f"forest-value:{reg_version}", holdout=rows.assign(label=target), prune=0.5, max_loss="5%"
+    )
+    (outcome,) = values.outcomes
+    assert outcome.passed, outcome.reason
+
+
+def test_distillation_data_without_the_models_columns_is_refused(
+    registry: Registry, mlp: int, digits: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    train, holdout = digits
+    with pytest.raises(InvalidInput, match=r"the data rows lack the model's column\(s\) p0_0"):
+        Optimizer(registry).run(
+            f"digits:{mlp}", holdout=holdout, distill="mlp", data=train.drop(columns="p0_0")
+        )

@@ -142,6 +142,44 @@ def _add_answer(total: dict[str, Any], answer: Mapping[str, Any]) -> None:
     total["conflicts"] += list(answer.get("conflicts", []))
 
 
+_AVAILABILITY = (e.ServiceUnavailable, e.DeadlineExceeded, e.Overloaded, e.RateLimited)
+_EDGE_PART = 1000  # edge answers per upload call: a refused row costs at most this many again
+
+
+def _upload_total(edge: Edge | None) -> dict[str, Any]:
+    total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "conflicts": [], "dropped": 0}
+    if edge is not None:
+        total.update(model=edge.model.name, version=edge.model.version)
+    return total
+
+
+def _edge_target(edge: Edge) -> tuple[str, int, str]:
+    return edge.model.name, edge.model.version, edge.device_id
+
+
+def _edge_parts(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [entries[i : i + _EDGE_PART] for i in range(0, len(entries), _EDGE_PART)]
+
+
+def _without_refused(
+    part: list[dict[str, Any]], error: e.SchemaViolation, total: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The part without the rows the server named as invalid (they would block every later
+    upload); the error is raised again when it names none."""
+    refused = {
+        d["loc"][1]
+        for d in error.details()
+        if len(d.get("loc", [])) > 1
+        and d["loc"][0] == "predictions"
+        and isinstance(d["loc"][1], int)
+    }
+    if not refused:
+        raise error
+    log.warning("dropped %d edge answer(s) the server refuses: %s", len(refused), error.message)
+    total["dropped"] += len(refused)
+    return [entry for index, entry in enumerate(part) if index not in refused]
+
+
 class _Base:
     def __init__(
         self,
@@ -211,6 +249,16 @@ class _Base:
         """One answer in the rows' order: the edge's where it was sure, the server's for the
         rows deferred to it, the edge's for those too when the server could not answer."""
         assert self.edge is not None
+        if error is not None and not isinstance(error, _AVAILABILITY):
+            raise error  # a refused key, an unknown version, bad rows: the caller must know
+        if server is not None and (
+            len(server.predictions) != len(deferred) or len(server.prediction_ids) != len(deferred)
+        ):
+            error = e.ServiceUnavailable(
+                f"the server answered {len(server.predictions)} prediction(s) for "
+                f"{len(deferred)} row(s)"
+            )
+            server = None
         if edge_answers is None:  # rows the edge cannot read: the server's answer, or its error
             if server is not None:
                 return server
@@ -220,7 +268,7 @@ class _Base:
         local = {i: a for i, a in enumerate(edge_answers) if i not in at_server}
         ids = self.edge.keep(rows, local)
         from_server = (
-            iter(zip(server.predictions, server.prediction_ids, strict=False))
+            iter(zip(server.predictions, server.prediction_ids, strict=True))
             if server
             else iter(())
         )
@@ -263,7 +311,19 @@ class _Base:
             answers = list(self.fallback(records))
         else:
             answers = [dict(self.fallback) for _ in records]
-        return Prediction(model, None, answers, fallback=True, reason=error.message)
+        return Prediction(
+            model, None, answers, fallback=True, reason=error.message,
+            answered_by=["fallback"] * len(answers),
+        )  # fmt: skip
+
+    def _flush_due(self) -> bool:
+        """Whether a predict call should upload the edge's answers now: enough are waiting and
+        the server has been answering (an open circuit means it has not)."""
+        return (
+            self.edge is not None
+            and self.edge.pending() >= self.upload_every
+            and self.breaker.state == "closed"
+        )
 
 
 class _Call:
@@ -434,27 +494,39 @@ class Client(_Base):
             except e.ShipyardError as failed:
                 error = failed
         answer = self._merged(model, rows, edge_answers, deferred, server, error)
-        assert self.edge is not None
-        if self.edge.pending() >= self.upload_every:
-            with contextlib.suppress(e.ShipyardError):  # kept for the next upload
-                self.flush_edge()
+        if self._flush_due():
+            # within this call's own time budget; what is not delivered waits for the next
+            with contextlib.suppress(e.ShipyardError):
+                self.flush_edge(timeout=self.timeout)
         return answer
 
-    def flush_edge(self) -> dict[str, Any]:
-        """Upload the edge's answers not yet uploaded (`POST /v1/logs/upload`); rows an upload
-        does not deliver are kept for the next one and the error is raised."""
+    def flush_edge(self, *, timeout: float = _UPLOAD_TIMEOUT) -> dict[str, Any]:
+        """Upload the edge's answers not yet uploaded (`POST /v1/logs/upload`). Answers the
+        server refuses as invalid are dropped (with a warning, counted in `dropped`); answers
+        an upload does not deliver otherwise are kept for the next one and the error raised."""
+        total = _upload_total(self.edge)
         if self.edge is None:
-            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+            return total
         entries = self.edge.take()
-        if not entries:
-            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+        parts = _edge_parts(entries)
         try:
-            return self.upload_predictions(
-                self.edge.model.name, self.edge.model.version, self.edge.device_id, entries
-            )
+            while parts:
+                part = parts[0]
+                try:
+                    answer = self.upload_predictions(
+                        *_edge_target(self.edge), part, timeout=timeout
+                    )
+                except e.SchemaViolation as error:
+                    parts[0] = _without_refused(part, error, total)
+                    if not parts[0]:
+                        parts.pop(0)
+                    continue
+                _add_answer(total, answer)
+                parts.pop(0)
         except BaseException:
-            self.edge.give_back(entries)
+            self.edge.give_back([entry for part in parts for entry in part])
             raise
+        return total
 
     def feedback(self, labels: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send ground truth: `{"prediction_id": ..., "label": ...}` or a list of them."""
@@ -587,10 +659,9 @@ class AsyncClient(_Base):
                 except e.ShipyardError as failed:
                     error = failed
             answer = self._merged(model, rows, edge_answers, deferred, server, error)
-            assert self.edge is not None
-            if self.edge.pending() >= self.upload_every:
+            if self._flush_due():
                 with contextlib.suppress(e.ShipyardError):  # kept for the next upload
-                    await self.flush_edge()
+                    await self.flush_edge(timeout=self.timeout)
             return answer
         try:
             body = await self._call(
@@ -600,20 +671,30 @@ class AsyncClient(_Base):
             return self._fallback(model, rows, error)
         return self._answer(model, body)
 
-    async def flush_edge(self) -> dict[str, Any]:
+    async def flush_edge(self, *, timeout: float = _UPLOAD_TIMEOUT) -> dict[str, Any]:
         """As `Client.flush_edge`."""
+        total = _upload_total(self.edge)
         if self.edge is None:
-            return {"accepted": 0, "duplicates": 0, "conflicts": []}
-        entries = self.edge.take()
-        if not entries:
-            return {"accepted": 0, "duplicates": 0, "conflicts": []}
+            return total
+        parts = _edge_parts(self.edge.take())
         try:
-            return await self.upload_predictions(
-                self.edge.model.name, self.edge.model.version, self.edge.device_id, entries
-            )
+            while parts:
+                part = parts[0]
+                try:
+                    answer = await self.upload_predictions(
+                        *_edge_target(self.edge), part, timeout=timeout
+                    )
+                except e.SchemaViolation as error:
+                    parts[0] = _without_refused(part, error, total)
+                    if not parts[0]:
+                        parts.pop(0)
+                    continue
+                _add_answer(total, answer)
+                parts.pop(0)
         except BaseException:
-            self.edge.give_back(entries)
+            self.edge.give_back([entry for part in parts for entry in part])
             raise
+        return total
 
     async def feedback(
         self, labels: Mapping[str, Any] | Sequence[Mapping[str, Any]]

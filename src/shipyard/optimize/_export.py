@@ -30,7 +30,7 @@ from typing import Any
 from shipyard.core.errors import InvalidInput, UnsupportedModel
 from shipyard.core.version import __version__
 from shipyard.optimize import _runner
-from shipyard.optimize._graph import ML_DOMAIN, load
+from shipyard.optimize._graph import ML_DOMAIN, load, session
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = ["PROFILES", "ExportResult", "Profile", "export_edge"]
@@ -221,10 +221,19 @@ def export_edge(
     requested = registry.resolve(ref)
     record = requested if exact else (_int8_child(registry, requested) or requested)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InvalidInput(
-            f"{out} exists and is not empty; choose another --out or pass --overwrite"
-        )
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"{out} is a file; --out names the folder the export goes into")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InvalidInput(
+                f"{out} exists and is not empty; choose another --out, or pass --overwrite to "
+                "replace an earlier export there"
+            )
+        if not (out / "manifest.json").is_file():
+            raise InvalidInput(
+                f"{out} holds files that are not a shipyard export (no manifest.json); "
+                "--overwrite replaces only an earlier export: choose another --out"
+            )
     bundle = registry.open(record.name, record.version)
     info = bundle.metadata["model"]
     if (bundle.folder / "model.onnx").is_file():
@@ -259,6 +268,13 @@ def export_edge(
                 "phone profile"
             )
     model_bytes = graph.SerializeToString()
+    try:  # what ships must load: the ZipMap removal, the operators, the inputs
+        session(model_bytes)
+    except Exception as error:
+        raise UnsupportedModel(
+            f"{record.name}:{record.version}'s graph does not load after preparing it for the "
+            f"edge: {str(error).splitlines()[0][:300]}"
+        ) from None
     scratch = Path(tempfile.mkdtemp(prefix="shipyard-export-"))
     try:
         (scratch / "model.onnx").write_bytes(model_bytes)
@@ -278,8 +294,8 @@ def export_edge(
             }
             for p in sorted(scratch.iterdir())
         }
-        size = sum(int(f["bytes"]) for n, f in files.items() if n.startswith("model."))
         shipped = int(files["model.ort" if "model.ort" in files else "model.onnx"]["bytes"])
+        size = shipped
         if shipped > chosen.budget_bytes:
             raise UnsupportedModel(
                 f"{record.name}:{record.version}'s model is {shipped / 1e6:.2f} MB, over the "

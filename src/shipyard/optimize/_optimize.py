@@ -29,6 +29,7 @@ import numpy as np
 from shipyard.core import Columns, Signature
 from shipyard.core.errors import InvalidInput, UnsupportedModel
 from shipyard.core.tables import read_table_file
+from shipyard.core.values import category_text
 from shipyard.monitoring import holdout_metrics
 from shipyard.optimize._distill import Student, parse_student, train_student
 from shipyard.optimize._graph import NotApplicable
@@ -155,6 +156,7 @@ class _Candidate:
     plan: dict[str, Any] | None
     student: Any = None
     details: dict[str, Any] = field(default_factory=dict)
+    classes: list[Any] | None = None  # in the order of the graph's scores; None: the parent's
 
 
 class Optimizer:
@@ -220,7 +222,10 @@ class Optimizer:
             if train is not None
             else None
         )
-        teacher_rows = self._frame(data, "data") if data is not None else parent.reference
+        teacher_rows = parent.reference
+        if data is not None:
+            teacher_rows = self._frame(data, "data")
+            self._columns(teacher_rows, parent.signature, "data")  # says what is missing
         parent_metrics = holdout_metrics(
             parent.predictor, columns, truth, task, parent.classes, parent.record.threshold
         )
@@ -238,11 +243,11 @@ class Optimizer:
                 report, seed,
             )  # fmt: skip
             report.outcomes.append(outcome)
-            if model is None and not compare_all:
+            if model is None and not compare_all and outcome.reason.startswith("not applicable"):
                 # the one thing asked for cannot be done: an error with the fix, not a report
                 raise InvalidInput(outcome.reason.removeprefix("not applicable: "))
             if outcome.passed and register and not compare_all:
-                outcome.version = self._register(model, parent, outcome, report).version
+                outcome.version = self._register(model, parent, outcome, report, columns).version
         return report
 
     # -- planning ------------------------------------------------------------------------------
@@ -371,29 +376,32 @@ class Optimizer:
         settings = {step: _setting(arg) for step, arg in chain}
         outcome = Outcome(method, settings, passed=False)
         candidate = _Candidate(parent.onnx, parent.plan)
+        task = parent.record.task
         try:
             for step, arg in chain:
                 candidate = self._apply(
-                    step,
-                    arg,
-                    candidate,
-                    parent,
-                    columns,
-                    calibration,
-                    train_set,
-                    teacher_rows,
+                    step, arg, candidate, parent, columns, calibration, train_set, teacher_rows,
                     seed,
-                )
+                )  # fmt: skip
             model = self._registrable(candidate, parent)
-            predictor, size = _packaged(model, parent, self._sample(parent, columns))
+            predictor, size, classes = _packaged(model, parent, self._sample(parent, columns))
+            answers = np.asarray(predictor.predict(columns), dtype=np.float64)
+            if not np.all(np.isfinite(answers)):
+                raise NotApplicable("the result gives non-finite outputs on the holdout rows")
+            metrics = holdout_metrics(
+                predictor, columns, truth, task, classes, parent.record.threshold
+            )
         except NotApplicable as error:
             outcome.reason = f"not applicable: {error}"
             outcome.details = candidate.details
             return outcome, None
-        task = parent.record.task
-        metrics = holdout_metrics(
-            predictor, columns, truth, task, parent.classes, parent.record.threshold
-        )
+        except (InvalidInput, UnsupportedModel):
+            raise
+        except Exception as error:  # a method that breaks on this model: a refusal, not a crash
+            first = str(error).splitlines()[0][:300] if str(error) else ""
+            outcome.reason = f"failed: {type(error).__name__}: {first}"
+            outcome.details = candidate.details
+            return outcome, None
         outcome.figures = Figures(size, *measure(predictor, columns), _quality(metrics))
         outcome.details = candidate.details
         outcome.delta = {
@@ -449,9 +457,18 @@ class Optimizer:
                 parent.classes,
                 seed,
             )
+            learned = [category_text(c) for c in getattr(fitted, "classes_", [])]
+            missing = [c for c in parent.classes or [] if category_text(c) not in learned]
+            if missing:
+                raise NotApplicable(
+                    f"the student never learned class(es) {', '.join(map(str, missing))} from "
+                    "the teacher's answers on these rows; give it more rows (--data) or a "
+                    "larger student"
+                )
             onnx, plan = _student_graph(fitted, parent, self._sample(parent, columns))
             details["distill"] = info
-            return _Candidate(onnx, plan, fitted, details)
+            classes = list(fitted.classes_) if hasattr(fitted, "classes_") else None
+            return _Candidate(onnx, plan, fitted, details, classes)
         if candidate.onnx is None or candidate.plan is None:
             raise NotApplicable(
                 f"{parent.record.name}:{parent.record.version} has no ONNX graph to {step} (its "
@@ -459,12 +476,18 @@ class Optimizer:
                 "that has one"
             )
         if step == "prune":
-            graph, info = prune_graph(candidate.onnx, arg, candidate.plan, columns, train_set)
+            # trees are ranked on rows the gate does not score: the reference sample (or the
+            # calibration rows); on the holdout only when the version has neither
+            ranking = calibration if calibration is not None else columns
+            graph, info = prune_graph(candidate.onnx, arg, candidate.plan, ranking, train_set)
+            info["ranked_on"] = (
+                "holdout" if calibration is None else "reference or calibration rows"
+            )
             details["prune"] = info
-            return _Candidate(graph, candidate.plan, None, details)
+            return _Candidate(graph, candidate.plan, None, details, candidate.classes)
         graph, info = quantize_graph(candidate.onnx, arg, candidate.plan, calibration)
         details["quantize"] = {"method": arg, **info}
-        return _Candidate(graph, candidate.plan, None, details)
+        return _Candidate(graph, candidate.plan, None, details, candidate.classes)
 
     @staticmethod
     def _registrable(candidate: _Candidate, parent: _Parent) -> Any:
@@ -473,7 +496,8 @@ class Optimizer:
         assert candidate.onnx is not None
         assert candidate.plan is not None
         order = candidate.plan.get("order") if candidate.plan.get("mode") == "matrix" else None
-        return OnnxGraph(candidate.onnx, parent.record.task, parent.classes, order)  # type: ignore[arg-type]
+        classes = candidate.classes if candidate.classes is not None else parent.classes
+        return OnnxGraph(candidate.onnx, parent.record.task, classes, order)  # type: ignore[arg-type]
 
     @staticmethod
     def _sample(parent: _Parent, columns: Columns) -> Any:
@@ -486,10 +510,15 @@ class Optimizer:
     # -- registering ---------------------------------------------------------------------------
 
     def _register(
-        self, model: Any, parent: _Parent, outcome: Outcome, report: OptimizationReport
+        self,
+        model: Any,
+        parent: _Parent,
+        outcome: Outcome,
+        report: OptimizationReport,
+        columns: Columns,
     ) -> ModelVersion:
         record = parent.record
-        sample = self._sample(parent, {}) if parent.reference is not None else None
+        sample = self._sample(parent, columns)
         return self.registry.register(
             model,
             name=record.name,
@@ -517,8 +546,9 @@ class Optimizer:
         )
 
 
-def _packaged(model: Any, parent: _Parent, sample: Any) -> tuple[Any, int]:
-    """The predictor serving would load for `model`, and the size of what it runs."""
+def _packaged(model: Any, parent: _Parent, sample: Any) -> tuple[Any, int, list[Any] | None]:
+    """The predictor serving would load for `model`, the size of what it runs, and its classes
+    in the order of its scores."""
     folder = Path(tempfile.mkdtemp(prefix="shipyard-optimize-"))
     try:
         checked = parent.signature.validate_frame(sample)
@@ -531,7 +561,7 @@ def _packaged(model: Any, parent: _Parent, sample: Any) -> tuple[Any, int]:
             size = len(packaged.onnx)
         else:
             size = sum(p.stat().st_size for p in (folder / "model").rglob("*") if p.is_file())
-        return predictor, size
+        return predictor, size, packaged.info.classes
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

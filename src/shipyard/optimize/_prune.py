@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.core import Columns
+from shipyard.core.values import category_text
 from shipyard.optimize._graph import (
     ML_DOMAIN,
     NotApplicable,
@@ -37,7 +38,7 @@ __all__ = ["prune"]
 
 _TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 _ACTIVATIONS = {"Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "Selu", "Softplus", "Gelu"}
-_MAX_ROWS = 5000
+_MAX_ROWS = 2000  # ranking rows: the votes of every tree for each of them are held at once
 
 
 def prune(
@@ -179,31 +180,57 @@ def _prune_trees(
     p = ensemble.prefix
     w_trees = attribute(node, f"{p}_treeids").astype(np.int64)
     w_nodes = attribute(node, f"{p}_nodeids").astype(np.int64)
-    w_values = attribute(node, f"{p}_weights").astype(np.float64)
-    # weight of each (node position) summed over classes, |.| per class
+    w_ids = attribute(node, f"{p}_ids").astype(np.int64)
+    weights_name = (
+        f"{p}_weights" if attribute(node, f"{p}_weights") is not None else f"{p}_weights_as_tensor"
+    )
+    w_values = np.asarray(attribute(node, weights_name), dtype=np.float64)
     position = {
         (t, i): q
         for q, (t, i) in enumerate(zip(ensemble.trees.tolist(), ensemble.ids.tolist(), strict=True))
     }
-    magnitude = np.zeros(len(ensemble.trees))
-    signed = np.zeros(len(ensemble.trees))
-    for t, i, w in zip(w_trees.tolist(), w_nodes.tolist(), w_values.tolist(), strict=True):
-        q = position[(t, i)]
-        magnitude[q] += abs(w)
-        signed[q] += w
-    contribution = magnitude[leaf_pos].mean(axis=0)  # one per tree
+    # each node's leaf weight per output (class or target)
+    rows_of = np.array(
+        [position[(t, i)] for t, i in zip(w_trees.tolist(), w_nodes.tolist(), strict=True)]
+    )
+    leaf_weights = np.zeros((len(ensemble.trees), int(w_ids.max()) + 1 if len(w_ids) else 1))
+    np.add.at(leaf_weights, (rows_of, w_ids), w_values)
+    votes = leaf_weights[leaf_pos]  # rows x trees x outputs
     n_trees = len(tree_ids)
     keep_count = max(1, math.ceil(n_trees * (1 - ratio)))
     if keep_count >= n_trees:
         raise NotApplicable(f"the ensemble has {n_trees} tree(s); pruning {ratio:.0%} removes none")
+    # a classifier whose trees' weights are used as they are (no logistic or softmax after
+    # them) averages its trees' votes: a random forest or extra trees, as converters write them
+    averaging = p == "class" and attribute(node, "post_transform", "NONE") == "NONE"
+    total = votes.sum(axis=1)  # rows x outputs: the ensemble before any transform
+    if averaging and votes.shape[2] > 1:
+        # the trees that back the ensemble's answer the most
+        winner = total.argmax(axis=1)
+        contribution = votes[np.arange(len(x)), :, winner].mean(axis=0)
+        ranked_by = "mean vote for the ensemble's class on the ranking rows"
+    elif averaging:
+        # one weight per tree (a binary forest keeps the positive class's): closest to the mean
+        contribution = -np.abs(votes[..., 0] * n_trees - total[:, None, 0]).mean(axis=0)
+        ranked_by = "closeness to the ensemble's score on the ranking rows"
+    else:
+        contribution = np.abs(votes).sum(axis=2).mean(axis=0)
+        ranked_by = "mean |leaf weight| reached by the ranking rows"
     order = np.argsort(-contribution, kind="stable")
     kept = np.sort(tree_ids[order[:keep_count]])
-    # an averaging forest: each row's leaf weights over all trees sum to one
-    averaging = (
-        attribute(node, "post_transform", "NONE") == "NONE"
-        and p == "class"
-        and bool(np.allclose(signed[leaf_pos].sum(axis=1), 1.0, atol=1e-3))
-    )
+    kept_index = np.isin(tree_ids, kept)
+    if averaging:
+        scale = n_trees / keep_count
+    elif p == "target" and attribute(node, "aggregate_function", "SUM") == "SUM":
+        # a forest regressor written as a SUM of weights divided by the tree count looks like a
+        # boosted one: take the scale that keeps the output closer to the ensemble's
+        kept_sum = votes[:, kept_index, :].sum(axis=1)
+        candidates = (1.0, n_trees / keep_count)
+        errors = [float(np.abs(kept_sum * c - total).mean()) for c in candidates]
+        scale = candidates[int(np.argmin(errors))]
+        averaging = scale != 1.0
+    else:
+        scale = 1.0
     renumber = {int(t): k for k, t in enumerate(kept)}
     on_node = np.isin(ensemble.trees, kept)
     for name in [a.name for a in node.attribute if a.name.startswith("nodes_")]:
@@ -219,7 +246,6 @@ def _prune_trees(
             selected = np.array([renumber[int(t)] for t in selected])
         set_attribute(node, name, selected)
     on_weight = np.isin(w_trees, kept)
-    scale = n_trees / keep_count if averaging else 1.0
     for name in [
         a.name
         for a in node.attribute
@@ -231,7 +257,7 @@ def _prune_trees(
         selected = np.asarray(values)[on_weight]
         if name == f"{p}_treeids":
             selected = np.array([renumber[int(t)] for t in selected])
-        elif name == f"{p}_weights":
+        elif name == weights_name:
             selected = selected * scale
         set_attribute(node, name, selected)
     del graph.graph.value_info[:]
@@ -241,8 +267,9 @@ def _prune_trees(
         "trees_after": keep_count,
         "nodes_before": len(ensemble.trees),
         "nodes_after": int(on_node.sum()),
-        "ranked_by": "mean |leaf weight| reached by the holdout rows",
+        "ranked_by": ranked_by,
         "averaging": averaging,
+        "weights_scaled_by": scale,
         "kept_trees": [int(t) for t in kept],
     }
 
@@ -312,9 +339,21 @@ def _prune_network(
 
     layers = _dense_layers(graph)
     # hidden layers: a dense layer whose activation feeds exactly the next dense layer
+    consumers: dict[str, int] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    outputs = {o.name for o in graph.graph.output}
     pairs = []
     for (dense, activation), (nxt, _) in itertools.pairwise(layers):
-        if activation is not None and nxt.node.input[0] == activation.output[0]:
+        if (
+            activation is not None
+            and nxt.node.input[0] == activation.output[0]
+            # a unit whose value is read anywhere else (a residual, a graph output) cannot go
+            and consumers.get(activation.output[0]) == 1
+            and activation.output[0] not in outputs
+            and consumers.get(dense.output) == 1
+        ):
             pairs.append((dense, nxt))
     if not pairs:
         raise NotApplicable(
@@ -351,7 +390,7 @@ def _prune_network(
         "fine_tuned": False,
     }
     if train is not None:
-        details.update(_fine_tune(graph, layers, arrays, model, plan, train))
+        details.update(_fine_tune(layers, pairs[0][0], arrays, model, plan, train))
     for tensor in graph.graph.initializer:
         if tensor.name in arrays:
             tensor.CopyFrom(
@@ -364,8 +403,8 @@ def _prune_network(
 
 
 def _fine_tune(
-    graph: Any,
     layers: list[tuple[_Dense, Any | None]],
+    first: _Dense,
     arrays: dict[str, np.ndarray],
     model: bytes,
     plan: dict[str, Any],
@@ -379,7 +418,7 @@ def _fine_tune(
     except ImportError:
         return {"fine_tune_skipped": "PyTorch is not installed (pip install 'shipyard[torch]')"}
     columns, truth, classes = train
-    chain = _chain(layers)
+    chain = _chain(layers, first)
     (x,) = tap(model, plan, columns, [chain[0][0].node.input[0]])
     _last_dense, last_activation = chain[-1]
     head = last_activation.op_type if last_activation is not None else None
@@ -392,8 +431,8 @@ def _fine_tune(
               if any(n in (d.weight, d.bias) for d, _ in chain)}  # fmt: skip
     inputs = torch.tensor(np.asarray(x, dtype=np.float32))
     if classes is not None:
-        index = {str(c): k for k, c in enumerate(classes)}
-        target = torch.tensor([index.get(str(t), -1) for t in truth])
+        index = {category_text(c): k for k, c in enumerate(classes)}
+        target = torch.tensor([index.get(category_text(t), -1) for t in truth])
         usable = target >= 0
         inputs, target = inputs[usable], target[usable]
     else:
@@ -444,10 +483,14 @@ def _fine_tune(
     }
 
 
-def _chain(layers: list[tuple[_Dense, Any | None]]) -> list[tuple[_Dense, Any | None]]:
-    """The longest run of dense layers, each fed by the previous one's activation."""
-    chain = [layers[0]]
-    for dense, activation in layers[1:]:
+def _chain(
+    layers: list[tuple[_Dense, Any | None]], first: _Dense
+) -> list[tuple[_Dense, Any | None]]:
+    """The run of dense layers from `first` (the first pruned one), each fed by the previous
+    one's activation."""
+    start = next(i for i, (dense, _) in enumerate(layers) if dense is first)
+    chain = [layers[start]]
+    for dense, activation in layers[start + 1 :]:
         previous_activation = chain[-1][1]
         if previous_activation is not None and dense.node.input[0] == previous_activation.output[0]:
             chain.append((dense, activation))

@@ -155,9 +155,13 @@ def _fp16(model: bytes) -> bytes:
     constants = initializers(graph)
     nodes = []
     converted: dict[str, str] = {}
-    for node in graph.graph.node:
+    for count, node in enumerate(list(graph.graph.node)):
         weight = node.input[1] if len(node.input) > 1 else ""
-        if node.op_type not in ("MatMul", "Gemm") or weight not in constants:
+        if (
+            node.op_type not in ("MatMul", "Gemm")
+            or weight not in constants
+            or constants[weight].data_type != TensorProto.FLOAT  # float32 layers only
+        ):
             nodes.append(node)
             continue
         for name in node.input[1:]:
@@ -167,18 +171,19 @@ def _fp16(model: bytes) -> bytes:
                 )
                 graph.graph.initializer.append(half)
                 converted[name] = half.name
+        tag = f"{node.name or node.op_type}_{count}"  # unique even when nodes have no names
         source, target = node.input[0], node.output[0]
         nodes.append(
-            helper.make_node(
-                "Cast", [source], [f"{source}_to_fp16_{node.name}"], to=TensorProto.FLOAT16
-            )
+            helper.make_node("Cast", [source], [f"{source}_fp16_{tag}"], to=TensorProto.FLOAT16)
         )
-        node.input[0] = f"{source}_to_fp16_{node.name}"
+        node.input[0] = f"{source}_fp16_{tag}"
         for index in range(1, len(node.input)):
             node.input[index] = converted.get(node.input[index], node.input[index])
-        node.output[0] = f"{target}_fp16"
+        node.output[0] = f"{target}_fp16_{tag}"
         nodes.append(node)
-        nodes.append(helper.make_node("Cast", [f"{target}_fp16"], [target], to=TensorProto.FLOAT))
+        nodes.append(
+            helper.make_node("Cast", [f"{target}_fp16_{tag}"], [target], to=TensorProto.FLOAT)
+        )
     del graph.graph.node[:]
     graph.graph.node.extend(nodes)
     used = {name for node in graph.graph.node for name in node.input}

@@ -96,25 +96,28 @@ class EdgeModel:
         return manifest
 
     def columns_of(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Rows as typed columns; a missing or mistyped value is a ValueError naming it."""
+        """Rows as typed columns, by the server's rules: a ValueError names the first value the
+        server would refuse (so nothing is answered here that could not be logged there)."""
         out: dict[str, np.ndarray] = {}
         for column in self.columns:
             name, kind, nullable = column["name"], column["type"], column.get("nullable", False)
             values = []
             for index, row in enumerate(rows):
-                if name not in row:
+                if name not in row and not nullable:
                     raise ValueError(f"row {index} has no {name!r}")
-                value = row[name]
-                if value is None:
+                value = row.get(name)
+                if value is None or (isinstance(value, float) and math.isnan(value)):
                     if not nullable:
                         raise ValueError(f"row {index}: {name!r} may not be null")
-                    value = math.nan if kind.startswith("float") else ""
-                elif kind == "string":
-                    value = str(value)
-                elif (isinstance(value, bool) and kind != "bool") or not isinstance(
-                    value, int | float | bool
-                ):
-                    raise ValueError(f"row {index}: {name!r} must be a number, not {value!r}")
+                    value = (
+                        math.nan if kind.startswith("float") else ("" if kind == "string" else None)
+                    )
+                    if value is None:
+                        raise ValueError(f"row {index}: {name!r} has no value")
+                else:
+                    problem = _problem(value, kind)
+                    if problem:
+                        raise ValueError(f"row {index}: {name!r} {problem}, not {value!r}")
                 values.append(value)
             out[name] = np.asarray(values, dtype=_DTYPES[kind])
         return out
@@ -179,6 +182,23 @@ class EdgeModel:
             return None
         score = float(answer["score"])
         return max(score, 1.0 - score) if self.task == "binary" else score
+
+
+def _problem(value: Any, kind: str) -> str | None:
+    """Why the server would refuse `value` for a column of type `kind`, or None."""
+    if kind == "string":
+        return None if type(value) is str else "must be a string"
+    if kind == "bool":
+        return None if type(value) is bool else "must be true or false"
+    if type(value) is bool or type(value) not in (int, float):
+        return "must be a number"
+    if kind in ("int64", "int32"):
+        if type(value) is float and not value.is_integer():
+            return "must be an integer"
+        bits = 32 if kind == "int32" else 64
+        if not -(2 ** (bits - 1)) <= int(value) < 2 ** (bits - 1):
+            return f"is out of the {bits}-bit integer range"
+    return None
 
 
 def _rows(source: str) -> list[dict[str, Any]]:
