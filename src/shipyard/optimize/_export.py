@@ -5,6 +5,7 @@
     model.ort        phone: the ORT format ONNX Runtime Mobile loads
     signature.json   the input columns, how they feed the graph, task, classes, threshold
     run.py           a runner needing only onnxruntime and numpy (shipyard.optimize._runner)
+    run.mjs          browser: the same runner as an ES module for onnxruntime-web (runner.mjs)
     manifest.json    every file's SHA-256 and size, the profile and its budget, the operators
 
 A profile is a size budget and an operator set: the device's runtime has those kernels and
@@ -287,6 +288,8 @@ def export_edge(
         }  # fmt: skip
         (scratch / "signature.json").write_text(json.dumps(spec, indent=2, default=str))
         (scratch / "run.py").write_text(inspect.getsource(_runner))
+        if chosen.name == "browser":  # the same runner for onnxruntime-web, as an ES module
+            shutil.copyfile(Path(__file__).with_name("runner.mjs"), scratch / "run.mjs")
         files: dict[str, dict[str, Any]] = {
             p.name: {
                 "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
