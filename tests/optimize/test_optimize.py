@@ -459,3 +459,53 @@ def test_distillation_data_without_the_models_columns_is_refused(
         Optimizer(registry).run(
             f"digits:{mlp}", holdout=holdout, distill="mlp", data=train.drop(columns="p0_0")
         )
+
+
+def _network(digits: tuple[pd.DataFrame, pd.DataFrame], change: str) -> Any:
+    """An MLP on digits whose weights quantisation cannot carry, serving exactly as before:
+    `outlier` gives one weight 10,000 times the largest, on a pixel that is always blank (int8's
+    one scale per tensor then rounds every other weight to zero); `tiny` moves a factor of 1e8
+    from the first layer to the second (ReLU does not mind; float16 cannot hold the result)."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, _ = digits
+    x = train.drop(columns="label")
+    assert (x["p0_0"] == 0).all()
+    model = make_pipeline(StandardScaler(), MLPClassifier((64,), max_iter=300, random_state=0))
+    model.fit(x, train["label"])
+    mlp = model[-1]
+    if change == "outlier":
+        mlp.coefs_[0][0, 0] = 1e4 * float(np.abs(mlp.coefs_[0]).max())
+    else:
+        mlp.coefs_[0] *= 1e-8
+        mlp.intercepts_[0] *= 1e-8
+        mlp.coefs_[1] *= 1e8
+    return model
+
+
+@pytest.mark.parametrize(
+    ("method", "change"), [("int8", "outlier"), ("int8-static", "outlier"), ("fp16", "tiny")]
+)
+def test_quantisation_that_breaks_the_model_is_refused_and_not_registered(
+    registry: Registry, digits: tuple[pd.DataFrame, pd.DataFrame], method: str, change: str
+) -> None:
+    train, holdout = digits
+    x = train.drop(columns="label")
+    name = f"fragile-{change}"
+    if name not in {m.name for m in registry.list_models()}:
+        registry.register(_network(digits, change), name=name, sample=x, training_data=x)
+    before = _versions(registry, name)
+    report = Optimizer(registry).run(f"{name}:1", holdout=holdout, quantize=method)
+    (outcome,) = report.outcomes
+    assert report.parent.metrics["accuracy"] > 0.9  # the parent still works
+    assert not outcome.passed
+    assert outcome.version is None
+    if method == "fp16":  # 1e8 times a weight is past float16's largest number
+        assert outcome.reason.startswith("refused: the weights"), outcome.reason
+        assert "beyond float16's range (65504)" in outcome.reason
+    else:  # int8's one scale per tensor rounds every other weight to zero
+        assert outcome.reason.startswith("refused by the gate: accuracy"), outcome.reason
+        assert outcome.gate["loss"] > 0.5
+    assert _versions(registry, name) == before

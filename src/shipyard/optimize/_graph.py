@@ -14,6 +14,7 @@ from shipyard.runtime import onnx_feeds
 
 __all__ = [
     "ML_DOMAIN",
+    "Broken",
     "NotApplicable",
     "attribute",
     "initializers",
@@ -28,6 +29,11 @@ ML_DOMAIN = "ai.onnx.ml"
 
 class NotApplicable(Exception):
     """A method that cannot apply to this model; the message says why and what to try."""
+
+
+class Broken(Exception):
+    """A method that ran, but whose result does not work (non-finite outputs, weights beyond
+    the format's range, not servable): the gate refuses it, saying why."""
 
 
 def load(model: bytes) -> Any:

@@ -32,7 +32,7 @@ from shipyard.core.tables import read_table_file
 from shipyard.core.values import category_text
 from shipyard.monitoring import holdout_metrics
 from shipyard.optimize._distill import Student, parse_student, train_student
-from shipyard.optimize._graph import NotApplicable
+from shipyard.optimize._graph import Broken, NotApplicable
 from shipyard.optimize._measure import Figures, measure
 from shipyard.optimize._prune import prune as prune_graph
 from shipyard.optimize._quantize import QUANTIZE_METHODS
@@ -387,7 +387,7 @@ class Optimizer:
             predictor, size, classes = _packaged(model, parent, self._sample(parent, columns))
             answers = np.asarray(predictor.predict(columns), dtype=np.float64)
             if not np.all(np.isfinite(answers)):
-                raise NotApplicable("the result gives non-finite outputs on the holdout rows")
+                raise Broken("the result gives non-finite outputs on the holdout rows")
             metrics = holdout_metrics(
                 predictor, columns, truth, task, classes, parent.record.threshold
             )
@@ -395,11 +395,17 @@ class Optimizer:
             outcome.reason = f"not applicable: {error}"
             outcome.details = candidate.details
             return outcome, None
+        except Broken as error:
+            outcome.reason = f"refused: {error}"
+            outcome.details = candidate.details
+            return outcome, None
         except (InvalidInput, UnsupportedModel):
             raise
         except Exception as error:  # a method that breaks on this model: a refusal, not a crash
             first = str(error).splitlines()[0][:300] if str(error) else ""
-            outcome.reason = f"failed: {type(error).__name__}: {first}"
+            outcome.reason = (
+                f"refused: the method failed on this model: {type(error).__name__}: {first}"
+            )
             outcome.details = candidate.details
             return outcome, None
         outcome.figures = Figures(size, *measure(predictor, columns), _quality(metrics))
@@ -555,7 +561,7 @@ def _packaged(model: Any, parent: _Parent, sample: Any) -> tuple[Any, int, list[
         try:
             packaged = package(model, parent.signature, checked, folder / "model")
         except UnsupportedModel as error:
-            raise NotApplicable(f"the result cannot be served: {error}") from None
+            raise Broken(f"the result cannot be served: {error}") from None
         predictor = load_predictor(folder / "model", packaged.info, packaged.runtime, packaged.onnx)
         if packaged.onnx is not None:
             size = len(packaged.onnx)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.core import Columns
-from shipyard.optimize._graph import NotApplicable, initializers, load
+from shipyard.optimize._graph import Broken, NotApplicable, initializers, load
 from shipyard.runtime import onnx_feeds
 
 __all__ = ["QUANTIZE_METHODS", "quantize"]
@@ -166,9 +166,15 @@ def _fp16(model: bytes) -> bytes:
             continue
         for name in node.input[1:]:
             if name in constants and name not in converted:
-                half = numpy_helper.from_array(
-                    numpy_helper.to_array(constants[name]).astype(np.float16), f"{name}_fp16"
-                )
+                full = numpy_helper.to_array(constants[name])
+                with np.errstate(over="ignore"):
+                    values = full.astype(np.float16)
+                if not np.all(np.isfinite(values)):
+                    raise Broken(
+                        f"the weights {name!r} reach {float(np.abs(full).max()):.3g}, beyond "
+                        "float16's range (65504)"
+                    )
+                half = numpy_helper.from_array(values, f"{name}_fp16")
                 graph.graph.initializer.append(half)
                 converted[name] = half.name
         tag = f"{node.name or node.op_type}_{count}"  # unique even when nodes have no names
