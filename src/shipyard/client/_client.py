@@ -153,19 +153,41 @@ def _upload_total(edge: Edge | None) -> dict[str, Any]:
     return total
 
 
-def _edge_target(edge: Edge) -> tuple[str, int, str]:
-    return edge.model.name, edge.model.version, edge.device_id
+class _EdgeFlush:
+    """One upload of the edge's answers, in parts of `_EDGE_PART`: what is left to send, and
+    the server's answers summed. The sync and async clients drive it alike."""
 
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.target = (edge.model.name, edge.model.version, edge.device_id)
+        self.total = _upload_total(edge)
+        entries = edge.take()
+        self.parts = [entries[i : i + _EDGE_PART] for i in range(0, len(entries), _EDGE_PART)]
 
-def _edge_parts(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [entries[i : i + _EDGE_PART] for i in range(0, len(entries), _EDGE_PART)]
+    def next(self) -> list[dict[str, Any]] | None:
+        return self.parts[0] if self.parts else None
+
+    def sent(self, answer: Mapping[str, Any]) -> None:
+        _add_answer(self.total, answer)
+        self.parts.pop(0)
+
+    def refused(self, error: e.SchemaViolation) -> None:
+        """Drop the rows the server named as invalid (they would block every later upload) and
+        send the rest again; the error is raised again when it names none."""
+        self.parts[0] = _without_refused(self.parts[0], error, self.total)
+        if not self.parts[0]:
+            self.parts.pop(0)
+
+    def give_back(self) -> None:
+        """What was not delivered waits for the next upload."""
+        self.edge.give_back([entry for part in self.parts for entry in part])
 
 
 def _without_refused(
     part: list[dict[str, Any]], error: e.SchemaViolation, total: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """The part without the rows the server named as invalid (they would block every later
-    upload); the error is raised again when it names none."""
+    """The part without the rows the server named as invalid; the error is raised again when
+    it names none."""
     refused = {
         d["loc"][1]
         for d in error.details()
@@ -504,29 +526,21 @@ class Client(_Base):
         """Upload the edge's answers not yet uploaded (`POST /v1/logs/upload`). Answers the
         server refuses as invalid are dropped (with a warning, counted in `dropped`); answers
         an upload does not deliver otherwise are kept for the next one and the error raised."""
-        total = _upload_total(self.edge)
         if self.edge is None:
-            return total
-        entries = self.edge.take()
-        parts = _edge_parts(entries)
+            return _upload_total(None)
+        flush = _EdgeFlush(self.edge)
         try:
-            while parts:
-                part = parts[0]
+            while (part := flush.next()) is not None:
                 try:
-                    answer = self.upload_predictions(
-                        *_edge_target(self.edge), part, timeout=timeout
-                    )
+                    answer = self.upload_predictions(*flush.target, part, timeout=timeout)
                 except e.SchemaViolation as error:
-                    parts[0] = _without_refused(part, error, total)
-                    if not parts[0]:
-                        parts.pop(0)
-                    continue
-                _add_answer(total, answer)
-                parts.pop(0)
+                    flush.refused(error)
+                else:
+                    flush.sent(answer)
         except BaseException:
-            self.edge.give_back([entry for part in parts for entry in part])
+            flush.give_back()
             raise
-        return total
+        return flush.total
 
     def feedback(self, labels: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Send ground truth: `{"prediction_id": ..., "label": ...}` or a list of them."""
@@ -673,28 +687,21 @@ class AsyncClient(_Base):
 
     async def flush_edge(self, *, timeout: float = _UPLOAD_TIMEOUT) -> dict[str, Any]:
         """As `Client.flush_edge`."""
-        total = _upload_total(self.edge)
         if self.edge is None:
-            return total
-        parts = _edge_parts(self.edge.take())
+            return _upload_total(None)
+        flush = _EdgeFlush(self.edge)
         try:
-            while parts:
-                part = parts[0]
+            while (part := flush.next()) is not None:
                 try:
-                    answer = await self.upload_predictions(
-                        *_edge_target(self.edge), part, timeout=timeout
-                    )
+                    answer = await self.upload_predictions(*flush.target, part, timeout=timeout)
                 except e.SchemaViolation as error:
-                    parts[0] = _without_refused(part, error, total)
-                    if not parts[0]:
-                        parts.pop(0)
-                    continue
-                _add_answer(total, answer)
-                parts.pop(0)
+                    flush.refused(error)
+                else:
+                    flush.sent(answer)
         except BaseException:
-            self.edge.give_back([entry for part in parts for entry in part])
+            flush.give_back()
             raise
-        return total
+        return flush.total
 
     async def feedback(
         self, labels: Mapping[str, Any] | Sequence[Mapping[str, Any]]

@@ -31,7 +31,7 @@ from typing import Any
 from shipyard.core.errors import InvalidInput, UnsupportedModel
 from shipyard.core.version import __version__
 from shipyard.optimize import _runner
-from shipyard.optimize._graph import ML_DOMAIN, load, session
+from shipyard.optimize._graph import ML_DOMAIN, load, served_graph, session
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = ["PROFILES", "ExportResult", "Profile", "export_edge"]
@@ -237,18 +237,14 @@ def export_edge(
             )
     bundle = registry.open(record.name, record.version)
     info = bundle.metadata["model"]
-    if (bundle.folder / "model.onnx").is_file():
-        graph_bytes = (bundle.folder / "model.onnx").read_bytes()
-        plan = info["extra"]["onnx_plan"]
-    elif info.get("flavour") == "onnx":
-        graph_bytes = (bundle.folder / "model" / "model.onnx").read_bytes()
-        plan = info["extra"]["plan"]
-    else:
+    served = served_graph(bundle.folder, info)
+    if served is None:
         raise UnsupportedModel(
             f"{record.name}:{record.version} has no ONNX graph (its {record.flavour} model did not "
             f"convert), so it cannot run on a device; distil it into one that does: shipyard "
             f"optimize {record.name}:{record.version} --distill mlp --holdout PATH"
         )
+    graph_bytes, plan = served
     graph, output = _tensor_outputs(graph_bytes, record.task)
     operators = sorted({(n.domain or "", n.op_type) for n in graph.graph.node})
     unsupported = [

@@ -5,6 +5,7 @@ weights as numpy arrays. The optimiser's methods all work on the graph a bundle 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "attribute",
     "initializers",
     "load",
+    "served_graph",
     "session",
     "set_attribute",
     "tap",
@@ -114,3 +116,13 @@ def set_attribute(node: Any, name: str, value: Any) -> None:
 def initializers(graph: Any) -> dict[str, Any]:
     """The graph's constant tensors by name."""
     return {t.name: t for t in graph.graph.initializer}
+
+
+def served_graph(folder: Path, info: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+    """The ONNX graph a bundle serves and the plan that feeds it: the fast path packaging
+    kept (`model.onnx`), or the model itself when it is an ONNX model; None when it has none."""
+    if (folder / "model.onnx").is_file():
+        return (folder / "model.onnx").read_bytes(), info["extra"]["onnx_plan"]
+    if info.get("flavour") == "onnx":
+        return (folder / "model" / "model.onnx").read_bytes(), info["extra"]["plan"]
+    return None

@@ -32,7 +32,7 @@ from shipyard.core.tables import read_table_file
 from shipyard.core.values import category_text
 from shipyard.monitoring import holdout_metrics
 from shipyard.optimize._distill import Student, parse_student, train_student
-from shipyard.optimize._graph import Broken, NotApplicable
+from shipyard.optimize._graph import Broken, NotApplicable, served_graph
 from shipyard.optimize._measure import Figures, measure
 from shipyard.optimize._prune import prune as prune_graph
 from shipyard.optimize._quantize import QUANTIZE_METHODS
@@ -286,14 +286,7 @@ class Optimizer:
         record = self.registry.resolve(ref)
         bundle = self.registry.open(record.name, record.version)
         info = bundle.metadata["model"]
-        onnx_path = bundle.folder / "model.onnx"
-        onnx = onnx_path.read_bytes() if onnx_path.is_file() else None
-        plan = info.get("extra", {}).get("onnx_plan")
-        if onnx is not None and plan is None and info.get("flavour") == "onnx":
-            plan = info["extra"].get("plan")
-        if onnx is None and info.get("flavour") == "onnx":
-            onnx = (bundle.folder / "model" / "model.onnx").read_bytes()
-            plan = info["extra"].get("plan")
+        onnx, plan = served_graph(bundle.folder, info) or (None, None)
         if record.runtime == "onnxruntime" and onnx is not None:
             size = len(onnx)
         else:
@@ -385,11 +378,8 @@ class Optimizer:
                 )  # fmt: skip
             model = self._registrable(candidate, parent)
             predictor, size, classes = _packaged(model, parent, self._sample(parent, columns))
-            answers = np.asarray(predictor.predict(columns), dtype=np.float64)
-            if not np.all(np.isfinite(answers)):
-                raise Broken("the result gives non-finite outputs on the holdout rows")
             metrics = holdout_metrics(
-                predictor, columns, truth, task, classes, parent.record.threshold
+                _Finite(predictor), columns, truth, task, classes, parent.record.threshold
             )
         except NotApplicable as error:
             outcome.reason = f"not applicable: {error}"
@@ -550,6 +540,20 @@ class Optimizer:
                 "details": outcome.details,
             },
         )
+
+
+class _Finite:
+    """A predictor whose non-finite answers are a refusal: the holdout is scored once, for the
+    check and the metrics alike."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+
+    def predict(self, columns: Columns) -> np.ndarray:
+        answers = np.asarray(self.predictor.predict(columns), dtype=np.float64)
+        if not np.all(np.isfinite(answers)):
+            raise Broken("the result gives non-finite outputs on the holdout rows")
+        return answers
 
 
 def _packaged(model: Any, parent: _Parent, sample: Any) -> tuple[Any, int, list[Any] | None]:

@@ -79,6 +79,7 @@ class _Ensemble:
     false_pos: np.ndarray
     missing_true: np.ndarray
     prefix: str  # "class" or "target"
+    position: dict[tuple[int, int], int]  # (tree id, node id) -> position
 
     @classmethod
     def read(cls, node: Any) -> _Ensemble:
@@ -113,7 +114,7 @@ class _Ensemble:
             trees, ids, attribute(node, "nodes_featureids").astype(np.int64),
             np.asarray(values, dtype=np.float64), modes, true_pos, false_pos,
             np.zeros(len(trees), bool) if missing is None or len(missing) == 0 else missing.astype(bool),
-            prefix,
+            prefix, position,
         )  # fmt: skip
 
     def leaves(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,13 +186,9 @@ def _prune_trees(
         f"{p}_weights" if attribute(node, f"{p}_weights") is not None else f"{p}_weights_as_tensor"
     )
     w_values = np.asarray(attribute(node, weights_name), dtype=np.float64)
-    position = {
-        (t, i): q
-        for q, (t, i) in enumerate(zip(ensemble.trees.tolist(), ensemble.ids.tolist(), strict=True))
-    }
     # each node's leaf weight per output (class or target)
     rows_of = np.array(
-        [position[(t, i)] for t, i in zip(w_trees.tolist(), w_nodes.tolist(), strict=True)]
+        [ensemble.position[(t, i)] for t, i in zip(w_trees.tolist(), w_nodes.tolist(), strict=True)]
     )
     leaf_weights = np.zeros((len(ensemble.trees), int(w_ids.max()) + 1 if len(w_ids) else 1))
     np.add.at(leaf_weights, (rows_of, w_ids), w_values)
