@@ -3,6 +3,8 @@ whole, logged in blocks that `monitor` reads."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +276,63 @@ def test_reading_resumes_at_any_row_across_files_and_row_groups(tmp_path: Path, 
         assert all(c.num_rows == 400 for c in chunks[:-1])
         got = [i for c in chunks for i in c.column("id").to_pylist()]
         assert got == list(range(skip, 5_000)), skip
+
+
+SLOW_REMOTE = """
+import io, sys, time
+from fsspec.implementations.memory import MemoryFileSystem
+import shipyard.batch as batch
+
+class Slow(io.BytesIO):  # a remote file: each read waits on the network
+    def read(self, size=-1):
+        time.sleep(0.1)
+        return super().read(size)
+
+    def readinto(self, buffer):
+        time.sleep(0.1)
+        return super().readinto(buffer)
+
+opened = MemoryFileSystem._open
+
+def slow_open(self, path, mode="rb", **kwargs):
+    return Slow(self.cat_file(path)) if "r" in mode else opened(self, path, mode, **kwargs)
+
+MemoryFileSystem._open = slow_open
+MemoryFileSystem().pipe("/in/rows.csv", b"id,x0\\n" + b"1,0.5\\n" * 4_000_000)  # 28 MB: several blocks
+source = batch.FileInput("memory:///in/rows.csv")
+print(source.schema.names, file=sys.stderr)
+sys.exit(2)  # as the CLI does on a column the model lacks, with the reader let go of
+"""
+
+
+def test_a_csv_reader_let_go_of_early_never_aborts_the_process() -> None:
+    """Arrow reads a CSV ahead in a thread of its own. Reading a remote file, that thread
+    calls into Python; one still reading when the interpreter shuts down (after the schema
+    was taken from the first block, or after an error) aborted the process: `shipyard batch`
+    exited -6 instead of 2 when a column was missing."""
+    ran = subprocess.run(
+        [sys.executable, "-c", SLOW_REMOTE], capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert "['id', 'x0']" in ran.stderr
+
+
+def test_a_remote_csv_reads_as_a_local_one_and_leaves_no_copy_behind(tmp_path: Path) -> None:
+    import fsspec
+
+    frame = pd.DataFrame({"id": np.arange(3_000), "x": np.linspace(0, 1, 3_000)})
+    memory = fsspec.filesystem("memory")
+    for i, (start, stop) in enumerate([(0, 1_000), (1_000, 3_000)]):
+        memory.pipe(f"/remote-csv/p{i}.csv", frame.iloc[start:stop].to_csv(index=False).encode())
+    source = batch.FileInput("memory://remote-csv")
+    assert source.schema.names == ["id", "x"]
+    got = [i for c in source.chunks(700, 123) for i in c.column("id").to_pylist()]
+    assert got == list(range(123, 3_000))
+    assert source._spool is not None
+    spool = Path(source._spool.name)
+    assert len(list(spool.iterdir())) == 2  # each file copied once, in the reading thread
+    source.close()
+    assert not spool.exists()
 
 
 def test_monitor_covers_batch_predictions(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -143,6 +145,8 @@ class FileInput(Input):
         self._schema: pa.Schema | None = None
         self._rows: list[int] | None = None
         self._open: dict[str, tuple[Any, Any]] = {}
+        self._copies: dict[str, str] = {}  # remote CSV file -> its local copy, until `close`
+        self._spool: tempfile.TemporaryDirectory[str] | None = None
 
     # -- what the files hold -----------------------------------------------------------------
 
@@ -168,6 +172,26 @@ class FileInput(Input):
         self._open[path] = (handle, reader)
         return reader
 
+    def _local(self, path: str) -> str:
+        """The path of a local file holding `path`'s bytes: the file itself, or a copy of a
+        remote one made once, in this thread. Arrow's CSV reader reads ahead in a thread of its
+        own; given a Python file object, that thread calls into Python, and one still reading
+        when the interpreter shuts down (a reader let go of early: an error, a schema read from
+        the first block) aborts the process. A native file keeps that thread out of Python."""
+        if _is_local(self.fs):
+            return path
+        copy = self._copies.get(path)
+        if copy is None:
+            if self._spool is None:
+                self._spool = tempfile.TemporaryDirectory(prefix="shipyard-batch-")
+            copy = str(Path(self._spool.name) / f"{len(self._copies)}.csv")
+            try:
+                self.fs.get_file(path, copy)
+            except OSError as error:
+                raise InvalidInput(f"cannot read {path}: {error}") from None
+            self._copies[path] = copy
+        return copy
+
     def close(self) -> None:
         for handle, reader in self._open.values():
             if handle is not None:
@@ -175,6 +199,10 @@ class FileInput(Input):
             else:
                 reader.close()
         self._open.clear()
+        if self._spool is not None:
+            self._spool.cleanup()
+            self._spool = None
+            self._copies.clear()
 
     @property
     def schema(self) -> pa.Schema:
@@ -249,7 +277,7 @@ class FileInput(Input):
         import pyarrow.csv as pacsv
 
         try:
-            handle = self.fs.open(path, "rb")
+            handle = pa.input_stream(self._local(path), compression=None)
         except OSError as error:
             raise InvalidInput(f"cannot read {path}: {error}") from None
         try:
