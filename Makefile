@@ -48,8 +48,10 @@ ui-assets: $(RUN_STAMP)
 readme: $(DEV_STAMP)
 	$(BIN)/python -m tests.readme
 
+# two workers, each taking whole files (a module's fixtures are built once): most tests wait on
+# processes, sockets and sleeping models, so two share two cores well (25 -> 10 minutes)
 test: lint
-	$(BIN)/pytest --durations=30
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30
 
 clean:
 	rm -rf $(VENV) .shipyard .shipyard-demo .pytest_cache .mypy_cache .ruff_cache
