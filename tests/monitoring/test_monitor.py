@@ -99,6 +99,28 @@ def test_the_decline_is_explained_by_segment_and_by_a_change_in_the_error_rate(
     assert worse[-1]["error_rate_after"] > worse[-1]["error_rate_before"]
 
 
+def test_the_root_cause_ranks_features_by_how_far_their_contribution_moved(
+    month: tuple[Settings, MonthResult, str],
+) -> None:
+    """The month shifts the merchant mix towards riskier merchants and the amounts upward.
+    Ranked by effect on the answers, the merchant mix comes first: the amounts drift most (the
+    drift test names them) but the model leans on them little."""
+    settings, _, _ = month
+    attributed = _summary(settings)["root_cause"]["attributions"]
+    assert (attributed["method"], attributed["space"]) == ("linear", "log-odds")
+    assert attributed["reference_rows"] == 200
+    assert attributed["current_rows"] == 200
+    shifted = attributed["shifted"]
+    first = shifted[0]
+    assert first["feature"] == "merchant_category"
+    assert first["current_mean"] > first["reference_mean"]  # pushes towards fraud now
+    assert first["shift"] == pytest.approx(first["current_mean"] - first["reference_mean"])
+    amount = next((s for s in shifted if s["feature"] == "transaction_amount"), None)
+    assert amount is None or abs(amount["shift"]) < abs(first["shift"]) / 5
+    shifts = [abs(s["shift"]) for s in shifted]
+    assert shifts == sorted(shifts, reverse=True)
+
+
 def test_checks_carry_ok_warning_failing_marks(month: tuple[Settings, MonthResult, str]) -> None:
     settings, _, _ = month
     checks = {c["name"]: c for c in _summary(settings)["checks"]}

@@ -178,6 +178,35 @@ def test_tritonclient_grpc_gets_the_models_scores(
     assert len(set(result.as_numpy("prediction_id"))) == len(rows)
 
 
+def test_grpc_answers_explanations_when_the_parameters_ask(
+    served: tuple[ServerProcess, str], fraud_model: Any, fraud_sample: pd.DataFrame
+) -> None:
+    import tritonclient.grpc as triton_grpc
+    from scipy.special import logit
+
+    server, token = served
+    client = triton_grpc.InferenceServerClient(server.grpc)  # type: ignore[attr-defined]
+    headers = {"authorization": f"Bearer {token}"}
+    rows = fraud_sample.iloc[:20].dropna()
+    result = client.infer(
+        "fraud-detector", _grpc_inputs(rows), headers=headers, parameters={"explain": True}
+    )
+    contributions = result.as_numpy("contributions")
+    assert contributions.shape == (len(rows), len(rows.columns))
+    names = [n.decode() for n in result.as_numpy("explained_features")]
+    assert names == list(rows.columns)
+    np.testing.assert_allclose(
+        result.as_numpy("base_value") + contributions.sum(axis=1),
+        logit(fraud_model.predict_proba(rows)[:, 1]),
+        atol=1e-6,
+    )
+    parameters = result.get_response().parameters
+    assert parameters["explanation_method"].string_param == "linear"
+    assert parameters["explanation_space"].string_param == "log-odds"
+    plain = client.infer("fraud-detector", _grpc_inputs(rows), headers=headers)
+    assert plain.as_numpy("contributions") is None
+
+
 def test_grpc_calls_go_through_the_same_authorisation_and_errors_are_status_codes(
     served: tuple[ServerProcess, str], fraud_sample: pd.DataFrame
 ) -> None:

@@ -132,6 +132,24 @@ def test_every_page_renders_for_a_read_key(app: TestClient, served: Settings) ->
     assert "threshold" in compare or "v1 vs v2" in compare
 
 
+def test_the_model_and_compare_pages_say_what_a_version_relies_on(
+    app: TestClient, served: Settings
+) -> None:
+    sign_in(app, token(served, "read"))
+    with Registry.from_settings(served) as registry:
+        importance = registry.get_version("fraud-detector", 2).importance
+    assert importance is not None
+    top = next(iter(importance["features"]))
+    page = app.get("/ui/models/fraud-detector").text
+    assert "What v2 relies on" in page
+    table = page[page.index('data-table="importance"') :]
+    assert table.index(top) < min(table.index(f) for f in list(importance["features"])[1:4])
+    assert "<meter" in table
+    compare = app.get("/ui/models/fraud-detector/compare?a=1&b=2").text
+    assert "What the model relies on" in compare
+    assert "+0.0 pts" in compare  # the same model twice: nothing it relies on changed
+
+
 def test_keys_are_for_admin_keys_only(app: TestClient, served: Settings) -> None:
     sign_in(app, token(served, "write"))
     page = app.get("/ui/keys")

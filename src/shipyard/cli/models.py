@@ -1,4 +1,5 @@
-"""`shipyard models ...`: register, list, show, alias, archive, unarchive, delete, history."""
+"""`shipyard models ...`: register, list, show, importance, alias, archive, unarchive, delete,
+history."""
 
 from __future__ import annotations
 
@@ -183,6 +184,82 @@ def _version_detail(v: ModelVersion) -> None:
     table = Table("column", "type", "nullable", title="signature")
     for c in v.signature.columns:
         table.add_row(c.name, c.type, "yes" if c.nullable else "no")
+    console.print(table)
+    if v.importance:
+        _importance_table(v)
+
+
+IMPORTANCE_SHOWN = 15  # features `models show` lists by importance
+
+
+def _importance_table(v: ModelVersion) -> None:
+    importance = v.importance or {}
+    features = importance.get("features", {})
+    total = sum(features.values()) or 1.0
+    console.print(
+        f"what {v.ref} relies on ({importance.get('method')}, {importance.get('space')}, "
+        f"{importance.get('rows')} reference rows): mean |contribution| to its answers",
+        highlight=False,
+    )
+    table = Table("feature", "mean |contribution|", "share")
+    for name, value in list(features.items())[:IMPORTANCE_SHOWN]:
+        table.add_row(name, f"{value:.4g}", f"{value / total:.1%}")
+    console.print(table)
+    if len(features) > IMPORTANCE_SHOWN:
+        console.print(f"... and {len(features) - IMPORTANCE_SHOWN} more (--json has them all)")
+
+
+@app.command("importance")
+def importance(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME:VERSION (or NAME:ALIAS) to show"),
+    against: str | None = typer.Argument(
+        None, help="another version to compare with: NAME:VERSION, or VERSION of the same model"
+    ),
+    as_json: bool = json_flag("the importance, or the comparison"),
+) -> None:
+    """What a version relies on: each feature's mean |contribution| over its reference rows
+    (worked out at registration). With a second version: what changed, as each feature's share
+    of the total and its rank in each, largest change first."""
+    from shipyard.explain import compare_importance
+
+    first = ModelRef.parse(ref)
+    with open_registry(ctx) as registry:
+        a = registry.resolve(first)
+        b = None
+        if against is not None:
+            other = ModelRef.parse(against if ":" in against else f"{first.name}:{against}")
+            b = registry.resolve(other)
+    for version in (a, b):
+        if version is not None and not version.importance:
+            raise InvalidInput(
+                f"{version.ref} has no feature importance: it was registered without reference "
+                "rows (a sample or training data), or before shipyard worked it out"
+            )
+    if b is None:
+        if as_json:
+            emit_json({"version": a.ref, **(a.importance or {})})
+            return
+        _importance_table(a)
+        return
+    rows = compare_importance(a.importance, b.importance)
+    if as_json:
+        emit_json({"before": a.ref, "after": b.ref, "features": rows})
+        return
+    console.print(
+        f"what changed in what the model relies on: {a.ref} -> {b.ref} (each feature's share "
+        "of the mean |contribution|)",
+        highlight=False,
+    )
+    table = Table("feature", f"share in {a.ref}", f"share in {b.ref}", "change", "rank")
+    for row in rows[:IMPORTANCE_SHOWN]:
+        table.add_row(
+            row["feature"],
+            "-" if row["before"] is None else f"{row['before']:.1%}",
+            "-" if row["after"] is None else f"{row['after']:.1%}",
+            f"{row['change']:+.1%}",
+            f"{row['rank_before'] or '-'} -> {row['rank_after'] or '-'}",
+        )
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ def predict(
         help="write the predictions to this .json, .jsonl, .csv or .parquet file (one row per "
         "input row, in order, with its prediction_id)",
     ),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="also explain each prediction: every feature's contribution and the base value, "
+        "adding up to the model's output (the method and its space are named)",
+    ),
     as_json: bool = json_flag("the predictions, in the shape /v1/models/NAME/predict answers,"),
 ) -> None:
     """Score records from a file or stdin with a registered model.
@@ -65,11 +72,14 @@ def predict(
         step = config.max_batch_records
         for start in range(0, max(len(rows), 1), step):
             chunk = rows[start : start + step]
-            result = (
-                service.predict_records(served, chunk)
+            columns = (
+                served.signature.validate_records(chunk)
                 if isinstance(chunk, list)
-                else service.score_now(served, served.signature.validate_frame(chunk), len(chunk))
+                else served.signature.validate_frame(chunk)
             )
+            result = service.score_now(served, columns, len(chunk))
+            if explain:
+                result = replace(result, explanation=service.explain_now(served, columns))
             predictions.extend(result.records())
             ids.extend(result.ids)
         runtime = served.predictor.runtime
@@ -89,6 +99,8 @@ def predict(
         emit_json(answer)
     elif output is None:
         _print_table(f"{served.name}:{served.version} on {runtime}", predictions)
+        if explain:
+            _print_explanations(predictions)
 
 
 def _read(source: str) -> Any:
@@ -102,10 +114,22 @@ def _read(source: str) -> Any:
 
 
 def _flat(prediction: dict[str, Any]) -> dict[str, Any]:
-    """One table row: a multiclass prediction's probabilities become probability_<class>."""
+    """One table row: a multiclass prediction's probabilities become probability_<class>; an
+    explanation becomes explanation_method, explanation_space, base_value, contribution_<feature>
+    (and contribution_error_<feature> for a sampled one)."""
     row = {k: v for k, v in prediction.items() if not isinstance(v, dict)}
     for key, value in prediction.items():
-        if isinstance(value, dict):
+        if key == "explanation":
+            row.update(
+                {
+                    "explanation_method": value["method"],
+                    "explanation_space": value["space"],
+                    "base_value": value["base"],
+                }
+            )
+            row.update({f"contribution_{n}": v for n, v in value["contributions"].items()})
+            row.update({f"contribution_error_{n}": v for n, v in value.get("error", {}).items()})
+        elif isinstance(value, dict):
             prefix = "probability" if key == "probabilities" else key
             row.update({f"{prefix}_{name}": v for name, v in value.items()})
     return row
@@ -137,7 +161,10 @@ def _write(path: Path, answer: dict[str, Any]) -> None:
 
 
 def _print_table(title: str, predictions: list[dict[str, Any]]) -> None:
-    shown = [_flat(p) for p in predictions[:TABLE_ROWS_SHOWN]]
+    shown = [
+        _flat({k: v for k, v in p.items() if k != "explanation"})
+        for p in predictions[:TABLE_ROWS_SHOWN]
+    ]
     table = Table("#", *shown[0].keys(), title=title)
     for i, row in enumerate(shown):
         table.add_row(
@@ -149,3 +176,30 @@ def _print_table(title: str, predictions: list[dict[str, Any]]) -> None:
             f"... and {len(predictions) - TABLE_ROWS_SHOWN} more; --output FILE keeps them all",
             highlight=False,
         )
+
+
+EXPLAINED_SHOWN = 10  # rows whose explanation the terminal shows
+CONTRIBUTIONS_SHOWN = 5  # largest contributions shown per row
+
+
+def _print_explanations(predictions: list[dict[str, Any]]) -> None:
+    first = predictions[0]["explanation"]
+    table = Table(
+        "#",
+        "output",
+        "base",
+        f"largest contributions ({first['space']}, {first['method']})",
+        title="why",
+    )
+    for i, prediction in enumerate(predictions[:EXPLAINED_SHOWN]):
+        explained = prediction["explanation"]
+        largest = sorted(explained["contributions"].items(), key=lambda kv: -abs(kv[1]))
+        errors = explained.get("error", {})
+        parts = [
+            f"{name} {value:+.4f}" + (f" ±{errors[name]:.4f}" if name in errors else "")
+            for name, value in largest[:CONTRIBUTIONS_SHOWN]
+        ]
+        table.add_row(
+            str(i), f"{explained['output']:.4f}", f"{explained['base']:.4f}", ", ".join(parts)
+        )
+    console.print(table)

@@ -78,6 +78,10 @@ def _records(records: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[d
     return [dict(r) for r in records]
 
 
+def _body(rows: list[dict[str, Any]], explain: bool) -> dict[str, Any]:
+    return {"instances": rows, "explain": True} if explain else {"instances": rows}
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
@@ -484,14 +488,18 @@ class Client(_Base):
         *,
         version: int | None = None,
         routing_key: str | None = None,
+        explain: bool = False,
     ) -> Prediction:
-        """Score one record (a dict) or many; see the class docs for retries and fallback."""
+        """Score one record (a dict) or many; see the class docs for retries and fallback.
+        `explain`: each prediction also carries its `explanation` (every feature's contribution
+        and the base value, adding up to the model's output); the server answers these, never
+        an edge model, and a fallback answer has none."""
         rows = _records(records)
-        hybrid = self._at_edge(model, version, rows)
+        hybrid = None if explain else self._at_edge(model, version, rows)
         if hybrid is not None:
             return self._hybrid(model, version, rows, routing_key, *hybrid)
         try:
-            body = self._call("POST", self._path(model, version), {"instances": rows}, routing_key)
+            body = self._call("POST", self._path(model, version), _body(rows, explain), routing_key)
         except e.ShipyardError as error:
             return self._fallback(model, rows, error)
         return self._answer(model, body)
@@ -657,9 +665,11 @@ class AsyncClient(_Base):
         *,
         version: int | None = None,
         routing_key: str | None = None,
+        explain: bool = False,
     ) -> Prediction:
+        """As `Client.predict`."""
         rows = _records(records)
-        hybrid = self._at_edge(model, version, rows)
+        hybrid = None if explain else self._at_edge(model, version, rows)
         if hybrid is not None:
             edge_answers, deferred = hybrid
             server = error = None
@@ -679,7 +689,7 @@ class AsyncClient(_Base):
             return answer
         try:
             body = await self._call(
-                "POST", self._path(model, version), {"instances": rows}, routing_key
+                "POST", self._path(model, version), _body(rows, explain), routing_key
             )
         except e.ShipyardError as error:
             return self._fallback(model, rows, error)

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="largest request body")
     max_batch_records: int = Field(default=10_000, gt=0, description="most records in one request")
+    explain_max_records: int = Field(
+        default=100, gt=0, description="most records one request may ask to have explained"
+    )
+    explain_budget_ms: float = Field(
+        default=200.0,
+        gt=0,
+        description="time a sampled explanation (models without an exact method) may take per "
+        "request; more time, smaller sampling errors",
+    )
     refresh_seconds: float = Field(
         default=2.0,
         ge=0,

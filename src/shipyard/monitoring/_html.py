@@ -297,6 +297,14 @@ def _version_view(version: str, summary: VersionSummary) -> VersionView:
         )
         view.causes.append((f"{s['feature']} = {s['segment']}",
                             f"{metric} {fmt(before)} → {fmt(now)} over {s['labelled']} labelled rows"))  # fmt: skip
+    attributed = root.get("attributions") or {}
+    for a in attributed.get("shifted", []):
+        view.causes.append((
+            f"contribution of {a['feature']}",
+            f"mean {fmt(a['reference_mean'])} → {fmt(a['current_mean'])} ({attributed['space']}, "
+            f"{attributed['method']}); mean |contribution| {fmt(a['reference_abs'])} → "
+            f"{fmt(a['current_abs'])}",
+        ))  # fmt: skip
     breakdown = summary.get("classes")
     if breakdown is not None:
         view.per_class, view.confusion = list(breakdown["per_class"]), breakdown["confusion"]

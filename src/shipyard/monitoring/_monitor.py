@@ -43,7 +43,7 @@ from shipyard.monitoring._report import (
     VersionSummary,
     Window,
 )
-from shipyard.monitoring._root_cause import root_cause
+from shipyard.monitoring._root_cause import attributions, root_cause
 from shipyard.monitoring._rules import Rule
 from shipyard.monitoring._windows import (
     align,
@@ -318,7 +318,14 @@ class Monitor:
                 else {}
             ),
             "estimates": estimated,
-            "root_cause": root_cause(self.reader, record, drift, period, positive),
+            "root_cause": root_cause(
+                self.reader,
+                record,
+                drift,
+                period,
+                positive,
+                attributions(self.registry.open(name, version), record, current),
+            ),
             "metrics": {},
             "checks": [],
         }

@@ -173,9 +173,35 @@ class Segment(TypedDict):
     mae_now: NotRequired[float]
 
 
-class RootCause(TypedDict):
+class AttributionShift(TypedDict):
+    """A feature whose contribution to the answers moved between the reference rows and the
+    window: mean contribution (signed) and mean |contribution| in each."""
+
+    feature: str
+    reference_mean: float
+    current_mean: float
+    shift: float
+    reference_abs: float
+    current_abs: float
+
+
+class Attributed(TypedDict, total=False):
+    """How the model's answers were explained for the root cause: the method, the space of
+    the contributions, how many rows of each, the features whose contributions moved most;
+    or why they could not be."""
+
+    method: str
+    space: str
+    reference_rows: int
+    current_rows: int
+    shifted: list[AttributionShift]
+    unavailable: str
+
+
+class RootCause(TypedDict, total=False):
     features: list[MovedFeature]
     segments: list[Segment]
+    attributions: Attributed
 
 
 ClassMetrics = TypedDict(

@@ -2,13 +2,68 @@
 
 from __future__ import annotations
 
+import logging
+from typing import cast
+
+import pyarrow as pa
+
+from shipyard.core.errors import ShipyardError
+from shipyard.explain import attribution_shift
 from shipyard.logstore import LogReader
 from shipyard.monitoring._drift import DriftReport
 from shipyard.monitoring._logs import LogQueries, Period
-from shipyard.monitoring._report import MovedFeature, RootCause, Segment
-from shipyard.registry import ModelVersion
+from shipyard.monitoring._report import (
+    Attributed,
+    AttributionShift,
+    MovedFeature,
+    RootCause,
+    Segment,
+)
+from shipyard.registry import LoadedBundle, ModelVersion
 
-__all__ = ["root_cause"]
+__all__ = ["attributions", "root_cause"]
+
+log = logging.getLogger("shipyard.monitoring")
+
+
+EXPLAINED_ROWS = 200  # rows of the reference and of the window explained for the root cause
+
+
+def attributions(
+    bundle: LoadedBundle, record: ModelVersion, current: pa.Table, *, budget: float = 1.0
+) -> Attributed:
+    """How the model's reasons moved: contributions explained on the version's reference rows
+    and on the window's logged inputs, the features whose mean contribution moved most first.
+    A feature can drift without mattering (its contribution stays small), and a small drift in
+    a feature the model leans on can move many answers: this ranks by effect on the output."""
+    if current.num_rows == 0 or "features" not in current.column_names:
+        return {"unavailable": "no logged inputs in the window"}
+    try:
+        reference = bundle.reference(record.signature, EXPLAINED_ROWS)
+        if reference is None:
+            return {"unavailable": f"{record.ref} has no reference rows to compare with"}
+        logged = pa.Table.from_struct_array(current.column("features").combine_chunks())
+        logged = logged.slice(0, EXPLAINED_ROWS)
+        missing = [n for n in record.signature.names if n not in logged.column_names]
+        if missing:
+            return {"unavailable": f"the log lacks input column(s) {', '.join(missing[:5])}"}
+        window = record.signature.validate_frame(logged.select(record.signature.names).to_pandas())
+        explainer = bundle.explainer(record.signature, record.ref)
+        before = explainer.explain(reference, budget=budget)
+        now = explainer.explain(window, budget=budget)
+    except ShipyardError as error:
+        return {"unavailable": error.message}
+    except Exception as error:  # the model's own code on mixed rows: the report still comes
+        log.warning("explaining %s for the root cause failed: %s", record.ref, error)
+        return {"unavailable": f"explaining failed: {type(error).__name__}: {error}"}
+    shifted = cast(list[AttributionShift], attribution_shift(before, now))
+    return {
+        "method": now.method,
+        "space": now.space,
+        "reference_rows": len(before.values),
+        "current_rows": len(now.values),
+        "shifted": shifted,
+    }
 
 
 def root_cause(
@@ -17,10 +72,12 @@ def root_cause(
     drift: DriftReport | None,
     period: Period,
     positive: str | None,
+    attributed: Attributed | None = None,
 ) -> RootCause:
     """What moved: the features that drifted most, and the categorical segments whose quality
     dropped most between the earlier windows and the last (accuracy, or the mean absolute error
-    of a regressor), weighted by their share of the last window's labels."""
+    of a regressor), weighted by their share of the last window's labels; and, given
+    `attributed`, the features whose contributions to the answers moved most."""
     name = record.name
     moved: list[MovedFeature] = []
     if drift is not None:
@@ -78,4 +135,10 @@ def root_cause(
             found["impact"] = drop * now["labelled"] / total
             segments.append(found)
     segments.sort(key=lambda s: -s["impact"])
-    return {"features": moved, "segments": [s for s in segments if s["impact"] > 0][:5]}
+    cause: RootCause = {
+        "features": moved,
+        "segments": [s for s in segments if s["impact"] > 0][:5],
+    }
+    if attributed is not None:
+        cause["attributions"] = attributed
+    return cause

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shipyard.core import Columns, Signature
 from shipyard.core.errors import ArtifactCorrupted
-from shipyard.runtime import ModelInfo, Predictor, load_predictor
+from shipyard.explain import Explainer, explainer_for
+from shipyard.runtime import ModelInfo, Predictor, load_native, load_predictor
 from shipyard.store import ArtifactStore, sha256_file
 
 __all__ = ["LoadedBundle", "bundle_prefix", "open_bundle", "upload_bundle", "write_metadata"]
@@ -62,11 +64,37 @@ def upload_bundle(store: ArtifactStore, folder: Path, prefix: str) -> tuple[str,
     return metadata_sha, size
 
 
+EXPLAIN_REFERENCE_ROWS = 1_000  # reference rows an explainer is built on (and walks from)
+
+
 @dataclass
 class LoadedBundle:
     metadata: dict[str, Any]
     folder: Path
     predictor: Predictor
+
+    def explainer(self, signature: Signature, what: str) -> Explainer:
+        """How the version explains its answers: built from its native model (the served
+        graph cannot tell coefficients and trees) and its reference rows."""
+        info = ModelInfo.from_dict(self.metadata["model"])
+        native = load_native(self.folder / "model", info)
+        return explainer_for(
+            native, self.predictor, info, signature, self.reference(signature), what=what
+        )
+
+    def reference(self, signature: Signature, rows: int = EXPLAIN_REFERENCE_ROWS) -> Columns | None:
+        """The first `rows` of the version's reference sample (drawn at random from its
+        training data when it was registered), validated; None when it has none."""
+        path = self.folder / "reference" / "sample.parquet"
+        if not path.exists():
+            return None
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path).iter_batches(batch_size=rows)
+        first = next(table, None)
+        if first is None:
+            return None
+        return signature.validate_frame(first.to_pandas())
 
 
 def open_bundle(store: ArtifactStore, prefix: str, metadata_sha256: str) -> LoadedBundle:

@@ -88,7 +88,9 @@ class Reads(RegistryBase):
         a graph that agrees with the native model), record and classes."""
         bundle = self.open(name, version)
         record = self.get_version(name, version)
-        return ServedModel(record, bundle.predictor, bundle.metadata["model"].get("classes"))
+        return ServedModel(
+            record, bundle.predictor, bundle.metadata["model"].get("classes"), bundle
+        )
 
     def bundle_ref(self, name: str, version: int) -> BundleRef:
         """Where the version's bundle lies, for processes that load it without this registry."""

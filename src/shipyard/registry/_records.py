@@ -37,6 +37,7 @@ class ModelVersion:
     aliases: tuple[str, ...] = ()
     run_id: str | None = None
     lineage: dict[str, Any] | None = None
+    importance: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:
@@ -66,6 +67,7 @@ class ModelVersion:
             "size_bytes": self.size_bytes,
             "run_id": self.run_id,
             "lineage": self.lineage,
+            "importance": self.importance,
         }
 
 

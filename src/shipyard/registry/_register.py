@@ -10,6 +10,7 @@ one older than a day) and does the same, and removes the scratch folders of dead
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -33,19 +34,35 @@ from shipyard.core import (
 from shipyard.core.errors import InvalidInput
 from shipyard.core.lifetime import pid_alive
 from shipyard.core.version import __version__
+from shipyard.explain import global_importance
 from shipyard.registry import _repository as repo
 from shipyard.registry._base import RegistryBase
-from shipyard.registry._bundle import bundle_prefix, upload_bundle, write_json, write_metadata
+from shipyard.registry._bundle import (
+    LoadedBundle,
+    bundle_prefix,
+    upload_bundle,
+    write_json,
+    write_metadata,
+)
 from shipyard.registry._records import ModelVersion
-from shipyard.runtime import described_inputs, detect_flavour, package
+from shipyard.runtime import (
+    Packaged,
+    described_inputs,
+    detect_flavour,
+    load_predictor,
+    package,
+)
 from shipyard.store import utcnow
 from shipyard.tracking import active_run
 
 __all__ = ["Registering"]
 
+log = logging.getLogger("shipyard.registry")
+
 SAMPLE_ROWS_CHECKED = 1000
 PROFILE_ROWS = 200_000
 REFERENCE_ROWS = 100_000
+IMPORTANCE_ROWS = 200  # reference rows a version's global importance is the mean over
 ABANDONED_AFTER = timedelta(hours=24)  # a pending version of another host's process
 _SCRATCH = re.compile(r"^shipyard-bundle-(\d+)-")
 
@@ -247,6 +264,7 @@ class Registering(RegistryBase):
                     folder / "reference" / "sample.parquet",
                     compression="zstd",
                 )
+            importance = self._importance(folder, packaged, sig, f"{name}:{version}")
             seen = training_data if training_data is not None else sample
             data_fp = fingerprint(seen) if seen is not None else None
             created_at = utcnow()
@@ -285,7 +303,34 @@ class Registering(RegistryBase):
             "bundle_path": prefix,
             "metadata_sha256": metadata_sha,
             "size_bytes": size,
+            "importance": importance,
         }
+
+    def _importance(
+        self, folder: Path, packaged: Packaged, sig: Signature, what: str
+    ) -> dict[str, Any] | None:
+        """What the version relies on: mean |contribution| per feature over its reference rows,
+        explained as serving explains them (from the bundle as written). A version without
+        reference rows, or one whose explanation fails, is registered without (and says why
+        in the log): registering does not depend on it."""
+        if not (folder / "reference" / "sample.parquet").exists():
+            return None
+        onnx = packaged.onnx
+        bundle = LoadedBundle(
+            {"model": packaged.info.to_dict()},
+            folder,
+            load_predictor(folder / "model", packaged.info, packaged.runtime, onnx),
+        )
+        try:
+            reference = bundle.reference(sig, IMPORTANCE_ROWS)
+            if reference is None:
+                return None
+            return global_importance(
+                bundle.explainer(sig, what), reference, rows=IMPORTANCE_ROWS, budget=1.0
+            )
+        except Exception as error:  # the model's own code, mixed reference rows: never fatal
+            log.warning("%s is registered without feature importance: %s", what, error)
+            return None
 
     # -- what failed or killed registrations leave ------------------------------------------
 

@@ -293,6 +293,7 @@ def _version(row: Row[Any], aliases: tuple[str, ...]) -> ModelVersion:
         size_bytes=row.size_bytes,
         run_id=row.run_id,
         lineage=row.lineage,
+        importance=row.importance,
         aliases=aliases,
     )
 

@@ -3,28 +3,73 @@ every way of scoring (real-time serving, batch, streams)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shipyard.core import Signature, new_ids
-from shipyard.core.errors import ModelOutputInvalid
+from shipyard.core.errors import InvalidInput, ModelOutputInvalid, ShipyardError
+from shipyard.explain import Attributions, Explainer
 from shipyard.registry._records import ModelVersion
 from shipyard.runtime import Predictor
+
+if TYPE_CHECKING:
+    from shipyard.registry._bundle import LoadedBundle
 
 __all__ = ["BundleRef", "PredictionResult", "ServedModel", "feature_refs", "shape"]
 
 
+class _Once:
+    """A value built on first use by whichever thread asks first; the others wait for it. A
+    failure is kept too: a version that cannot be explained says so without trying again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: ShipyardError | None = None
+        self._done = False
+
+    def get(self, build: Callable[[], Any]) -> Any:
+        if not self._done:
+            with self._lock:
+                if not self._done:
+                    try:
+                        self._value = build()
+                    except ShipyardError as error:
+                        self._error = error
+                    self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded version, ready to answer."""
+    """A loaded version, ready to answer; `bundle` is where it was loaded from, for what its
+    predictor alone cannot do (explain its answers)."""
 
     record: ModelVersion
     predictor: Predictor
     classes: list[Any] | None
+    bundle: LoadedBundle | None = field(default=None, compare=False, repr=False)
+    _explaining: _Once = field(default_factory=_Once, init=False, compare=False, repr=False)
+
+    def explainer(self) -> Explainer:
+        """How this version explains its answers, built on first use (it loads the native
+        model and the reference rows) and kept while the version is loaded."""
+
+        def build() -> Explainer:
+            what = f"{self.name}:{self.version}"
+            if self.bundle is None:
+                raise InvalidInput(f"{what} was loaded without its bundle and cannot explain")
+            return self.bundle.explainer(self.signature, what)
+
+        explainer: Explainer = self._explaining.get(build)
+        return explainer
 
     @property
     def name(self) -> str:
@@ -67,7 +112,9 @@ class BundleRef:
         bundle = open_bundle(
             ArtifactStore(self.artifact_root), self.record.bundle_path, self.metadata_sha256
         )
-        return ServedModel(self.record, bundle.predictor, bundle.metadata["model"].get("classes"))
+        return ServedModel(
+            self.record, bundle.predictor, bundle.metadata["model"].get("classes"), bundle
+        )
 
 
 @dataclass(frozen=True)
@@ -87,26 +134,38 @@ class PredictionResult:
     threshold: float | None = None
     latency_ms: float = 0.0
     variant: str = "primary"
+    explanation: Attributions | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per row, as `/v1/.../predict` answers."""
+        """One JSON-ready dict per row, as `/v1/.../predict` answers (with its explanation
+        when one was asked for)."""
+        out: list[dict[str, Any]]
         if self.values is not None:
-            return [{"value": v} for v in self.values.tolist()]
-        if self.scores is not None:
+            out = [{"value": v} for v in self.values.tolist()]
+        elif self.scores is not None:
             t = self.threshold
-            return [
+            out = [
                 {"score": s, "label": lab, "threshold": t}
                 for s, lab in zip(self.scores.tolist(), self.labels or [], strict=True)
             ]
-        assert self.probabilities is not None
-        classes = [str(c) for c in self.model.classes or []]
-        return [
-            {"label": lab, "score": max(row), "probabilities": dict(zip(classes, row, strict=True))}
-            for lab, row in zip(self.labels or [], self.probabilities.tolist(), strict=True)
-        ]
+        else:
+            assert self.probabilities is not None
+            classes = [str(c) for c in self.model.classes or []]
+            out = [
+                {
+                    "label": lab,
+                    "score": max(row),
+                    "probabilities": dict(zip(classes, row, strict=True)),
+                }
+                for lab, row in zip(self.labels or [], self.probabilities.tolist(), strict=True)
+            ]
+        if self.explanation is not None:
+            for i, record in enumerate(out):
+                record["explanation"] = self.explanation.row(i)
+        return out
 
     def outputs(self) -> dict[str, Any]:
         """Columnar outputs, as the prediction log stores them."""

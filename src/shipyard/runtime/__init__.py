@@ -11,10 +11,18 @@ from shipyard.runtime._package import (
     described_inputs,
     detect_flavour,
     load_model_file,
+    load_native,
     load_predictor,
     package,
 )
-from shipyard.runtime._predictor import Flavour, ModelInfo, Predictor, Task
+from shipyard.runtime._predictor import (
+    Flavour,
+    ModelInfo,
+    Predictor,
+    Task,
+    columns_to_frame,
+    columns_to_matrix,
+)
 from shipyard.runtime._torch import TorchModel
 
 __all__ = [
@@ -26,10 +34,13 @@ __all__ = [
     "Predictor",
     "Task",
     "TorchModel",
+    "columns_to_frame",
+    "columns_to_matrix",
     "described_inputs",
     "detect_flavour",
     "is_mlflow_dir",
     "load_model_file",
+    "load_native",
     "load_predictor",
     "mlflow_signature",
     "onnx_feeds",

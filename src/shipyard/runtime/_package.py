@@ -241,6 +241,13 @@ def package(model: Any, signature: Signature, sample: Columns, folder: Path) -> 
     )
 
 
+def load_native(folder: Path, info: ModelInfo) -> Any:
+    """The model object the flavour loads from `folder` (a scikit-learn estimator, a LightGBM or
+    XGBoost booster), for what a graph cannot tell (an explainer's coefficients and trees);
+    None for flavours served through a wrapper only."""
+    return getattr(load_predictor(folder, info, info.flavour, None), "native", None)
+
+
 def load_predictor(
     folder: Path, info: ModelInfo, runtime: str, onnx_model: bytes | None
 ) -> Predictor:

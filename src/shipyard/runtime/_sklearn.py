@@ -73,6 +73,7 @@ class SklearnPredictor:
 
     def __init__(self, model: Any, info: ModelInfo) -> None:
         self._model = model
+        self.native = model  # what an explainer takes apart
         self._info = info
         self._frame = info.extra.get("input") == "frame"
         self._numeric = info.extra.get("numeric", True)

@@ -37,6 +37,7 @@ class XGBoostPredictor:
 
     def __init__(self, booster: Any, info: ModelInfo) -> None:
         self._booster = booster
+        self.native = booster  # what an explainer takes apart
         self._info = info
 
     def predict(self, columns: Columns) -> np.ndarray:

@@ -28,9 +28,11 @@ from shipyard.core.version import __version__
 from shipyard.serving._binary import BINARY_DTYPES, decode_bytes, encode_bytes
 from shipyard.serving._oip import (
     encode_outputs,
+    explanation_parameters,
     metadata_tensors,
     requested_outputs,
     v2_decoder,
+    wants_explanation,
 )
 from shipyard.serving._scoring import PREDICT, PREDICT_OR_READ, Scoring
 from shipyard.serving._service import MAX_DEADLINE_MS, PredictionService
@@ -272,6 +274,7 @@ class _Servicer:
                 ),
                 routing=metadata.get("x-routing-key"),
                 request_id=(metadata.get("x-request-id") or "")[:128] or new_id(),
+                explain=wants_explanation,
             )
         except ShipyardError as error:
             await self._fail(context, error)
@@ -296,6 +299,11 @@ class _Servicer:
         )
         if scored.result.threshold is not None:
             response.parameters["threshold"].double_param = scored.result.threshold
+        for key, value in explanation_parameters(scored.result).items():
+            if isinstance(value, int):
+                response.parameters[key].int64_param = value
+            else:
+                response.parameters[key].string_param = value
         # numbers as raw bytes, like Triton answers; both Triton and KServe clients read them
         for tensor in tensors:  # described here, the data in raw_output_contents, in this order
             response.outputs.add(

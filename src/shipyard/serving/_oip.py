@@ -279,6 +279,33 @@ def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dic
         data = [str(v) for v in labels] if datatype == "BYTES" else labels
         tensors.append({"name": "label", "datatype": datatype, "shape": [n], "data": data})
     tensors.append({"name": "prediction_id", "datatype": "BYTES", "shape": [n], "data": result.ids})
+    explained = result.explanation
+    if explained is not None:
+        f = len(explained.features)
+        tensors += [
+            {
+                "name": "contributions",
+                "datatype": "FP64",
+                "shape": [n, f],
+                "data": np.ascontiguousarray(explained.values, dtype=np.float64).ravel(),
+            },
+            {"name": "base_value", "datatype": "FP64", "shape": [n], "data": explained.base},
+            {
+                "name": "explained_features",
+                "datatype": "BYTES",
+                "shape": [f],
+                "data": list(explained.features),
+            },
+        ]
+        if explained.error is not None:
+            tensors.append(
+                {
+                    "name": "contribution_errors",
+                    "datatype": "FP64",
+                    "shape": [n, f],
+                    "data": np.ascontiguousarray(explained.error, dtype=np.float64).ravel(),
+                }
+            )
     if wanted is None:
         return tensors
     available = {t["name"]: t for t in tensors}
@@ -290,13 +317,45 @@ def encode_outputs(task: str, result: Any, wanted: list[str] | None) -> list[dic
     return [available[w] for w in wanted]
 
 
-def output_names(task: str) -> list[str]:
-    """The output tensors a model of `task` answers."""
+EXPLANATION_OUTPUTS = ["contributions", "base_value", "explained_features", "contribution_errors"]
+
+
+def output_names(task: str, *, explain: bool = False) -> list[str]:
+    """The output tensors a model of `task` answers (and those an explanation adds)."""
     if task == "regression":
-        return ["value", "prediction_id"]
-    if task == "binary":
-        return ["score", "label", "prediction_id"]
-    return ["probabilities", "label", "prediction_id"]
+        names = ["value", "prediction_id"]
+    elif task == "binary":
+        names = ["score", "label", "prediction_id"]
+    else:
+        names = ["probabilities", "label", "prediction_id"]
+    return names + EXPLANATION_OUTPUTS if explain else names
+
+
+def wants_explanation(body: Any) -> bool:
+    """Whether a V2 request asks for explanations: `parameters.explain`."""
+    parameters = body.get("parameters") if isinstance(body, dict) else None
+    flag = parameters.get("explain", False) if isinstance(parameters, dict) else False
+    if not isinstance(flag, bool):
+        raise MalformedRequest(
+            f"'parameters.explain' must be true or false, got {str(flag)[:40]!r}"
+        )
+    return flag
+
+
+def explanation_parameters(result: Any) -> dict[str, Any]:
+    """What a V2 answer says about its explanation, as response parameters."""
+    explained = result.explanation
+    if explained is None:
+        return {}
+    out: dict[str, Any] = {
+        "explanation_method": explained.method,
+        "explanation_space": explained.space,
+    }
+    if explained.target is not None:
+        out["explained_class"] = ",".join(str(t) for t in dict.fromkeys(explained.target))
+    if explained.samples is not None:
+        out["explanation_samples"] = int(explained.samples)
+    return out
 
 
 def check_outputs(body: dict[str, Any], task: str) -> None:
@@ -304,7 +363,7 @@ def check_outputs(body: dict[str, Any], task: str) -> None:
     wanted = requested_outputs(body)
     if wanted is None:
         return
-    available = output_names(task)
+    available = output_names(task, explain=wants_explanation(body))
     unknown = [w for w in wanted if w not in available]
     if unknown:
         raise MalformedRequest(

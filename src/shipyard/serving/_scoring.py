@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -85,10 +85,12 @@ class Scoring:
         routing: str | None,
         request_id: str | None,
         records: bool = False,
+        explain: Callable[[Any], bool] | None = None,
     ) -> Scored:
         """Score one request. `deadline` is the caller's budget in milliseconds (text, as a
         header carries it), `routing` its sticky-routing key, if it sent them. `records`: the
-        body holds records that may carry entity keys in place of store features (`/v1`)."""
+        body holds records that may carry entity keys in place of store features (`/v1`).
+        `explain`: whether the body asks for each answer's explanation."""
         started = time.perf_counter()
         service = self.service
         outcome = _Outcome(service.metric_model(name))
@@ -121,7 +123,11 @@ class Scoring:
                     f"keys to POST /v1/models/{name}/predict"
                 )
             service.check_batch(rows)
+            explaining = explain is not None and explain(body)
             result = await service.score(served, columns, rows, due, role)
+            if explaining:  # before the log: a prediction that is not answered is not logged
+                explanation = await service.explain(served, columns, rows, due)
+                result = replace(result, explanation=explanation)
             seconds = time.perf_counter() - started
             service.log(
                 result,

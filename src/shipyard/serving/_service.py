@@ -38,6 +38,7 @@ from shipyard.core.errors import (
     ShipyardError,
 )
 from shipyard.core.status import status_of
+from shipyard.explain import Attributions
 from shipyard.features import FeatureStore
 from shipyard.logstore import LogWriter
 from shipyard.registry import (
@@ -464,6 +465,26 @@ class PredictionService:
             raw = await anyio.to_thread.run_sync(_predict_quietly, served, columns)
         return shape_prediction(served, raw, (time.perf_counter() - started) * 1e3, variant)
 
+    async def explain(
+        self, served: ServedModel, columns: Columns, rows: int, deadline: float
+    ) -> Attributions:
+        """Each row's per-feature contributions to the answer (off the event loop: exact methods
+        take well under a millisecond a row, a sampled one its budget)."""
+        limit = self.settings.explain_max_records
+        if rows > limit:
+            raise PayloadTooLarge(
+                f"{rows} records asked to be explained; explanations are given for up to "
+                f"{limit} records per request: send fewer with explain, or raise "
+                "SHIPYARD_EXPLAIN_MAX_RECORDS"
+            )
+        left = deadline - time.monotonic()
+        budget = max(0.0, min(self.settings.explain_budget_ms / 1e3, left * 0.8))
+        return await anyio.to_thread.run_sync(_explain_quietly, served, columns, budget)
+
+    def explain_now(self, served: ServedModel, columns: Columns) -> Attributions:
+        """Explain in the calling thread (the CLI, tests)."""
+        return _explain_quietly(served, columns, self.settings.explain_budget_ms / 1e3)
+
     def score_now(self, served: ServedModel, columns: Columns, rows: int) -> PredictionResult:
         """Score in the calling thread, without batching (the CLI, tests)."""
         self.check_batch(rows)
@@ -612,6 +633,19 @@ class PredictionService:
 
 def _versions(plans: Mapping[str, Deployment]) -> set[tuple[str, int]]:
     return {(name, v.version) for name, plan in plans.items() for v in plan.variants}
+
+
+def _explain_quietly(served: ServedModel, columns: Columns, budget: float) -> Attributions:
+    explainer = served.explainer()
+    try:
+        with np.errstate(all="ignore"):
+            return explainer.explain(columns, budget=budget)
+    except Exception as error:  # the model failed on the rows an explanation mixes
+        log.exception("explaining %s:%s failed", served.name, served.version)
+        raise ModelUnavailable(
+            f"{served.name}:{served.version} failed while explaining ({type(error).__name__}: "
+            f"{error}); the server log has the details"
+        ) from None
 
 
 def _predict_quietly(served: ServedModel, columns: Columns) -> np.ndarray:

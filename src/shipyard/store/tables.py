@@ -94,6 +94,8 @@ model_versions = Table(
     # the tracking run that trained it, and where it came from (parent version, trigger)
     Column("run_id", String(32), nullable=True),
     Column("lineage", Json, nullable=True),
+    # mean |contribution| per feature over the reference rows (`runtime.global_importance`)
+    Column("importance", Json, nullable=True),
 )
 
 aliases = Table(

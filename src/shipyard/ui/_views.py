@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shipyard.access import Caller, KeyStore
+from shipyard.explain import compare_importance
 from shipyard.monitoring import AlertManager, Monitor, ReportRecord, parse_window
 from shipyard.registry import ModelVersion, Registry
 from shipyard.retraining import PipelineRecord, pending_approvals, pipeline_history
@@ -114,9 +115,11 @@ class Views:
         versions = sorted(self.registry.list_versions(name), key=lambda v: -v.version)
         deployment = self.registry.deployment(name)
         metric_names = sorted({k for v in versions for k, x in v.metrics.items() if _number(x)})
+        explained = next((v for v in versions if v.importance), None)
         return {
             "model": found.to_dict(),
             "versions": [caller.shown(_version(v)) for v in versions],
+            "importance": _importance(explained) if explained is not None else None,
             "metric_names": metric_names,
             "deployment": deployment.to_dict() if deployment else None,
             "history": [d.to_dict() for d in self.registry.deployment_history(name, limit=10)],
@@ -152,6 +155,7 @@ class Views:
             "name": name,
             "a": caller.shown(_version(left)),
             "b": caller.shown(_version(right)),
+            "importance": compare_importance(left.importance, right.importance)[:IMPORTANCE_SHOWN],
             "metrics": [
                 {
                     "name": k,
@@ -347,6 +351,26 @@ def _unique_alerts(alerts: list[Any]) -> list[Any]:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+IMPORTANCE_SHOWN = 12  # features the model and compare pages list by importance
+
+
+def _importance(version: ModelVersion) -> dict[str, Any]:
+    """A version's most relied-on features, each with its share of the total."""
+    importance = version.importance or {}
+    features = importance.get("features", {})
+    total = sum(features.values()) or 1.0
+    return {
+        "version": version.version,
+        "method": importance.get("method"),
+        "space": importance.get("space"),
+        "rows": importance.get("rows"),
+        "features": [
+            {"feature": k, "value": v, "share": v / total}
+            for k, v in list(features.items())[:IMPORTANCE_SHOWN]
+        ],
+    }
 
 
 def _delta(a: Any, b: Any) -> float | None:

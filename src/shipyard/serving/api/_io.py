@@ -75,6 +75,7 @@ class HttpScoring:
         *,
         binary: bool = False,
         records: bool = False,
+        explain: Callable[[Any], bool] | None = None,
     ) -> Response:
         async def authorize() -> ApiKey:
             return (await self.guard.check(request, PREDICT, [name])).key
@@ -93,6 +94,7 @@ class HttpScoring:
             routing=headers.get("x-routing-key"),
             request_id=_request_id(request),
             records=records,
+            explain=explain,
         )
         answer = render(scored.result, scored.served, scored.body)
         response = answer if isinstance(answer, Response) else JSONBytes(answer)

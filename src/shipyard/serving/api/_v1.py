@@ -58,6 +58,13 @@ class PredictRequest(BaseModel):
         description="keeps a customer on one variant of a canary or A/B test (or send the "
         "X-Routing-Key header, or set the deployment's routing field)",
     )
+    explain: bool = Field(
+        default=False,
+        description="also answer each record's explanation: every feature's contribution and "
+        "the base value, adding up to the model's output in the space named (log-odds, margin, "
+        "probability or value), and the method used (linear, tree-shap: exact; permutation: "
+        "sampled, with each contribution's standard error)",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -66,7 +73,7 @@ class PredictResponse(BaseModel):
     variant: str = Field(description="primary, canary, ab, or pinned")
     predictions: list[dict[str, Any]] = Field(
         description="per record: score, label and threshold (binary); label, score and "
-        "probabilities (multiclass); value (regression)"
+        "probabilities (multiclass); value (regression); and its explanation when asked for"
     )
     prediction_ids: list[str] = Field(description="send these back with labels (/v1/feedback)")
 
@@ -132,6 +139,13 @@ def _decode(body: Any, service: PredictionService) -> Any:
     return decode
 
 
+def _explain(body: Any) -> bool:
+    flag = body.get("explain", False)
+    if not isinstance(flag, bool):
+        raise MalformedRequest(f"'explain' must be true or false, got {str(flag)[:40]!r}")
+    return flag
+
+
 def _render(result: PredictionResult, served: ServedModel, body: Any) -> dict[str, Any]:
     return {
         "model": served.name,
@@ -167,7 +181,9 @@ def routers(service: PredictionService, guard: Guard, uploads: EdgeUploads) -> l
     async def predict(request: Request, name: ModelName) -> Response:
         """Score one or many records; the deployment decides which version answers."""
         validate_model_name(name)
-        return await scoring.serve(request, name, None, _decode, _render, records=True)
+        return await scoring.serve(
+            request, name, None, _decode, _render, records=True, explain=_explain
+        )
 
     @direct.post(
         "/v1/models/{name}/versions/{version}/predict",
@@ -180,7 +196,9 @@ def routers(service: PredictionService, guard: Guard, uploads: EdgeUploads) -> l
         """Score one or many records with a specific version."""
         validate_model_name(name)
         pinned = parse_version(str(version))
-        return await scoring.serve(request, name, pinned, _decode, _render, records=True)
+        return await scoring.serve(
+            request, name, pinned, _decode, _render, records=True, explain=_explain
+        )
 
     feedback_route = type(
         "FeedbackRoute", (JSONRoute,), {"body_limit": service.settings.max_body_bytes}

@@ -30,9 +30,11 @@ from shipyard.serving._binary import binary_response
 from shipyard.serving._oip import (
     binary_outputs,
     encode_outputs,
+    explanation_parameters,
     metadata_tensors,
     requested_outputs,
     v2_decoder,
+    wants_explanation,
 )
 from shipyard.serving._scoring import PREDICT_OR_READ
 from shipyard.serving._service import PredictionService
@@ -129,8 +131,11 @@ def _render(result: PredictionResult, served: ServedModel, body: Any) -> dict[st
     }
     if "id" in body:  # echoed as given; the prediction ids are the prediction_id output
         response["id"] = body["id"]
+    parameters = explanation_parameters(result)
     if result.threshold is not None:
-        response["parameters"] = {"threshold": result.threshold}
+        parameters["threshold"] = result.threshold
+    if parameters:
+        response["parameters"] = parameters
     binary = binary_outputs(body, [t["name"] for t in response["outputs"]])
     if not binary:
         return response
@@ -166,7 +171,9 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     )
     async def infer(request: Request, name: ModelName) -> Response:
         validate_model_name(name)
-        return await scoring.serve(request, name, None, v2_decoder, _render, binary=True)
+        return await scoring.serve(
+            request, name, None, v2_decoder, _render, binary=True, explain=wants_explanation
+        )
 
     @direct.post(
         "/v2/models/{name}/versions/{version}/infer",
@@ -178,7 +185,9 @@ def routers(service: PredictionService, guard: Guard) -> list[APIRouter]:
     async def infer_version(request: Request, name: ModelName, version: VersionPath) -> Response:
         validate_model_name(name)
         pinned = parse_version(str(version))
-        return await scoring.serve(request, name, pinned, v2_decoder, _render, binary=True)
+        return await scoring.serve(
+            request, name, pinned, v2_decoder, _render, binary=True, explain=wants_explanation
+        )
 
     v2 = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=JSONRoute)
     predict_or_read = guard.require(*PREDICT_OR_READ)
