@@ -18,9 +18,15 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 # torch first, pinned exactly: left to the [torch] extra's `torch>=2.13`, pip would resolve the
 # newest torch on PyPI, a CUDA build of several GB; pinned, it takes the 2.13.0 CPU wheel our
 # machines keep in pip's find-links, and the extra is then already satisfied
+# Flower (federated training) last, without its dependencies: it pins exact versions of
+# FastAPI, Starlette, uvicorn, Typer, Rich, packaging and protobuf older than ours, and runs on
+# ours (the federated tests say so); its own small dependencies are named here instead
+FLOWER := flwr==1.42.0 'iterators>=0.0.2,<0.0.3' 'pycryptodome>=3.18,<4' 'tomli>=2.0.1,<3' \
+	'tomli-w>=1,<2' 'pathspec>=1.0.4,<2'
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(FLOWER)
 	touch $@ $(RUN_STAMP)
 
 install: $(RUN_STAMP)

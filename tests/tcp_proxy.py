@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that can cut a service off: `cut()` closes its port and every open
 connection (the service refuses connections, as a database that went away does), `restore()`
-opens the same port again. For fault tests against real servers."""
+opens the same port again. For fault tests against real servers; `upstream` keeps every byte
+the clients sent through it (what crossed the wire to the service)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.upstream = bytearray()  # every byte the clients sent to the service
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -48,12 +50,15 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, keep in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, keep), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, keep: bool) -> None:
         try:
             while data := source.recv(65536):
+                if keep:
+                    with self._lock:
+                        self.upstream += data
                 sink.sendall(data)
         except OSError:
             pass

@@ -102,6 +102,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "monitor": ("monitor", "app", True),
     "features": ("features", "app", True),
     "stream": ("stream", "app", True),
+    "federated": ("federated", "app", True),
     "runs": ("runs", "app", True),
     "pipeline": ("loop", "pipeline_app", True),
     "jobs": ("loop", "jobs_app", True),

@@ -1,0 +1,54 @@
+"""Federated training: sites train one model together on Flower without their rows leaving
+them; the server registers the result as a version like any other (served, monitored,
+retrained), with its lineage: the sites, rounds, strategy, privacy settings and per-site
+scores.
+
+    serve("0.0.0.0:9092", Settings(rounds=10, min_sites=3))   -> Result  (blocks for the run)
+    start_site(Site(frame, label="is_fraud", name="hospital-a"), "server:9092")
+    register(registry, "fraud-detector", result)            -> ModelVersion
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipyard.federated._flower import Privacy, Result, Settings, Site, serve, start_site
+from shipyard.federated._privacy import clip_and_noise, epsilon
+from shipyard.registry import ModelVersion, Registry
+
+__all__ = [
+    "Privacy",
+    "Result",
+    "Settings",
+    "Site",
+    "clip_and_noise",
+    "epsilon",
+    "register",
+    "serve",
+    "start_site",
+]
+
+
+def register(registry: Registry, name: str, result: Result, **options: Any) -> ModelVersion:
+    """Register the run's global model as the next version of `name`: its signature is the
+    sites' feature columns (no row of theirs is at the server, so the version has no reference
+    sample: its inputs are not checked for drift), its metrics the last round's scores on the
+    sites' holdouts, its lineage the run."""
+    final = result.final
+    metrics = {k: final[k] for k in ("accuracy", "auc", "loss") if final.get(k) is not None}
+    if result.epsilon is not None:
+        metrics["dp_epsilon"] = result.epsilon
+    signature = {"columns": [{"name": f, "type": "float64"} for f in result.features]}
+    return registry.register(
+        result.estimator(),
+        name=name,
+        signature=signature,
+        metrics=metrics,
+        params={
+            "strategy": result.settings.strategy,
+            "rounds": result.settings.rounds,
+            "sites": len(result.sites),
+        },
+        lineage=result.lineage(),
+        **options,
+    )

@@ -1,0 +1,205 @@
+"""Federated training on Flower: a server and three sites as separate processes on loopback, the
+sites' rows never crossing the wire, the global model registered and served; differential
+privacy's clipping, noise and epsilon; bad sites refused with a message."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.serving.servers import free_port
+from tests.tcp_proxy import TcpProxy
+
+from shipyard.core import Settings
+from shipyard.core.errors import InvalidInput
+from shipyard.federated import Site, clip_and_noise, epsilon
+from shipyard.registry import Registry
+
+pytest.importorskip(
+    "flwr", reason="federated training needs Flower: pip install 'shipyard[federated]'"
+)
+
+
+def shipyard(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SHIPYARD_HOME": str(home), "SHIPYARD_ACTOR": "federated-tester"}
+    env.pop("SHIPYARD_DATABASE_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shipyard", *args], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Breast-cancer data split across three sites by tumour radius (non-IID: the sites see
+    different kinds of tumours)."""
+    from sklearn.datasets import load_breast_cancer
+
+    folder = tmp_path_factory.mktemp("sites")
+    data = load_breast_cancer(as_frame=True).frame.sort_values("mean radius", kind="stable")
+    data = data.reset_index(drop=True)
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(len(data)), 3)):
+        path = folder / f"site-{i}.parquet"
+        data.iloc[part].to_parquet(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def run(home: Path, sites: list[Path], *server_args: str) -> tuple[dict[str, Any], TcpProxy]:
+    """`shipyard federated server` and one `shipyard federated site` per file, the sites
+    talking to the server through a proxy that keeps what they send."""
+    port = free_port()
+    proxy = TcpProxy(("127.0.0.1", port)).start()
+    server = shipyard(
+        home, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        str(len(sites)), "--wait", "60", "--json", *server_args,
+    )  # fmt: skip
+    members = [
+        shipyard(home, "federated", "site", "--server", f"127.0.0.1:{proxy.port}", "--data",
+                 str(path), "--name", f"hospital-{i}", "--label", "target", "--wait", "60")
+        for i, path in enumerate(sites)
+    ]  # fmt: skip
+    try:
+        out, err = server.communicate(timeout=180)
+        assert server.returncode == 0, err[-3000:]
+        for member in members:
+            _, site_err = member.communicate(timeout=60)
+            assert member.returncode == 0, site_err[-3000:]
+    finally:
+        for process in (server, *members):
+            if process.poll() is None:
+                process.kill()
+        proxy.cut()
+    return json.loads(out), proxy
+
+
+def test_three_sites_train_one_model_and_no_row_crosses_the_wire(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    answer, proxy = run(tmp_path, sites, "--rounds", "5")
+    assert [r["round"] for r in answer["rounds"]] == [1, 2, 3, 4, 5]
+    final = answer["rounds"][-1]
+    assert final["accuracy"] > 0.93
+    assert final["auc"] > 0.97
+    assert set(answer["sites"]) == {"hospital-0", "hospital-1", "hospital-2"}
+    for name, site in answer["sites"].items():
+        assert site["train_rows"] + site["holdout_rows"] == len(
+            pd.read_parquet(sites[int(name[-1])])
+        )
+    assert answer["registered"] == "bc:1"
+
+    # what crossed the wire: weights and aggregates, never a site's values. Each value with a
+    # fraction (an integer's eight bytes, 2.0 = 00..0040, are common in any framing) is looked
+    # for as the float64 the site holds it as, and as text
+    sent = bytes(proxy.upstream)
+    assert len(sent) > 1000
+    for path in sites:
+        frame = pd.read_parquet(path).drop(columns="target")
+        values = [v for v in np.unique(frame.to_numpy(dtype=np.float64)) if v != int(v)]
+        assert len(values) > 1000
+        texts = {v: str(float(v)).encode() for v in values}
+        found = [
+            v for v in values
+            if np.float64(v).tobytes() in sent or (len(texts[v]) >= 6 and texts[v] in sent)
+        ]  # fmt: skip
+        assert not found, f"{len(found)} raw values of {path.name} crossed the wire: {found[:5]}"
+
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        version = registry.get_version("bc", 1)
+        federated = version.lineage["federated"]  # type: ignore[index]
+        assert federated["settings"]["strategy"] == "fedavg"
+        assert set(federated["sites"]) == set(answer["sites"])
+        assert version.metrics["accuracy"] == pytest.approx(final["accuracy"])
+        served = registry.load("bc", 1)
+    everything = pd.concat([pd.read_parquet(p) for p in sites])
+    columns = served.signature.validate_frame(everything.drop(columns="target"))
+    predicted = served.predictor.predict(columns).argmax(axis=1)
+    assert np.mean(predicted == everything["target"].to_numpy()) > 0.93
+
+
+def test_with_privacy_each_update_is_clipped_and_noised_and_the_epsilon_is_reported(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    answer, _ = run(
+        tmp_path, sites, "--rounds", "3", "--strategy", "fedprox", "--dp-noise", "0.5",
+        "--dp-clip", "2.0",
+    )  # fmt: skip
+    assert answer["epsilon"] == pytest.approx(epsilon(0.5, 3, 1e-5))
+    assert len(answer["rounds"]) == 3
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        version = registry.get_version("bc", 1)
+    federated = version.lineage["federated"]  # type: ignore[index]
+    assert federated["settings"]["privacy"] == {"clip": 2.0, "noise": 0.5, "delta": 1e-5}
+    assert federated["settings"]["strategy"] == "fedprox"
+    assert version.metrics["dp_epsilon"] == pytest.approx(answer["epsilon"])
+
+
+def test_epsilon_is_the_gaussian_mechanisms_renyi_bound() -> None:
+    """Rounds of the Gaussian mechanism with noise multiplier s cost alpha T / (2 s^2) of Renyi
+    DP; the best order gives epsilon = T / (2 s^2) + sqrt(2 T log(1/delta)) / s."""
+    for noise, rounds in ((0.8, 10), (1.1, 50), (2.0, 100), (5.0, 3)):
+        closed = rounds / (2 * noise**2) + math.sqrt(2 * rounds * math.log(1e5)) / noise
+        found = epsilon(noise, rounds, 1e-5)
+        assert closed <= found <= closed * 1.005
+    assert epsilon(1.0, 20, 1e-5) < epsilon(1.0, 40, 1e-5)  # more rounds spend more
+    assert epsilon(2.0, 20, 1e-5) < epsilon(1.0, 20, 1e-5)  # more noise spends less
+    assert epsilon(0.0, 1, 1e-5) == math.inf
+
+
+def test_clipping_bounds_an_update_and_the_noise_has_its_scale() -> None:
+    rng = np.random.default_rng(0)
+    update = [np.full(1000, 3.0), np.array([4.0])]
+    clipped, norm = clip_and_noise(update, clip=1.0, noise=0.0, rng=rng)
+    assert norm == pytest.approx(math.sqrt(1000 * 9 + 16))
+    assert math.sqrt(sum(float(np.sum(u**2)) for u in clipped)) == pytest.approx(1.0)
+    small = [np.array([0.3, 0.4])]
+    kept, _ = clip_and_noise(small, clip=1.0, noise=0.0, rng=rng)
+    np.testing.assert_allclose(kept[0], small[0])  # within the clip: unchanged
+    noisy, _ = clip_and_noise([np.zeros(200_000)], clip=2.0, noise=0.5, rng=rng)
+    assert np.std(noisy[0]) == pytest.approx(1.0, rel=0.01)  # noise * clip
+
+
+def test_a_site_refuses_data_it_cannot_train_on(sites: list[Path]) -> None:
+    frame = pd.read_parquet(sites[0])
+    with pytest.raises(InvalidInput, match="no label column 'outcome'"):
+        Site(frame, "outcome", "a")
+    with pytest.raises(InvalidInput, match="numeric features"):
+        Site(frame.assign(ward="north"), "target", "a")
+    with pytest.raises(InvalidInput, match="missing values"):
+        Site(frame.assign(**{"mean radius": np.nan}), "target", "a")
+
+
+def test_sites_whose_columns_differ_are_refused_by_the_server(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    other = tmp_path / "other.parquet"
+    pd.read_parquet(sites[1]).drop(columns="worst area").to_parquet(other)
+    port = free_port()
+    server = shipyard(
+        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}",
+        "--min-sites", "2", "--rounds", "2", "--wait", "60",
+    )  # fmt: skip
+    members = [
+        shipyard(tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data",
+                 str(path), "--name", name, "--label", "target", "--wait", "60")
+        for name, path in (("a", sites[0]), ("b", other))
+    ]  # fmt: skip
+    try:
+        _, err = server.communicate(timeout=120)
+    finally:
+        for process in (server, *members):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+    assert server.returncode == 2, err[-2000:]
+    assert "every site needs the same feature columns" in err
+    assert "Traceback" not in err
