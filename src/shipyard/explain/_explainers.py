@@ -497,6 +497,7 @@ class _Permutation:
         base_sum = 0.0
         pairs = 0
         batch = MIN_PAIRS
+        started = time.perf_counter()
         while pairs < MAX_PAIRS:
             batch = min(batch, MAX_PAIRS - pairs)
             order = np.argsort(self.rng.random((batch, f)), axis=1)
@@ -510,9 +511,15 @@ class _Permutation:
             squares += (pair**2).sum(axis=0)
             base_sum += bases.sum() / 2
             pairs += batch
-            if time.perf_counter() >= until:
+            now = time.perf_counter()
+            if now >= until:
                 break
-            batch *= 2
+            # twice as many next, as many as the time left allows at the pace so far
+            per_pair = (now - started) / pairs
+            fits = int((until - now) / per_pair) if per_pair > 0 else batch * 2
+            if fits < 1:
+                break
+            batch = min(batch * 2, fits)
         mean = sums / pairs
         variance = np.maximum(squares / pairs - mean**2, 0.0)
         error = np.sqrt(variance / max(pairs - 1, 1))

@@ -324,7 +324,7 @@ class Monitor:
                 drift,
                 period,
                 positive,
-                attributions(self.registry.open(name, version), record, current),
+                attributions(lambda: self.registry.open(name, version), record, current),
             ),
             "metrics": {},
             "checks": [],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import cast
 
 import pyarrow as pa
@@ -30,7 +31,11 @@ EXPLAINED_ROWS = 200  # rows of the reference and of the window explained for th
 
 
 def attributions(
-    bundle: LoadedBundle, record: ModelVersion, current: pa.Table, *, budget: float = 1.0
+    open_bundle: Callable[[], LoadedBundle],
+    record: ModelVersion,
+    current: pa.Table,
+    *,
+    budget: float = 1.0,
 ) -> Attributed:
     """How the model's reasons moved: contributions explained on the version's reference rows
     and on the window's logged inputs, the features whose mean contribution moved most first.
@@ -39,6 +44,7 @@ def attributions(
     if current.num_rows == 0 or "features" not in current.column_names:
         return {"unavailable": "no logged inputs in the window"}
     try:
+        bundle = open_bundle()
         reference = bundle.reference(record.signature, EXPLAINED_ROWS)
         if reference is None:
             return {"unavailable": f"{record.ref} has no reference rows to compare with"}

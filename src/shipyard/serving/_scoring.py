@@ -124,6 +124,8 @@ class Scoring:
                 )
             service.check_batch(rows)
             explaining = explain is not None and explain(body)
+            if explaining:
+                service.check_explain(rows)
             result = await service.score(served, columns, rows, due, role)
             if explaining:  # before the log: a prediction that is not answered is not logged
                 explanation = await service.explain(served, columns, rows, due)

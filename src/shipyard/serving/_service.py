@@ -470,6 +470,13 @@ class PredictionService:
     ) -> Attributions:
         """Each row's per-feature contributions to the answer (off the event loop: exact methods
         take well under a millisecond a row, a sampled one its budget)."""
+        self.check_explain(rows)
+        left = deadline - time.monotonic()
+        budget = max(0.0, min(self.settings.explain_budget_ms / 1e3, left * 0.8))
+        return await anyio.to_thread.run_sync(_explain_quietly, served, columns, budget)
+
+    def check_explain(self, rows: int) -> None:
+        """Refuse, before anything is scored, more records than a request may have explained."""
         limit = self.settings.explain_max_records
         if rows > limit:
             raise PayloadTooLarge(
@@ -477,9 +484,6 @@ class PredictionService:
                 f"{limit} records per request: send fewer with explain, or raise "
                 "SHIPYARD_EXPLAIN_MAX_RECORDS"
             )
-        left = deadline - time.monotonic()
-        budget = max(0.0, min(self.settings.explain_budget_ms / 1e3, left * 0.8))
-        return await anyio.to_thread.run_sync(_explain_quietly, served, columns, budget)
 
     def explain_now(self, served: ServedModel, columns: Columns) -> Attributions:
         """Explain in the calling thread (the CLI, tests)."""
