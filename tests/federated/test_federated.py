@@ -143,6 +143,41 @@ def test_with_privacy_each_update_is_clipped_and_noised_and_the_epsilon_is_repor
     assert version.metrics["dp_epsilon"] == pytest.approx(answer["epsilon"])
 
 
+def test_sites_train_a_pytorch_network_that_is_registered_and_served(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    pytest.importorskip("torch", reason="a network needs PyTorch: pip install 'shipyard[torch]'")
+    answer, _ = run(
+        tmp_path, sites, "--rounds", "4", "--model", "mlp:16", "--local-steps", "30"
+    )  # fmt: skip
+    assert answer["rounds"][-1]["accuracy"] > 0.9
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        version = registry.get_version("bc", 1)
+        assert version.flavour == "torch"
+        assert version.params["model"] == "mlp:16"
+        served = registry.load("bc", 1)
+    everything = pd.concat([pd.read_parquet(p) for p in sites])
+    columns = served.signature.validate_frame(everything.drop(columns="target"))
+    predicted = served.predictor.predict(columns).argmax(axis=1)
+    assert np.mean(predicted == everything["target"].to_numpy()) > 0.9
+
+
+def test_a_networks_standardisation_folds_into_its_first_layer() -> None:
+    """What is registered answers what the sites scored: the first layer takes raw values."""
+    torch = pytest.importorskip("torch", reason="a network needs PyTorch")
+    from shipyard.federated._model import Network
+
+    rng = np.random.default_rng(3)
+    network = Network((8, 4))
+    weights = network.initial(5, rng)
+    mean, scale = rng.normal(size=5) * 10, rng.uniform(0.5, 20, size=5)
+    X = rng.normal(size=(50, 5)) * scale + mean
+    wrapped = network.estimator([f"x{i}" for i in range(5)], [0, 1], mean, scale, weights, 50)
+    with torch.no_grad():
+        logits = wrapped.module(torch.from_numpy(X.astype(np.float32))).numpy().reshape(-1)
+    np.testing.assert_allclose(logits, network.margin((X - mean) / scale, weights), atol=1e-4)
+
+
 def test_epsilon_is_the_gaussian_mechanisms_renyi_bound() -> None:
     """Rounds of the Gaussian mechanism with noise multiplier s cost alpha T / (2 s^2) of Renyi
     DP; the best order gives epsilon = T / (2 s^2) + sqrt(2 T log(1/delta)) / s."""

@@ -40,9 +40,18 @@ def server(
         3, "--min-sites", min=1, max=10_000, help="sites every round waits for"
     ),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg or fedprox"),
+    model: str = typer.Option(
+        "logistic",
+        "--model",
+        help="logistic (logistic regression) or mlp:64,32 (a PyTorch network, hidden widths)",
+    ),
     mu: float = typer.Option(0.1, "--mu", min=0.0, help="FedProx's proximal term"),
     steps: int = typer.Option(
-        20, "--local-steps", min=1, max=10_000, help="L-BFGS iterations per site per round"
+        20,
+        "--local-steps",
+        min=1,
+        max=10_000,
+        help="training iterations per site per round (L-BFGS, or Adam for a network)",
     ),
     dp_noise: float | None = typer.Option(
         None,
@@ -74,8 +83,8 @@ def server(
     _quiet_flower(verbose)
     privacy = Privacy(dp_clip, dp_noise, dp_delta) if dp_noise else None
     settings = Settings(
-        rounds=rounds, min_sites=min_sites, strategy=strategy.lower(), mu=mu, steps=steps,
-        privacy=privacy, wait_seconds=wait,
+        rounds=rounds, min_sites=min_sites, strategy=strategy.lower(), model=model, mu=mu,
+        steps=steps, privacy=privacy, wait_seconds=wait,
     )  # fmt: skip
     err_console.print(
         f"waiting for {min_sites} site(s) on {address} (up to {wait:.0f} s), then {rounds} "

@@ -1,5 +1,5 @@
-"""Federated training: sites train one model together on Flower without their rows leaving
-them; the server registers the result as a version like any other (served, monitored,
+"""Federated training: sites train one model together (a logistic regression or a PyTorch
+network) on Flower without their rows leaving them; the server registers the result as a version like any other (served, monitored,
 retrained), with its lineage: the sites, rounds, strategy, privacy settings and per-site
 scores.
 
@@ -45,6 +45,7 @@ def register(registry: Registry, name: str, result: Result, **options: Any) -> M
         signature=signature,
         metrics=metrics,
         params={
+            "model": result.settings.model,
             "strategy": result.settings.strategy,
             "rounds": result.settings.rounds,
             "sites": len(result.sites),

@@ -3,8 +3,9 @@ their own.
 
     round 1        each site sends its row count and each feature's sum and sum of squares;
                    the server pools them into one standardiser, sent with the model
-    rounds 2..R+1  each site trains `steps` L-BFGS iterations from the global model on its own
-                   rows (FedProx: with a proximal term), optionally clips its update and adds
+    rounds 2..R+1  each site trains `steps` iterations (L-BFGS for the logistic regression,
+                   Adam for a PyTorch network) from the global model on its own rows (FedProx:
+                   with a proximal term), optionally clips its update and adds
                    Gaussian noise, and sends the weights; the server averages them weighted by
                    row counts (FedAvg / FedProx); every site then scores the new global model on
                    its own holdout, and the server averages those scores the same way
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.core.errors import InvalidInput, MissingDependency, ServiceUnavailable
-from shipyard.federated._model import fit_local, scores, standardiser, statistics
+from shipyard.federated._model import family, scores, standardiser, statistics
 from shipyard.federated._privacy import clip_and_noise, epsilon
 
 __all__ = ["Privacy", "Result", "Settings", "Site", "serve", "start_site"]
@@ -58,6 +59,8 @@ class Settings:
     rounds: int = 10
     min_sites: int = 3
     strategy: str = "fedavg"  # or fedprox
+    model: str = "logistic"  # or mlp:64,32 (PyTorch)
+    seed: int = 0  # the network's starting weights
     mu: float = 0.1  # FedProx's proximal term
     steps: int = 20  # local L-BFGS iterations per round
     alpha: float = 1e-3  # L2 penalty
@@ -76,8 +79,7 @@ class Result:
     classes: list[Any]
     mean: np.ndarray
     scale: np.ndarray
-    weights: np.ndarray
-    intercept: float
+    weights: list[np.ndarray]
     rounds: list[dict[str, Any]] = field(default_factory=list)
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
@@ -103,24 +105,12 @@ class Result:
         }
 
     def estimator(self) -> Any:
-        """The global model as a scikit-learn pipeline (standardiser, logistic regression),
-        ready to register and serve."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        names = np.array(self.features, dtype=object)
-        scaler = StandardScaler()
-        scaler.mean_, scaler.scale_, scaler.var_ = self.mean, self.scale, self.scale**2
-        scaler.n_features_in_, scaler.feature_names_in_ = len(names), names
-        scaler.n_samples_seen_ = sum(int(s["train_rows"]) for s in self.sites.values())
-        model = LogisticRegression()
-        model.coef_ = self.weights.reshape(1, -1)
-        model.intercept_ = np.array([self.intercept])
-        model.classes_ = np.array(self.classes)
-        model.n_features_in_ = len(names)
-        model.n_iter_ = np.array([self.settings.rounds])
-        return Pipeline([("standardise", scaler), ("model", model)])
+        """The global model, ready to register and serve: a scikit-learn pipeline (standardiser,
+        logistic regression), or a `TorchModel` with the standardisation in its first layer."""
+        rows = sum(int(s["train_rows"]) for s in self.sites.values())
+        return family(self.settings.model).estimator(
+            self.features, self.classes, self.mean, self.scale, self.weights, rows
+        )
 
 
 # -- a site ------------------------------------------------------------------------------------
@@ -180,22 +170,23 @@ class Site:
                 "holdout_rows": len(self.X_holdout),
             }
             return statistics(self.X), len(self.X), described
-        mean, scale, weights, intercept = parameters
+        mean, scale, *weights = parameters
         classes = json.loads(str(config["classes"]))
+        model = family(str(config["model"]))
         Z = (self.X - mean) / scale
-        new_weights, new_intercept = fit_local(
-            Z, self._y(self.labels, classes), weights, float(intercept[0]),
-            alpha=float(config["alpha"]), mu=float(config.get("proximal_mu", 0.0)),
-            steps=int(config["steps"]),
+        trained = model.fit(
+            Z, self._y(self.labels, classes), weights, alpha=float(config["alpha"]),
+            mu=float(config.get("proximal_mu", 0.0)), steps=int(config["steps"]),
+            seed=int(config["seed"]),
         )  # fmt: skip
-        update = [new_weights - weights, np.array([new_intercept]) - intercept]
+        update = [new - old for new, old in zip(trained, weights, strict=True)]
         norm = math.sqrt(sum(float(np.sum(u**2)) for u in update))
         if float(config.get("dp_noise", 0.0)) > 0:
             update, norm = clip_and_noise(
                 update, float(config["dp_clip"]), float(config["dp_noise"]), self.rng
             )
         return (
-            [mean, scale, weights + update[0], intercept + update[1]],
+            [mean, scale, *(old + u for old, u in zip(weights, update, strict=True))],
             len(self.X),
             {"site": self.name, "update_norm": norm},
         )
@@ -203,10 +194,10 @@ class Site:
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        mean, scale, weights, intercept = parameters
+        mean, scale, *weights = parameters
         classes = json.loads(str(config["classes"]))
-        Z = (self.X_holdout - mean) / scale
-        found = scores(Z, self._y(self.labels_holdout, classes), weights, float(intercept[0]))
+        margin = family(str(config["model"])).margin((self.X_holdout - mean) / scale, weights)
+        found = scores(margin, self._y(self.labels_holdout, classes))
         return float(found.pop("loss")), len(self.X_holdout), {"site": self.name, **found}
 
 
@@ -318,6 +309,8 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 "classes": json.dumps([str(c) for c in run.classes or []]),
                 "alpha": settings.alpha,
                 "steps": settings.steps,
+                "model": settings.model,
+                "seed": settings.seed * 1000 + server_round,
             }
             if settings.privacy is not None:
                 config["dp_clip"] = settings.privacy.clip
@@ -344,7 +337,8 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 if run.problem is not None:
                     return None, {}
                 width = len(run.features or [])
-                start = [run.mean, run.scale, np.zeros(width), np.zeros(1)]
+                rng = np.random.default_rng(settings.seed)
+                start = [run.mean, run.scale, *family(settings.model).initial(width, rng)]
                 run.last = start
                 return ndarrays_to_parameters(start), {}
             aggregated, metrics = super().aggregate_fit(server_round, results, failures)
@@ -360,7 +354,10 @@ def _strategy(flwr: Any, run: _Run) -> Any:
             if server_round == 1 or run.problem is not None:
                 return []
             pairs = super().configure_evaluate(server_round, parameters, client_manager)
-            classes = {"classes": json.dumps([str(c) for c in run.classes or []])}
+            classes = {
+                "classes": json.dumps([str(c) for c in run.classes or []]),
+                "model": settings.model,
+            }
             return [(c, EvaluateIns(ins.parameters, {**ins.config, **classes})) for c, ins in pairs]
 
         def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
@@ -408,6 +405,7 @@ def serve(address: str, settings: Settings, *, started: threading.Event | None =
         raise InvalidInput(f"strategy must be fedavg or fedprox, got {settings.strategy!r}")
     if settings.rounds < 1 or settings.min_sites < 1:
         raise InvalidInput("rounds and min-sites must be at least 1")
+    family(settings.model)  # a model spec that cannot be read is refused before anyone waits
     run = _Run(settings)
     if started is not None:
         started.set()
@@ -421,7 +419,7 @@ def serve(address: str, settings: Settings, *, started: threading.Event | None =
     )
     if run.problem is not None:
         raise InvalidInput(run.problem)
-    if run.features is None or run.last is None or len(run.last) != 4:
+    if run.features is None or run.last is None or len(run.last) < 3:
         raise ServiceUnavailable(
             f"fewer than {settings.min_sites} site(s) took part within {settings.wait_seconds:.0f} s; "
             "start the sites (`shipyard federated site --server ...`) or lower --min-sites"
@@ -432,7 +430,7 @@ def serve(address: str, settings: Settings, *, started: threading.Event | None =
             f"only {len(trained)} of {settings.rounds} rounds finished with every site; a site "
             "went away or a round timed out (the server's log says which)"
         )
-    mean, scale, weights, intercept = run.last
+    mean, scale, *weights = run.last
     spent = None
     if settings.privacy is not None:
         spent = epsilon(settings.privacy.noise, settings.rounds, settings.privacy.delta)
@@ -441,6 +439,5 @@ def serve(address: str, settings: Settings, *, started: threading.Event | None =
         site.update({k: v for k, v in last.items() if k in ("accuracy", "auc", "loss")})
     return Result(
         features=run.features, classes=run.classes or [], mean=mean, scale=scale,
-        weights=weights, intercept=float(intercept[0]), rounds=trained, sites=run.sites,
-        settings=settings, epsilon=spent,
+        weights=weights, rounds=trained, sites=run.sites, settings=settings, epsilon=spent,
     )  # fmt: skip
