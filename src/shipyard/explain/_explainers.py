@@ -22,6 +22,7 @@ the positive class (binary) or the class the model answers (multiclass).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -157,6 +158,21 @@ def _as_frame(data: Any, order: list[str]) -> Any:
     return pd.DataFrame(np.asarray(data), columns=order)
 
 
+def _explained(
+    info: ModelInfo, n: int, scores: Callable[[], np.ndarray]
+) -> tuple[np.ndarray | None, list[Any] | None]:
+    """Which class each of `n` rows is explained for: the class answered (multiclass, the
+    largest of `scores()`, `(n, k)`), the positive class (binary), none (regression). Returns
+    the answered classes' indices (multiclass only) and the labels."""
+    classes = info.classes or []
+    if info.task == "multiclass":
+        picked = np.asarray(scores()).argmax(axis=1)
+        return picked, [classes[k] for k in picked]
+    if info.task == "binary":
+        return None, [classes[1]] * n
+    return None, None
+
+
 class _Grouped:
     """A model whose transformed columns each belong to one input column: contributions found
     per transformed column are summed per input column."""
@@ -192,31 +208,21 @@ class _Linear:
 
     def __init__(self, grouped: _Grouped, final: Any, info: ModelInfo, space: str) -> None:
         self.grouped = grouped
-        self.final = final
         self.info = info
         self.space = space
-        coef = np.atleast_2d(np.asarray(final.coef_, dtype=np.float64))
-        intercept = np.atleast_1d(np.asarray(final.intercept_, dtype=np.float64))
-        self.coef, self.intercept = coef, intercept
+        self.coef = np.atleast_2d(np.asarray(final.coef_, dtype=np.float64))
+        self.intercept = np.atleast_1d(np.asarray(final.intercept_, dtype=np.float64))
         self.z_mean = grouped.z_ref.mean(axis=0)
         self.fallback: Explainer | None = None
-
-    def _rows(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.coef[classes], self.intercept[classes]
 
     def explain(self, columns: Columns, *, budget: float = 0.2) -> Attributions:
         z = self.grouped.z(columns)
         n = z.shape[0]
-        target: list[Any] | None = None
-        if self.info.task == "multiclass":
-            margins = z @ self.coef.T + self.intercept
-            picked = margins.argmax(axis=1)
-            target = [(self.info.classes or [])[k] for k in picked]
-        else:
-            picked = np.zeros(n, dtype=int)
-            if self.info.task == "binary":
-                target = [(self.info.classes or [None, None])[1]] * n
-        w, b = self._rows(picked)
+        answered, target = _explained(
+            self.info, n, lambda: z @ self.coef.T + self.intercept
+        )  # one row of coefficients unless several classes
+        picked = answered if answered is not None else np.zeros(n, dtype=int)
+        w, b = self.coef[picked], self.intercept[picked]
         per_z = (z - self.z_mean) * w
         values, unowned = self.grouped.group(per_z)
         base = (self.z_mean * w).sum(axis=1) + b
@@ -251,8 +257,9 @@ def _linear(native: Any, info: ModelInfo, reference: Columns) -> _Linear | None:
     grouped = _Grouped(pre, _Inputs(info), reference)
     if grouped.owners is None:
         return None
+    x = grouped.inputs(reference)
     # fitted on a frame, a bare estimator takes one (by its column names)
-    z = grouped.z_ref if pre is not None else grouped.inputs(reference)
+    z = grouped.z_ref if pre is not None else x
     try:
         margin = _margin(final, z, info.task)
     except Exception:
@@ -261,7 +268,7 @@ def _linear(native: Any, info: ModelInfo, reference: Columns) -> _Linear | None:
     if info.task == "binary":
         from scipy.special import expit
 
-        probabilities = np.asarray(native.predict_proba(_as_input(grouped, reference)))
+        probabilities = np.asarray(native.predict_proba(x))
         if np.allclose(expit(margin[:, 0]), probabilities[:, 1], atol=1e-9):
             space = "log-odds"
     explainer = _Linear(grouped, final, info, space)
@@ -273,10 +280,6 @@ def _linear(native: Any, info: ModelInfo, reference: Columns) -> _Linear | None:
     ):
         return None
     return explainer
-
-
-def _as_input(grouped: _Grouped, reference: Columns) -> Any:
-    return grouped.inputs(reference)
 
 
 # -- tree ensembles --------------------------------------------------------------------------
@@ -296,17 +299,14 @@ class _Trees:
         self.fallback: Explainer | None = None
 
     def explain(self, columns: Columns, *, budget: float = 0.2) -> Attributions:
-        z = self.grouped.z(columns) if self.grouped.pre is not None else None
-        raw = self.contribute(z if z is not None else self.grouped.inputs(columns))
+        grouped = self.grouped
+        raw = self.contribute(
+            grouped.z(columns) if grouped.pre is not None else grouped.inputs(columns)
+        )
         n, k = raw.shape[0], raw.shape[1]
-        target: list[Any] | None = None
-        if self.info.task == "multiclass":
-            picked = raw.sum(axis=2).argmax(axis=1)
-            target = [(self.info.classes or [])[c] for c in picked]
-        else:
-            picked = np.full(n, k - 1)  # a binary model's positive class is its last output
-            if self.info.task == "binary":
-                target = [(self.info.classes or [None, None])[1]] * n
+        answered, target = _explained(self.info, n, lambda: raw.sum(axis=2))
+        # a binary model's positive class is its last output
+        picked = answered if answered is not None else np.full(n, k - 1)
         chosen = raw[np.arange(n), picked]
         per_z, base = chosen[:, :-1], chosen[:, -1]
         values, unowned = self.grouped.group(per_z)
@@ -377,40 +377,30 @@ def _sklearn_trees(native: Any, info: ModelInfo, reference: Columns) -> _Trees |
         base = np.broadcast_to(expected[None, :, None], (values.shape[0], values.shape[1], 1))
         return np.concatenate([values, base], axis=2)
 
-    # what the trees answer: probabilities for a forest that averages them, else margins
-    space = "value"
-    if info.task != "regression":
-        z = grouped.z_ref
-        summed = contribute(z).sum(axis=2)
-        probabilities = np.asarray(
-            native.predict_proba(grouped.inputs(reference)), dtype=np.float64
-        )
-        if summed.shape[1] == probabilities.shape[1] and np.allclose(
-            summed, probabilities, atol=1e-6
-        ):
-            space = "probability"
-        else:
-            space = "log-odds" if info.task == "binary" else "margin"
-    explainer = _Trees(contribute, grouped, info, space)
-    return explainer if _adds_up(explainer, native, info, reference) else None
+    totals = contribute(grouped.z_ref).sum(axis=2)  # (n, k): what the trees add up to
+    space = _tree_space(totals, native, grouped.inputs(reference), info.task)
+    return _Trees(contribute, grouped, info, space) if space is not None else None
 
 
-def _adds_up(explainer: _Trees, native: Any, info: ModelInfo, reference: Columns) -> bool:
-    """Whether the contributions add up to the model's own answers on the reference rows,
-    through the link the space names (none, the logistic, the softmax)."""
+def _tree_space(totals: np.ndarray, native: Any, x: Any, task: str) -> str | None:
+    """The space the trees' contributions add up in, read off the model's own answers on the
+    reference rows: its values or probabilities (a forest averages them) as they are, or through
+    the logistic (log-odds) or the softmax (margin); None when they add up in none."""
     from scipy.special import expit, softmax
 
-    x = explainer.grouped.inputs(reference)
-    totals = explainer.contribute(explainer.grouped.z_ref).sum(axis=2)  # (n, k)
-    if info.task == "regression":
-        expected = np.asarray(native.predict(x), dtype=np.float64)
-        return bool(np.allclose(totals[:, 0], expected, atol=ADDS_UP))
+    if task == "regression":
+        answers = np.asarray(native.predict(x), dtype=np.float64)
+        return "value" if np.allclose(totals[:, 0], answers, atol=ADDS_UP) else None
     probabilities = np.asarray(native.predict_proba(x), dtype=np.float64)
-    if explainer.space == "probability":
-        return bool(np.allclose(totals, probabilities[:, -totals.shape[1] :], atol=ADDS_UP))
-    if info.task == "binary":
-        return bool(np.allclose(expit(totals[:, -1]), probabilities[:, 1], atol=ADDS_UP))
-    return bool(np.allclose(softmax(totals, axis=1), probabilities, atol=ADDS_UP))
+    if totals.shape[1] == probabilities.shape[1] and np.allclose(
+        totals, probabilities, atol=ADDS_UP
+    ):
+        return "probability"
+    if task == "binary":
+        adds_up = np.allclose(expit(totals[:, -1]), probabilities[:, 1], atol=ADDS_UP)
+        return "log-odds" if adds_up else None
+    adds_up = np.allclose(softmax(totals, axis=1), probabilities, atol=ADDS_UP)
+    return "margin" if adds_up else None
 
 
 # -- any model: sampled permutations ---------------------------------------------------------
@@ -458,14 +448,7 @@ class _Permutation:
         errors = np.zeros((n, f))
         base = np.zeros(n)
         output = np.zeros(n)
-        target: list[Any] | None = None
-        picked_all: np.ndarray | None = None
-        if self.info.task == "multiclass":
-            probabilities = np.asarray(self.predictor.predict(columns), dtype=np.float64)
-            picked_all = probabilities.argmax(axis=1)
-            target = [(self.info.classes or [])[c] for c in picked_all]
-        elif self.info.task == "binary":
-            target = [(self.info.classes or [None, None])[1]] * n
+        picked_all, target = _explained(self.info, n, lambda: self.predictor.predict(columns))
         samples = MAX_PAIRS
         for i in range(n):
             row = {name: values_[i : i + 1] for name, values_ in columns.items()}

@@ -5,6 +5,7 @@ failing marks; stored as a snapshot, then checked against the alert rules.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import threading
@@ -54,7 +55,7 @@ from shipyard.monitoring._windows import (
     residual_drift,
     top_k,
 )
-from shipyard.registry import ModelVersion, Registry
+from shipyard.registry import LoadedBundle, ModelVersion, Registry
 
 __all__ = ["DEFAULT_TARGETS", "Monitor", "MonitoringReport"]
 
@@ -279,6 +280,8 @@ class Monitor:
         current = current_queries.sample(version)
         positive = self._positive_label(record)
         drift = self._drift(name, record, current)
+        # the version's bundle (every file checked), opened once for the checks that score with it
+        bundle = functools.cache(lambda: self.registry.open(name, version))
         labelled = LogQueries(self.reader, name, period).sample(version, labelled_only=True)
         calibration_record, calibration = self._calibration(
             labelled, positive, current_period.start
@@ -308,7 +311,7 @@ class Monitor:
                 if drift is not None
                 else {"columns": {}, "drifted": [], "drift_share": 0.0}
             ),
-            "score_drift": self._score_drift(name, record, current),
+            "score_drift": self._score_drift(name, record, current, bundle),
             "quality": data_quality(drift, current_queries.schema_violations()),
             "concept": self._concept(labelled, record.task, drift),
             "calibration": calibration_record,
@@ -324,7 +327,7 @@ class Monitor:
                 drift,
                 period,
                 positive,
-                attributions(lambda: self.registry.open(name, version), record, current),
+                attributions(bundle, record, current),
             ),
             "metrics": {},
             "checks": [],
@@ -382,7 +385,11 @@ class Monitor:
         return compare(reference, features.select(columns))
 
     def _score_drift(
-        self, name: str, record: ModelVersion, current: pa.Table
+        self,
+        name: str,
+        record: ModelVersion,
+        current: pa.Table,
+        open_bundle: Callable[[], LoadedBundle],
     ) -> ColumnDriftRecord | NotMeasured:
         """What the model answered in the window against what it answers on its own reference
         sample: the positive class's score (binary), the predicted value (regression), or the
@@ -392,7 +399,7 @@ class Monitor:
             return {}
         if record.task not in ("binary", "regression", "multiclass"):
             return {}
-        bundle = self.registry.open(name, record.version)
+        bundle = open_bundle()
         columns = record.signature.validate_frame(reference.to_pandas())
         answers = np.asarray(bundle.predictor.predict(columns))
         if record.task == "binary":

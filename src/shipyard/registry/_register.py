@@ -315,13 +315,11 @@ class Registering(RegistryBase):
         in the log): registering does not depend on it."""
         if not (folder / "reference" / "sample.parquet").exists():
             return None
-        onnx = packaged.onnx
-        bundle = LoadedBundle(
-            {"model": packaged.info.to_dict()},
-            folder,
-            load_predictor(folder / "model", packaged.info, packaged.runtime, onnx),
-        )
         try:
+            predictor = load_predictor(
+                folder / "model", packaged.info, packaged.runtime, packaged.onnx
+            )
+            bundle = LoadedBundle({"model": packaged.info.to_dict()}, folder, predictor)
             reference = bundle.reference(sig, IMPORTANCE_ROWS)
             if reference is None:
                 return None
