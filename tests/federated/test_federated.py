@@ -1,6 +1,8 @@
 """Federated training on Flower: a server and three sites as separate processes on loopback, the
 sites' rows never crossing the wire, the global model registered and served; differential
-privacy's clipping, noise and epsilon; bad sites refused with a message."""
+privacy's clipping, noise and epsilon; secure aggregation (SecAgg+), under which not even a
+site's aggregates cross the wire unmasked; ten sites on Flower's simulation engine; bad sites
+refused with a message."""
 
 from __future__ import annotations
 
@@ -20,7 +22,15 @@ from tests.tcp_proxy import TcpProxy
 
 from shipyard.core import Settings
 from shipyard.core.errors import InvalidInput
-from shipyard.federated import Site, clip_and_noise, epsilon
+from shipyard.federated import Settings as Federated
+from shipyard.federated import Site, clip_and_noise, epsilon, simulate
+from shipyard.federated._model import (
+    magnitudes,
+    moments,
+    pooled_standardiser,
+    standardiser,
+    statistics,
+)
 from shipyard.registry import Registry
 
 pytest.importorskip(
@@ -112,6 +122,9 @@ def test_three_sites_train_one_model_and_no_row_crosses_the_wire(
             if np.float64(v).tobytes() in sent or (len(texts[v]) >= 6 and texts[v] in sent)
         ]  # fmt: skip
         assert not found, f"{len(found)} raw values of {path.name} crossed the wire: {found[:5]}"
+        # without secure aggregation a site's aggregates do cross, as the float64s it sends
+        trained = Site(pd.read_parquet(path), "target", "x").X
+        assert statistics(trained)[1].tobytes() in sent
 
     with Registry.from_settings(Settings(home=tmp_path)) as registry:
         version = registry.get_version("bc", 1)
@@ -141,6 +154,92 @@ def test_with_privacy_each_update_is_clipped_and_noised_and_the_epsilon_is_repor
     assert federated["settings"]["privacy"] == {"clip": 2.0, "noise": 0.5, "delta": 1e-5}
     assert federated["settings"]["strategy"] == "fedprox"
     assert version.metrics["dp_epsilon"] == pytest.approx(answer["epsilon"])
+
+
+def test_under_secure_aggregation_the_server_sees_only_sums(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    answer, proxy = run(tmp_path, sites, "--rounds", "3", "--secure-aggregation")
+    assert answer["secure_aggregation"] is True
+    assert [r["round"] for r in answer["rounds"]] == [1, 2, 3]
+    assert answer["rounds"][-1]["accuracy"] > 0.93
+    assert all(r["update_norms"] == {} for r in answer["rounds"])  # no site's norm either
+
+    # what each site contributes (its moments, then its updates) crosses only masked: neither
+    # the sums plain training sends, nor the scaled moments, nor a raw value is on the wire
+    sent = bytes(proxy.upstream)
+    frames = [pd.read_parquet(p).drop(columns="target") for p in sites]
+    trained = [Site(pd.read_parquet(p), "target", "x").X for p in sites]
+    exponents = np.max([magnitudes(X) for X in trained], axis=0)
+    for X, frame in zip(trained, frames, strict=True):
+        assert statistics(X)[1].tobytes() not in sent
+        for moment in moments(X, exponents):
+            assert moment.tobytes() not in sent
+        values = [v for v in np.unique(frame.to_numpy(dtype=np.float64)) if v != int(v)]
+        assert not [v for v in values if np.float64(v).tobytes() in sent]
+
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        version = registry.get_version("bc", 1)
+        assert version.lineage["federated"]["settings"]["secure"] is True  # type: ignore[index]
+        served = registry.load("bc", 1)
+    everything = pd.concat([pd.read_parquet(p) for p in sites])
+    columns = served.signature.validate_frame(everything.drop(columns="target"))
+    predicted = served.predictor.predict(columns).argmax(axis=1)
+    assert np.mean(predicted == everything["target"].to_numpy()) > 0.93
+
+
+def test_ten_sites_on_flowers_simulation_engine_with_and_without_secure_aggregation(
+    sites: list[Path],
+) -> None:
+    """Ten virtual sites in this process (Ray). SecAgg+ quantises what each site sends with
+    stochastic rounding (Flower's), so its model is plain averaging's up to that: the pooled
+    mean and variance within one quantisation step (2**-21 of a feature's magnitude) per site,
+    and the model's scores within what that moves twenty L-BFGS steps a round."""
+    pytest.importorskip("ray", reason="Flower's simulation engine runs on Ray")
+    everything = pd.concat([pd.read_parquet(p) for p in sites]).reset_index(drop=True)
+    parts = np.array_split(np.arange(len(everything)), 10)  # sorted by radius: non-IID
+    members = [Site(everything.iloc[p], "target", f"clinic-{i}") for i, p in enumerate(parts)]
+    plain = simulate(members, Federated(rounds=3, min_sites=10))
+    secure = simulate(members, Federated(rounds=3, min_sites=10, secure=True))
+    assert set(plain.sites) == set(secure.sites) == {f"clinic-{i}" for i in range(10)}
+    assert plain.final["accuracy"] > 0.9
+    assert secure.final["accuracy"] > 0.9
+    unit = np.exp2(np.max([magnitudes(m.X) for m in members], axis=0))
+    step = 10 * 2.0**-21
+    assert np.all(np.abs(secure.mean - plain.mean) <= step * unit)
+    assert np.all(np.abs(secure.scale**2 - plain.scale**2) <= 3 * step * unit**2)
+    assert secure.final["loss"] == pytest.approx(plain.final["loss"], rel=0.05)
+    assert secure.final["accuracy"] == pytest.approx(plain.final["accuracy"], abs=0.02)
+    assert all(r["update_norms"] == {} for r in secure.rounds)
+    assert all(len(r["update_norms"]) == 10 for r in plain.rounds)
+
+
+def test_secure_moments_pool_to_the_plain_standardiser() -> None:
+    """The row-weighted average of scaled moments gives the pooled mean and spread; a constant
+    feature is scaled by its magnitude."""
+    rng = np.random.default_rng(5)
+    parts = [
+        np.column_stack([rng.normal(600 + 100 * i, 50, n), rng.normal(0.1, 0.02, n),
+                         np.full(n, 7.0), rng.normal(2000, 3, n)])
+        for i, n in enumerate((40, 90, 250))
+    ]  # fmt: skip
+    exponents = np.max([magnitudes(X) for X in parts], axis=0)
+    rows = np.array([len(X) for X in parts], dtype=np.float64)
+    averaged = [
+        np.sum([m[k] * n for m, n in zip((moments(X, exponents) for X in parts), rows, strict=True)],
+               axis=0) / rows.sum()
+        for k in (0, 1)
+    ]  # fmt: skip
+    mean, scale = pooled_standardiser(averaged, exponents)
+    exact_mean, exact_scale = standardiser([statistics(X) for X in parts])
+    np.testing.assert_allclose(mean, exact_mean, rtol=1e-12)
+    np.testing.assert_allclose(scale[[0, 1, 3]], exact_scale[[0, 1, 3]], rtol=1e-6)
+    assert scale[2] == 8.0  # 7.0 is below 2**3
+
+
+def test_secure_aggregation_needs_three_sites() -> None:
+    with pytest.raises(InvalidInput, match="at least 3 sites"):
+        simulate([], Federated(min_sites=2, secure=True))
 
 
 def test_sites_train_a_pytorch_network_that_is_registered_and_served(

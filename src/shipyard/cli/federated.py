@@ -66,6 +66,18 @@ def server(
     dp_delta: float = typer.Option(
         1e-5, "--dp-delta", min=0.0, max=1.0, help="delta of (epsilon, delta)"
     ),
+    secure: bool = typer.Option(
+        False,
+        "--secure-aggregation/--no-secure-aggregation",
+        help="Flower's SecAgg+: the server learns only the sum of the sites' updates, never "
+        "one site's (needs 3 sites or more)",
+    ),
+    secure_clip: float = typer.Option(
+        16.0,
+        "--secure-clip",
+        min=0.001,
+        help="under secure aggregation, each update coordinate is quantised within +-this",
+    ),
     wait: float = typer.Option(
         300.0, "--wait", min=1.0, help="seconds to wait for --min-sites sites to connect"
     ),
@@ -84,11 +96,12 @@ def server(
     privacy = Privacy(dp_clip, dp_noise, dp_delta) if dp_noise else None
     settings = Settings(
         rounds=rounds, min_sites=min_sites, strategy=strategy.lower(), model=model, mu=mu,
-        steps=steps, privacy=privacy, wait_seconds=wait,
+        steps=steps, privacy=privacy, secure=secure, secure_clip=secure_clip, wait_seconds=wait,
     )  # fmt: skip
     err_console.print(
         f"waiting for {min_sites} site(s) on {address} (up to {wait:.0f} s), then {rounds} "
-        f"round(s) of {settings.strategy}", highlight=False,
+        f"round(s) of {settings.strategy}{' under secure aggregation' if secure else ''}",
+        highlight=False,
     )  # fmt: skip
     result = serve(address, settings)
     registered = None
@@ -101,6 +114,7 @@ def server(
                 "rounds": result.rounds,
                 "sites": result.sites,
                 "epsilon": result.epsilon,
+                "secure_aggregation": secure,
                 "features": result.features,
                 "classes": result.classes,
                 "registered": registered.ref if registered is not None else None,
@@ -112,6 +126,12 @@ def server(
         console.print(
             f"differential privacy: noise {dp_noise} x clip {dp_clip}; epsilon {result.epsilon:.3g} "
             f"at delta {dp_delta:g} over {rounds} round(s), per site",
+            highlight=False,
+        )
+    if secure:
+        console.print(
+            "secure aggregation (SecAgg+): the server saw only the sum of the sites' moments "
+            "and updates, never one site's",
             highlight=False,
         )
     if registered is not None:

@@ -5,6 +5,8 @@ scores.
 
     serve("0.0.0.0:9092", Settings(rounds=10, min_sites=3))   -> Result  (blocks for the run)
     start_site(Site(frame, label="is_fraud", name="hospital-a"), "server:9092")
+    simulate([Site(...), ...], Settings(rounds=10, min_sites=10))  -> Result  (Flower's
+                                                             simulation engine, one process)
     register(registry, "fraud-detector", result)            -> ModelVersion
 """
 
@@ -12,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.federated._flower import Privacy, Result, Settings, Site, serve, start_site
+from shipyard.federated._flower import (
+    Privacy,
+    Result,
+    Settings,
+    Site,
+    serve,
+    simulate,
+    start_site,
+)
 from shipyard.federated._privacy import clip_and_noise, epsilon
 from shipyard.registry import ModelVersion, Registry
 
@@ -25,6 +35,7 @@ __all__ = [
     "epsilon",
     "register",
     "serve",
+    "simulate",
     "start_site",
 ]
 
@@ -49,6 +60,7 @@ def register(registry: Registry, name: str, result: Result, **options: Any) -> M
             "strategy": result.settings.strategy,
             "rounds": result.settings.rounds,
             "sites": len(result.sites),
+            "secure_aggregation": result.settings.secure,
         },
         lineage=result.lineage(),
         **options,

@@ -6,12 +6,20 @@ their own.
     rounds 2..R+1  each site trains `steps` iterations (L-BFGS for the logistic regression,
                    Adam for a PyTorch network) from the global model on its own rows (FedProx:
                    with a proximal term), optionally clips its update and adds
-                   Gaussian noise, and sends the weights; the server averages them weighted by
-                   row counts (FedAvg / FedProx); every site then scores the new global model on
-                   its own holdout, and the server averages those scores the same way
+                   Gaussian noise, and sends the update; the server averages the updates
+                   weighted by row counts (FedAvg / FedProx) into the next global model; every
+                   site then scores it on its own holdout, and the server averages those scores
+                   the same way
 
-Flower's legacy gRPC transport (`flwr.server.start_server`, `flwr.client.start_client`) carries
-it, server and sites as separate processes.
+With secure aggregation (Flower's SecAgg+) the server learns only the row-weighted sum of what
+the sites send, never one site's: round 1 then carries only each feature's binary order of
+magnitude (in the clear), round 2 the sites' moments scaled by it (secure), and the training
+rounds the updates (secure).
+
+Flower's gRPC transport (`flwr.server.start_server`, `flwr.client.start_client`) carries it,
+server and sites as separate processes; SecAgg+ runs over it as Flower's own workflow and client
+mod, each stage's message carried in a round's instructions. `simulate` runs the same server
+and sites on Flower's simulation engine, many sites in one process.
 """
 
 from __future__ import annotations
@@ -26,10 +34,21 @@ from typing import Any
 import numpy as np
 
 from shipyard.core.errors import InvalidInput, MissingDependency, ServiceUnavailable
-from shipyard.federated._model import family, scores, standardiser, statistics
+from shipyard.federated._model import (
+    family,
+    magnitudes,
+    moments,
+    pooled_standardiser,
+    scores,
+    standardiser,
+    statistics,
+)
 from shipyard.federated._privacy import clip_and_noise, epsilon
 
-__all__ = ["Privacy", "Result", "Settings", "Site", "serve", "start_site"]
+__all__ = ["Privacy", "Result", "Settings", "Site", "serve", "simulate", "start_site"]
+
+_SECURE = "shipyard.secagg"  # a SecAgg+ stage's message, serialised, inside a round's instructions
+_NODE = "shipyard.node"
 
 log = logging.getLogger("shipyard.federated")
 
@@ -65,6 +84,8 @@ class Settings:
     steps: int = 20  # local L-BFGS iterations per round
     alpha: float = 1e-3  # L2 penalty
     privacy: Privacy | None = None
+    secure: bool = False  # SecAgg+: the server sees only the sum of the sites' updates
+    secure_clip: float = 16.0  # SecAgg+ quantises each update coordinate within +-this
     wait_seconds: float = 300.0  # for the sites to connect
     round_timeout: float = 600.0
 
@@ -151,7 +172,9 @@ class Site:
         labels = frame[label].to_numpy()
         self.X, self.X_holdout = X[order[:cut]], X[order[cut:]]
         self.labels, self.labels_holdout = labels[order[:cut]], labels[order[cut:]]
-        self.rng = np.random.default_rng(seed + 1)
+        # differential privacy's noise must be unknown to the server: fresh entropy, never a
+        # seed the server could know
+        self.rng = np.random.default_rng()
         if len(self.X) == 0 or len(self.X_holdout) == 0:
             raise InvalidInput(f"{len(frame)} rows are too few to train and hold some out")
 
@@ -170,6 +193,17 @@ class Site:
                 "holdout_rows": len(self.X_holdout),
             }
             return statistics(self.X), len(self.X), described
+        if config["stage"] == "describe":  # secure aggregation: magnitudes only, in the clear
+            labels = sorted({str(v) for v in self.labels} | {str(v) for v in self.labels_holdout})
+            described = {
+                "site": self.name,
+                "features": json.dumps(self.features),
+                "labels": json.dumps(labels),
+                "holdout_rows": len(self.X_holdout),
+            }
+            return [magnitudes(self.X)], len(self.X), described
+        if config["stage"] == "moments":  # secure aggregation sums these
+            return moments(self.X, parameters[0]), len(self.X), {"site": self.name}
         mean, scale, *weights = parameters
         classes = json.loads(str(config["classes"]))
         model = family(str(config["model"]))
@@ -185,11 +219,9 @@ class Site:
             update, norm = clip_and_noise(
                 update, float(config["dp_clip"]), float(config["dp_noise"]), self.rng
             )
-        return (
-            [mean, scale, *(old + u for old, u in zip(weights, update, strict=True))],
-            len(self.X),
-            {"site": self.name, "update_norm": norm},
-        )
+        if config.get("secure"):  # even an update's norm is this site's alone
+            return update, len(self.X), {"site": self.name}
+        return update, len(self.X), {"site": self.name, "update_norm": norm}
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -201,23 +233,75 @@ class Site:
         return float(found.pop("loss")), len(self.X_holdout), {"site": self.name, **found}
 
 
-def start_site(site: Site, server: str, *, wait_seconds: float = 300.0) -> None:
-    """Take part in a run at `server` (HOST:PORT) until it ends."""
+def _client(site: Site) -> Any:
+    """The site as a Flower client. A fit whose instructions carry a SecAgg+ stage's message goes
+    through Flower's `secaggplus_mod`, which masks what the site trains before it leaves."""
     flwr = _flwr()
+    contexts: dict[int, Any] = {}
 
-    class _Client(flwr.client.NumPyClient):  # type: ignore[misc,name-defined]
+    class Client(flwr.client.NumPyClient):  # type: ignore[misc,name-defined]
         def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
             return []
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            if _SECURE in config:
+                return [], 0, {_SECURE: _secure_step(site, config, contexts)}
             return site.fit(parameters, config)
 
         def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
             return site.evaluate(parameters, config)
 
+    return Client().to_client()
+
+
+def _secure_step(site: Site, config: dict[str, Any], contexts: dict[int, Any]) -> bytes:
+    """One SecAgg+ stage at a site: the server's message through Flower's `secaggplus_mod`
+    (which calls the site's own training at the masking stage), the reply serialised back."""
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.app import Context, Message, RecordDict
+    from flwr.app.message_type import MessageType
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+    from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
+
+    node = int(config[_NODE])
+    _identify(node)
+    content = recorddict_from_proto(RecordDictProto.FromString(bytes(config[_SECURE])))
+    message = Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
+    context = contexts.setdefault(node, Context(0, node, {}, RecordDict(), {}))
+
+    def train(incoming: Any, _: Any) -> Any:
+        instructions = compat.recorddict_to_fitins(incoming.content, keep_input=True)
+        update, rows, metrics = site.fit(
+            parameters_to_ndarrays(instructions.parameters), instructions.config
+        )
+        result = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), rows, metrics)
+        return Message(compat.fitres_to_recorddict(result, keep_input=True), reply_to=incoming)
+
+    reply = secaggplus_mod(message, context, train)
+    return bytes(recorddict_to_proto(reply.content).SerializeToString())
+
+
+def _identify(node: int) -> None:
+    """Flower's messages take their run and node from the process's task identity, which its
+    own runtimes set; the gRPC transport's server and sites set it here (one run a process)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    try:
+        TaskIdentity.run_id  # noqa: B018 - set already (Flower's simulation engine)
+    except RuntimeError:
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = 0
+        TaskIdentity.node_id = node
+
+
+def start_site(site: Site, server: str, *, wait_seconds: float = 300.0) -> None:
+    """Take part in a run at `server` (HOST:PORT) until it ends."""
+    flwr = _flwr()
     try:
         flwr.client.start_client(
-            server_address=server, client=_Client().to_client(), insecure=True,
+            server_address=server, client=_client(site), insecure=True,
             max_wait_time=wait_seconds,
         )  # fmt: skip
     except Exception as error:  # Flower's gRPC errors: the server went away or never came
@@ -242,6 +326,23 @@ class _Run:
         self.rounds: list[dict[str, Any]] = []
         self.problem: str | None = None
         self.last: list[np.ndarray] | None = None
+        self.exponents = np.zeros(0)  # secure aggregation: the features' orders of magnitude
+        self.aggregated = 0  # the last server round whose results were aggregated
+        self.early = ["describe", "moments"] if settings.secure else ["statistics"]
+
+    @property
+    def server_rounds(self) -> int:
+        return len(self.early) + self.settings.rounds
+
+    def stage(self, server_round: int) -> str:
+        return self.early[server_round - 1] if server_round <= len(self.early) else "train"
+
+    def start(self) -> list[np.ndarray]:
+        """The global model before the first training round."""
+        rng = np.random.default_rng(self.settings.seed)
+        initial = family(self.settings.model).initial(len(self.features or []), rng)
+        self.last = [self.mean, self.scale, *initial]
+        return self.last
 
     def described(self, reports: list[tuple[list[np.ndarray], int, dict[str, Any]]]) -> None:
         """Round 1: the sites' columns must agree; their labels make two classes."""
@@ -268,7 +369,10 @@ class _Run:
             return
         self.features = first
         self.classes = [_native(v) for v in sorted(labels, key=_label_order)]
-        self.mean, self.scale = standardiser([parts for parts, _, _ in reports])
+        if self.settings.secure:
+            self.exponents = np.max([parts[0] for parts, _, _ in reports], axis=0)
+        else:
+            self.mean, self.scale = standardiser([parts for parts, _, _ in reports])
 
 
 def _label_order(value: str) -> tuple[int, float, str]:
@@ -302,8 +406,9 @@ def _strategy(flwr: Any, run: _Run) -> Any:
 
     class Strategy(base):  # type: ignore[misc,valid-type]
         def _config(self, server_round: int) -> dict[str, Any]:
-            if server_round == 1:
-                return {"stage": "statistics"}
+            stage = run.stage(server_round)
+            if stage != "train":
+                return {"stage": stage}
             config: dict[str, Any] = {
                 "stage": "train",
                 "classes": json.dumps([str(c) for c in run.classes or []]),
@@ -311,6 +416,7 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 "steps": settings.steps,
                 "model": settings.model,
                 "seed": settings.seed * 1000 + server_round,
+                "secure": settings.secure,
             }
             if settings.privacy is not None:
                 config["dp_clip"] = settings.privacy.clip
@@ -327,31 +433,44 @@ def _strategy(flwr: Any, run: _Run) -> Any:
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             if failures:
                 log.warning("round %d: %d site(s) failed to train", server_round, len(failures))
-            if not results:
+            if not results or run.problem is not None:
                 return None, {}
-            if server_round == 1:
+            run.aggregated = server_round
+            stage = run.stage(server_round)
+            if stage in ("statistics", "describe"):
                 run.described(
                     [(parameters_to_ndarrays(r.parameters), r.num_examples, r.metrics)
                      for _, r in results]
                 )  # fmt: skip
                 if run.problem is not None:
                     return None, {}
-                width = len(run.features or [])
-                rng = np.random.default_rng(settings.seed)
-                start = [run.mean, run.scale, *family(settings.model).initial(width, rng)]
-                run.last = start
-                return ndarrays_to_parameters(start), {}
-            aggregated, metrics = super().aggregate_fit(server_round, results, failures)
-            if aggregated is not None:
-                run.last = parameters_to_ndarrays(aggregated)
-            norms = {str(r.metrics["site"]): float(r.metrics["update_norm"]) for _, r in results}
-            run.rounds.append({"round": server_round - 1, "update_norms": norms})
-            return aggregated, metrics
+                if stage == "describe":
+                    return ndarrays_to_parameters([run.exponents]), {}
+                return ndarrays_to_parameters(run.start()), {}
+            # the rest is averaged weighted by rows; under SecAgg+ every result carries the
+            # average already, so averaging them again changes nothing
+            averaged, metrics = super().aggregate_fit(server_round, results, failures)
+            if averaged is None:
+                return None, {}
+            if stage == "moments":
+                averaged_moments = parameters_to_ndarrays(averaged)
+                run.mean, run.scale = pooled_standardiser(averaged_moments, run.exponents)
+                return ndarrays_to_parameters(run.start()), {}
+            mean, scale, *weights = run.last or []
+            update = parameters_to_ndarrays(averaged)
+            run.last = [mean, scale, *(w + u for w, u in zip(weights, update, strict=True))]
+            norms = {
+                str(r.metrics["site"]): float(r.metrics["update_norm"])
+                for _, r in results
+                if "update_norm" in r.metrics
+            }
+            run.rounds.append({"round": server_round - len(run.early), "update_norms": norms})
+            return ndarrays_to_parameters(run.last), metrics
 
         def configure_evaluate(
             self, server_round: int, parameters: Any, client_manager: Any
         ) -> Any:
-            if server_round == 1 or run.problem is not None:
+            if run.stage(server_round) != "train" or run.problem is not None:
                 return []
             pairs = super().configure_evaluate(server_round, parameters, client_manager)
             classes = {
@@ -368,7 +487,7 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 str(m["site"]): {k: float(v) for k, v in m.items() if k != "site"}
                 for _, m in reported
             }
-            if run.rounds and run.rounds[-1]["round"] == server_round - 1:
+            if run.rounds and run.rounds[-1]["round"] == server_round - len(run.early):
                 run.rounds[-1].update({**summary, "sites": per_site})
             return loss, metrics
 
@@ -389,7 +508,16 @@ def _waiting_manager(flwr: Any, seconds: float) -> Any:
     from flwr.server.client_manager import SimpleClientManager
 
     class Waiting(SimpleClientManager):
-        """Waits for the sites `seconds` at most (Flower's default is a day)."""
+        """Waits for the sites `seconds` at most (Flower's default is a day); numbers each site
+        that connects over gRPC (the node id a workflow addresses it by)."""
+
+        joined = 0
+
+        def register(self, client: Any) -> bool:
+            if not hasattr(client, "node_id"):  # gRPC's; a Grid's proxies come numbered
+                self.joined += 1
+                client.node_id = self.joined
+            return bool(super().register(client))
 
         def wait_for(self, num_clients: int, timeout: int = 86400) -> bool:
             return bool(super().wait_for(num_clients, timeout=int(min(timeout, seconds))))
@@ -397,26 +525,247 @@ def _waiting_manager(flwr: Any, seconds: float) -> Any:
     return Waiting()
 
 
-def serve(address: str, settings: Settings, *, started: threading.Event | None = None) -> Result:
-    """Run a federated training at `address` (HOST:PORT) until its rounds are done; `started`
-    is set once it listens."""
-    flwr = _flwr()
+def _secure_fit(run: _Run) -> Any:
+    """The fit step of every round under SecAgg+: the first round (magnitudes, in the clear) as
+    Flower's default; the moments and every training round through Flower's
+    `SecAggPlusWorkflow`, weights up to the largest site's rows, each coordinate quantised
+    within +-1 for the scaled moments and +-`secure_clip` for an update."""
+    from flwr.server.workflow import SecAggPlusWorkflow
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+    from flwr.server.workflow.default_workflows import default_fit_workflow
+
+    def fit(grid: Any, context: Any) -> None:
+        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+        stage = run.stage(server_round)
+        if stage == "describe":  # on Flower's simulation engine; the gRPC server runs it itself
+            default_fit_workflow(grid, context)
+            return
+        largest = max((s["train_rows"] for s in run.sites.values()), default=1)
+        SecAggPlusWorkflow(
+            num_shares=1.0,  # every site holds a share of every other's secrets
+            reconstruction_threshold=0.6,  # the masks are removed if 60% of the sites remain
+            max_weight=float(largest),
+            clipping_range=1.0 if stage == "moments" else run.settings.secure_clip,
+            timeout=run.settings.round_timeout,
+        )(grid, context)
+
+    return fit
+
+
+def _proxy_grid(client_manager: Any, timeout: float | None) -> Any:
+    """Flower's `Grid` (what a workflow sends its messages through) over the sites connected to
+    the gRPC server: a message to a site goes as a fit instruction carrying it serialised, and
+    the site's reply comes back the same way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flwr.app import Error, Message
+    from flwr.common import Code, FitIns, Parameters
+    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+    from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
+    from flwr.serverapp.grid import Grid
+
+    def exchange(message: Any) -> Any:
+        node = int(message.metadata.dst_node_id)
+        nodes = {proxy.node_id: proxy for proxy in client_manager.all().values()}
+        payload = recorddict_to_proto(message.content).SerializeToString()
+        instructions = FitIns(Parameters([], ""), {_SECURE: payload, _NODE: node})
+        try:
+            answer = nodes[node].fit(
+                instructions, timeout=timeout, group_id=int(message.metadata.group_id or 0)
+            )
+            if answer.status.code != Code.OK or _SECURE not in answer.metrics:
+                raise RuntimeError(answer.status.message or "the site's answer has no message")
+            content = RecordDictProto.FromString(bytes(answer.metrics[_SECURE]))
+            return Message(recorddict_from_proto(content), reply_to=message)
+        except Exception as error:  # the site went away, timed out or failed: an error reply
+            log.warning("site %s: %s", node, error)
+            return Message(Error(code=0, reason=str(error)), reply_to=message)
+
+    class ProxyGrid(Grid):
+        def __init__(self) -> None:
+            self.replies: dict[str, Any] = {}
+
+        def set_run(self, run: Any) -> None:
+            self._run = run
+
+        @property
+        def run(self) -> Any:
+            return self._run
+
+        def create_message(
+            self, content: Any, message_type: str, dst_node_id: int, group_id: str,
+            ttl: float | None = None,
+        ) -> Any:  # fmt: skip
+            return Message(content, dst_node_id=dst_node_id, message_type=message_type,
+                           group_id=group_id)  # fmt: skip
+
+        def get_node_ids(self) -> list[int]:
+            return [int(proxy.node_id) for proxy in client_manager.all().values()]
+
+        def push_messages(self, messages: Any) -> list[str]:
+            sent = list(messages)
+            with ThreadPoolExecutor(max_workers=max(1, len(sent))) as pool:
+                replies = list(pool.map(exchange, sent))
+            ids = []
+            for index, reply in enumerate(replies):
+                key = f"{id(self)}-{len(self.replies)}-{index}"
+                self.replies[key] = reply
+                ids.append(key)
+            return ids
+
+        def pull_messages(self, message_ids: Any) -> list[Any]:
+            return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+        def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Any]:
+            return self.pull_messages(self.push_messages(messages))
+
+    return ProxyGrid()
+
+
+def _secure_server(flwr: Any, run: _Run, strategy: Any, client_manager: Any) -> Any:
+    """Flower's server, each round's fit run by `_secure_fit` over the connected sites."""
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.app import ConfigRecord, Context, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+
+    fit = _secure_fit(run)
+    _identify(SUPERLINK_NODE_ID)
+
+    class SecureServer(flwr.server.Server):  # type: ignore[misc]
+        def fit_round(self, server_round: int, timeout: float | None) -> Any:
+            if run.stage(server_round) == "describe":  # in the clear, as any round
+                return super().fit_round(server_round, timeout)
+            context = LegacyContext(
+                Context(0, 0, {}, RecordDict(), {}), strategy=self.strategy,
+                client_manager=self._client_manager,
+            )  # fmt: skip
+            context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+                {Key.CURRENT_ROUND: server_round}
+            )
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                self.parameters, keep_input=True
+            )
+            fit(_proxy_grid(self._client_manager, timeout), context)
+            if run.aggregated != server_round:
+                return None
+            parameters = compat.arrayrecord_to_parameters(
+                context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+            )
+            return parameters, {}, ([], [])
+
+    return SecureServer(client_manager=client_manager, strategy=strategy)
+
+
+def _checked(settings: Settings) -> None:
     if settings.strategy not in ("fedavg", "fedprox"):
         raise InvalidInput(f"strategy must be fedavg or fedprox, got {settings.strategy!r}")
     if settings.rounds < 1 or settings.min_sites < 1:
         raise InvalidInput("rounds and min-sites must be at least 1")
+    if settings.secure and settings.min_sites < 3:
+        raise InvalidInput(
+            "secure aggregation needs at least 3 sites (--min-sites 3): with two, each could "
+            "subtract its own update from the sum and learn the other's"
+        )
+    if settings.secure_clip <= 0:
+        raise InvalidInput(
+            f"the secure aggregation range must be positive, got {settings.secure_clip}"
+        )
     family(settings.model)  # a model spec that cannot be read is refused before anyone waits
+
+
+def serve(address: str, settings: Settings, *, started: threading.Event | None = None) -> Result:
+    """Run a federated training at `address` (HOST:PORT) until its rounds are done; `started`
+    is set once it listens."""
+    flwr = _flwr()
+    _checked(settings)
     run = _Run(settings)
+    strategy = _strategy(flwr, run)
+    manager = _waiting_manager(flwr, settings.wait_seconds)
     if started is not None:
         started.set()
-    flwr.server.start_server(
-        server_address=address,
-        config=flwr.server.ServerConfig(
-            num_rounds=settings.rounds + 1, round_timeout=settings.round_timeout
-        ),
-        strategy=_strategy(flwr, run),
-        client_manager=_waiting_manager(flwr, settings.wait_seconds),
+    try:
+        flwr.server.start_server(
+            server_address=address,
+            config=flwr.server.ServerConfig(
+                num_rounds=run.server_rounds, round_timeout=settings.round_timeout
+            ),
+            **(
+                {"server": _secure_server(flwr, run, strategy, manager)}
+                if settings.secure
+                else {"strategy": strategy, "client_manager": manager}
+            ),
+        )
+    except BaseException:
+        # Flower stops its gRPC server only when the rounds end; on a failure each connected
+        # site's stream would wait for instructions for ever, and the process with it
+        for proxy in manager.all().values():
+            proxy.bridge.close()
+        raise
+    return _result(run)
+
+
+def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
+    """The same federated training on Flower's simulation engine: every site a virtual node in
+    this process's Ray cluster (`cpus` CPUs), the server's workflow Flower's own, with SecAgg+
+    as its fit step when `settings.secure`."""
+    flwr = _flwr()
+    _checked(settings)
+    try:
+        from flwr.simulation import run_simulation
+    except ImportError:
+        raise MissingDependency(
+            "Flower's simulation engine runs on Ray; install it with: pip install 'shipyard[ray]'"
+        ) from None
+    from flwr.client import ClientApp
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+    from flwr.server import ServerApp, ServerConfig
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.workflow import DefaultWorkflow
+
+    if len(sites) < settings.min_sites:
+        raise InvalidInput(f"{len(sites)} site(s) given, --min-sites is {settings.min_sites}")
+    run = _Run(settings)
+    strategy = _strategy(flwr, run)
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _(grid: Any, context: Any) -> None:
+        legacy = LegacyContext(
+            context,
+            config=ServerConfig(num_rounds=run.server_rounds, round_timeout=settings.round_timeout),
+            strategy=strategy,
+            client_manager=_waiting_manager(flwr, settings.wait_seconds),
+        )
+        workflow = (
+            DefaultWorkflow(fit_workflow=_secure_fit(run)) if settings.secure else DefaultWorkflow()
+        )
+        workflow(grid, legacy)
+
+    def secure_stages(message: Any, context: Any, call_next: Any) -> Any:
+        """Flower's `secaggplus_mod` for the SecAgg+ stages; other messages pass by it."""
+        if RECORD_KEY_CONFIGS in message.content.config_records:
+            return secaggplus_mod(message, context, call_next)
+        return call_next(message, context)
+
+    client_app = ClientApp(
+        client_fn=lambda context: _client(sites[int(context.node_config["partition-id"])]),
+        mods=[secure_stages],
     )
+    run_simulation(
+        server_app=server_app, client_app=client_app, num_supernodes=len(sites),
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False},
+        },
+    )  # fmt: skip
+    return _result(run)
+
+
+def _result(run: _Run) -> Result:
+    settings = run.settings
     if run.problem is not None:
         raise InvalidInput(run.problem)
     if run.features is None or run.last is None or len(run.last) < 3:

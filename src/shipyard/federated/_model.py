@@ -5,6 +5,9 @@ weights, never its rows.
 
     statistics(X)          -> count, sums, squares   (once, to standardise every site alike)
     standardiser(stats)    -> mean, scale
+    magnitudes(X), moments(X, e), pooled_standardiser(avg, e)
+                           -> the same under secure aggregation: only a row-weighted average
+                              of scaled moments reaches the server
     fit_local(...)         -> weights, intercept
     scores(...)            -> loss, accuracy, AUC on a site's holdout
 """
@@ -18,7 +21,18 @@ import numpy as np
 
 from shipyard.core.errors import InvalidInput
 
-__all__ = ["Logistic", "Network", "family", "fit_local", "scores", "standardiser", "statistics"]
+__all__ = [
+    "Logistic",
+    "Network",
+    "family",
+    "fit_local",
+    "magnitudes",
+    "moments",
+    "pooled_standardiser",
+    "scores",
+    "standardiser",
+    "statistics",
+]
 
 
 def statistics(X: np.ndarray) -> list[np.ndarray]:
@@ -38,6 +52,35 @@ def standardiser(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]
     scale = np.sqrt(variance)
     scale[scale == 0] = 1.0
     return mean, scale
+
+
+def magnitudes(X: np.ndarray) -> np.ndarray:
+    """Each feature's binary order of magnitude (max |x| <= 2**e): all a site says in the clear
+    before secure aggregation pools its moments."""
+    exponents: np.ndarray = np.frexp(np.abs(X).max(axis=0))[1].astype(np.float64)
+    return exponents
+
+
+def moments(X: np.ndarray, exponents: np.ndarray) -> list[np.ndarray]:
+    """A site's per-feature mean and mean square, each scaled into [-1, 1] by the pooled orders
+    of magnitude, so that secure aggregation's fixed range holds them."""
+    unit = np.exp2(exponents)
+    scaled = X / unit
+    return [scaled.mean(axis=0), (scaled**2).mean(axis=0)]
+
+
+def pooled_standardiser(
+    averaged: list[np.ndarray], exponents: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and standard deviation from the row-weighted average of every site's scaled
+    moments. Quantisation in secure aggregation leaves them precise to about 2**-21 of each
+    feature's magnitude; a feature whose spread is under 2**-10 of its magnitude (a constant, or
+    nearly, where that noise would dominate) is scaled by its magnitude instead."""
+    unit = np.exp2(exponents)
+    mean = averaged[0] * unit
+    variance = np.maximum(averaged[1] - averaged[0] ** 2, 0.0) * unit**2
+    scale = np.sqrt(variance)
+    return mean, np.where(scale < unit * 2.0**-10, unit, scale)
 
 
 def _loss_and_gradient(
