@@ -32,6 +32,8 @@ from shipyard.logstore import LogReader
 from shipyard.monitoring import Monitor
 from shipyard.registry import Registry
 from shipyard.retraining import (
+    FederatedOutcome,
+    FederatedSpec,
     Pipeline,
     RetrainSpec,
     due_triggers,
@@ -42,7 +44,7 @@ from shipyard.retraining import (
 from shipyard.store import Job, JobQueue
 from shipyard.tracking import Tracker
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "federated_trainer"]
 
 log = logging.getLogger("shipyard.worker")
 
@@ -112,8 +114,9 @@ class Worker:
                 f"{model} has no retraining spec; add it under models: in shipyard.yaml"
             )
         return Pipeline(
-            self.registry, self.tracker, self.reader, spec, code_dir=self.code_dir, clock=self.clock
-        )
+            self.registry, self.tracker, self.reader, spec, code_dir=self.code_dir,
+            clock=self.clock, federated=federated_trainer,
+        )  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -329,3 +332,45 @@ class Worker:
                 dedup_key=f"rollout:{pipeline_id}",
             )  # fmt: skip
         return {"pipeline": pipeline_id, "status": record["status"]}
+
+
+def federated_trainer(
+    spec: FederatedSpec, champion: Any, champion_features: list[str] | None
+) -> FederatedOutcome:
+    """A retraining pipeline's federated run: serve the rounds at `spec.address` to the sites
+    that join, the champion (a native model, when the gates compare with it) scored beside the
+    candidate on their holdouts in the last round."""
+    from shipyard import federated
+
+    settings = federated.Settings(
+        rounds=spec.rounds, min_sites=spec.min_sites, strategy=spec.strategy, model=spec.model,
+        mu=spec.mu, steps=spec.local_steps,
+        privacy=federated.Privacy(spec.dp_clip, spec.dp_noise, spec.dp_delta) if spec.dp_noise else None,
+        secure=spec.secure_aggregation, secure_clip=spec.secure_clip,
+        wait_seconds=parse_duration(spec.wait).total_seconds(),
+        champion=(
+            federated.champion_parameters(champion, champion_features or [])
+            if champion is not None else None
+        ),
+    )  # fmt: skip
+    result = federated.serve(spec.address, settings)
+    final = result.final
+
+    def named(found: dict[str, Any]) -> dict[str, float]:
+        pairs = {"accuracy": "accuracy", "auc": "auc", "log_loss": "loss"}
+        return {k: float(found[v]) for k, v in pairs.items() if found.get(v) is not None}
+
+    metrics = named(final)
+    if result.epsilon is not None:
+        metrics["dp_epsilon"] = result.epsilon
+    return FederatedOutcome(
+        model=result.estimator(),
+        signature={"columns": [{"name": f, "type": "float64"} for f in result.features]},
+        metrics=metrics,
+        champion=named(final["champion"]) if final.get("champion") else None,
+        params={"model": spec.model, "strategy": spec.strategy, "rounds": spec.rounds,
+                "sites": len(result.sites), "secure_aggregation": spec.secure_aggregation},
+        lineage=result.lineage(),
+        sites=result.sites,
+        rounds=result.rounds,
+    )  # fmt: skip

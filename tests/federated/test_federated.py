@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from tests.serving.servers import free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -32,19 +33,27 @@ from shipyard.federated._model import (
     statistics,
 )
 from shipyard.registry import Registry
+from shipyard.retraining import RetrainSpec, pipeline_history
 
 pytest.importorskip(
     "flwr", reason="federated training needs Flower: pip install 'shipyard[federated]'"
 )
 
 
-def shipyard(home: Path, *args: str) -> subprocess.Popen[str]:
+def shipyard(home: Path, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """`shipyard ARGS` in a process; its output to `log` when given (a process that runs on,
+    as a site with --stay, would otherwise fill its pipe and stall)."""
     env = {**os.environ, "SHIPYARD_HOME": str(home), "SHIPYARD_ACTOR": "federated-tester"}
     env.pop("SHIPYARD_DATABASE_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "shipyard", *args], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    out: Any = subprocess.PIPE if log is None else log.open("w")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shipyard", *args], env=env, text=True, stdout=out,
+            stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        if log is not None:
+            out.close()  # the process holds its own copy
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +195,103 @@ def test_under_secure_aggregation_the_server_sees_only_sums(
     columns = served.signature.validate_frame(everything.drop(columns="target"))
     predicted = served.predictor.predict(columns).argmax(axis=1)
     assert np.mean(predicted == everything["target"].to_numpy()) > 0.93
+
+
+WORKER = """
+import json, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from shipyard.core import Settings
+from shipyard.retraining import load_specs
+from shipyard.worker import Worker
+
+home, config = Path(sys.argv[1]), Path(sys.argv[2])
+now = [datetime.now(UTC)]
+with Worker(Settings(home=home), specs=load_specs(config), batch_jobs={},
+            code_dir=config.parent, clock=lambda: now[0]) as worker:
+    worker.start_schedule()
+    now[0] += timedelta(minutes=2)  # the schedule's minute has come
+    print(json.dumps([[job.kind, job.status] for job in worker.run_until_idle()]))
+"""
+
+
+def test_a_retraining_policy_starts_a_federated_run_that_the_staying_sites_join(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    """Sites started with --stay take part in the first run, then in the run a worker starts
+    when the model's schedule comes round; the candidate and the champion are scored on the
+    sites' holdouts, the gates read those scores, and the candidate is canaried."""
+    port = free_port()
+    members = [
+        shipyard(tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data",
+                 str(path), "--name", f"hospital-{i}", "--label", "target", "--stay",
+                 log=tmp_path / f"site-{i}.log")
+        for i, path in enumerate(sites)
+    ]  # fmt: skip
+    try:
+        first = shipyard(
+            tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}",
+            "--min-sites", "3", "--rounds", "2", "--wait", "60", "--json",
+        )  # fmt: skip
+        _, err = first.communicate(timeout=180)
+        assert first.returncode == 0, err[-3000:]
+        with Registry.from_settings(Settings(home=tmp_path)) as registry:
+            registry.deploy("bc", 1)
+        config = tmp_path / "shipyard.yaml"
+        config.write_text(
+            "models:\n  bc:\n"
+            f"    federated: {{address: '127.0.0.1:{port}', rounds: 3, min_sites: 3, wait: 60s}}\n"
+            "    gates: ['accuracy >= 0.9', 'auc >= champion - 0.05']\n"
+            "    policies: [{schedule: '* * * * *'}]\n"
+        )
+        env = {**os.environ, "SHIPYARD_HOME": str(tmp_path)}
+        env.pop("SHIPYARD_DATABASE_URL", None)
+        worker = subprocess.run(
+            [sys.executable, "-c", WORKER, str(tmp_path), str(config)], env=env,
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        assert ["retrain", "done"] in json.loads(worker.stdout.strip().splitlines()[-1])
+        assert all(member.poll() is None for member in members)  # still there for the next
+    finally:
+        for member in members:
+            member.kill()
+            member.wait(timeout=30)
+
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        candidate = registry.get_version("bc", 2)
+        deployment = registry.deployment("bc")
+        assert deployment is not None
+        assert "canary" in deployment.describe()
+        history = pipeline_history(registry, "bc")
+    assert candidate.lineage["pipeline"] == history[0]["id"]  # type: ignore[index]
+    assert candidate.lineage["trigger"]["kind"] == "schedule"  # type: ignore[index]
+    assert set(candidate.lineage["federated"]["sites"]) == {  # type: ignore[index]
+        "hospital-0",
+        "hospital-1",
+        "hospital-2",
+    }
+    validate = next(s for s in history[0]["steps"] if s["step"] == "validate")
+    assert validate["status"] == "passed"
+    scored = validate["evidence"]
+    assert scored["champion"]["auc"] > 0.9  # the champion, scored on the sites' holdouts
+    assert scored["candidate"]["accuracy"] >= 0.9
+    assert [g["passed"] for g in scored["gates"]] == [True, True]
+    assert scored["gates"][1]["bar"] == pytest.approx(scored["champion"]["auc"] - 0.05)
+
+
+def test_a_federated_retraining_spec_keeps_to_what_the_sites_can_do() -> None:
+    base = {"federated": {"rounds": 3}}
+    assert RetrainSpec(name="bc", **base).federated.rounds == 3  # type: ignore[union-attr]
+    for body, problem in (
+        ({}, "train .module:function. or federated"),
+        ({**base, "train": "m:f"}, "train .module:function. or federated"),
+        ({**base, "data": {"source": "parquet", "path": "x.parquet"}}, "drop data"),
+        ({**base, "gates": ["f1 >= 0.8"]}, "the sites report accuracy, auc, log_loss"),
+        ({"federated": {"wait": "soon"}}, "wait"),
+    ):
+        with pytest.raises(ValidationError, match=problem):
+            RetrainSpec(name="bc", **body)
 
 
 def test_ten_sites_on_flowers_simulation_engine_with_and_without_secure_aggregation(

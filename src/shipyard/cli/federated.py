@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from shipyard.cli._common import (
     open_registry,
     read_table,
 )
-from shipyard.core.errors import InvalidInput
+from shipyard.core.errors import InvalidInput, ServiceUnavailable
 
 app = typer.Typer(
     help="Federated training on Flower: sites train together, their rows stay where they are.",
@@ -177,9 +178,15 @@ def site(
     wait: float = typer.Option(
         300.0, "--wait", min=1.0, help="seconds to keep trying to reach the server"
     ),
+    stay: bool = typer.Option(
+        False,
+        "--stay",
+        help="take part in every run the server starts (a retraining policy's too), waiting "
+        "for the next as long as it takes, until stopped",
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log"),
 ) -> None:
-    """Take part in a federated run: train on this site's rows, send only model weights."""
+    """Take part in a federated run: train on this site's rows, send only model updates."""
     from shipyard.federated import Site, start_site
 
     _quiet_flower(verbose)
@@ -191,5 +198,14 @@ def site(
         f"{name}: {len(joined.X)} rows to train on, {len(joined.X_holdout)} held out; "
         f"joining {server}", highlight=False,
     )  # fmt: skip
-    start_site(joined, server, wait_seconds=wait)
-    err_console.print(f"{name}: the run is over", highlight=False)
+    while True:
+        try:
+            start_site(joined, server, wait_seconds=math.inf if stay else wait)
+        except ServiceUnavailable:
+            if not stay:
+                raise
+            continue  # the server went away mid-run: wait for the next
+        err_console.print(f"{name}: the run is over", highlight=False)
+        if not stay:
+            return
+        err_console.print(f"{name}: waiting for the next run at {server}", highlight=False)

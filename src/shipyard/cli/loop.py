@@ -39,9 +39,12 @@ def _pipeline(ctx: typer.Context, name: str, config: Path | None) -> Pipeline:
     registry = open_registry(ctx)
     tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)
     code_dir = (config.parent if config else Path.cwd()).resolve()
+    from shipyard.worker import federated_trainer
+
     return Pipeline(
-        registry, tracker, LogReader(registry.artifacts), _spec(name, config), code_dir=code_dir
-    )
+        registry, tracker, LogReader(registry.artifacts), _spec(name, config), code_dir=code_dir,
+        federated=federated_trainer,
+    )  # fmt: skip
 
 
 @pipeline_app.command("run")

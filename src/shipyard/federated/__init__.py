@@ -15,10 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from shipyard.federated._flower import (
+    Champion,
     Privacy,
     Result,
     Settings,
     Site,
+    champion_parameters,
     serve,
     simulate,
     start_site,
@@ -27,10 +29,12 @@ from shipyard.federated._privacy import clip_and_noise, epsilon
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = [
+    "Champion",
     "Privacy",
     "Result",
     "Settings",
     "Site",
+    "champion_parameters",
     "clip_and_noise",
     "epsilon",
     "register",

@@ -45,7 +45,17 @@ from shipyard.federated._model import (
 )
 from shipyard.federated._privacy import clip_and_noise, epsilon
 
-__all__ = ["Privacy", "Result", "Settings", "Site", "serve", "simulate", "start_site"]
+__all__ = [
+    "Champion",
+    "Privacy",
+    "Result",
+    "Settings",
+    "Site",
+    "champion_parameters",
+    "serve",
+    "simulate",
+    "start_site",
+]
 
 _SECURE = "shipyard.secagg"  # a SecAgg+ stage's message, serialised, inside a round's instructions
 _NODE = "shipyard.node"
@@ -74,6 +84,45 @@ class Privacy:
 
 
 @dataclass(frozen=True)
+class Champion:
+    """A model the sites score beside the run's last global model, on the same holdout rows:
+    its family (`logistic`), the features it takes in order, and `[mean, scale, *weights]`."""
+
+    model: str
+    features: list[str]
+    parameters: list[np.ndarray]
+
+
+def champion_parameters(estimator: Any, features: list[str]) -> Champion:
+    """A registered binary logistic regression (alone or after a `StandardScaler`, as federated
+    training registers it) as parameters the sites can score; anything else cannot be scored at
+    the sites."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = list(estimator.named_steps.values()) if isinstance(estimator, Pipeline) else [estimator]
+    width = len(features)
+    mean, scale = np.zeros(width), np.ones(width)
+    if len(steps) == 2 and isinstance(steps[0], StandardScaler):
+        scaler = steps.pop(0)
+        mean = np.asarray(scaler.mean_ if scaler.with_mean else mean, dtype=np.float64)
+        scale = np.asarray(scaler.scale_ if scaler.with_std else scale, dtype=np.float64)
+    model = steps[0] if len(steps) == 1 else None
+    if not isinstance(model, LogisticRegression) or np.asarray(model.coef_).shape != (1, width):
+        raise InvalidInput(
+            f"the champion ({type(estimator).__name__}) cannot be scored on the sites' holdouts: "
+            "shipyard scores a binary logistic regression there (what federated training "
+            "registers); drop the gates that compare with the champion"
+        )
+    weights = [
+        np.asarray(model.coef_, dtype=np.float64)[0],
+        np.asarray(model.intercept_, dtype=np.float64),
+    ]
+    return Champion("logistic", list(features), [mean, scale, *weights])
+
+
+@dataclass(frozen=True)
 class Settings:
     rounds: int = 10
     min_sites: int = 3
@@ -86,6 +135,9 @@ class Settings:
     privacy: Privacy | None = None
     secure: bool = False  # SecAgg+: the server sees only the sum of the sites' updates
     secure_clip: float = 16.0  # SecAgg+ quantises each update coordinate within +-this
+    # a model to score beside the last round's on the sites' holdouts (the champion a retrained
+    # candidate must beat): its family, features and parameters, as `champion_parameters` gives
+    champion: Champion | None = None
     wait_seconds: float = 300.0  # for the sites to connect
     round_timeout: float = 600.0
 
@@ -114,6 +166,7 @@ class Result:
         settings = asdict(self.settings)
         settings.pop("wait_seconds")
         settings.pop("round_timeout")
+        settings.pop("champion")
         return {
             "federated": {
                 "sites": self.sites,
@@ -228,9 +281,31 @@ class Site:
     ) -> tuple[float, int, dict[str, Any]]:
         mean, scale, *weights = parameters
         classes = json.loads(str(config["classes"]))
+        truth = self._y(self.labels_holdout, classes)
         margin = family(str(config["model"])).margin((self.X_holdout - mean) / scale, weights)
-        found = scores(margin, self._y(self.labels_holdout, classes))
+        found = scores(margin, truth)
+        if "champion" in config:  # the model to beat, on the same rows
+            c_mean, c_scale, *c_weights = _unpacked(bytes(config["champion"]))
+            c_margin = family(str(config["champion_model"])).margin(
+                (self.X_holdout - c_mean) / c_scale, c_weights
+            )
+            found |= {f"champion_{k}": v for k, v in scores(c_margin, truth).items()}
         return float(found.pop("loss")), len(self.X_holdout), {"site": self.name, **found}
+
+
+def _packed(arrays: list[np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    return buffer.getvalue()
+
+
+def _unpacked(data: bytes) -> list[np.ndarray]:
+    import io
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as found:
+        return [found[f"arr_{i}"] for i in range(len(found.files))]
 
 
 def _client(site: Site) -> Any:
@@ -297,12 +372,13 @@ def _identify(node: int) -> None:
 
 
 def start_site(site: Site, server: str, *, wait_seconds: float = 300.0) -> None:
-    """Take part in a run at `server` (HOST:PORT) until it ends."""
+    """Take part in a run at `server` (HOST:PORT) until it ends, trying to reach it for
+    `wait_seconds` (`math.inf`: until it answers)."""
     flwr = _flwr()
     try:
         flwr.client.start_client(
             server_address=server, client=_client(site), insecure=True,
-            max_wait_time=wait_seconds,
+            max_wait_time=None if math.isinf(wait_seconds) else wait_seconds,
         )  # fmt: skip
     except Exception as error:  # Flower's gRPC errors: the server went away or never came
         raise ServiceUnavailable(
@@ -365,6 +441,13 @@ class _Run:
             self.problem = (
                 f"the sites' labels take {len(labels)} value(s) ({', '.join(sorted(labels)[:10])}); "
                 "federated training here fits binary classifiers"
+            )
+            return
+        champion = self.settings.champion
+        if champion is not None and champion.features != first:
+            self.problem = (
+                f"the champion takes columns {champion.features[:10]}, the sites have "
+                f"{first[:10]}: it cannot be scored on their holdouts"
             )
             return
         self.features = first
@@ -473,18 +556,32 @@ def _strategy(flwr: Any, run: _Run) -> Any:
             if run.stage(server_round) != "train" or run.problem is not None:
                 return []
             pairs = super().configure_evaluate(server_round, parameters, client_manager)
-            classes = {
+            classes: dict[str, Any] = {
                 "classes": json.dumps([str(c) for c in run.classes or []]),
                 "model": settings.model,
             }
+            if settings.champion is not None and server_round == run.server_rounds:
+                classes["champion_model"] = settings.champion.model
+                classes["champion"] = _packed(settings.champion.parameters)
             return [(c, EvaluateIns(ins.parameters, {**ins.config, **classes})) for c, ins in pairs]
 
         def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
             loss, metrics = super().aggregate_evaluate(server_round, results, failures)
             reported = [(r.num_examples, {**r.metrics, "loss": r.loss}) for _, r in results]
-            summary = {key: _weighted(reported, key) for key in ("loss", "accuracy", "auc")}
+            summary: dict[str, Any] = {
+                key: _weighted(reported, key) for key in ("loss", "accuracy", "auc")
+            }
+            if any("champion_loss" in m for _, m in reported):
+                summary["champion"] = {
+                    key: _weighted(reported, f"champion_{key}")
+                    for key in ("loss", "accuracy", "auc")
+                }
             per_site = {
-                str(m["site"]): {k: float(v) for k, v in m.items() if k != "site"}
+                str(m["site"]): {
+                    k: float(v)
+                    for k, v in m.items()
+                    if k != "site" and not k.startswith("champion_")
+                }
                 for _, m in reported
             }
             if run.rounds and run.rounds[-1]["round"] == server_round - len(run.early):

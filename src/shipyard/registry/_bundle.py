@@ -73,13 +73,17 @@ class LoadedBundle:
     folder: Path
     predictor: Predictor
 
+    def native(self) -> Any:
+        """The model object the flavour loads (a scikit-learn estimator, a booster); None for
+        flavours served through a wrapper only."""
+        return load_native(self.folder / "model", ModelInfo.from_dict(self.metadata["model"]))
+
     def explainer(self, signature: Signature, what: str) -> Explainer:
         """How the version explains its answers: built from its native model (the served
         graph cannot tell coefficients and trees) and its reference rows."""
         info = ModelInfo.from_dict(self.metadata["model"])
-        native = load_native(self.folder / "model", info)
         return explainer_for(
-            native, self.predictor, info, signature, self.reference(signature), what=what
+            self.native(), self.predictor, info, signature, self.reference(signature), what=what
         )
 
     def reference(self, signature: Signature, rows: int = EXPLAIN_REFERENCE_ROWS) -> Columns | None:

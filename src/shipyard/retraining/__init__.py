@@ -6,6 +6,8 @@ from __future__ import annotations
 from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
 from shipyard.retraining._gates import GATE_METRICS, GateResult, holdout_metrics, parse_gate
 from shipyard.retraining._pipeline import (
+    FederatedOutcome,
+    FederatedTrainer,
     Pipeline,
     decide_by_person,
     pending_approvals,
@@ -14,7 +16,9 @@ from shipyard.retraining._pipeline import (
 from shipyard.retraining._policies import due_triggers, may_retrain
 from shipyard.retraining._records import PipelineRecord, PipelineStep, Trigger
 from shipyard.retraining._spec import (
+    FEDERATED_METRICS,
     DataSpec,
+    FederatedSpec,
     HoldoutSpec,
     PolicySpec,
     RetrainSpec,
@@ -24,10 +28,14 @@ from shipyard.retraining._spec import (
 )
 
 __all__ = [
+    "FEDERATED_METRICS",
     "GATE_METRICS",
     "ArmEvidence",
     "DataSpec",
     "Decision",
+    "FederatedOutcome",
+    "FederatedSpec",
+    "FederatedTrainer",
     "GateResult",
     "HoldoutSpec",
     "Outcomes",

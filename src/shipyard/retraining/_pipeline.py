@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -30,14 +31,16 @@ from shipyard.registry import Registry
 from shipyard.retraining import _repository as repo
 from shipyard.retraining._data import build_training_set, model_columns, split_holdout
 from shipyard.retraining._decide import ArmEvidence, Decision, Outcomes, decide
-from shipyard.retraining._gates import check, check_gates_apply, holdout_metrics
+from shipyard.retraining._gates import check, check_gates_apply, holdout_metrics, parse_gate
 from shipyard.retraining._records import PipelineRecord, PipelineStatus, PipelineStep, Trigger
-from shipyard.retraining._spec import RetrainSpec
+from shipyard.retraining._spec import FederatedSpec, RetrainSpec
 from shipyard.runtime import load_predictor, package
 from shipyard.store import record_audit
 from shipyard.tracking import Tracker
 
 __all__ = [
+    "FederatedOutcome",
+    "FederatedTrainer",
     "Pipeline",
     "add_step",
     "decide_by_person",
@@ -47,6 +50,25 @@ __all__ = [
 ]
 
 log = logging.getLogger("shipyard.retraining")
+
+
+@dataclass(frozen=True)
+class FederatedOutcome:
+    """What a federated run gives the pipeline: the global model to register and how it (and
+    the champion, when asked) scored on the sites' holdouts, weighted by their rows."""
+
+    model: Any
+    signature: dict[str, Any]
+    metrics: dict[str, float]  # accuracy, auc, log_loss
+    champion: dict[str, float] | None
+    params: dict[str, Any]
+    lineage: dict[str, Any]
+    sites: dict[str, dict[str, Any]]
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+# (spec, the champion's native model to score beside the candidate or None, its feature names)
+FederatedTrainer = Callable[[FederatedSpec, Any, list[str] | None], FederatedOutcome]
 
 
 class Pipeline:
@@ -59,6 +81,8 @@ class Pipeline:
         spec: how this model is retrained.
         code_dir: where the training module lives (default: the current folder).
         clock: what time it is (steps and the canary's evidence window are stamped with it).
+        federated: runs a federated training for a spec with `federated:` (the entry points
+            give it; capabilities do not call each other).
     """
 
     def __init__(
@@ -70,7 +94,9 @@ class Pipeline:
         *,
         code_dir: Path | None = None,
         clock: Callable[[], datetime] | None = None,
+        federated: FederatedTrainer | None = None,
     ) -> None:
+        self.federated = federated
         self.registry = registry
         self.tracker = tracker
         self.reader = reader
@@ -152,6 +178,8 @@ class Pipeline:
     def _run(
         self, record: PipelineRecord, champion: Any, now: datetime, canary: bool
     ) -> PipelineRecord:
+        if self.spec.federated is not None:
+            return self._run_federated(record, champion, canary)
         spec = self.spec
         signature: Signature | None = champion.signature if champion is not None else None
         declared = model_columns(spec.data.features) if spec.data.features else None
@@ -179,7 +207,7 @@ class Pipeline:
         with self.tracker.start_run(
             experiment=self.name, name=f"retrain ({record['trigger'].get('kind', 'manual')})", params=spec.params,
             tags={"pipeline": record["id"], "trigger": record["trigger"].get("kind", "manual")},
-            entrypoint=spec.train, code_dir=self.code_dir,
+            entrypoint=str(spec.train), code_dir=self.code_dir,
         ) as run:  # fmt: skip
             record["run_id"] = run.id
             self._save(record)
@@ -189,7 +217,7 @@ class Pipeline:
             try:
                 model = train_fn(train, dict(spec.params))
             except Exception as error:  # the user's code: named, with its line, never a traceback
-                raise UserCodeFailed.raised("training function", spec.train, error) from error
+                raise UserCodeFailed.raised("training function", str(spec.train), error) from error
             self._step(
                 record,
                 "train",
@@ -243,13 +271,86 @@ class Pipeline:
                 lineage={"parent": champion.version if champion else None, "trigger": record["trigger"], "pipeline": record["id"],
                          **({"feature_store": data.lineage} if data.lineage else {})},
             )  # fmt: skip
+        return self._registered(record, champion, version, run.id, canary)
+
+    def _run_federated(self, record: PipelineRecord, champion: Any, canary: bool) -> PipelineRecord:
+        """Steps 1 to 5 for a model trained across sites: the sites keep the rows, train the
+        candidate together, and score it (and the champion) on their holdouts; the gates read
+        those scores."""
+        spec = self.spec
+        fed = spec.federated
+        assert fed is not None
+        if self.federated is None:
+            raise InvalidInput(
+                f"{self.name} trains federated; start it with `shipyard pipeline run` or a worker"
+            )
+        scored = None
+        if champion is not None and any(parse_gate(g).value is None for g in spec.gates):
+            scored = self.registry.open(self.name, champion.version).native()
+        names = champion.signature.names if champion is not None else None
+        self._step(record, "data", "ok", {
+            "source": "federated", "address": fed.address, "min_sites": fed.min_sites,
+            "note": "the rows stay at the sites; each holds out its own share",
+        })  # fmt: skip
+        with self.tracker.start_run(
+            experiment=self.name, name=f"retrain ({record['trigger'].get('kind', 'manual')}, federated)",
+            params=fed.model_dump(), entrypoint="shipyard.federated", code_dir=self.code_dir,
+            tags={"pipeline": record["id"], "trigger": record["trigger"].get("kind", "manual")},
+        ) as run:  # fmt: skip
+            record["run_id"] = run.id
+            self._save(record)
+            outcome = self.federated(fed, scored, names)
+            for r in outcome.rounds:
+                run.log_metrics(
+                    {f"federated_{k}": r[k] for k in ("accuracy", "auc", "loss") if r.get(k) is not None},
+                    step=int(r["round"]),
+                )  # fmt: skip
+            self._step(record, "train", "ok", {
+                "run": run.id, "entrypoint": "shipyard.federated", "rounds": fed.rounds,
+                "sites": {k: v.get("train_rows") for k, v in outcome.sites.items()},
+                "secure_aggregation": fed.secure_aggregation, "dp_noise": fed.dp_noise,
+            })  # fmt: skip
+            run.log_metrics({f"holdout_{k}": v for k, v in outcome.metrics.items()})
+            if outcome.champion:
+                run.log_metrics({f"champion_{k}": v for k, v in outcome.champion.items()})
+            results = check(spec.gates, outcome.metrics, outcome.champion)
+            failed = [r for r in results if not r.passed]
+            evidence = {
+                "candidate": outcome.metrics,
+                "champion": outcome.champion,
+                "gates": [r.to_dict() for r in results],
+                "holdout": "the sites' holdouts, weighted by their rows",
+            }
+            if failed:
+                self._step(
+                    record, "validate", "rejected", {**evidence, "failed": [r.gate for r in failed]}
+                )
+                record["status"] = "rejected"
+                self._save(record)
+                return record
+            self._step(record, "validate", "passed", evidence)
+            version = self.registry.register(
+                outcome.model, name=self.name, signature=outcome.signature,
+                metrics={k: round(v, 6) for k, v in outcome.metrics.items()}, params=outcome.params,
+                description=f"retrained by pipeline {record['id']} (federated)",
+                purpose=champion.purpose if champion else "", run_id=run.id,
+                lineage={**outcome.lineage, "parent": champion.version if champion else None,
+                         "trigger": record["trigger"], "pipeline": record["id"]},
+            )  # fmt: skip
+        return self._registered(record, champion, version, run.id, canary)
+
+    def _registered(
+        self, record: PipelineRecord, champion: Any, version: Any, run_id: str, canary: bool
+    ) -> PipelineRecord:
+        """Step 4's record, then step 5: the candidate canaried beside the champion."""
+        spec = self.spec
         record["candidate_version"] = version.version
         self._save(record)
         self._step(
             record,
             "register",
             "ok",
-            {"version": version.version, "run": run.id, "runtime": version.runtime},
+            {"version": version.version, "run": run_id, "runtime": version.runtime},
             version.version,
         )
         if not canary or champion is None:

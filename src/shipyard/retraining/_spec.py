@@ -17,6 +17,11 @@ models:
       - every_labels: 5000
     cooldown: 6h
     max_per_day: 2
+
+  readmission:                         # trained across hospitals that keep their rows
+    federated: {address: "0.0.0.0:9092", rounds: 10, min_sites: 3, secure_aggregation: true}
+    gates: ["auc >= 0.8", "auc >= champion - 0.01"]    # scored on the sites' holdouts
+    policies: [{schedule: "0 2 1 * *"}]
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFaile
 from shipyard.core.project import read_project_file
 
 __all__ = [
+    "FEDERATED_METRICS",
     "DataSpec",
+    "FederatedSpec",
     "HoldoutSpec",
     "PolicySpec",
     "RetrainSpec",
@@ -176,6 +183,46 @@ class RolloutSpec(_Strict):
         return value
 
 
+FEDERATED_METRICS = frozenset({"accuracy", "auc", "log_loss"})  # what the sites report
+
+
+class FederatedSpec(_Strict):
+    """Each retrain is a new federated run: the sites (`shipyard federated site --stay`) train
+    on their own rows and score the candidate, and the champion beside it, on their holdouts."""
+
+    address: str = Field(default="0.0.0.0:9092", description="HOST:PORT the sites connect to")
+    rounds: int = Field(default=10, ge=1, le=1000, description="training rounds")
+    min_sites: int = Field(default=3, ge=1, le=10_000, description="sites every round waits for")
+    strategy: Literal["fedavg", "fedprox"] = Field(
+        default="fedavg", description="fedavg or fedprox"
+    )
+    mu: float = Field(default=0.1, ge=0, description="FedProx's proximal term")
+    model: str = Field(
+        default="logistic", description="logistic, or mlp:64,32 (a PyTorch network's hidden widths)"
+    )
+    local_steps: int = Field(
+        default=20, ge=1, le=10_000, description="training iterations per site per round"
+    )
+    secure_aggregation: bool = Field(
+        default=False, description="Flower's SecAgg+: the server sees only the sum of the updates"
+    )
+    secure_clip: float = Field(
+        default=16.0, gt=0, description="SecAgg+ quantises each update coordinate within +-this"
+    )
+    dp_noise: float | None = Field(
+        default=None, gt=0, description="differential privacy: Gaussian noise times the clip"
+    )
+    dp_clip: float = Field(default=1.0, gt=0, description="L2 norm each update is clipped to")
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1, description="delta of (epsilon, delta)")
+    wait: str = Field(default="10m", description="how long to wait for min_sites to connect")
+
+    @field_validator("wait")
+    @classmethod
+    def _wait(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class PolicySpec(_Strict):
     """One reason to retrain: a schedule, an alert, or enough new labels."""
 
@@ -216,12 +263,18 @@ class RetrainSpec(_Strict):
     """Everything the closed loop needs to know about one model."""
 
     name: str = Field(description="the model's name: the key under `models:`")
-    train: str = Field(
+    train: str | None = Field(
+        default=None,
         description="`module:function` that trains: called as `function(frame, params)` with "
         "the training rows (a pandas DataFrame with the data's columns, at least "
         "`data.features` and `data.label`, plus the prediction time for `logs`; the holdout "
         "removed) and `params`, it returns the fitted model (anything `shipyard models "
-        "register` takes); the module is imported from the folder of shipyard.yaml first"
+        "register` takes); the module is imported from the folder of shipyard.yaml first",
+    )
+    federated: FederatedSpec | None = Field(
+        default=None,
+        description="train across sites that keep their rows instead (then no `train`, `data`, "
+        "`holdout` or `threshold_share`: the sites hold the rows and their holdouts)",
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="passed to the training function; recorded on the run"
@@ -256,11 +309,33 @@ class RetrainSpec(_Strict):
 
     @field_validator("train")
     @classmethod
-    def _entrypoint(cls, value: str) -> str:
+    def _entrypoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         module, sep, function = value.partition(":")
         if not sep or not module or not function:
             raise ValueError(f"train must look like module:function, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _how(self) -> RetrainSpec:
+        if (self.train is None) == (self.federated is None):
+            raise ValueError("say how the model trains: train (module:function) or federated")
+        if self.federated is not None:
+            local = sorted({"data", "holdout", "threshold_share", "params"} & self.model_fields_set)
+            if local:
+                raise ValueError(
+                    f"a federated model's rows stay at the sites: drop {', '.join(local)} (each "
+                    "site holds out --holdout of its rows and scores the candidate there)"
+                )
+            from shipyard.retraining._gates import parse_gate
+
+            for gate in self.gates:
+                if parse_gate(gate).metric not in FEDERATED_METRICS:
+                    raise ValueError(
+                        f"gate {gate!r}: the sites report {', '.join(sorted(FEDERATED_METRICS))}"
+                    )
+        return self
 
     @field_validator("cooldown")
     @classmethod
@@ -284,6 +359,10 @@ class RetrainSpec(_Strict):
         for days trains with the code as it is now, and two specs whose modules share a name
         in different folders each get their own.
         """
+        if self.train is None:
+            raise ConfigurationError(
+                f"{self.name} is trained federated; it has no training function"
+            )
         module_name, _, function = self.train.partition(":")
         if code_dir is not None and str(code_dir) not in sys.path:
             sys.path.insert(0, str(code_dir))
