@@ -144,8 +144,15 @@ def test_three_sites_train_one_model_and_no_row_crosses_the_wire(
         served = registry.load("bc", 1)
     everything = pd.concat([pd.read_parquet(p) for p in sites])
     columns = served.signature.validate_frame(everything.drop(columns="target"))
-    predicted = served.predictor.predict(columns).argmax(axis=1)
-    assert np.mean(predicted == everything["target"].to_numpy()) > 0.93
+    probabilities = served.predictor.predict(columns)
+    assert np.mean(probabilities.argmax(axis=1) == everything["target"].to_numpy()) > 0.93
+
+    # no row of its training data is at the server, yet its answers are explained exactly:
+    # against the pooled mean its standardiser keeps (the base is the model at that mean)
+    explained = served.explainer().explain(columns)
+    assert (explained.method, explained.exact, explained.space) == ("linear", True, "log-odds")
+    np.testing.assert_allclose(explained.base + explained.values.sum(axis=1), explained.output)
+    np.testing.assert_allclose(1 / (1 + np.exp(-explained.output)), probabilities[:, 1], atol=1e-5)
 
 
 def test_with_privacy_each_update_is_clipped_and_noised_and_the_epsilon_is_reported(

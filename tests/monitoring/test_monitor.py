@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 
 from shipyard.app import create_app
-from shipyard.core import Settings
+from shipyard.core import Settings, Signature
 from shipyard.core import errors as e
 from shipyard.demo import FEATURES, LABEL, MonthResult, replay_month
 from shipyard.logstore import LogReader
@@ -422,3 +422,28 @@ def test_kpis_are_read_beside_the_model_in_shipyard_yaml(tmp_path: Path) -> None
     config.write_text("models:\n  m:\n    kpis:\n      bad: median(x)\n")
     with pytest.raises(e.ConfigurationError, match=r"model .m.: .*not a function"):
         load_kpis(config)
+
+
+def test_a_version_registered_without_rows_is_compared_with_its_first_answers(
+    tmp_path: Path, fraud_model: Any, fraud_data: pd.DataFrame
+) -> None:
+    """A federated model has no training rows at the server: registered without a sample, its
+    inputs are compared with its first 1,000 answers, and the month's drift in amounts is
+    found against them."""
+    settings = Settings(home=tmp_path, auth="off", actor="tester")
+    with Registry.from_settings(settings) as registry:
+        registry.register(
+            fraud_model, name="fraud-detector", signature=Signature.infer(fraud_data[FEATURES]),
+            threshold=0.1, aliases=["production"],
+        )  # fmt: skip
+        assert registry.read_artifact("fraud-detector", 1, "reference/sample.parquet") is None
+    replay_month(
+        settings, "fraud-detector", 1, end=END, rows_per_week=2000,
+        console=Console(file=io.StringIO(), width=150),
+    )  # fmt: skip
+    drift = _summary(settings)["drift"]
+    assert drift["reference"].startswith("its first 1000 answers (")
+    assert drift["rows_reference"] == 1000
+    assert "transaction_amount" in drift["drifted"]
+    for steady in ("customer_age", "num_tx_last_24h"):
+        assert drift["columns"][steady]["status"] == "ok", drift["columns"][steady]["reason"]

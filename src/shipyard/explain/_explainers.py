@@ -248,6 +248,25 @@ def _margin(final: Any, z: Any, task: str) -> np.ndarray:
     return np.asarray(final.decision_function(z), dtype=np.float64).reshape(len(z), -1)
 
 
+def _training_mean(native: Any, signature: Signature) -> Columns | None:
+    """The mean of the training data where the model itself remembers it: a pipeline that
+    starts by standardising (federated training registers one, its mean pooled over the
+    sites). A linear model's exact contributions need nothing more: each is its coefficient
+    times the value's distance from that mean."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    first = native.steps[0][1] if isinstance(native, Pipeline) else None
+    if not isinstance(first, StandardScaler) or getattr(first, "mean_", None) is None:
+        return None
+    names = [str(n) for n in getattr(first, "feature_names_in_", signature.names)]
+    if names != signature.names or len(first.mean_) != len(names):
+        return None
+    import pandas as pd
+
+    return signature.validate_frame(pd.DataFrame([np.asarray(first.mean_)], columns=names))
+
+
 def _linear(native: Any, info: ModelInfo, reference: Columns) -> _Linear | None:
     pre, final = _steps(native)
     if not (hasattr(final, "coef_") and hasattr(final, "intercept_")):
@@ -557,12 +576,17 @@ def explainer_for(
     """The best explainer for the model. `native`: the model object its flavour loads (None
     when only a graph is served); `predictor`: what serves it; `reference`: rows of its
     training data, validated against its signature (None: it was registered without any, and
-    only tree ensembles, whose trees remember their training data, can be explained)."""
+    only tree ensembles, whose trees remember their training data, and linear models after a
+    standardiser, which remembers its mean, can be explained)."""
     if reference is None or not len(next(iter(reference.values()), ())):
         if native is not None and info.flavour in ("lightgbm", "xgboost"):
             rows = signature.validate_frame(signature.placeholder_rows(1))
             trees = (_lightgbm if info.flavour == "lightgbm" else _xgboost)(native, info, rows)
             return trees
+        centre = _training_mean(native, signature) if info.flavour == "sklearn" else None
+        linear = _linear(native, info, centre) if centre is not None else None
+        if linear is not None:
+            return linear
         raise InvalidInput(
             f"{what} was registered without sample or training data, so there are no reference "
             "rows to explain its answers against; register it again with sample= (rows of its "

@@ -374,6 +374,22 @@ class LogQueries:
         finally:
             conn.close()
 
+    def first(self, version: int, limit: int) -> pa.Table:
+        """The time and features of the first `limit` rows one version answered in the period
+        (its shadow's excluded), in time order."""
+        conn, has_predictions, _ = self._connect()
+        try:
+            if not has_predictions:
+                return pa.table({})
+            where, params = self._where()
+            return conn.sql(
+                f"SELECT p.ts, p.features FROM predictions p WHERE {where} AND p.version = ? "
+                "AND p.variant <> 'shadow' ORDER BY p.ts, p.prediction_id LIMIT ?",
+                params=[*params, version, limit],
+            ).to_arrow_table()
+        finally:
+            conn.close()
+
     def segments(self, version: int, feature: str, positive: str | None) -> list[dict[str, Any]]:
         """Labelled quality per value of a categorical feature (for root causes): accuracy and
         the positive class's recall, and the mean absolute error where predictions are

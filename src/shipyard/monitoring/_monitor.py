@@ -36,6 +36,7 @@ from shipyard.monitoring._report import (
     ColumnDriftRecord,
     Concept,
     Confusion,
+    DriftRecord,
     Estimates,
     FeatureViewHealth,
     MonitoringReport,
@@ -60,6 +61,11 @@ from shipyard.registry import LoadedBundle, ModelVersion, Registry
 __all__ = ["DEFAULT_TARGETS", "Monitor", "MonitoringReport"]
 
 log = logging.getLogger("shipyard.monitoring")
+
+# a version registered without reference rows is compared with its first answers, once it has
+# given this many within this long of its registration (either side)
+LOG_REFERENCE_ROWS = 1_000
+LOG_REFERENCE_SEARCH = timedelta(days=30)
 
 
 class Monitor:
@@ -88,6 +94,7 @@ class Monitor:
         self.alert_manager = alerts
         self.targets = {**DEFAULT_TARGETS, **(targets or {})}
         self._references: dict[tuple[str, int], pa.Table | None] = {}
+        self._first_answers: dict[tuple[str, int], tuple[pa.Table, str]] = {}
         self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
 
     @classmethod
@@ -306,11 +313,7 @@ class Monitor:
             "by_variant": [
                 cast(Window, {k: v for k, v in r.items() if k != "version"}) for r in mine
             ],
-            "drift": (
-                drift.to_dict()
-                if drift is not None
-                else {"columns": {}, "drifted": [], "drift_share": 0.0}
-            ),
+            "drift": self._drift_record(name, record, drift),
             "score_drift": self._score_drift(name, record, current, bundle),
             "quality": data_quality(drift, current_queries.schema_violations()),
             "concept": self._concept(labelled, record.task, drift),
@@ -373,16 +376,58 @@ class Monitor:
             self._references[key] = pq.read_table(io.BytesIO(raw)) if raw is not None else None
         return self._references[key]
 
+    def _reference_for(self, name: str, record: ModelVersion) -> tuple[pa.Table, str] | None:
+        """What the version's inputs and answers are compared with: its reference sample, or,
+        for a version registered without one (a federated model: no row of its training data
+        is at the server), its first `LOG_REFERENCE_ROWS` answers once it has given that many
+        (fixed from then on: later answers come after them)."""
+        sample = self.reference(name, record.version)
+        if sample is not None:
+            return sample, "its reference sample (rows of its training data)"
+        key = (name, record.version)
+        if key not in self._first_answers:
+            # a month either side of its registration: hosts' clocks differ, and a replayed
+            # history (the demo's) is logged at past times
+            start = record.created_at - LOG_REFERENCE_SEARCH
+            end = min(self._now(), record.created_at + LOG_REFERENCE_SEARCH)
+            if end <= start:
+                return None
+            first = LogQueries(self.reader, name, Period(start, end, end - start)).first(
+                record.version, LOG_REFERENCE_ROWS
+            )
+            if first.num_rows < LOG_REFERENCE_ROWS:
+                return None  # not yet: looked for again at the next run
+            times = first.column("ts")
+            self._first_answers[key] = (
+                pa.Table.from_struct_array(first.column("features").combine_chunks()),
+                f"its first {first.num_rows} answers ({times[0].as_py():%Y-%m-%d %H:%M} to "
+                f"{times[-1].as_py():%Y-%m-%d %H:%M}); it was registered without rows of its "
+                "training data",
+            )
+        return self._first_answers[key]
+
     def _drift(self, name: str, record: ModelVersion, current: pa.Table) -> DriftReport | None:
-        reference = self.reference(name, record.version)
-        if reference is None or current.num_rows == 0 or "features" not in current.column_names:
+        found = self._reference_for(name, record)
+        if found is None or current.num_rows == 0 or "features" not in current.column_names:
             return None
+        reference = found[0]
         features = pa.Table.from_struct_array(current.column("features").combine_chunks())
         columns = [c for c in reference.column_names if c in features.column_names]
         if not columns:
             return None
         # the whole reference: a feature the logs no longer carry is reported, not skipped
         return compare(reference, features.select(columns))
+
+    def _drift_record(
+        self, name: str, record: ModelVersion, drift: DriftReport | None
+    ) -> DriftRecord:
+        if drift is None:
+            return {"columns": {}, "drifted": [], "drift_share": 0.0}
+        out = drift.to_dict()
+        found = self._reference_for(name, record)
+        if found is not None:
+            out["reference"] = found[1]
+        return out
 
     def _score_drift(
         self,
@@ -394,9 +439,10 @@ class Monitor:
         """What the model answered in the window against what it answers on its own reference
         sample: the positive class's score (binary), the predicted value (regression), or the
         predicted class as a category (multiclass)."""
-        reference = self.reference(name, record.version)
-        if reference is None or current.num_rows == 0:
+        found = self._reference_for(name, record)
+        if found is None or current.num_rows == 0:
             return {}
+        reference = found[0]
         if record.task not in ("binary", "regression", "multiclass"):
             return {}
         bundle = open_bundle()

@@ -101,8 +101,9 @@ class NotMeasured(TypedDict, total=False):
 
 
 class DriftRecord(TypedDict):
-    """The data set's drift (`DriftReport.to_dict()`); a version without a reference sample
-    or without traffic has only the first three."""
+    """The data set's drift (`DriftReport.to_dict()`) and what it was measured against; a
+    version without reference rows yet (no sample, fewer first answers than a reference
+    takes) or without traffic has only the first three."""
 
     columns: dict[str, ColumnDriftRecord]
     drifted: list[str]
@@ -113,6 +114,7 @@ class DriftRecord(TypedDict):
     thresholds: NotRequired[dict[str, float]]
     missing_in_current: NotRequired[list[str]]
     schema_problems: NotRequired[list[str]]
+    reference: NotRequired[str]  # what the window was compared with
 
 
 class Concept(TypedDict):
