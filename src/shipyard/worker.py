@@ -335,12 +335,25 @@ class Worker:
 
 
 def federated_trainer(
-    spec: FederatedSpec, champion: Any, champion_features: list[str] | None
+    spec: FederatedSpec, champion: Any, champion_features: list[str] | None, base: Path
 ) -> FederatedOutcome:
     """A retraining pipeline's federated run: serve the rounds at `spec.address` to the sites
     that join, the champion (a native model, when the gates compare with it) scored beside the
-    candidate on their holdouts in the last round."""
+    candidate on their holdouts in the last round; TLS and the federation key as the spec says
+    (paths from `base`)."""
     from shipyard import federated
+
+    def path(value: str) -> Path:
+        return base / Path(value).expanduser()
+
+    certificates = (
+        federated.server_certificates(
+            path(spec.tls_cert), path(spec.tls_key), path(spec.tls_ca) if spec.tls_ca else None
+        )
+        if spec.tls_cert and spec.tls_key
+        else None
+    )
+    key = federated.read_key(path(spec.key_file)) if spec.key_file else None
 
     settings = federated.Settings(
         rounds=spec.rounds, min_sites=spec.min_sites, strategy=spec.strategy, model=spec.model,
@@ -353,7 +366,7 @@ def federated_trainer(
             if champion is not None else None
         ),
     )  # fmt: skip
-    result = federated.serve(spec.address, settings)
+    result = federated.serve(spec.address, settings, certificates=certificates, key=key)
     final = result.final
 
     def named(found: dict[str, Any]) -> dict[str, float]:

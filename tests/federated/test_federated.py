@@ -27,8 +27,9 @@ from shipyard.federated import Settings as Federated
 from shipyard.federated import Site, clip_and_noise, epsilon, simulate
 from shipyard.federated._model import (
     magnitudes,
-    moments,
-    pooled_standardiser,
+    scaled_mean,
+    scaled_spread,
+    secure_standardiser,
     standardiser,
     statistics,
 )
@@ -73,7 +74,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def run(home: Path, sites: list[Path], *server_args: str) -> tuple[dict[str, Any], TcpProxy]:
+def run(
+    home: Path, sites: list[Path], *server_args: str, site_args: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], TcpProxy]:
     """`shipyard federated server` and one `shipyard federated site` per file, the sites
     talking to the server through a proxy that keeps what they send."""
     port = free_port()
@@ -84,7 +87,8 @@ def run(home: Path, sites: list[Path], *server_args: str) -> tuple[dict[str, Any
     )  # fmt: skip
     members = [
         shipyard(home, "federated", "site", "--server", f"127.0.0.1:{proxy.port}", "--data",
-                 str(path), "--name", f"hospital-{i}", "--label", "target", "--wait", "60")
+                 str(path), "--name", f"hospital-{i}", "--label", "target", "--wait", "60",
+                 *site_args)
         for i, path in enumerate(sites)
     ]  # fmt: skip
     try:
@@ -164,6 +168,7 @@ def test_with_privacy_each_update_is_clipped_and_noised_and_the_epsilon_is_repor
     )  # fmt: skip
     assert answer["epsilon"] == pytest.approx(epsilon(0.5, 3, 1e-5))
     assert len(answer["rounds"]) == 3
+    assert all(r["update_norms"] == {} for r in answer["rounds"])  # a norm carries no noise
     with Registry.from_settings(Settings(home=tmp_path)) as registry:
         version = registry.get_version("bc", 1)
     federated = version.lineage["federated"]  # type: ignore[index]
@@ -172,25 +177,163 @@ def test_with_privacy_each_update_is_clipped_and_noised_and_the_epsilon_is_repor
     assert version.metrics["dp_epsilon"] == pytest.approx(answer["epsilon"])
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate it signed for 127.0.0.1, and a federation key."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = dt.datetime.now(dt.UTC)
+
+    def certificate(subject: str, key: Any, issuer: Any, signer: Any, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "federation CA")])
+    ca = certificate("federation CA", ca_key, ca_name, ca_key, True)
+    server = certificate("127.0.0.1", server_key, ca.subject, ca_key, False)
+    paths = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths["federation"] = folder / "federation.key"
+    paths["federation"].write_text("9f" * 32 + "\n")
+    paths["other"] = folder / "other.key"
+    paths["other"].write_text("a1" * 32 + "\n")
+    return paths
+
+
+def test_over_tls_with_a_federation_key_the_wire_carries_nothing_readable(
+    tmp_path: Path, sites: list[Path], tls: dict[str, Path]
+) -> None:
+    answer, proxy = run(
+        tmp_path, sites, "--rounds", "2", "--tls-cert", str(tls["cert"]), "--tls-key",
+        str(tls["key"]), "--tls-ca", str(tls["ca"]), "--key-file", str(tls["federation"]),
+        site_args=("--tls-ca", str(tls["ca"]), "--key-file", str(tls["federation"])),
+    )  # fmt: skip
+    assert answer["rounds"][-1]["accuracy"] > 0.93
+    sent = bytes(proxy.upstream)
+    for path in sites:  # what plain training shows on the wire (a site's sums) is encrypted
+        trained = Site(pd.read_parquet(path), "target", "x").X
+        assert statistics(trained)[1].tobytes() not in sent
+    assert b"hospital-0" not in sent  # not even a site's name
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        lineage = registry.get_version("bc", 1).lineage
+    assert lineage["federated"]["transport"] == {  # type: ignore[index]
+        "engine": "grpc",
+        "tls": True,
+        "sites_authenticated": True,
+    }
+    assert "9f9f" not in json.dumps(lineage)  # the key is nowhere in what is kept
+
+
+def test_the_server_and_the_sites_each_refuse_a_party_without_the_federation_key(
+    tmp_path: Path, sites: list[Path], tls: dict[str, Path]
+) -> None:
+    """A site without the key is refused before any model is sent; a site whose key differs
+    refuses the server before sending anything."""
+    port = free_port()
+    server = shipyard(
+        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        "2", "--rounds", "2", "--wait", "60", "--key-file", str(tls["federation"]),
+    )  # fmt: skip
+    members = [
+        shipyard(tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data",
+                 str(sites[i]), "--name", f"hospital-{i}", "--label", "target", "--wait", "60",
+                 *extra)
+        for i, extra in ((0, ("--key-file", str(tls["federation"]))), (1, ()))
+    ]  # fmt: skip
+    try:
+        _, err = server.communicate(timeout=120)
+    finally:
+        for process in (server, *members):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+    assert server.returncode == 2, err[-2000:]
+    said = " ".join(err.split())  # the console wraps lines
+    assert "a site calling itself 'hospital-1' did not prove it holds the federation key" in said
+    assert "Traceback" not in err
+
+    port = free_port()
+    server = shipyard(
+        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        "1", "--rounds", "1", "--wait", "60", "--key-file", str(tls["federation"]),
+    )  # fmt: skip
+    stranger = shipyard(
+        tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(sites[0]),
+        "--name", "hospital-0", "--label", "target", "--wait", "60",
+        "--key-file", str(tls["other"]),
+    )  # fmt: skip
+    try:
+        _, site_err = stranger.communicate(timeout=120)
+    finally:
+        for process in (server, stranger):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+    assert stranger.returncode == 8, site_err[-2000:]
+    said = " ".join(site_err.split())
+    assert "the server did not prove it holds the federation key; nothing was sent" in said
+    assert "Traceback" not in site_err
+
+
 def test_under_secure_aggregation_the_server_sees_only_sums(
     tmp_path: Path, sites: list[Path]
 ) -> None:
-    answer, proxy = run(tmp_path, sites, "--rounds", "3", "--secure-aggregation")
+    answer, proxy = run(
+        tmp_path, sites, "--rounds", "3", "--secure-aggregation",
+        site_args=("--require-secure-aggregation",),
+    )  # fmt: skip
     assert answer["secure_aggregation"] is True
     assert [r["round"] for r in answer["rounds"]] == [1, 2, 3]
     assert answer["rounds"][-1]["accuracy"] > 0.93
     assert all(r["update_norms"] == {} for r in answer["rounds"])  # no site's norm either
 
-    # what each site contributes (its moments, then its updates) crosses only masked: neither
-    # the sums plain training sends, nor the scaled moments, nor a raw value is on the wire
+    # what each site contributes (its mean and spread, then its updates) crosses only masked:
+    # neither the sums plain training sends, nor the scaled mean or spread, nor a raw value
     sent = bytes(proxy.upstream)
     frames = [pd.read_parquet(p).drop(columns="target") for p in sites]
     trained = [Site(pd.read_parquet(p), "target", "x").X for p in sites]
     exponents = np.max([magnitudes(X) for X in trained], axis=0)
+    mean, _ = standardiser([statistics(X) for X in trained])
+    deviations = np.max([magnitudes(X - mean) for X in trained], axis=0)
     for X, frame in zip(trained, frames, strict=True):
         assert statistics(X)[1].tobytes() not in sent
-        for moment in moments(X, exponents):
-            assert moment.tobytes() not in sent
+        assert scaled_mean(X, exponents)[0].tobytes() not in sent
+        assert scaled_spread(X, mean, deviations)[0].tobytes() not in sent
         values = [v for v in np.unique(frame.to_numpy(dtype=np.float64)) if v != int(v)]
         assert not [v for v in values if np.float64(v).tobytes() in sent]
 
@@ -296,6 +439,7 @@ def test_a_federated_retraining_spec_keeps_to_what_the_sites_can_do() -> None:
         ({**base, "data": {"source": "parquet", "path": "x.parquet"}}, "drop data"),
         ({**base, "gates": ["f1 >= 0.8"]}, "the sites report accuracy, auc, log_loss"),
         ({"federated": {"wait": "soon"}}, "wait"),
+        ({"federated": {"tls_cert": "server.pem"}}, "TLS needs both tls_cert and tls_key"),
     ):
         with pytest.raises(ValidationError, match=problem):
             RetrainSpec(name="bc", **body)
@@ -318,36 +462,91 @@ def test_ten_sites_on_flowers_simulation_engine_with_and_without_secure_aggregat
     assert plain.final["accuracy"] > 0.9
     assert secure.final["accuracy"] > 0.9
     unit = np.exp2(np.max([magnitudes(m.X) for m in members], axis=0))
+    spread = np.exp2(np.max([magnitudes(m.X - plain.mean) for m in members], axis=0))
     step = 10 * 2.0**-21
     assert np.all(np.abs(secure.mean - plain.mean) <= step * unit)
-    assert np.all(np.abs(secure.scale**2 - plain.scale**2) <= 3 * step * unit**2)
+    assert np.all(np.abs(secure.scale**2 - plain.scale**2) <= 3 * step * spread**2)
     assert secure.final["loss"] == pytest.approx(plain.final["loss"], rel=0.05)
     assert secure.final["accuracy"] == pytest.approx(plain.final["accuracy"], abs=0.02)
     assert all(r["update_norms"] == {} for r in secure.rounds)
     assert all(len(r["update_norms"]) == 10 for r in plain.rounds)
 
 
-def test_secure_moments_pool_to_the_plain_standardiser() -> None:
-    """The row-weighted average of scaled moments gives the pooled mean and spread; a constant
-    feature is scaled by its magnitude."""
+def test_the_secure_standardiser_survives_quantisation() -> None:
+    """Through SecAgg+'s quantisation (values rounded to steps of 2**-21 of their range), the
+    two passes give the pooled mean and spread: a feature at 2000 +- 3 keeps its spread, as
+    one at 600 +- 50 or 0.1 +- 0.02 does; a constant feature keeps scale 1."""
     rng = np.random.default_rng(5)
     parts = [
         np.column_stack([rng.normal(600 + 100 * i, 50, n), rng.normal(0.1, 0.02, n),
                          np.full(n, 7.0), rng.normal(2000, 3, n)])
         for i, n in enumerate((40, 90, 250))
     ]  # fmt: skip
-    exponents = np.max([magnitudes(X) for X in parts], axis=0)
     rows = np.array([len(X) for X in parts], dtype=np.float64)
-    averaged = [
-        np.sum([m[k] * n for m, n in zip((moments(X, exponents) for X in parts), rows, strict=True)],
-               axis=0) / rows.sum()
-        for k in (0, 1)
-    ]  # fmt: skip
-    mean, scale = pooled_standardiser(averaged, exponents)
+
+    def summed(values: list[np.ndarray]) -> np.ndarray:  # what unmasking gives
+        quantised = [np.round(v * 2.0**21) / 2.0**21 for v in values]
+        return np.sum([q * n for q, n in zip(quantised, rows, strict=True)], axis=0) / rows.sum()
+
+    exponents = np.max([magnitudes(X) for X in parts], axis=0)
+    mean = summed([scaled_mean(X, exponents)[0] for X in parts]) * np.exp2(exponents)
+    deviations = np.max([magnitudes(X - mean) for X in parts], axis=0)
+    scale = secure_standardiser(
+        mean, summed([scaled_spread(X, mean, deviations)[0] for X in parts]), deviations
+    )
     exact_mean, exact_scale = standardiser([statistics(X) for X in parts])
-    np.testing.assert_allclose(mean, exact_mean, rtol=1e-12)
-    np.testing.assert_allclose(scale[[0, 1, 3]], exact_scale[[0, 1, 3]], rtol=1e-6)
-    assert scale[2] == 8.0  # 7.0 is below 2**3
+    np.testing.assert_allclose(mean, exact_mean, rtol=1e-6)
+    np.testing.assert_allclose(scale[[0, 1, 3]], exact_scale[[0, 1, 3]], rtol=1e-4)
+    assert scale[2] == 1.0
+
+
+def test_a_champion_is_scored_at_the_sites_only_in_its_own_columns_order() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from shipyard.federated import champion_parameters
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(50, 3)), columns=["a", "b", "c"])
+    labels = (frame["a"] > 0).astype(int)
+    fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, labels)
+    found = champion_parameters(fitted, ["a", "b", "c"])
+    assert (found.model, found.classes) == ("logistic", ["0", "1"])
+    np.testing.assert_allclose(found.parameters[2], fitted[-1].coef_[0])
+    with pytest.raises(InvalidInput, match="not in its signature's order"):
+        champion_parameters(fitted, ["c", "b", "a"])
+    forest = RandomForestClassifier(n_estimators=2).fit(frame, labels)
+    with pytest.raises(InvalidInput, match="cannot be scored on the sites' holdouts"):
+        champion_parameters(forest, ["a", "b", "c"])
+
+
+def test_a_site_that_requires_secure_aggregation_refuses_a_plain_server(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    port = free_port()
+    server = shipyard(
+        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        "1", "--rounds", "1", "--wait", "60",
+    )  # fmt: skip
+    careful = shipyard(
+        tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(sites[0]),
+        "--name", "hospital-0", "--label", "target", "--wait", "60",
+        "--require-secure-aggregation",
+    )  # fmt: skip
+    try:
+        _, err = careful.communicate(timeout=120)
+    finally:
+        for process in (server, careful):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+    assert careful.returncode == 8, err[-2000:]
+    said = " ".join(err.split())
+    assert "the server asked for statistics in the clear" in said
+    assert "nothing was sent" in said
+    assert "Traceback" not in err
 
 
 def test_secure_aggregation_needs_three_sites() -> None:

@@ -18,7 +18,7 @@ from shipyard.cli._common import (
     open_registry,
     read_table,
 )
-from shipyard.core.errors import InvalidInput, ServiceUnavailable
+from shipyard.core.errors import InvalidInput, ServiceUnavailable, ShipyardError
 
 app = typer.Typer(
     help="Federated training on Flower: sites train together, their rows stay where they are.",
@@ -26,9 +26,19 @@ app = typer.Typer(
 )
 
 
+class _OurOwn(logging.Filter):
+    """Flower logs with its traceback an exception a site raised; shipyard's own (a refusal
+    with its reason) is reported by shipyard, as a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ShipyardError))
+
+
 def _quiet_flower(verbose: bool) -> None:
     """Flower logs every round and a deprecation banner; shipyard reports the rounds itself."""
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
+    flower = logging.getLogger("flwr")
+    flower.setLevel(logging.INFO if verbose else logging.ERROR)
+    flower.addFilter(_OurOwn())
 
 
 @app.command("server")
@@ -79,6 +89,19 @@ def server(
         min=0.001,
         help="under secure aggregation, each update coordinate is quantised within +-this",
     ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="the server's TLS certificate (PEM): sites connect over TLS"
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="its private key (PEM)"),
+    tls_ca: Path | None = typer.Option(
+        None, "--tls-ca", help="the CA that signed it (PEM; default: the certificate itself)"
+    ),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        help="the federation's shared key: the server and every site prove they hold it before "
+        "any statistic or model is sent (openssl rand -hex 32 > federation.key)",
+    ),
     wait: float = typer.Option(
         300.0, "--wait", min=1.0, help="seconds to wait for --min-sites sites to connect"
     ),
@@ -90,8 +113,13 @@ def server(
 ) -> None:
     """Coordinate a federated training run: wait for the sites, run the rounds, report what
     each round scored on the sites' holdouts, and register the global model."""
-    from shipyard.federated import Privacy, Settings, serve
+    from shipyard.federated import Privacy, Settings, read_key, serve, server_certificates
     from shipyard.federated import register as register_result
+
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidInput("TLS needs both --tls-cert and --tls-key")
+    certificates = server_certificates(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
+    key = read_key(key_file) if key_file is not None else None
 
     _quiet_flower(verbose)
     privacy = Privacy(dp_clip, dp_noise, dp_delta) if dp_noise else None
@@ -104,7 +132,7 @@ def server(
         f"round(s) of {settings.strategy}{' under secure aggregation' if secure else ''}",
         highlight=False,
     )  # fmt: skip
-    result = serve(address, settings)
+    result = serve(address, settings, certificates=certificates, key=key)
     registered = None
     if register:
         with open_registry(ctx) as registry:
@@ -178,6 +206,21 @@ def site(
     wait: float = typer.Option(
         300.0, "--wait", min=1.0, help="seconds to keep trying to reach the server"
     ),
+    tls_ca: Path | None = typer.Option(
+        None, "--tls-ca", help="the CA certificate (PEM) to trust the server's by: connect over TLS"
+    ),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        help="the federation's shared key: this site answers only a server that proves it "
+        "holds it, and proves it holds it too",
+    ),
+    require_secure: bool = typer.Option(
+        False,
+        "--require-secure-aggregation",
+        help="take part only in runs under secure aggregation: a server that asks for this "
+        "site's statistics or updates in the clear is refused (exit 8), nothing sent",
+    ),
     stay: bool = typer.Option(
         False,
         "--stay",
@@ -187,24 +230,29 @@ def site(
     verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log"),
 ) -> None:
     """Take part in a federated run: train on this site's rows, send only model updates."""
-    from shipyard.federated import Site, start_site
+    from shipyard.federated import Site, read_key, start_site, trusted_certificates
 
     _quiet_flower(verbose)
     if not name.strip() or len(name) > 128:
         raise InvalidInput("--name must be 1 to 128 characters")
+    trusted = trusted_certificates(tls_ca) if tls_ca is not None else None
+    key = read_key(key_file) if key_file is not None else None
     frame = read_table(data)
-    joined = Site(frame, label, name, holdout=holdout)
+    joined = Site(frame, label, name, holdout=holdout, key=key, require_secure=require_secure)
     err_console.print(
         f"{name}: {len(joined.X)} rows to train on, {len(joined.X_holdout)} held out; "
         f"joining {server}", highlight=False,
     )  # fmt: skip
     while True:
         try:
-            start_site(joined, server, wait_seconds=math.inf if stay else wait)
-        except ServiceUnavailable:
+            start_site(
+                joined, server, wait_seconds=math.inf if stay else wait, root_certificates=trusted
+            )
+        except ServiceUnavailable as error:
             if not stay:
                 raise
-            continue  # the server went away mid-run: wait for the next
+            err_console.print(f"{name}: {error.message}; waiting for the next run", highlight=False)
+            continue
         err_console.print(f"{name}: the run is over", highlight=False)
         if not stay:
             return

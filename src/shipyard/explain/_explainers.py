@@ -264,7 +264,10 @@ def _training_mean(native: Any, signature: Signature) -> Columns | None:
         return None
     import pandas as pd
 
-    return signature.validate_frame(pd.DataFrame([np.asarray(first.mean_)], columns=names))
+    try:
+        return signature.validate_frame(pd.DataFrame([np.asarray(first.mean_)], columns=names))
+    except InvalidInput:  # a mean an integer column cannot hold: no such explanation
+        return None
 
 
 def _linear(native: Any, info: ModelInfo, reference: Columns) -> _Linear | None:

@@ -26,6 +26,7 @@ from shipyard.federated._flower import (
     start_site,
 )
 from shipyard.federated._privacy import clip_and_noise, epsilon
+from shipyard.federated._transport import read_key, server_certificates, trusted_certificates
 from shipyard.registry import ModelVersion, Registry
 
 __all__ = [
@@ -37,17 +38,20 @@ __all__ = [
     "champion_parameters",
     "clip_and_noise",
     "epsilon",
+    "read_key",
     "register",
     "serve",
+    "server_certificates",
     "simulate",
     "start_site",
+    "trusted_certificates",
 ]
 
 
 def register(registry: Registry, name: str, result: Result, **options: Any) -> ModelVersion:
     """Register the run's global model as the next version of `name`: its signature is the
     sites' feature columns (no row of theirs is at the server, so the version has no reference
-    sample: its inputs are not checked for drift), its metrics the last round's scores on the
+    sample: monitoring compares its inputs with its first answers), its metrics the last round's scores on the
     sites' holdouts, its lineage the run."""
     final = result.final
     metrics = {k: final[k] for k in ("accuracy", "auc", "loss") if final.get(k) is not None}

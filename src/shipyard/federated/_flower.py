@@ -12,9 +12,10 @@ their own.
                    the same way
 
 With secure aggregation (Flower's SecAgg+) the server learns only the row-weighted sum of what
-the sites send, never one site's: round 1 then carries only each feature's binary order of
-magnitude (in the clear), round 2 the sites' moments scaled by it (secure), and the training
-rounds the updates (secure).
+the sites send, never one site's. Four rounds then make the standardiser: each feature's binary
+order of magnitude (in the clear), the sites' means scaled by it (secure), the order of
+magnitude of the distances from the pooled mean (in the clear), and the sites' mean squared
+distances scaled by that (secure); the training rounds send the updates (secure).
 
 Flower's gRPC transport (`flwr.server.start_server`, `flwr.client.start_client`) carries it,
 server and sites as separate processes; SecAgg+ runs over it as Flower's own workflow and client
@@ -24,22 +25,36 @@ and sites on Flower's simulation engine, many sites in one process.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import itertools
 import json
 import logging
 import math
+import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from shipyard.core.errors import InvalidInput, MissingDependency, ServiceUnavailable
+from shipyard.core.errors import (
+    Forbidden,
+    InvalidInput,
+    MissingDependency,
+    ServiceUnavailable,
+    ShipyardError,
+    Unauthenticated,
+)
 from shipyard.federated._model import (
     family,
     magnitudes,
-    moments,
-    pooled_standardiser,
+    scaled_mean,
+    scaled_spread,
     scores,
+    secure_standardiser,
     standardiser,
     statistics,
 )
@@ -52,6 +67,7 @@ __all__ = [
     "Settings",
     "Site",
     "champion_parameters",
+    "proof",
     "serve",
     "simulate",
     "start_site",
@@ -91,6 +107,7 @@ class Champion:
     model: str
     features: list[str]
     parameters: list[np.ndarray]
+    classes: list[str] | None = None  # as the champion orders them (its positive class last)
 
 
 def champion_parameters(estimator: Any, features: list[str]) -> Champion:
@@ -109,6 +126,12 @@ def champion_parameters(estimator: Any, features: list[str]) -> Champion:
         mean = np.asarray(scaler.mean_ if scaler.with_mean else mean, dtype=np.float64)
         scale = np.asarray(scaler.scale_ if scaler.with_std else scale, dtype=np.float64)
     model = steps[0] if len(steps) == 1 else None
+    named = getattr(estimator, "feature_names_in_", getattr(model, "feature_names_in_", None))
+    if named is not None and [str(n) for n in named] != list(features):
+        raise InvalidInput(
+            "the champion's columns are not in its signature's order; it cannot be scored on "
+            "the sites' holdouts"
+        )
     if not isinstance(model, LogisticRegression) or np.asarray(model.coef_).shape != (1, width):
         raise InvalidInput(
             f"the champion ({type(estimator).__name__}) cannot be scored on the sites' holdouts: "
@@ -119,7 +142,8 @@ def champion_parameters(estimator: Any, features: list[str]) -> Champion:
         np.asarray(model.coef_, dtype=np.float64)[0],
         np.asarray(model.intercept_, dtype=np.float64),
     ]
-    return Champion("logistic", list(features), [mean, scale, *weights])
+    classes = [str(c) for c in model.classes_]
+    return Champion("logistic", list(features), [mean, scale, *weights], classes)
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,7 @@ class Result:
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     epsilon: float | None = None
+    transport: dict[str, Any] = field(default_factory=dict)  # TLS, sites authenticated
 
     @property
     def final(self) -> dict[str, Any]:
@@ -173,8 +198,15 @@ class Result:
                 "rounds": self.rounds,
                 "settings": settings,
                 "epsilon": self.epsilon,
-                "data": "the sites kept their rows; they sent row counts, per-feature sums "
-                "and sums of squares once (to standardise), then model weights",
+                "transport": self.transport,
+                "data": (
+                    "the sites kept their rows; under secure aggregation the server learned "
+                    "only row counts, orders of magnitude and row-weighted sums (the "
+                    "standardiser's mean and spread, then each round's update)"
+                    if self.settings.secure
+                    else "the sites kept their rows; they sent row counts, per-feature sums "
+                    "and sums of squares once (to standardise), then each round's update"
+                ),
             }
         }
 
@@ -196,8 +228,9 @@ class Site:
     scores each round's global model."""
 
     def __init__(
-        self, frame: Any, label: str, name: str, *, holdout: float = 0.2, seed: int = 0
-    ) -> None:
+        self, frame: Any, label: str, name: str, *, holdout: float = 0.2, seed: int = 0,
+        key: bytes | None = None, require_secure: bool = False,
+    ) -> None:  # fmt: skip
         if label not in frame.columns:
             raise InvalidInput(
                 f"the data has no label column {label!r}; its columns: "
@@ -217,6 +250,8 @@ class Site:
         if not 0 < holdout < 1:
             raise InvalidInput(f"the holdout share must be between 0 and 1, got {holdout}")
         self.name = name
+        self.key = key  # the federation's shared key: the server must prove it holds it
+        self.require_secure = require_secure  # answer only under secure aggregation
         self.features = [str(c) for c in features]
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(frame))
@@ -235,28 +270,30 @@ class Site:
         return np.asarray([str(v) == str(classes[1]) for v in labels], dtype=np.float64)
 
     def fit(
-        self, parameters: list[np.ndarray], config: dict[str, Any]
+        self, parameters: list[np.ndarray], config: dict[str, Any], *, masked: bool = False
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        if config["stage"] == "statistics":
-            labels = sorted({str(v) for v in self.labels} | {str(v) for v in self.labels_holdout})
-            described = {
-                "site": self.name,
-                "features": json.dumps(self.features),
-                "labels": json.dumps(labels),
-                "holdout_rows": len(self.X_holdout),
-            }
+        """What the site sends for one round's `config` (`masked`: through SecAgg+)."""
+        stage = str(config["stage"])
+        clear = ("describe", "deviation")  # orders of magnitude only
+        if self.require_secure and (stage == "statistics" or (stage not in clear and not masked)):
+            raise Forbidden(
+                f"{self.name}: the server asked for {stage} in the clear; this site takes part "
+                "only under secure aggregation (--require-secure-aggregation); nothing was sent"
+            )
+        if config["stage"] in ("statistics", "describe"):
+            described = self._described(config)
+            if config["stage"] == "describe":  # secure aggregation: magnitudes only, in the clear
+                return [magnitudes(self.X)], len(self.X), described
             return statistics(self.X), len(self.X), described
-        if config["stage"] == "describe":  # secure aggregation: magnitudes only, in the clear
-            labels = sorted({str(v) for v in self.labels} | {str(v) for v in self.labels_holdout})
-            described = {
-                "site": self.name,
-                "features": json.dumps(self.features),
-                "labels": json.dumps(labels),
-                "holdout_rows": len(self.X_holdout),
-            }
-            return [magnitudes(self.X)], len(self.X), described
-        if config["stage"] == "moments":  # secure aggregation sums these
-            return moments(self.X, parameters[0]), len(self.X), {"site": self.name}
+        # secure aggregation's standardiser: the mean, then the spread about it (summed), each
+        # scaled by orders of magnitude (in the clear)
+        if stage == "mean":
+            return scaled_mean(self.X, parameters[0]), len(self.X), {"site": self.name}
+        if stage == "deviation":
+            return [magnitudes(self.X - parameters[0])], len(self.X), {"site": self.name}
+        if stage == "spread":
+            spread = scaled_spread(self.X, parameters[0], parameters[1])
+            return spread, len(self.X), {"site": self.name}
         mean, scale, *weights = parameters
         classes = json.loads(str(config["classes"]))
         model = family(str(config["model"]))
@@ -272,9 +309,33 @@ class Site:
             update, norm = clip_and_noise(
                 update, float(config["dp_clip"]), float(config["dp_noise"]), self.rng
             )
-        if config.get("secure"):  # even an update's norm is this site's alone
+        if config.get("secure") or float(config.get("dp_noise", 0.0)) > 0:
+            # an update's norm is this site's alone: under SecAgg+ only sums leave; under DP
+            # the norm before clipping would be a value without noise
             return update, len(self.X), {"site": self.name}
         return update, len(self.X), {"site": self.name, "update_norm": norm}
+
+    def _described(self, config: dict[str, Any]) -> dict[str, Any]:
+        """What the site says of itself in the first round, once the server has proved it holds
+        the federation's key (when the site has one), with the site's own proof."""
+        labels = sorted({str(v) for v in self.labels} | {str(v) for v in self.labels_holdout})
+        described: dict[str, Any] = {
+            "site": self.name,
+            "features": json.dumps(self.features),
+            "labels": json.dumps(labels),
+            "holdout_rows": len(self.X_holdout),
+        }
+        if self.key is None:
+            return described
+        challenge = str(config.get("challenge", ""))
+        if not challenge or not hmac.compare_digest(
+            str(config.get("server_proof", "")), proof(self.key, "server", challenge)
+        ):
+            raise Unauthenticated(
+                f"{self.name}: the server did not prove it holds the federation key; nothing "
+                "was sent. Check --key-file on both sides (and that this is your server)"
+            )
+        return {**described, "proof": proof(self.key, f"site:{self.name}", challenge)}
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -291,6 +352,11 @@ class Site:
             )
             found |= {f"champion_{k}": v for k, v in scores(c_margin, truth).items()}
         return float(found.pop("loss")), len(self.X_holdout), {"site": self.name, **found}
+
+
+def proof(key: bytes, who: str, challenge: str) -> str:
+    """HMAC-SHA256 of the round's challenge by one party (`server`, or `site:NAME`)."""
+    return hmac.new(key, f"{who}:{challenge}".encode(), hashlib.sha256).hexdigest()
 
 
 def _packed(arrays: list[np.ndarray]) -> bytes:
@@ -319,14 +385,30 @@ def _client(site: Site) -> Any:
             return []
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
-            if _SECURE in config:
-                return [], 0, {_SECURE: _secure_step(site, config, contexts)}
-            return site.fit(parameters, config)
+            with _as_ours(site):
+                if _SECURE in config:
+                    return [], 0, {_SECURE: _secure_step(site, config, contexts)}
+                return site.fit(parameters, config)
 
         def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
-            return site.evaluate(parameters, config)
+            with _as_ours(site):
+                return site.evaluate(parameters, config)
 
     return Client().to_client()
+
+
+@contextlib.contextmanager
+def _as_ours(site: Site) -> Iterator[None]:
+    """A failure in the site's own work (a refusal, or the SecAgg+ protocol's own check) ends
+    its part as a shipyard error that says what went wrong, not as a lost connection."""
+    try:
+        yield
+    except ShipyardError:
+        raise
+    except Exception as error:
+        raise InvalidInput(
+            f"{site.name} could not do what the server asked: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _secure_step(site: Site, config: dict[str, Any], contexts: dict[int, Any]) -> bytes:
@@ -349,7 +431,7 @@ def _secure_step(site: Site, config: dict[str, Any], contexts: dict[int, Any]) -
     def train(incoming: Any, _: Any) -> Any:
         instructions = compat.recorddict_to_fitins(incoming.content, keep_input=True)
         update, rows, metrics = site.fit(
-            parameters_to_ndarrays(instructions.parameters), instructions.config
+            parameters_to_ndarrays(instructions.parameters), instructions.config, masked=True
         )
         result = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), rows, metrics)
         return Message(compat.fitres_to_recorddict(result, keep_input=True), reply_to=incoming)
@@ -371,15 +453,21 @@ def _identify(node: int) -> None:
         TaskIdentity.node_id = node
 
 
-def start_site(site: Site, server: str, *, wait_seconds: float = 300.0) -> None:
+def start_site(
+    site: Site, server: str, *, wait_seconds: float = 300.0, root_certificates: bytes | None = None
+) -> None:
     """Take part in a run at `server` (HOST:PORT) until it ends, trying to reach it for
-    `wait_seconds` (`math.inf`: until it answers)."""
+    `wait_seconds` (`math.inf`: until it answers); over TLS when `root_certificates` (PEM)
+    say whom to trust."""
     flwr = _flwr()
     try:
         flwr.client.start_client(
-            server_address=server, client=_client(site), insecure=True,
+            server_address=server, client=_client(site), insecure=root_certificates is None,
+            root_certificates=root_certificates,
             max_wait_time=None if math.isinf(wait_seconds) else wait_seconds,
         )  # fmt: skip
+    except ShipyardError:  # the site's own refusal or failure, with its reason
+        raise
     except Exception as error:  # Flower's gRPC errors: the server went away or never came
         raise ServiceUnavailable(
             f"the federated server at {server} could not be reached or went away "
@@ -393,8 +481,10 @@ def start_site(site: Site, server: str, *, wait_seconds: float = 300.0) -> None:
 class _Run:
     """What the strategy learns as the rounds go."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, key: bytes | None = None) -> None:
         self.settings = settings
+        self.key = key
+        self.challenge = secrets.token_hex(16)
         self.features: list[str] | None = None
         self.classes: list[Any] | None = None
         self.mean = self.scale = np.zeros(0)
@@ -403,8 +493,12 @@ class _Run:
         self.problem: str | None = None
         self.last: list[np.ndarray] | None = None
         self.exponents = np.zeros(0)  # secure aggregation: the features' orders of magnitude
+        self.champion_sign = 1.0  # -1 where the champion's positive class is the sites' other
         self.aggregated = 0  # the last server round whose results were aggregated
-        self.early = ["describe", "moments"] if settings.secure else ["statistics"]
+        self.deviations = np.zeros(0)  # and of the distances from the pooled mean
+        self.early = (
+            ["describe", "mean", "deviation", "spread"] if settings.secure else ["statistics"]
+        )
 
     @property
     def server_rounds(self) -> int:
@@ -424,6 +518,17 @@ class _Run:
         """Round 1: the sites' columns must agree; their labels make two classes."""
         first = json.loads(str(reports[0][2]["features"]))
         labels: set[str] = set()
+        for _, _, metrics in reports:
+            site = str(metrics.get("site", "?"))
+            if self.key is not None and not hmac.compare_digest(
+                str(metrics.get("proof", "")), proof(self.key, f"site:{site}", self.challenge)
+            ):
+                self.problem = (
+                    f"a site calling itself {site!r} did not prove it holds the federation key; "
+                    "the run stopped before any model was sent (start every site with the "
+                    "server's --key-file)"
+                )
+                return
         for _, rows, metrics in reports:
             features = json.loads(str(metrics["features"]))
             if features != first:
@@ -452,6 +557,15 @@ class _Run:
             return
         self.features = first
         self.classes = [_native(v) for v in sorted(labels, key=_label_order)]
+        if champion is not None and champion.classes is not None:
+            ours = [str(c) for c in self.classes]
+            if sorted(champion.classes) != sorted(ours):
+                self.problem = (
+                    f"the champion answers {champion.classes}, the sites' labels are {ours}: "
+                    "it cannot be scored on their holdouts"
+                )
+                return
+            self.champion_sign = 1.0 if champion.classes == ours else -1.0
         if self.settings.secure:
             self.exponents = np.max([parts[0] for parts, _, _ in reports], axis=0)
         else:
@@ -490,6 +604,12 @@ def _strategy(flwr: Any, run: _Run) -> Any:
     class Strategy(base):  # type: ignore[misc,valid-type]
         def _config(self, server_round: int) -> dict[str, Any]:
             stage = run.stage(server_round)
+            if stage in ("statistics", "describe") and run.key is not None:
+                return {
+                    "stage": stage,
+                    "challenge": run.challenge,
+                    "server_proof": proof(run.key, "server", run.challenge),
+                }
             if stage != "train":
                 return {"stage": stage}
             config: dict[str, Any] = {
@@ -507,6 +627,12 @@ def _strategy(flwr: Any, run: _Run) -> Any:
             return config
 
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+            if server_round > 1 and run.aggregated != server_round - 1 and run.problem is None:
+                run.problem = (
+                    f"round {server_round - 1} ended without a result to aggregate (a site went "
+                    "away, or under secure aggregation too few remained to remove the masks); "
+                    "the run stopped"
+                )
             if run.problem is not None:
                 return []
             pairs = super().configure_fit(server_round, parameters, client_manager)
@@ -518,8 +644,15 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 log.warning("round %d: %d site(s) failed to train", server_round, len(failures))
             if not results or run.problem is not None:
                 return None, {}
-            run.aggregated = server_round
             stage = run.stage(server_round)
+            if settings.secure and stage not in ("describe", "deviation") and len(results) < 3:
+                run.problem = (
+                    f"only {len(results)} site(s) remained in secure round {server_round}: with "
+                    "fewer than 3, each could learn another's contribution; the run stopped "
+                    "before another model was sent"
+                )
+                return None, {}
+            run.aggregated = server_round
             if stage in ("statistics", "describe"):
                 run.described(
                     [(parameters_to_ndarrays(r.parameters), r.num_examples, r.metrics)
@@ -530,14 +663,21 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 if stage == "describe":
                     return ndarrays_to_parameters([run.exponents]), {}
                 return ndarrays_to_parameters(run.start()), {}
+            if stage == "deviation":  # each site's order of magnitude, in the clear: the largest
+                reported = [parameters_to_ndarrays(r.parameters)[0] for _, r in results]
+                run.deviations = np.max(reported, axis=0)
+                return ndarrays_to_parameters([run.mean, run.deviations]), {}
             # the rest is averaged weighted by rows; under SecAgg+ every result carries the
             # average already, so averaging them again changes nothing
             averaged, metrics = super().aggregate_fit(server_round, results, failures)
             if averaged is None:
                 return None, {}
-            if stage == "moments":
-                averaged_moments = parameters_to_ndarrays(averaged)
-                run.mean, run.scale = pooled_standardiser(averaged_moments, run.exponents)
+            if stage == "mean":
+                run.mean = parameters_to_ndarrays(averaged)[0] * np.exp2(run.exponents)
+                return ndarrays_to_parameters([run.mean]), {}
+            if stage == "spread":
+                spread = parameters_to_ndarrays(averaged)[0]
+                run.scale = secure_standardiser(run.mean, spread, run.deviations)
                 return ndarrays_to_parameters(run.start()), {}
             mean, scale, *weights = run.last or []
             update = parameters_to_ndarrays(averaged)
@@ -561,8 +701,11 @@ def _strategy(flwr: Any, run: _Run) -> Any:
                 "model": settings.model,
             }
             if settings.champion is not None and server_round == run.server_rounds:
+                c_mean, c_scale, *c_weights = settings.champion.parameters
                 classes["champion_model"] = settings.champion.model
-                classes["champion"] = _packed(settings.champion.parameters)
+                classes["champion"] = _packed(
+                    [c_mean, c_scale, *(run.champion_sign * w for w in c_weights)]
+                )
             return [(c, EvaluateIns(ins.parameters, {**ins.config, **classes})) for c, ins in pairs]
 
         def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
@@ -608,12 +751,11 @@ def _waiting_manager(flwr: Any, seconds: float) -> Any:
         """Waits for the sites `seconds` at most (Flower's default is a day); numbers each site
         that connects over gRPC (the node id a workflow addresses it by)."""
 
-        joined = 0
+        numbers = itertools.count(1)  # next() on it is atomic: sites connect on gRPC's threads
 
         def register(self, client: Any) -> bool:
             if not hasattr(client, "node_id"):  # gRPC's; a Grid's proxies come numbered
-                self.joined += 1
-                client.node_id = self.joined
+                client.node_id = next(self.numbers)
             return bool(super().register(client))
 
         def wait_for(self, num_clients: int, timeout: int = 86400) -> bool:
@@ -623,10 +765,10 @@ def _waiting_manager(flwr: Any, seconds: float) -> Any:
 
 
 def _secure_fit(run: _Run) -> Any:
-    """The fit step of every round under SecAgg+: the first round (magnitudes, in the clear) as
-    Flower's default; the moments and every training round through Flower's
-    `SecAggPlusWorkflow`, weights up to the largest site's rows, each coordinate quantised
-    within +-1 for the scaled moments and +-`secure_clip` for an update."""
+    """The fit step of every round under SecAgg+: the rounds of orders of magnitude (in the
+    clear) as Flower's default; the scaled mean and spread and every training round through
+    Flower's `SecAggPlusWorkflow`, weights up to the largest site's rows, each coordinate
+    quantised within +-1 for the scaled mean and spread and +-`secure_clip` for an update."""
     from flwr.server.workflow import SecAggPlusWorkflow
     from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
     from flwr.server.workflow.default_workflows import default_fit_workflow
@@ -634,7 +776,7 @@ def _secure_fit(run: _Run) -> Any:
     def fit(grid: Any, context: Any) -> None:
         server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
         stage = run.stage(server_round)
-        if stage == "describe":  # on Flower's simulation engine; the gRPC server runs it itself
+        if stage in ("describe", "deviation"):  # on the simulation engine; gRPC's server runs it
             default_fit_workflow(grid, context)
             return
         largest = max((s["train_rows"] for s in run.sites.values()), default=1)
@@ -642,7 +784,7 @@ def _secure_fit(run: _Run) -> Any:
             num_shares=1.0,  # every site holds a share of every other's secrets
             reconstruction_threshold=0.6,  # the masks are removed if 60% of the sites remain
             max_weight=float(largest),
-            clipping_range=1.0 if stage == "moments" else run.settings.secure_clip,
+            clipping_range=1.0 if stage in ("mean", "spread") else run.settings.secure_clip,
             timeout=run.settings.round_timeout,
         )(grid, context)
 
@@ -732,7 +874,7 @@ def _secure_server(flwr: Any, run: _Run, strategy: Any, client_manager: Any) -> 
 
     class SecureServer(flwr.server.Server):  # type: ignore[misc]
         def fit_round(self, server_round: int, timeout: float | None) -> Any:
-            if run.stage(server_round) == "describe":  # in the clear, as any round
+            if run.stage(server_round) in ("describe", "deviation"):  # in the clear, as any round
                 return super().fit_round(server_round, timeout)
             context = LegacyContext(
                 Context(0, 0, {}, RecordDict(), {}), strategy=self.strategy,
@@ -765,6 +907,11 @@ def _checked(settings: Settings) -> None:
             "secure aggregation needs at least 3 sites (--min-sites 3): with two, each could "
             "subtract its own update from the sum and learn the other's"
         )
+    if settings.secure and settings.min_sites > 1023:
+        raise InvalidInput(
+            "secure aggregation sums at most 1,023 sites (its 2**22 quantisation levels in a "
+            "2**32 modulus); lower --min-sites"
+        )
     if settings.secure_clip <= 0:
         raise InvalidInput(
             f"the secure aggregation range must be positive, got {settings.secure_clip}"
@@ -772,12 +919,21 @@ def _checked(settings: Settings) -> None:
     family(settings.model)  # a model spec that cannot be read is refused before anyone waits
 
 
-def serve(address: str, settings: Settings, *, started: threading.Event | None = None) -> Result:
+def serve(
+    address: str,
+    settings: Settings,
+    *,
+    started: threading.Event | None = None,
+    certificates: tuple[bytes, bytes, bytes] | None = None,
+    key: bytes | None = None,
+) -> Result:
     """Run a federated training at `address` (HOST:PORT) until its rounds are done; `started`
-    is set once it listens."""
+    is set once it listens. `certificates`: (CA, certificate, private key) as PEM to serve over
+    TLS; `key`: the federation's shared key, which the server and every site prove they hold
+    (HMAC of a fresh challenge) before any statistic or model is sent."""
     flwr = _flwr()
     _checked(settings)
-    run = _Run(settings)
+    run = _Run(settings, key)
     strategy = _strategy(flwr, run)
     manager = _waiting_manager(flwr, settings.wait_seconds)
     if started is not None:
@@ -785,6 +941,7 @@ def serve(address: str, settings: Settings, *, started: threading.Event | None =
     try:
         flwr.server.start_server(
             server_address=address,
+            certificates=certificates,
             config=flwr.server.ServerConfig(
                 num_rounds=run.server_rounds, round_timeout=settings.round_timeout
             ),
@@ -800,7 +957,13 @@ def serve(address: str, settings: Settings, *, started: threading.Event | None =
         for proxy in manager.all().values():
             proxy.bridge.close()
         raise
-    return _result(run)
+    result = _result(run)
+    result.transport = {
+        "engine": "grpc",
+        "tls": certificates is not None,
+        "sites_authenticated": key is not None,
+    }
+    return result
 
 
 def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
@@ -858,7 +1021,9 @@ def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
             "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False},
         },
     )  # fmt: skip
-    return _result(run)
+    result = _result(run)
+    result.transport = {"engine": "simulation"}
+    return result
 
 
 def _result(run: _Run) -> Result:

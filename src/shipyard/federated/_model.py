@@ -5,9 +5,9 @@ weights, never its rows.
 
     statistics(X)          -> count, sums, squares   (once, to standardise every site alike)
     standardiser(stats)    -> mean, scale
-    magnitudes(X), moments(X, e), pooled_standardiser(avg, e)
-                           -> the same under secure aggregation: only a row-weighted average
-                              of scaled moments reaches the server
+    magnitudes(X), scaled_mean(X, e), scaled_spread(X, mean, d), secure_standardiser(...)
+                           -> the same under secure aggregation, in two passes (the mean, then
+                              the spread about it): only row-weighted averages reach the server
     fit_local(...)         -> weights, intercept
     scores(...)            -> loss, accuracy, AUC on a site's holdout
 """
@@ -27,9 +27,10 @@ __all__ = [
     "family",
     "fit_local",
     "magnitudes",
-    "moments",
-    "pooled_standardiser",
+    "scaled_mean",
+    "scaled_spread",
     "scores",
+    "secure_standardiser",
     "standardiser",
     "statistics",
 ]
@@ -55,32 +56,33 @@ def standardiser(parts: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]
 
 
 def magnitudes(X: np.ndarray) -> np.ndarray:
-    """Each feature's binary order of magnitude (max |x| <= 2**e): all a site says in the clear
-    before secure aggregation pools its moments."""
+    """Each column's binary order of magnitude (max |x| <= 2**e): what a site says in the clear
+    so that secure aggregation's fixed range can hold what it sums."""
     exponents: np.ndarray = np.frexp(np.abs(X).max(axis=0))[1].astype(np.float64)
     return exponents
 
 
-def moments(X: np.ndarray, exponents: np.ndarray) -> list[np.ndarray]:
-    """A site's per-feature mean and mean square, each scaled into [-1, 1] by the pooled orders
-    of magnitude, so that secure aggregation's fixed range holds them."""
-    unit = np.exp2(exponents)
-    scaled = X / unit
-    return [scaled.mean(axis=0), (scaled**2).mean(axis=0)]
+def scaled_mean(X: np.ndarray, exponents: np.ndarray) -> list[np.ndarray]:
+    """A site's per-feature mean, scaled into [-1, 1] by the pooled orders of magnitude."""
+    return [X.mean(axis=0) / np.exp2(exponents)]
 
 
-def pooled_standardiser(
-    averaged: list[np.ndarray], exponents: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and standard deviation from the row-weighted average of every site's scaled
-    moments. Quantisation in secure aggregation leaves them precise to about 2**-21 of each
-    feature's magnitude; a feature whose spread is under 2**-10 of its magnitude (a constant, or
-    nearly, where that noise would dominate) is scaled by its magnitude instead."""
-    unit = np.exp2(exponents)
-    mean = averaged[0] * unit
-    variance = np.maximum(averaged[1] - averaged[0] ** 2, 0.0) * unit**2
-    scale = np.sqrt(variance)
-    return mean, np.where(scale < unit * 2.0**-10, unit, scale)
+def scaled_spread(X: np.ndarray, mean: np.ndarray, exponents: np.ndarray) -> list[np.ndarray]:
+    """A site's per-feature mean squared distance from the pooled mean, scaled into [0, 1] by
+    the pooled orders of magnitude of those distances."""
+    return [(((X - mean) / np.exp2(exponents)) ** 2).mean(axis=0)]
+
+
+def secure_standardiser(
+    mean: np.ndarray, averaged_spread: np.ndarray, exponents: np.ndarray
+) -> np.ndarray:
+    """The standard deviation from the row-weighted average of the sites' scaled spreads.
+    Centred on the pooled mean first, the spread is precise to about 2**-21 of the largest
+    distance from it (not of the values: a feature at 2000 +- 3 keeps its 3); a constant
+    feature keeps scale 1."""
+    scale: np.ndarray = np.sqrt(np.maximum(averaged_spread, 0.0)) * np.exp2(exponents)
+    scale[scale == 0] = 1.0
+    return scale
 
 
 def _loss_and_gradient(

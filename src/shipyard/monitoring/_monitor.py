@@ -63,7 +63,7 @@ __all__ = ["DEFAULT_TARGETS", "Monitor", "MonitoringReport"]
 log = logging.getLogger("shipyard.monitoring")
 
 # a version registered without reference rows is compared with its first answers, once it has
-# given this many within this long of its registration (either side)
+# given this many (looked for from this long before its registration)
 LOG_REFERENCE_ROWS = 1_000
 LOG_REFERENCE_SEARCH = timedelta(days=30)
 
@@ -386,10 +386,10 @@ class Monitor:
             return sample, "its reference sample (rows of its training data)"
         key = (name, record.version)
         if key not in self._first_answers:
-            # a month either side of its registration: hosts' clocks differ, and a replayed
-            # history (the demo's) is logged at past times
+            # from a month before its registration (hosts' clocks differ, and a replayed
+            # history, the demo's, is logged at past times) to now, however quiet it has been
             start = record.created_at - LOG_REFERENCE_SEARCH
-            end = min(self._now(), record.created_at + LOG_REFERENCE_SEARCH)
+            end = self._now()
             if end <= start:
                 return None
             first = LogQueries(self.reader, name, Period(start, end, end - start)).first(

@@ -67,8 +67,9 @@ class FederatedOutcome:
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
-# (spec, the champion's native model to score beside the candidate or None, its feature names)
-FederatedTrainer = Callable[[FederatedSpec, Any, list[str] | None], FederatedOutcome]
+# (spec, the champion's native model to score beside the candidate or None, its feature names,
+# the folder the spec's relative paths start from)
+FederatedTrainer = Callable[[FederatedSpec, Any, list[str] | None, Path], FederatedOutcome]
 
 
 class Pipeline:
@@ -299,7 +300,7 @@ class Pipeline:
         ) as run:  # fmt: skip
             record["run_id"] = run.id
             self._save(record)
-            outcome = self.federated(fed, scored, names)
+            outcome = self.federated(fed, scored, names, self.code_dir or Path.cwd())
             for r in outcome.rounds:
                 run.log_metrics(
                     {f"federated_{k}": r[k] for k in ("accuracy", "auc", "loss") if r.get(k) is not None},

@@ -215,6 +215,22 @@ class FederatedSpec(_Strict):
     dp_clip: float = Field(default=1.0, gt=0, description="L2 norm each update is clipped to")
     dp_delta: float = Field(default=1e-5, gt=0, lt=1, description="delta of (epsilon, delta)")
     wait: str = Field(default="10m", description="how long to wait for min_sites to connect")
+    key_file: str | None = Field(
+        default=None,
+        description="the federation's shared key, which the server and every site prove they "
+        "hold (the sites' --key-file); relative to the folder of shipyard.yaml",
+    )
+    tls_cert: str | None = Field(
+        default=None, description="the server's TLS certificate (PEM); with tls_key, over TLS"
+    )
+    tls_key: str | None = Field(default=None, description="its private key (PEM)")
+    tls_ca: str | None = Field(default=None, description="the CA that signed it (PEM)")
+
+    @model_validator(mode="after")
+    def _tls(self) -> FederatedSpec:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        return self
 
     @field_validator("wait")
     @classmethod
