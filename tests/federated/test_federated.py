@@ -522,6 +522,35 @@ def test_a_champion_is_scored_at_the_sites_only_in_its_own_columns_order() -> No
         champion_parameters(forest, ["a", "b", "c"])
 
 
+def test_a_champion_the_sites_cannot_score_stops_a_federated_retrain_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Gates that compare with the champion need it scored at the sites; a network served
+    through its wrapper cannot be, so the retrain stops before any round, saying so."""
+    torch = pytest.importorskip("torch", reason="the champion here is a PyTorch network")
+    from shipyard.logstore import LogReader
+    from shipyard.retraining import Pipeline
+    from shipyard.runtime import TorchModel
+    from shipyard.tracking import Tracker
+
+    sample = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)), columns=["a", "b", "c"])
+    spec = RetrainSpec(name="bc", federated={"rounds": 1}, gates=["auc >= champion - 0.01"])
+    started: list[Any] = []
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        registry.register(
+            TorchModel(torch.nn.Linear(3, 1), classes=[0, 1]), name="bc",
+            sample=sample.astype("float32"), aliases=["production"],
+        )  # fmt: skip
+        pipeline = Pipeline(
+            registry, Tracker(registry.database, registry.artifacts),
+            LogReader(registry.artifacts), spec, federated=lambda *given: started.append(given),
+        )  # fmt: skip
+        with pytest.raises(InvalidInput, match=r"bc:1 \(torch\) cannot be scored on the sites"):
+            pipeline.train_and_canary({"kind": "manual"})
+        assert pipeline_history(registry, "bc")[0]["status"] == "failed"
+    assert started == []
+
+
 def test_a_site_that_requires_secure_aggregation_refuses_a_plain_server(
     tmp_path: Path, sites: list[Path]
 ) -> None:

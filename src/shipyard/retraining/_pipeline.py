@@ -288,6 +288,11 @@ class Pipeline:
         scored = None
         if champion is not None and any(parse_gate(g).value is None for g in spec.gates):
             scored = self.registry.open(self.name, champion.version).native()
+            if scored is None:  # served through a wrapper only: nothing the sites could score
+                raise InvalidInput(
+                    f"the champion {champion.ref} ({champion.flavour}) cannot be scored on the "
+                    "sites' holdouts; drop the gates that compare with the champion"
+                )
         names = champion.signature.names if champion is not None else None
         self._step(record, "data", "ok", {
             "source": "federated", "address": fed.address, "min_sites": fed.min_sites,
