@@ -74,6 +74,18 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
+def settle(watched: subprocess.Popen[str], *others: subprocess.Popen[str]) -> str:
+    """Wait for `watched` to end and return what it wrote to stderr; then stop the others."""
+    try:
+        _, err = watched.communicate(timeout=120)
+    finally:
+        for process in (watched, *others):
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+    return err
+
+
 def run(
     home: Path, sites: list[Path], *server_args: str, site_args: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], TcpProxy]:
@@ -275,13 +287,7 @@ def test_the_server_and_the_sites_each_refuse_a_party_without_the_federation_key
                  *extra)
         for i, extra in ((0, ("--key-file", str(tls["federation"]))), (1, ()))
     ]  # fmt: skip
-    try:
-        _, err = server.communicate(timeout=120)
-    finally:
-        for process in (server, *members):
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=30)
+    err = settle(server, *members)
     assert server.returncode == 2, err[-2000:]
     said = " ".join(err.split())  # the console wraps lines
     assert "a site calling itself 'hospital-1' did not prove it holds the federation key" in said
@@ -297,13 +303,7 @@ def test_the_server_and_the_sites_each_refuse_a_party_without_the_federation_key
         "--name", "hospital-0", "--label", "target", "--wait", "60",
         "--key-file", str(tls["other"]),
     )  # fmt: skip
-    try:
-        _, site_err = stranger.communicate(timeout=120)
-    finally:
-        for process in (server, stranger):
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=30)
+    site_err = settle(stranger, server)
     assert stranger.returncode == 8, site_err[-2000:]
     said = " ".join(site_err.split())
     assert "the server did not prove it holds the federation key; nothing was sent" in said
@@ -564,13 +564,7 @@ def test_a_site_that_requires_secure_aggregation_refuses_a_plain_server(
         "--name", "hospital-0", "--label", "target", "--wait", "60",
         "--require-secure-aggregation",
     )  # fmt: skip
-    try:
-        _, err = careful.communicate(timeout=120)
-    finally:
-        for process in (server, careful):
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=30)
+    err = settle(careful, server)
     assert careful.returncode == 8, err[-2000:]
     said = " ".join(err.split())
     assert "the server asked for statistics in the clear" in said
@@ -668,13 +662,7 @@ def test_sites_whose_columns_differ_are_refused_by_the_server(
                  str(path), "--name", name, "--label", "target", "--wait", "60")
         for name, path in (("a", sites[0]), ("b", other))
     ]  # fmt: skip
-    try:
-        _, err = server.communicate(timeout=120)
-    finally:
-        for process in (server, *members):
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=30)
+    err = settle(server, *members)
     assert server.returncode == 2, err[-2000:]
     assert "every site needs the same feature columns" in err
     assert "Traceback" not in err

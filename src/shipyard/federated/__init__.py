@@ -14,18 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.federated._flower import (
-    Champion,
-    Privacy,
-    Result,
-    Settings,
-    Site,
-    champion_parameters,
-    serve,
-    simulate,
-    start_site,
-)
+from shipyard.federated._champion import Champion, champion_parameters
+from shipyard.federated._flower import Privacy, Result, Settings, serve, simulate
 from shipyard.federated._privacy import clip_and_noise, epsilon
+from shipyard.federated._site import Site, start_site
 from shipyard.federated._transport import read_key, server_certificates, trusted_certificates
 from shipyard.registry import ModelVersion, Registry
 

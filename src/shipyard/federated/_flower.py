@@ -25,68 +25,39 @@ and sites on Flower's simulation engine, many sites in one process.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
 import itertools
 import json
 import logging
-import math
 import secrets
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from shipyard.core.errors import (
-    Forbidden,
     InvalidInput,
     MissingDependency,
     ServiceUnavailable,
-    ShipyardError,
-    Unauthenticated,
 )
+from shipyard.federated._champion import Champion
 from shipyard.federated._model import (
     family,
-    magnitudes,
-    scaled_mean,
-    scaled_spread,
-    scores,
     secure_standardiser,
     standardiser,
-    statistics,
 )
-from shipyard.federated._privacy import clip_and_noise, epsilon
+from shipyard.federated._privacy import epsilon
+from shipyard.federated._secure import (
+    secure_fit,
+    secure_server,
+)
+from shipyard.federated._site import Site, client, flower, packed, proof
 
-__all__ = [
-    "Champion",
-    "Privacy",
-    "Result",
-    "Settings",
-    "Site",
-    "champion_parameters",
-    "proof",
-    "serve",
-    "simulate",
-    "start_site",
-]
+__all__ = ["Privacy", "Result", "Settings", "serve", "simulate"]
 
-_SECURE = "shipyard.secagg"  # a SecAgg+ stage's message, serialised, inside a round's instructions
-_NODE = "shipyard.node"
 
 log = logging.getLogger("shipyard.federated")
-
-
-def _flwr() -> Any:
-    try:
-        import flwr
-    except ImportError:
-        raise MissingDependency(
-            "federated training runs on Flower; install it with: pip install 'shipyard[federated]'"
-        ) from None
-    return flwr
 
 
 @dataclass(frozen=True)
@@ -97,53 +68,6 @@ class Privacy:
     clip: float
     noise: float
     delta: float = 1e-5
-
-
-@dataclass(frozen=True)
-class Champion:
-    """A model the sites score beside the run's last global model, on the same holdout rows:
-    its family (`logistic`), the features it takes in order, and `[mean, scale, *weights]`."""
-
-    model: str
-    features: list[str]
-    parameters: list[np.ndarray]
-    classes: list[str] | None = None  # as the champion orders them (its positive class last)
-
-
-def champion_parameters(estimator: Any, features: list[str]) -> Champion:
-    """A registered binary logistic regression (alone or after a `StandardScaler`, as federated
-    training registers it) as parameters the sites can score; anything else cannot be scored at
-    the sites."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    steps = list(estimator.named_steps.values()) if isinstance(estimator, Pipeline) else [estimator]
-    width = len(features)
-    mean, scale = np.zeros(width), np.ones(width)
-    if len(steps) == 2 and isinstance(steps[0], StandardScaler):
-        scaler = steps.pop(0)
-        mean = np.asarray(scaler.mean_ if scaler.with_mean else mean, dtype=np.float64)
-        scale = np.asarray(scaler.scale_ if scaler.with_std else scale, dtype=np.float64)
-    model = steps[0] if len(steps) == 1 else None
-    named = getattr(estimator, "feature_names_in_", getattr(model, "feature_names_in_", None))
-    if named is not None and [str(n) for n in named] != list(features):
-        raise InvalidInput(
-            "the champion's columns are not in its signature's order; it cannot be scored on "
-            "the sites' holdouts"
-        )
-    if not isinstance(model, LogisticRegression) or np.asarray(model.coef_).shape != (1, width):
-        raise InvalidInput(
-            f"the champion ({type(estimator).__name__}) cannot be scored on the sites' holdouts: "
-            "shipyard scores a binary logistic regression there (what federated training "
-            "registers); drop the gates that compare with the champion"
-        )
-    weights = [
-        np.asarray(model.coef_, dtype=np.float64)[0],
-        np.asarray(model.intercept_, dtype=np.float64),
-    ]
-    classes = [str(c) for c in model.classes_]
-    return Champion("logistic", list(features), [mean, scale, *weights], classes)
 
 
 @dataclass(frozen=True)
@@ -217,262 +141,6 @@ class Result:
         return family(self.settings.model).estimator(
             self.features, self.classes, self.mean, self.scale, self.weights, rows
         )
-
-
-# -- a site ------------------------------------------------------------------------------------
-
-
-class Site:
-    """A site's data and what it does with the rounds' instructions. `frame`: its rows, the
-    label column and numeric features; a seeded `holdout` share is kept out of training and
-    scores each round's global model."""
-
-    def __init__(
-        self, frame: Any, label: str, name: str, *, holdout: float = 0.2, seed: int = 0,
-        key: bytes | None = None, require_secure: bool = False,
-    ) -> None:  # fmt: skip
-        if label not in frame.columns:
-            raise InvalidInput(
-                f"the data has no label column {label!r}; its columns: "
-                f"{', '.join(map(str, frame.columns[:20]))}"
-            )
-        features = [c for c in frame.columns if c != label]
-        import pandas as pd
-
-        text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c].dtype)]
-        if text:
-            raise InvalidInput(
-                f"federated training takes numeric features; {', '.join(text[:5])} "
-                "are not: encode them as numbers at every site the same way"
-            )
-        if frame[features].isna().to_numpy().any():
-            raise InvalidInput("the data has missing values; fill them before training")
-        if not 0 < holdout < 1:
-            raise InvalidInput(f"the holdout share must be between 0 and 1, got {holdout}")
-        self.name = name
-        self.key = key  # the federation's shared key: the server must prove it holds it
-        self.require_secure = require_secure  # answer only under secure aggregation
-        self.features = [str(c) for c in features]
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(frame))
-        cut = round(len(frame) * (1 - holdout))
-        X = frame[features].to_numpy(dtype=np.float64)
-        labels = frame[label].to_numpy()
-        self.X, self.X_holdout = X[order[:cut]], X[order[cut:]]
-        self.labels, self.labels_holdout = labels[order[:cut]], labels[order[cut:]]
-        # differential privacy's noise must be unknown to the server: fresh entropy, never a
-        # seed the server could know
-        self.rng = np.random.default_rng()
-        if len(self.X) == 0 or len(self.X_holdout) == 0:
-            raise InvalidInput(f"{len(frame)} rows are too few to train and hold some out")
-
-    def _y(self, labels: np.ndarray, classes: list[Any]) -> np.ndarray:
-        return np.asarray([str(v) == str(classes[1]) for v in labels], dtype=np.float64)
-
-    def fit(
-        self, parameters: list[np.ndarray], config: dict[str, Any], *, masked: bool = False
-    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """What the site sends for one round's `config` (`masked`: through SecAgg+)."""
-        stage = str(config["stage"])
-        clear = ("describe", "deviation")  # orders of magnitude only
-        if self.require_secure and (stage == "statistics" or (stage not in clear and not masked)):
-            raise Forbidden(
-                f"{self.name}: the server asked for {stage} in the clear; this site takes part "
-                "only under secure aggregation (--require-secure-aggregation); nothing was sent"
-            )
-        if config["stage"] in ("statistics", "describe"):
-            described = self._described(config)
-            if config["stage"] == "describe":  # secure aggregation: magnitudes only, in the clear
-                return [magnitudes(self.X)], len(self.X), described
-            return statistics(self.X), len(self.X), described
-        # secure aggregation's standardiser: the mean, then the spread about it (summed), each
-        # scaled by orders of magnitude (in the clear)
-        if stage == "mean":
-            return scaled_mean(self.X, parameters[0]), len(self.X), {"site": self.name}
-        if stage == "deviation":
-            return [magnitudes(self.X - parameters[0])], len(self.X), {"site": self.name}
-        if stage == "spread":
-            spread = scaled_spread(self.X, parameters[0], parameters[1])
-            return spread, len(self.X), {"site": self.name}
-        mean, scale, *weights = parameters
-        classes = json.loads(str(config["classes"]))
-        model = family(str(config["model"]))
-        Z = (self.X - mean) / scale
-        trained = model.fit(
-            Z, self._y(self.labels, classes), weights, alpha=float(config["alpha"]),
-            mu=float(config.get("proximal_mu", 0.0)), steps=int(config["steps"]),
-            seed=int(config["seed"]),
-        )  # fmt: skip
-        update = [new - old for new, old in zip(trained, weights, strict=True)]
-        norm = math.sqrt(sum(float(np.sum(u**2)) for u in update))
-        if float(config.get("dp_noise", 0.0)) > 0:
-            update, norm = clip_and_noise(
-                update, float(config["dp_clip"]), float(config["dp_noise"]), self.rng
-            )
-        if config.get("secure") or float(config.get("dp_noise", 0.0)) > 0:
-            # an update's norm is this site's alone: under SecAgg+ only sums leave; under DP
-            # the norm before clipping would be a value without noise
-            return update, len(self.X), {"site": self.name}
-        return update, len(self.X), {"site": self.name, "update_norm": norm}
-
-    def _described(self, config: dict[str, Any]) -> dict[str, Any]:
-        """What the site says of itself in the first round, once the server has proved it holds
-        the federation's key (when the site has one), with the site's own proof."""
-        labels = sorted({str(v) for v in self.labels} | {str(v) for v in self.labels_holdout})
-        described: dict[str, Any] = {
-            "site": self.name,
-            "features": json.dumps(self.features),
-            "labels": json.dumps(labels),
-            "holdout_rows": len(self.X_holdout),
-        }
-        if self.key is None:
-            return described
-        challenge = str(config.get("challenge", ""))
-        if not challenge or not hmac.compare_digest(
-            str(config.get("server_proof", "")), proof(self.key, "server", challenge)
-        ):
-            raise Unauthenticated(
-                f"{self.name}: the server did not prove it holds the federation key; nothing "
-                "was sent. Check --key-file on both sides (and that this is your server)"
-            )
-        return {**described, "proof": proof(self.key, f"site:{self.name}", challenge)}
-
-    def evaluate(
-        self, parameters: list[np.ndarray], config: dict[str, Any]
-    ) -> tuple[float, int, dict[str, Any]]:
-        mean, scale, *weights = parameters
-        classes = json.loads(str(config["classes"]))
-        truth = self._y(self.labels_holdout, classes)
-        margin = family(str(config["model"])).margin((self.X_holdout - mean) / scale, weights)
-        found = scores(margin, truth)
-        if "champion" in config:  # the model to beat, on the same rows
-            c_mean, c_scale, *c_weights = _unpacked(bytes(config["champion"]))
-            c_margin = family(str(config["champion_model"])).margin(
-                (self.X_holdout - c_mean) / c_scale, c_weights
-            )
-            found |= {f"champion_{k}": v for k, v in scores(c_margin, truth).items()}
-        return float(found.pop("loss")), len(self.X_holdout), {"site": self.name, **found}
-
-
-def proof(key: bytes, who: str, challenge: str) -> str:
-    """HMAC-SHA256 of the round's challenge by one party (`server`, or `site:NAME`)."""
-    return hmac.new(key, f"{who}:{challenge}".encode(), hashlib.sha256).hexdigest()
-
-
-def _packed(arrays: list[np.ndarray]) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, *arrays)
-    return buffer.getvalue()
-
-
-def _unpacked(data: bytes) -> list[np.ndarray]:
-    import io
-
-    with np.load(io.BytesIO(data), allow_pickle=False) as found:
-        return [found[f"arr_{i}"] for i in range(len(found.files))]
-
-
-def _client(site: Site) -> Any:
-    """The site as a Flower client. A fit whose instructions carry a SecAgg+ stage's message goes
-    through Flower's `secaggplus_mod`, which masks what the site trains before it leaves."""
-    flwr = _flwr()
-    contexts: dict[int, Any] = {}
-
-    class Client(flwr.client.NumPyClient):  # type: ignore[misc,name-defined]
-        def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
-            return []
-
-        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
-            with _as_ours(site):
-                if _SECURE in config:
-                    return [], 0, {_SECURE: _secure_step(site, config, contexts)}
-                return site.fit(parameters, config)
-
-        def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
-            with _as_ours(site):
-                return site.evaluate(parameters, config)
-
-    return Client().to_client()
-
-
-@contextlib.contextmanager
-def _as_ours(site: Site) -> Iterator[None]:
-    """A failure in the site's own work (a refusal, or the SecAgg+ protocol's own check) ends
-    its part as a shipyard error that says what went wrong, not as a lost connection."""
-    try:
-        yield
-    except ShipyardError:
-        raise
-    except Exception as error:
-        raise InvalidInput(
-            f"{site.name} could not do what the server asked: {type(error).__name__}: {error}"
-        ) from error
-
-
-def _secure_step(site: Site, config: dict[str, Any], contexts: dict[int, Any]) -> bytes:
-    """One SecAgg+ stage at a site: the server's message through Flower's `secaggplus_mod`
-    (which calls the site's own training at the masking stage), the reply serialised back."""
-    import flwr.compat.common.recorddict_compat as compat
-    from flwr.app import Context, Message, RecordDict
-    from flwr.app.message_type import MessageType
-    from flwr.client.mod import secaggplus_mod
-    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
-    from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
-
-    node = int(config[_NODE])
-    _identify(node)
-    content = recorddict_from_proto(RecordDictProto.FromString(bytes(config[_SECURE])))
-    message = Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
-    context = contexts.setdefault(node, Context(0, node, {}, RecordDict(), {}))
-
-    def train(incoming: Any, _: Any) -> Any:
-        instructions = compat.recorddict_to_fitins(incoming.content, keep_input=True)
-        update, rows, metrics = site.fit(
-            parameters_to_ndarrays(instructions.parameters), instructions.config, masked=True
-        )
-        result = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), rows, metrics)
-        return Message(compat.fitres_to_recorddict(result, keep_input=True), reply_to=incoming)
-
-    reply = secaggplus_mod(message, context, train)
-    return bytes(recorddict_to_proto(reply.content).SerializeToString())
-
-
-def _identify(node: int) -> None:
-    """Flower's messages take their run and node from the process's task identity, which its
-    own runtimes set; the gRPC transport's server and sites set it here (one run a process)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    try:
-        TaskIdentity.run_id  # noqa: B018 - set already (Flower's simulation engine)
-    except RuntimeError:
-        TaskIdentity.task_id = 1
-        TaskIdentity.run_id = 0
-        TaskIdentity.node_id = node
-
-
-def start_site(
-    site: Site, server: str, *, wait_seconds: float = 300.0, root_certificates: bytes | None = None
-) -> None:
-    """Take part in a run at `server` (HOST:PORT) until it ends, trying to reach it for
-    `wait_seconds` (`math.inf`: until it answers); over TLS when `root_certificates` (PEM)
-    say whom to trust."""
-    flwr = _flwr()
-    try:
-        flwr.client.start_client(
-            server_address=server, client=_client(site), insecure=root_certificates is None,
-            root_certificates=root_certificates,
-            max_wait_time=None if math.isinf(wait_seconds) else wait_seconds,
-        )  # fmt: skip
-    except ShipyardError:  # the site's own refusal or failure, with its reason
-        raise
-    except Exception as error:  # Flower's gRPC errors: the server went away or never came
-        raise ServiceUnavailable(
-            f"the federated server at {server} could not be reached or went away "
-            f"({type(error).__name__}); check the address and that it runs"
-        ) from None
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -703,7 +371,7 @@ def _strategy(flwr: Any, run: _Run) -> Any:
             if settings.champion is not None and server_round == run.server_rounds:
                 c_mean, c_scale, *c_weights = settings.champion.parameters
                 classes["champion_model"] = settings.champion.model
-                classes["champion"] = _packed(
+                classes["champion"] = packed(
                     [c_mean, c_scale, *(run.champion_sign * w for w in c_weights)]
                 )
             return [(c, EvaluateIns(ins.parameters, {**ins.config, **classes})) for c, ins in pairs]
@@ -764,139 +432,6 @@ def _waiting_manager(flwr: Any, seconds: float) -> Any:
     return Waiting()
 
 
-def _secure_fit(run: _Run) -> Any:
-    """The fit step of every round under SecAgg+: the rounds of orders of magnitude (in the
-    clear) as Flower's default; the scaled mean and spread and every training round through
-    Flower's `SecAggPlusWorkflow`, weights up to the largest site's rows, each coordinate
-    quantised within +-1 for the scaled mean and spread and +-`secure_clip` for an update."""
-    from flwr.server.workflow import SecAggPlusWorkflow
-    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
-    from flwr.server.workflow.default_workflows import default_fit_workflow
-
-    def fit(grid: Any, context: Any) -> None:
-        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
-        stage = run.stage(server_round)
-        if stage in ("describe", "deviation"):  # on the simulation engine; gRPC's server runs it
-            default_fit_workflow(grid, context)
-            return
-        largest = max((s["train_rows"] for s in run.sites.values()), default=1)
-        SecAggPlusWorkflow(
-            num_shares=1.0,  # every site holds a share of every other's secrets
-            reconstruction_threshold=0.6,  # the masks are removed if 60% of the sites remain
-            max_weight=float(largest),
-            clipping_range=1.0 if stage in ("mean", "spread") else run.settings.secure_clip,
-            timeout=run.settings.round_timeout,
-        )(grid, context)
-
-    return fit
-
-
-def _proxy_grid(client_manager: Any, timeout: float | None) -> Any:
-    """Flower's `Grid` (what a workflow sends its messages through) over the sites connected to
-    the gRPC server: a message to a site goes as a fit instruction carrying it serialised, and
-    the site's reply comes back the same way."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from flwr.app import Error, Message
-    from flwr.common import Code, FitIns, Parameters
-    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
-    from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
-    from flwr.serverapp.grid import Grid
-
-    def exchange(message: Any) -> Any:
-        node = int(message.metadata.dst_node_id)
-        nodes = {proxy.node_id: proxy for proxy in client_manager.all().values()}
-        payload = recorddict_to_proto(message.content).SerializeToString()
-        instructions = FitIns(Parameters([], ""), {_SECURE: payload, _NODE: node})
-        try:
-            answer = nodes[node].fit(
-                instructions, timeout=timeout, group_id=int(message.metadata.group_id or 0)
-            )
-            if answer.status.code != Code.OK or _SECURE not in answer.metrics:
-                raise RuntimeError(answer.status.message or "the site's answer has no message")
-            content = RecordDictProto.FromString(bytes(answer.metrics[_SECURE]))
-            return Message(recorddict_from_proto(content), reply_to=message)
-        except Exception as error:  # the site went away, timed out or failed: an error reply
-            log.warning("site %s: %s", node, error)
-            return Message(Error(code=0, reason=str(error)), reply_to=message)
-
-    class ProxyGrid(Grid):
-        def __init__(self) -> None:
-            self.replies: dict[str, Any] = {}
-
-        def set_run(self, run: Any) -> None:
-            self._run = run
-
-        @property
-        def run(self) -> Any:
-            return self._run
-
-        def create_message(
-            self, content: Any, message_type: str, dst_node_id: int, group_id: str,
-            ttl: float | None = None,
-        ) -> Any:  # fmt: skip
-            return Message(content, dst_node_id=dst_node_id, message_type=message_type,
-                           group_id=group_id)  # fmt: skip
-
-        def get_node_ids(self) -> list[int]:
-            return [int(proxy.node_id) for proxy in client_manager.all().values()]
-
-        def push_messages(self, messages: Any) -> list[str]:
-            sent = list(messages)
-            with ThreadPoolExecutor(max_workers=max(1, len(sent))) as pool:
-                replies = list(pool.map(exchange, sent))
-            ids = []
-            for index, reply in enumerate(replies):
-                key = f"{id(self)}-{len(self.replies)}-{index}"
-                self.replies[key] = reply
-                ids.append(key)
-            return ids
-
-        def pull_messages(self, message_ids: Any) -> list[Any]:
-            return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
-
-        def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Any]:
-            return self.pull_messages(self.push_messages(messages))
-
-    return ProxyGrid()
-
-
-def _secure_server(flwr: Any, run: _Run, strategy: Any, client_manager: Any) -> Any:
-    """Flower's server, each round's fit run by `_secure_fit` over the connected sites."""
-    import flwr.compat.common.recorddict_compat as compat
-    from flwr.app import ConfigRecord, Context, RecordDict
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.server.compat.legacy_context import LegacyContext
-    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
-
-    fit = _secure_fit(run)
-    _identify(SUPERLINK_NODE_ID)
-
-    class SecureServer(flwr.server.Server):  # type: ignore[misc]
-        def fit_round(self, server_round: int, timeout: float | None) -> Any:
-            if run.stage(server_round) in ("describe", "deviation"):  # in the clear, as any round
-                return super().fit_round(server_round, timeout)
-            context = LegacyContext(
-                Context(0, 0, {}, RecordDict(), {}), strategy=self.strategy,
-                client_manager=self._client_manager,
-            )  # fmt: skip
-            context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
-                {Key.CURRENT_ROUND: server_round}
-            )
-            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
-                self.parameters, keep_input=True
-            )
-            fit(_proxy_grid(self._client_manager, timeout), context)
-            if run.aggregated != server_round:
-                return None
-            parameters = compat.arrayrecord_to_parameters(
-                context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-            )
-            return parameters, {}, ([], [])
-
-    return SecureServer(client_manager=client_manager, strategy=strategy)
-
-
 def _checked(settings: Settings) -> None:
     if settings.strategy not in ("fedavg", "fedprox"):
         raise InvalidInput(f"strategy must be fedavg or fedprox, got {settings.strategy!r}")
@@ -931,7 +466,7 @@ def serve(
     is set once it listens. `certificates`: (CA, certificate, private key) as PEM to serve over
     TLS; `key`: the federation's shared key, which the server and every site prove they hold
     (HMAC of a fresh challenge) before any statistic or model is sent."""
-    flwr = _flwr()
+    flwr = flower()
     _checked(settings)
     run = _Run(settings, key)
     strategy = _strategy(flwr, run)
@@ -946,7 +481,7 @@ def serve(
                 num_rounds=run.server_rounds, round_timeout=settings.round_timeout
             ),
             **(
-                {"server": _secure_server(flwr, run, strategy, manager)}
+                {"server": secure_server(flwr, run, strategy, manager)}
                 if settings.secure
                 else {"strategy": strategy, "client_manager": manager}
             ),
@@ -970,7 +505,7 @@ def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
     """The same federated training on Flower's simulation engine: every site a virtual node in
     this process's Ray cluster (`cpus` CPUs), the server's workflow Flower's own, with SecAgg+
     as its fit step when `settings.secure`."""
-    flwr = _flwr()
+    flwr = flower()
     _checked(settings)
     try:
         from flwr.simulation import run_simulation
@@ -1000,7 +535,7 @@ def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
             client_manager=_waiting_manager(flwr, settings.wait_seconds),
         )
         workflow = (
-            DefaultWorkflow(fit_workflow=_secure_fit(run)) if settings.secure else DefaultWorkflow()
+            DefaultWorkflow(fit_workflow=secure_fit(run)) if settings.secure else DefaultWorkflow()
         )
         workflow(grid, legacy)
 
@@ -1011,7 +546,7 @@ def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
         return call_next(message, context)
 
     client_app = ClientApp(
-        client_fn=lambda context: _client(sites[int(context.node_config["partition-id"])]),
+        client_fn=lambda context: client(sites[int(context.node_config["partition-id"])]),
         mods=[secure_stages],
     )
     run_simulation(

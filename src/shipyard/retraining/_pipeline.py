@@ -36,7 +36,7 @@ from shipyard.retraining._records import PipelineRecord, PipelineStatus, Pipelin
 from shipyard.retraining._spec import FederatedSpec, RetrainSpec
 from shipyard.runtime import load_predictor, package
 from shipyard.store import record_audit
-from shipyard.tracking import Tracker
+from shipyard.tracking import Run, Tracker
 
 __all__ = [
     "FederatedOutcome",
@@ -245,24 +245,8 @@ class Pipeline:
                 champion_metrics = holdout_metrics(
                     served, columns, truth, task, classes, champion.threshold
                 )
-            run.log_metrics({f"holdout_{k}": v for k, v in candidate_metrics.items()})
-            if champion_metrics:
-                run.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
-            results = check(spec.gates, candidate_metrics, champion_metrics)
-            failed = [r for r in results if not r.passed]
-            evidence = {
-                "candidate": candidate_metrics,
-                "champion": champion_metrics,
-                "gates": [r.to_dict() for r in results],
-            }
-            if failed:
-                self._step(
-                    record, "validate", "rejected", {**evidence, "failed": [r.gate for r in failed]}
-                )
-                record["status"] = "rejected"
-                self._save(record)
+            if not self._validated(run, record, candidate_metrics, champion_metrics):
                 return record
-            self._step(record, "validate", "passed", evidence)
             # 4. register, with its lineage
             version = self.registry.register(
                 model, name=self.name, sample=train[features].iloc[:2000], training_data=train[[*features, spec.data.label]],
@@ -316,25 +300,9 @@ class Pipeline:
                 "sites": {k: v.get("train_rows") for k, v in outcome.sites.items()},
                 "secure_aggregation": fed.secure_aggregation, "dp_noise": fed.dp_noise,
             })  # fmt: skip
-            run.log_metrics({f"holdout_{k}": v for k, v in outcome.metrics.items()})
-            if outcome.champion:
-                run.log_metrics({f"champion_{k}": v for k, v in outcome.champion.items()})
-            results = check(spec.gates, outcome.metrics, outcome.champion)
-            failed = [r for r in results if not r.passed]
-            evidence = {
-                "candidate": outcome.metrics,
-                "champion": outcome.champion,
-                "gates": [r.to_dict() for r in results],
-                "holdout": "the sites' holdouts, weighted by their rows",
-            }
-            if failed:
-                self._step(
-                    record, "validate", "rejected", {**evidence, "failed": [r.gate for r in failed]}
-                )
-                record["status"] = "rejected"
-                self._save(record)
+            holdout = "the sites' holdouts, weighted by their rows"
+            if not self._validated(run, record, outcome.metrics, outcome.champion, holdout):
                 return record
-            self._step(record, "validate", "passed", evidence)
             version = self.registry.register(
                 outcome.model, name=self.name, signature=outcome.signature,
                 metrics={k: round(v, 6) for k, v in outcome.metrics.items()}, params=outcome.params,
@@ -344,6 +312,37 @@ class Pipeline:
                          "trigger": record["trigger"], "pipeline": record["id"]},
             )  # fmt: skip
         return self._registered(record, champion, version, run.id, canary)
+
+    def _validated(
+        self,
+        run: Run,
+        record: PipelineRecord,
+        candidate: dict[str, float],
+        champion: dict[str, float] | None,
+        holdout: str | None = None,
+    ) -> bool:
+        """Step 3's verdict: the candidate's (and champion's) holdout metrics on the run, the
+        gates checked, and the step recorded; a rejection also ends the pipeline."""
+        run.log_metrics({f"holdout_{k}": v for k, v in candidate.items()})
+        if champion:
+            run.log_metrics({f"champion_{k}": v for k, v in champion.items()})
+        results = check(self.spec.gates, candidate, champion)
+        failed = [r for r in results if not r.passed]
+        evidence: dict[str, Any] = {
+            "candidate": candidate,
+            "champion": champion,
+            "gates": [r.to_dict() for r in results],
+            **({"holdout": holdout} if holdout else {}),
+        }
+        if failed:
+            self._step(
+                record, "validate", "rejected", {**evidence, "failed": [r.gate for r in failed]}
+            )
+            record["status"] = "rejected"
+            self._save(record)
+            return False
+        self._step(record, "validate", "passed", evidence)
+        return True
 
     def _registered(
         self, record: PipelineRecord, champion: Any, version: Any, run_id: str, canary: bool
