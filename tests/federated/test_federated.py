@@ -35,6 +35,7 @@ from shipyard.federated._model import (
 )
 from shipyard.registry import Registry
 from shipyard.retraining import RetrainSpec, pipeline_history
+from shipyard.tracking import Tracker
 
 pytest.importorskip(
     "flwr", reason="federated training needs Flower: pip install 'shipyard[federated]'"
@@ -428,6 +429,20 @@ def test_a_retraining_policy_starts_a_federated_run_that_the_staying_sites_join(
     assert scored["candidate"]["accuracy"] >= 0.9
     assert [g["passed"] for g in scored["gates"]] == [True, True]
     assert scored["gates"][1]["bar"] == pytest.approx(scored["champion"]["auc"] - 0.05)
+    # the run names the data each site trained and was scored on, as the site's own data
+    # versions would (the same SHA-256), while the rows stayed at the sites
+    with Registry.from_settings(Settings(home=tmp_path)) as registry:
+        tracker = Tracker(registry.database, registry.artifacts)
+        datasets = tracker.get(candidate.run_id or "").datasets
+        assert tracker.data.list_versions() == []  # nothing was copied here
+    for i, path in enumerate(sites):
+        site = Site(pd.read_parquet(path), "target", f"hospital-{i}")
+        for role in ("train", "holdout"):
+            kept = datasets[f"hospital-{i}/{role}"]
+            assert kept["sha256"] == site.data[role]["sha256"]
+            assert kept["rows"] == site.data[role]["rows"]
+            assert kept["snapshot"] is None
+            assert kept["kept_by"] == f"site hospital-{i}"
 
 
 def test_a_federated_retraining_spec_keeps_to_what_the_sites_can_do() -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 from tests.retraining.conftest import END_OF_WEEK4, ROWS_PER_WEEK, Month
 
 from shipyard.core import errors as e
-from shipyard.demo import SPEC, close_the_loop, replay_weeks
+from shipyard.demo import SPEC, close_the_loop, project_file, replay_weeks
 from shipyard.logstore import LogWriter
 from shipyard.registry import Registry
 from shipyard.retraining import RolloutSpec
@@ -32,9 +33,13 @@ def _worker(month: Month, spec: object, clock: list) -> Worker:
     )  # type: ignore[dict-item]
 
 
-def test_the_alert_triggers_a_retrain_that_is_validated_canaried_and_promoted(month: Month) -> None:
+def test_the_alert_triggers_a_retrain_that_is_validated_canaried_and_promoted(
+    month: Month, tmp_path: Path
+) -> None:
+    project = tmp_path / "shipyard.yaml"
+    project.write_text(project_file())  # the worker reads the spec from the demo's project file
     result = close_the_loop(
-        month.settings,
+        month.settings.model_copy(update={"config": project}),
         "fraud-detector",
         end_of_week4=END_OF_WEEK4,
         rows_per_week=ROWS_PER_WEEK,

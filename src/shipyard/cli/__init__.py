@@ -13,6 +13,7 @@ import typer
 import typer.core
 import typer.main
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from shipyard.cli._common import err_console
 from shipyard.core import Settings
@@ -104,6 +105,10 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "stream": ("stream", "app", True),
     "federated": ("federated", "app", True),
     "runs": ("runs", "app", True),
+    "data": ("data", "app", True),
+    "reproduce": ("reproduce", "reproduce", False),
+    "assess": ("assess", "assess", False),
+    "maturity": ("maturity", "maturity", False),
     "pipeline": ("loop", "pipeline_app", True),
     "jobs": ("loop", "jobs_app", True),
 }
@@ -192,5 +197,5 @@ def main() -> None:
     try:
         app()
     except e.ShipyardError as error:
-        err_console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
         sys.exit(exit_code_for(error))

@@ -1,5 +1,5 @@
 """`shipyard models ...`: register, list, show, importance, alias, archive, unarchive, delete,
-history."""
+history, card."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from shipyard.cli._common import (
     open_registry,
     parse_pairs,
     read_table,
+    settings,
 )
 from shipyard.core import ModelRef, parse_version
 from shipyard.core.errors import InvalidInput
@@ -389,3 +390,55 @@ def history(
             ),
         )
     console.print(table)
+
+
+CARD_SUFFIXES = (".md", ".html")
+
+
+@app.command("card")
+def card(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME:VERSION (or NAME:ALIAS) to write the card of"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="write the card to PATH.md (Markdown) or PATH.html (one standalone page) "
+        "instead of printing the Markdown",
+    ),
+    as_json: bool = json_flag("the card's content"),
+) -> None:
+    """Write a model card: purpose and intended use, owner, the data versions it learned from,
+    metrics beside their targets, per-group metrics on its holdout, limitations (written in
+    shipyard.yaml's `card:` and found in the records), lineage and approvals."""
+    from shipyard.lineage import model_card, render_html, render_markdown
+    from shipyard.tracking import Tracker
+
+    if out is not None:
+        _check_card_path(out)
+    with open_registry(ctx) as registry:
+        tracker = Tracker(registry.database, registry.artifacts, actor=registry.actor)
+        made = model_card(registry, tracker, ref, project=settings(ctx).config)
+    if out is not None:
+        page = out.suffix.lower() == ".html"
+        out.write_text(render_html(made) if page else render_markdown(made), encoding="utf-8")
+    if as_json:
+        emit_json(made.to_dict())
+    elif out is not None:
+        console.print(f"wrote the model card of {made.ref} to {out}", markup=False, highlight=False)
+    else:
+        sys.stdout.write(render_markdown(made))
+
+
+def _check_card_path(out: Path) -> None:
+    if out.suffix.lower() not in CARD_SUFFIXES:
+        raise InvalidInput(
+            f"cannot write a model card to {out.name!r}: name a .md (Markdown) or .html file"
+        )
+    if not out.parent.is_dir():
+        raise InvalidInput(
+            f"the folder {str(out.parent)!r} does not exist; create it first or write the card "
+            "elsewhere"
+        )
+    if out.is_dir():
+        raise InvalidInput(f"{str(out)!r} is a folder; name a .md or .html file")

@@ -17,7 +17,7 @@ import numpy as np
 from shipyard.core.errors import InvalidInput
 from shipyard.core.signature import Signature
 
-__all__ = ["fingerprint", "profile", "reference_sample"]
+__all__ = ["as_arrow", "fingerprint", "profile", "reference_sample", "table_sha256"]
 
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 HISTOGRAM_BINS = 20
@@ -105,23 +105,36 @@ def fingerprint(data: Any) -> dict[str, Any]:
     """
     if isinstance(data, str | Path):
         return _fingerprint_path(Path(data))
+    table = as_arrow(data)
+    return {
+        "sha256": table_sha256(table),
+        "rows": int(table.num_rows),
+        "columns": [str(c) for c in table.column_names],
+        "source": "in-memory",
+    }
+
+
+def as_arrow(data: Any) -> Any:
+    """An in-memory data set (frame, Arrow table, records, 2-D array) as the pyarrow Table its
+    fingerprint hashes: pandas' index and schema metadata left out."""
     import pandas as pd
     import pyarrow as pa
 
     from shipyard.core.signature import _to_frame
 
     frame = _to_frame(data, pd)
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+
+
+def table_sha256(table: Any) -> str:
+    """The SHA-256 of a pyarrow Table's Arrow IPC stream: the same values with the same column
+    names and types give the same digest in any process."""
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    digest = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
-    return {
-        "sha256": digest,
-        "rows": int(table.num_rows),
-        "columns": [str(c) for c in table.column_names],
-        "source": "in-memory",
-    }
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
 def _fingerprint_path(path: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from shipyard.demo._data import CATEGORIES, FEATURES, LABEL, drifting_week, tran
 from shipyard.demo._loop import SPEC, LoopResult, close_the_loop
 from shipyard.demo._replay import MonthResult, replay_month, replay_weeks
 from shipyard.demo._server import running_server, serve
-from shipyard.demo._story import DemoResult, run_demo
+from shipyard.demo._story import DemoResult, project_file, run_demo
 
 __all__ = [
     "CATEGORIES",
@@ -18,6 +18,7 @@ __all__ = [
     "MonthResult",
     "close_the_loop",
     "drifting_week",
+    "project_file",
     "replay_month",
     "replay_weeks",
     "run_demo",

@@ -17,7 +17,14 @@ from shipyard.core import Settings
 from shipyard.demo._replay import WEEKS, replay_weeks
 from shipyard.monitoring import Monitor, render_html
 from shipyard.registry import Registry
-from shipyard.retraining import DataSpec, HoldoutSpec, PolicySpec, RetrainSpec, RolloutSpec
+from shipyard.retraining import (
+    DataSpec,
+    HoldoutSpec,
+    PolicySpec,
+    RetrainSpec,
+    RolloutSpec,
+    load_specs,
+)
 from shipyard.worker import Worker
 
 if TYPE_CHECKING:
@@ -69,7 +76,7 @@ def close_the_loop(
     start = end_of_week4 - timedelta(days=7 * len(WEEKS))
     with Worker(
         settings,
-        specs={model: SPEC(model)},
+        specs=load_specs(settings.config),  # the project file declares SPEC(model)
         clock=lambda: clock[0],
         monitor_window="7d",
         name="demo-worker",

@@ -39,7 +39,8 @@ from shipyard.client import Client
 from shipyard.core import Settings
 from shipyard.demo._data import FEATURES, LABEL, transactions
 from shipyard.demo._features import FeaturesResult, feature_store_act
-from shipyard.demo._loop import LoopResult, close_the_loop
+from shipyard.demo._governance import GovernanceResult, governance_act
+from shipyard.demo._loop import SPEC, LoopResult, close_the_loop
 from shipyard.demo._replay import MonthResult, replay_month
 from shipyard.demo._server import running_server
 from shipyard.demo._train import Trained, train_boosted, train_logistic
@@ -50,18 +51,31 @@ __all__ = ["DemoResult", "run_demo"]
 
 MODEL = "fraud-detector"
 CANARY_PERCENT = 10.0
-CONFIG = f"""\
-# what the demo declares beside its model; `shipyard server` and the worker read it
-# (SHIPYARD_CONFIG points at this file)
-models:
-  {MODEL}:
-    kpis:
-      fraud_blocked_usd: sum(transaction_amount) where label = 1 and prediction = 1
-      fraud_missed_usd: sum(transaction_amount) where label = 1 and prediction = 0
-      flagged_for_review: count(*) where prediction = 1
-      approval_rate: rate where prediction = 0
-      false_alarm_rate: rate where label = 0 and prediction = 1
-"""
+KPIS = {
+    "fraud_blocked_usd": "sum(transaction_amount) where label = 1 and prediction = 1",
+    "fraud_missed_usd": "sum(transaction_amount) where label = 1 and prediction = 0",
+    "flagged_for_review": "count(*) where prediction = 1",
+    "approval_rate": "rate where prediction = 0",
+    "false_alarm_rate": "rate where label = 0 and prediction = 1",
+}
+# groups whose outcomes monitoring and the model card compare (bias testing)
+FAIRNESS = {
+    "attributes": [{"name": "customer_age_band", "column": "customer_age", "edges": [30, 45, 65]}]
+}
+
+
+def project_file() -> str:
+    """The demo's shipyard.yaml: how the model retrains (`SPEC`), its KPIs and the groups its
+    fairness is measured over, as a team would declare them beside the model."""
+    import yaml
+
+    spec = SPEC(MODEL).model_dump(mode="json", exclude_defaults=True, exclude={"name"})
+    body = {"models": {MODEL: {**spec, "kpis": KPIS, "fairness": FAIRNESS}}}
+    header = (
+        "# what the demo declares beside its model; `shipyard server`, the worker and\n"
+        "# `shipyard pipeline run` read it (SHIPYARD_CONFIG points at this file)\n"
+    )
+    return header + yaml.safe_dump(body, sort_keys=False)
 
 
 @dataclass
@@ -89,6 +103,7 @@ class DemoResult:
     bad_request_status: int = 0
     v2_status: int = 0
     features: FeaturesResult | None = None
+    governance: GovernanceResult | None = None
 
 
 def _progress(console: Console) -> Progress:
@@ -118,7 +133,7 @@ def run_demo(
         shutil.rmtree(home)
     home.mkdir(parents=True)
     config = home / "shipyard.yaml"
-    config.write_text(CONFIG)
+    config.write_text(project_file())
     # embedded defaults whatever the environment says: the demo never writes to a shared database
     settings = Settings(
         home=home,
@@ -212,6 +227,7 @@ def run_demo(
             settings, MODEL, end_of_week4=end_of_week4, rows_per_week=month_rows, console=console
         )
     serving = result.loop.champion_after if result.loop.champion_after is not None else v1.version
+    result.governance = governance_act(settings, f"{MODEL}:{serving}", console)
     _summary(console, result, f"{MODEL}:{serving}")
     console.print(
         "[bold]the dashboard[/]: `shipyard demo --serve` keeps a server up on the demo's state, "
@@ -526,5 +542,10 @@ def _summary(console: Console, result: DemoResult, ref: str) -> None:
             f"candidate {result.loop.candidate} {result.loop.status}; accuracy week 4 {weekly[3]:.1%} -> week 6 {weekly[-1]:.1%}"
             if len(weekly) >= 6 and weekly[3] is not None and weekly[-1] is not None
             else f"candidate {result.loop.candidate} {result.loop.status}",
+        )
+    if result.governance is not None:
+        table.add_row(
+            "reproduced / maturity",
+            f"{result.governance.reproduced}; level {result.governance.maturity}",
         )
     console.print(table)

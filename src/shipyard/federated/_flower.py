@@ -209,6 +209,8 @@ class _Run:
             self.sites[str(metrics["site"])] = {
                 "train_rows": int(rows),
                 "holdout_rows": int(metrics["holdout_rows"]),
+                "columns": features,
+                **{k: str(metrics[k]) for k in ("train_sha256", "holdout_sha256") if k in metrics},
             }
         if len(labels) != 2:
             self.problem = (

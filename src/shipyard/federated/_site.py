@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from shipyard.core import fingerprint
 from shipyard.core.errors import (
     Forbidden,
     InvalidInput,
@@ -91,6 +92,13 @@ class Site:
         labels = frame[label].to_numpy()
         self.X, self.X_holdout = X[order[:cut]], X[order[cut:]]
         self.labels, self.labels_holdout = labels[order[:cut]], labels[order[cut:]]
+        # the ids its training and holdout rows have as data versions (the same SHA-256
+        # `shipyard data` gives them): reported to the server, so the run that trains a version
+        # names the data each site used, while the rows stay here
+        self.data = {
+            "train": fingerprint(frame.iloc[order[:cut]]),
+            "holdout": fingerprint(frame.iloc[order[cut:]]),
+        }
         # differential privacy's noise must be unknown to the server: fresh entropy, never a
         # seed the server could know
         self.rng = np.random.default_rng()
@@ -155,6 +163,8 @@ class Site:
             "features": json.dumps(self.features),
             "labels": json.dumps(labels),
             "holdout_rows": len(self.X_holdout),
+            "train_sha256": self.data["train"]["sha256"],
+            "holdout_sha256": self.data["holdout"]["sha256"],
         }
         if self.key is None:
             return described

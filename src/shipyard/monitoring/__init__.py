@@ -17,6 +17,17 @@ from shipyard.monitoring._drift import (
     DriftReport,
     compare,
 )
+from shipyard.monitoring._fairness import (
+    FAIRNESS_METRICS,
+    Attribute,
+    FairnessSpec,
+    binary_outcomes,
+    fairness_metrics,
+    fairness_of,
+    flat_metrics,
+    group_metrics,
+    load_fairness,
+)
 from shipyard.monitoring._holdout import TASK_METRICS, holdout_metrics
 from shipyard.monitoring._kpis import Kpi, load_kpis, parse_kpi
 from shipyard.monitoring._rules import Rule, parse_rule, parse_window
@@ -34,13 +45,16 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TARGETS",
     "DEFAULT_THRESHOLDS",
+    "FAIRNESS_METRICS",
     "MAX_PERIODS",
     "METHODS",
     "SEVERITIES",
     "TASK_METRICS",
     "AlertManager",
+    "Attribute",
     "ColumnDrift",
     "DriftReport",
+    "FairnessSpec",
     "Kpi",
     "LogQueries",
     "Monitor",
@@ -51,8 +65,14 @@ __all__ = [
     "Rule",
     "VersionSummary",
     "Window",
+    "binary_outcomes",
     "compare",
+    "fairness_metrics",
+    "fairness_of",
+    "flat_metrics",
+    "group_metrics",
     "holdout_metrics",
+    "load_fairness",
     "load_kpis",
     "parse_kpi",
     "parse_rule",

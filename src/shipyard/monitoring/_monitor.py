@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from shipyard.core import Settings, validate_model_name
 from shipyard.core.durations import duration_text
-from shipyard.core.errors import Overloaded
+from shipyard.core.errors import InvalidInput, Overloaded
 from shipyard.core.values import jsonable
 from shipyard.logstore import LogReader, label_text
 from shipyard.monitoring import _repository as repo
@@ -28,6 +28,7 @@ from shipyard.monitoring._checks import DEFAULT_TARGETS, Targets, checks, data_q
 from shipyard.monitoring._concept import detect_changes
 from shipyard.monitoring._drift import DriftReport, compare
 from shipyard.monitoring._estimate import Calibration, calibration_table
+from shipyard.monitoring._fairness import FairnessSpec, fairness_metrics, load_fairness
 from shipyard.monitoring._kpis import Kpi, load_kpis
 from shipyard.monitoring._logs import LogQueries, Period, numpy_column
 from shipyard.monitoring._report import (
@@ -87,9 +88,11 @@ class Monitor:
         *,
         concurrency: int | None = None,
         kpis: Mapping[str, Sequence[Kpi]] | None = None,
+        fairness: Mapping[str, FairnessSpec] | None = None,
     ) -> None:
         self.registry = registry
         self.kpis = dict(kpis or {})
+        self.fairness = dict(fairness or {})
         self.reader = reader
         self.alert_manager = alerts
         self.targets = {**DEFAULT_TARGETS, **(targets or {})}
@@ -107,7 +110,8 @@ class Monitor:
         manager = AlertManager(registry.database, actor=settings.actor, webhooks=webhooks)
         reader = LogReader(registry.artifacts, threads=1 if concurrency else None)
         kpis = load_kpis(settings.config)
-        return cls(registry, reader, manager, concurrency=concurrency, kpis=kpis)
+        fairness = load_fairness(settings.config)
+        return cls(registry, reader, manager, concurrency=concurrency, kpis=kpis, fairness=fairness)
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -335,6 +339,9 @@ class Monitor:
             "metrics": {},
             "checks": [],
         }
+        declared = self.fairness.get(name)
+        if declared is not None and record.task == "binary":
+            summary["fairness"] = _fairness(declared, labelled, positive)
         views = _trained_views(record)
         if views:
             summary["feature_views"] = self._feature_views(views, min(period.end, self._now()))
@@ -522,6 +529,24 @@ class Monitor:
         """The positive class of a binary model, as text (how the logs store labels)."""
         positive = self.registry.positive_class(record)
         return label_text(positive) if positive is not None else None
+
+
+def _fairness(
+    spec: FairnessSpec, labelled: pa.Table, positive: str | None
+) -> dict[str, dict[str, Any]]:
+    """Each declared attribute's groups on a sample of the labelled predictions: the
+    attribute's column (a logged input), the predicted and the true label."""
+    if labelled.num_rows == 0 or "features" not in labelled.column_names:
+        return {}
+    features = pa.Table.from_struct_array(labelled.column("features").combine_chunks())
+    columns = {n: features.column(n).to_numpy(zero_copy_only=False) for n in features.column_names}
+    predicted = labelled.column("label").to_pylist()
+    actual = np.asarray([label_text(t) == positive for t in labelled.column("truth").to_pylist()])
+    flagged = np.asarray([label_text(p) == positive for p in predicted])
+    try:
+        return fairness_metrics(spec, columns, actual, flagged)
+    except InvalidInput as error:  # an attribute the model's inputs do not carry
+        return {a.name: {"error": error.message} for a in spec.attributes}
 
 
 def _trained_views(record: ModelVersion) -> list[str]:

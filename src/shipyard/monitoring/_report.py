@@ -322,6 +322,8 @@ class VersionSummary(TypedDict):
     classes: NotRequired[ClassBreakdown]
     feature_views: NotRequired[dict[str, FeatureViewHealth]]
     kpis: NotRequired[list[KpiValue]]
+    # per declared sensitive attribute: its groups' outcomes and the gaps (`_fairness`)
+    fairness: NotRequired[dict[str, dict[str, Any]]]
     metrics: Metrics
     checks: list[Check]
 

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from shipyard.core.durations import MAX_DURATION, parse_duration
 from shipyard.core.errors import InvalidInput
+from shipyard.monitoring._fairness import FAIRNESS_METRICS
 
 if TYPE_CHECKING:
     from shipyard.monitoring._report import VersionSummary
 
 __all__ = [
+    "ATTRIBUTE_METRICS",
     "FEATURE_METRICS",
     "MAX_WINDOW",
     "MODEL_METRICS",
@@ -70,6 +72,9 @@ FEATURE_METRICS = frozenset(
 # measured per feature view (of the views the model was trained on): the age of the online
 # store's newest value, in seconds (`freshness(customer_stats) > 2h`)
 VIEW_METRICS = frozenset({"freshness"})
+# measured per declared sensitive attribute, on a binary classifier's labelled predictions
+# (`fairness_gap(customer_age_band) > 0.05 over 7d with >= 500 labels`; see `_fairness`)
+ATTRIBUTE_METRICS = FAIRNESS_METRICS
 BOOLEAN_METRICS = frozenset({"drift", "concept_drift", "score_drift", "residual_drift"})
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 ALIASES = {
@@ -136,6 +141,8 @@ def parse_rule(expression: str) -> Rule:
     feature = match.group("feature")
     if metric in VIEW_METRICS:
         return _view_rule(expression, metric, feature, match)
+    if metric in ATTRIBUTE_METRICS:
+        return _attribute_rule(expression, metric, feature, match)
     if feature is not None and metric not in FEATURE_METRICS:
         raise InvalidInput(
             f"{metric} is not measured per feature; per-feature metrics: {', '.join(sorted(FEATURE_METRICS))}"
@@ -143,7 +150,7 @@ def parse_rule(expression: str) -> Rule:
     if feature is None and metric not in MODEL_METRICS:
         if metric in FEATURE_METRICS:
             raise InvalidInput(f"{metric} needs a feature, e.g. {metric}(transaction_amount)")
-        known = ", ".join(sorted(MODEL_METRICS | FEATURE_METRICS))
+        known = ", ".join(sorted(MODEL_METRICS | FEATURE_METRICS | ATTRIBUTE_METRICS))
         raise InvalidInput(f"unknown metric {metric!r}; known metrics: {known}")
     op, raw_value, unit = match.group("op"), match.group("value"), match.group("unit")
     if op is None and metric not in BOOLEAN_METRICS:
@@ -172,9 +179,34 @@ def _view_rule(expression: str, metric: str, view: str | None, match: re.Match[s
     return Rule(expression, metric, view, op, threshold, window, int(match.group("labels") or 0))
 
 
+def _attribute_rule(
+    expression: str, metric: str, attribute: str | None, match: re.Match[str]
+) -> Rule:
+    if attribute is None:
+        raise InvalidInput(
+            f"{metric} needs a sensitive attribute declared under fairness: in shipyard.yaml, "
+            f"e.g. {metric}(customer_age_band) > 0.05"
+        )
+    op, raw, unit = match.group("op"), match.group("value"), match.group("unit")
+    if op is None or raw is None:
+        raise InvalidInput(f"{metric} needs a comparison, e.g. {metric}({attribute}) > 0.05")
+    if unit not in (None, "%"):
+        raise InvalidInput(f"{metric} is a difference of rates: write it like 0.05 or 5%")
+    threshold = float(raw) / (100 if unit == "%" else 1)
+    window = parse_window(match.group("window")) if match.group("window") else None
+    return Rule(
+        expression, metric, attribute, op, threshold, window, int(match.group("labels") or 0)
+    )
+
+
 def check_task(rule: Rule, tasks: set[str]) -> None:
     """Refuse a rule on a quality metric that none of the model's tasks measures (a rule on
     `accuracy` for a regressor would never fire), naming the metrics that do apply."""
+    if rule.metric in ATTRIBUTE_METRICS and tasks and "binary" not in tasks:
+        raise InvalidInput(
+            f"{rule.metric} compares a binary classifier's outcomes across groups; this model is "
+            f"{' and '.join(sorted(tasks))}"
+        )
     if rule.feature is not None or rule.metric not in _QUALITY or not tasks:
         return
     known = tasks & TASK_METRICS.keys()
@@ -193,6 +225,10 @@ def metric_value(rule: Rule, summary: VersionSummary) -> float | bool | None:
     if rule.metric in VIEW_METRICS:
         health = summary.get("feature_views", {}).get(str(rule.feature))
         return health["freshness_seconds"] if health is not None else None
+    if rule.metric in ATTRIBUTE_METRICS:
+        groups = summary.get("fairness", {}).get(str(rule.feature))
+        gap = groups.get(rule.metric) if groups is not None else None
+        return float(gap) if isinstance(gap, int | float) else None
     if rule.feature is None:
         value = summary["metrics"].get(rule.metric)
         return value if isinstance(value, int | float | bool) else None

@@ -28,6 +28,7 @@ common).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,7 +178,9 @@ def _ks_and_wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float,
         diffs = diffs[np.append(deltas != 0, True)]
     del deltas
     if max(n1, n2) <= _EXACT_KS_MAX_N:
-        result = stats.ks_2samp(ref, cur)
+        with warnings.catch_warnings():  # scipy falls back to the asymptotic p-value itself
+            warnings.filterwarnings("ignore", "ks_2samp: Exact calculation", RuntimeWarning)
+            result = stats.ks_2samp(ref, cur)
         return float(result.statistic), float(result.pvalue), wasserstein
     d = float(max(np.clip(-diffs.min(), 0, 1), diffs.max()))
     m, n = sorted([float(n1), float(n2)], reverse=True)

@@ -192,6 +192,13 @@ class Registering(RegistryBase):
         except BaseException:
             self._discard(name, version)
             raise
+        if (
+            run is not None
+            and run_id in (None, run.id)
+            and training_data is not None
+            and "train" not in run.datasets()
+        ):  # the run keeps the training set as a data version, to make the model again from
+            run.log_dataset("train", training_data)
         return self.database.read(lambda conn: self._version(conn, name, version)[0])
 
     def _inputs(

@@ -25,6 +25,7 @@ from shipyard.retraining._spec import (
     RolloutSpec,
     load_specs,
     parse_duration,
+    training_function,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "parse_gate",
     "pending_approvals",
     "pipeline_history",
+    "training_function",
 ]

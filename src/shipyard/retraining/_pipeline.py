@@ -26,7 +26,13 @@ from shipyard.core import Signature
 from shipyard.core.errors import Conflict, InvalidInput, NotFound, ShipyardError, UserCodeFailed
 from shipyard.features import FeatureStore
 from shipyard.logstore import LogReader
-from shipyard.monitoring import LogQueries, Period
+from shipyard.monitoring import (
+    LogQueries,
+    Period,
+    binary_outcomes,
+    fairness_metrics,
+    flat_metrics,
+)
 from shipyard.registry import Registry
 from shipyard.retraining import _repository as repo
 from shipyard.retraining._data import build_training_set, model_columns, split_holdout
@@ -208,12 +214,12 @@ class Pipeline:
         with self.tracker.start_run(
             experiment=self.name, name=f"retrain ({record['trigger'].get('kind', 'manual')})", params=spec.params,
             tags={"pipeline": record["id"], "trigger": record["trigger"].get("kind", "manual")},
-            entrypoint=str(spec.train), code_dir=self.code_dir,
+            entrypoint=str(spec.train), code_dir=self.code_dir, seed=spec.seed,
         ) as run:  # fmt: skip
             record["run_id"] = run.id
             self._save(record)
-            train_print = run.log_dataset("train", train)
-            run.log_dataset("holdout", holdout)
+            train_print = run.log_dataset("train", train, key=spec.data.key, label=spec.data.label)
+            run.log_dataset("holdout", holdout, key=spec.data.key, label=spec.data.label)
             train_fn = spec.entrypoint(self.code_dir)
             try:
                 model = train_fn(train, dict(spec.params))
@@ -237,13 +243,17 @@ class Pipeline:
                 self._threshold(champion, model, sig, train, features) if task == "binary" else None
             )
             candidate_metrics = self._score(
-                model, sig, train[features], columns, truth, task, candidate_classes, threshold
-            )
+                model, sig, train[features], columns, truth, task, candidate_classes, threshold,
+                holdout,
+            )  # fmt: skip
             champion_metrics = None
             if champion is not None:
                 served = self.registry.open(self.name, champion.version).predictor
                 champion_metrics = holdout_metrics(
                     served, columns, truth, task, classes, champion.threshold
+                )
+                champion_metrics.update(
+                    self._fairness(served, columns, holdout, truth, classes, champion.threshold)
                 )
             if not self._validated(run, record, candidate_metrics, champion_metrics):
                 return record
@@ -290,6 +300,13 @@ class Pipeline:
             record["run_id"] = run.id
             self._save(record)
             outcome = self.federated(fed, scored, names, self.code_dir or Path.cwd())
+            for site, held in outcome.sites.items():  # the rows stay there: their ids only
+                for role in ("train", "holdout"):
+                    if held.get(f"{role}_sha256"):
+                        run.record_dataset(f"{site}/{role}", f"site {site}", {
+                            "sha256": held[f"{role}_sha256"], "rows": held.get(f"{role}_rows"),
+                            "columns": held.get("columns"),
+                        })  # fmt: skip
             for r in outcome.rounds:
                 run.log_metrics(
                     {f"federated_{k}": r[k] for k in ("accuracy", "auc", "loss") if r.get(k) is not None},
@@ -401,17 +418,42 @@ class Pipeline:
         task: str,
         classes: list[Any] | None,
         threshold: float | None,
+        holdout: pd.DataFrame,
     ) -> dict[str, float]:
-        """Holdout metrics of the candidate on the runtime that would serve it."""
+        """Holdout metrics of the candidate on the runtime that would serve it (with the gaps
+        between the groups of each declared fairness attribute, for a binary classifier)."""
         folder = Path(tempfile.mkdtemp(prefix="shipyard-candidate-"))
         try:
             packaged = package(model, sig, sig.validate_frame(sample.iloc[:1000]), folder / "model")
             predictor = load_predictor(
                 folder / "model", packaged.info, packaged.runtime, packaged.onnx
             )
-            return holdout_metrics(predictor, columns, truth, task, classes, threshold)
+            scored = holdout_metrics(predictor, columns, truth, task, classes, threshold)
+            if task == "binary":
+                scored.update(
+                    self._fairness(predictor, columns, holdout, truth, classes, threshold)
+                )
+            return scored
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _fairness(
+        self,
+        predictor: Any,
+        columns: Any,
+        holdout: pd.DataFrame,
+        truth: np.ndarray,
+        classes: list[Any] | None,
+        threshold: float | None,
+    ) -> dict[str, float]:
+        """The fairness gaps (`fairness_gap(attribute)`, ...) of a binary classifier's answers
+        on the holdout, for the attributes `fairness:` declares; {} when none is declared."""
+        if self.spec.fairness is None:
+            return {}
+        positive = classes[1] if classes else 1
+        actual, flagged = binary_outcomes(predictor.predict(columns), truth, positive, threshold)
+        frame = {c: holdout[c].to_numpy() for c in holdout.columns}
+        return flat_metrics(fairness_metrics(self.spec.fairness, frame, actual, flagged))
 
     # -- step 6 ---------------------------------------------------------------------------------
 

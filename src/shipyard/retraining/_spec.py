@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shipyard.core.durations import parse_duration
 from shipyard.core.errors import ConfigurationError, InvalidInput, UserCodeFailed
 from shipyard.core.project import read_project_file
+from shipyard.monitoring import FairnessSpec
 
 __all__ = [
     "FEDERATED_METRICS",
@@ -49,6 +50,7 @@ __all__ = [
     "RolloutSpec",
     "load_specs",
     "parse_duration",
+    "training_function",
 ]
 
 
@@ -96,6 +98,12 @@ class DataSpec(_Strict):
         description="the columns the model takes; default the serving version's signature. "
         "With source `features`, `view:feature` names a feature-store feature and a plain name "
         "a column of the entity rows",
+    )
+
+    key: list[str] | None = Field(
+        default=None,
+        description="the column(s) that identify a row (e.g. `[transaction_id]`), so `shipyard "
+        "data diff` tells rows added, removed and changed between two training sets",
     )
 
     @model_validator(mode="after")
@@ -295,6 +303,14 @@ class RetrainSpec(_Strict):
     params: dict[str, Any] = Field(
         default_factory=dict, description="passed to the training function; recorded on the run"
     )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="Python's, numpy's and PyTorch's global random generators start from it "
+        "before training, and it is recorded on the run, so `shipyard reproduce` trains the "
+        "same way",
+    )
     data: DataSpec = Field(
         default_factory=DataSpec, description="where the training rows come from"
     )
@@ -315,6 +331,13 @@ class RetrainSpec(_Strict):
     )
     cooldown: str = Field(default="6h", description="least time between two automatic retrains")
     max_per_day: int = Field(default=2, ge=1, description="most automatic retrains in 24 hours")
+    fairness: FairnessSpec | None = Field(
+        default=None,
+        description="sensitive attributes whose groups' outcomes are compared (`attributes`: a "
+        "column, or `{name, column, edges}` bands of a numeric one; `min_group_rows`): per-group "
+        "metrics in monitoring and the model card, and gates such as "
+        "`fairness_gap(customer_age_band) <= 0.05`",
+    )
     threshold_share: float | None = Field(
         default=None,
         gt=0,
@@ -337,6 +360,16 @@ class RetrainSpec(_Strict):
     def _how(self) -> RetrainSpec:
         if (self.train is None) == (self.federated is None):
             raise ValueError("say how the model trains: train (module:function) or federated")
+        from shipyard.retraining._gates import parse_gate
+
+        declared = {a.name for a in self.fairness.attributes} if self.fairness else set()
+        for gate in self.gates:
+            attribute = parse_gate(gate).attribute
+            if attribute is not None and attribute not in declared:
+                raise ValueError(
+                    f"gate {gate!r}: declare {attribute} under fairness.attributes (a column of "
+                    "the training data, or bands of one)"
+                )
         if self.federated is not None:
             local = sorted({"data", "holdout", "threshold_share", "params"} & self.model_fields_set)
             if local:
@@ -344,8 +377,6 @@ class RetrainSpec(_Strict):
                     f"a federated model's rows stay at the sites: drop {', '.join(local)} (each "
                     "site holds out --holdout of its rows and scores the candidate there)"
                 )
-            from shipyard.retraining._gates import parse_gate
-
             for gate in self.gates:
                 if parse_gate(gate).metric not in FEDERATED_METRICS:
                     raise ValueError(
@@ -379,22 +410,30 @@ class RetrainSpec(_Strict):
             raise ConfigurationError(
                 f"{self.name} is trained federated; it has no training function"
             )
-        module_name, _, function = self.train.partition(":")
-        if code_dir is not None and str(code_dir) not in sys.path:
-            sys.path.insert(0, str(code_dir))
-        try:
-            module = _fresh_module(module_name, code_dir) or importlib.import_module(module_name)
-        except ImportError as error:
-            raise ConfigurationError(
-                f"cannot import the training module {module_name!r} of {self.name} ({error}); run from the "
-                "folder that holds it or put it on PYTHONPATH"
-            ) from None
-        target = getattr(module, function, None)
-        if not callable(target):
-            raise ConfigurationError(
-                f"{module_name} has no function {function!r} (train: {self.train})"
-            )
-        return target  # type: ignore[no-any-return]
+        return training_function(self.train, code_dir, self.name)
+
+
+def training_function(target: str, code_dir: Path | None, model: str) -> Callable[..., Any]:
+    """The function `target` (`module:function`) names, its module imported from `code_dir`
+    first (afresh each time; see `RetrainSpec.entrypoint`)."""
+    module_name, _, function = target.partition(":")
+    if not module_name or not function:
+        raise ConfigurationError(
+            f"the training function of {model} must look like module:function, got {target!r}"
+        )
+    if code_dir is not None and str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
+    try:
+        module = _fresh_module(module_name, code_dir) or importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigurationError(
+            f"cannot import the training module {module_name!r} of {model} ({error}); run from the "
+            "folder that holds it or put it on PYTHONPATH"
+        ) from None
+    found = getattr(module, function, None)
+    if not callable(found):
+        raise ConfigurationError(f"{module_name} has no function {function!r} (train: {target})")
+    return found  # type: ignore[no-any-return]
 
 
 def _fresh_module(name: str, code_dir: Path | None) -> Any:
@@ -449,9 +488,10 @@ def _specs(raw: Any, source: Path) -> dict[str, RetrainSpec]:
     for name, body in models.items():
         if body is not None and not isinstance(body, dict):
             raise ConfigurationError(f"{source}: model {name!r} must be a mapping of settings")
-        body = {k: v for k, v in (body or {}).items() if k != "kpis"}  # monitoring's, not ours
-        if not body:
-            continue  # a model with KPIs only: nothing to retrain
+        # KPIs are monitoring's and the model card's text is the card's, not ours
+        body = {k: v for k, v in (body or {}).items() if k not in ("kpis", "card")}
+        if not set(body) - {"fairness"}:
+            continue  # a model with KPIs, fairness or a card only: nothing to retrain
         try:
             specs[name] = RetrainSpec(name=name, **body)
         except ValidationError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -25,6 +26,7 @@ __all__ = [
     "aliases",
     "api_keys",
     "audit_events",
+    "data_versions",
     "deployments",
     "event_alert_cooldowns",
     "event_alerts",
@@ -232,7 +234,27 @@ runs = Table(
     Column("artifacts", Json, nullable=False, default=dict),  # path -> {sha256, size, stored_at}
     Column("created_by", String(256), nullable=False),
     Column("error", Text, nullable=True),
+    # Python, the ML packages' versions, the code folder and the seed (to reproduce the run)
+    Column("environment", Json, nullable=True),
     Index("ix_runs_experiment_started_at", "experiment", "started_at"),
+)
+
+# snapshots of the data sets runs logged (training and holdout sets), content-addressed: the id
+# is the SHA-256 of the data's Arrow IPC form, so the same data is stored once however often
+# it is logged; the Parquet file lives at `path` in the artifact store
+data_versions = Table(
+    "data_versions",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("rows", Integer, nullable=False),
+    Column("schema", Json, nullable=False),  # [{name, type}] in column order (Arrow types)
+    Column("profile", Json, nullable=False),
+    Column("key", Json, nullable=True),  # the columns that identify a row, when declared
+    Column("path", String(512), nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(256), nullable=False),
 )
 
 run_metrics = Table(

@@ -1,7 +1,26 @@
-"""Experiment tracking: runs with params, metrics, data fingerprints, code version, artifacts."""
+"""Experiment tracking: runs with params, metrics, data versions, code version, artifacts."""
 
 from __future__ import annotations
 
-from shipyard.tracking._run import Run, RunRecord, Tracker, active_run, git_state
+from shipyard.tracking._datasets import DataVersion, DataVersions
+from shipyard.tracking._run import (
+    Run,
+    RunRecord,
+    Tracker,
+    active_run,
+    environment,
+    git_state,
+    seed_everything,
+)
 
-__all__ = ["Run", "RunRecord", "Tracker", "active_run", "git_state"]
+__all__ = [
+    "DataVersion",
+    "DataVersions",
+    "Run",
+    "RunRecord",
+    "Tracker",
+    "active_run",
+    "environment",
+    "git_state",
+    "seed_everything",
+]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextvars
 import math
+import platform
 import subprocess
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,8 +27,18 @@ from sqlalchemy import insert, select, update
 from shipyard.core import fingerprint, new_id
 from shipyard.core.errors import InvalidInput, NotFound
 from shipyard.store import ArtifactStore, Database, tables, utcnow
+from shipyard.tracking._datasets import SNAPSHOT_SUFFIXES, DataVersions
 
-__all__ = ["Run", "RunRecord", "Tracker", "active_run", "git_state"]
+__all__ = [
+    "ML_PACKAGES",
+    "Run",
+    "RunRecord",
+    "Tracker",
+    "active_run",
+    "environment",
+    "git_state",
+    "seed_everything",
+]
 
 R, M = tables.runs, tables.run_metrics
 _ACTIVE: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
@@ -63,6 +74,47 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
     }
 
 
+# the packages whose versions decide what a training run produces, recorded when installed
+ML_PACKAGES = (
+    "shipyard", "numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "xgboost", "torch",
+    "pyarrow", "onnx", "onnxruntime", "skl2onnx", "mlflow", "flwr", "fairlearn",
+)  # fmt: skip
+
+
+def environment(code_dir: Path | None = None, seed: int | None = None) -> dict[str, Any]:
+    """What a run trains with besides its code and data: Python, the ML packages' versions,
+    the folder its training code was imported from, and the seed its RNGs started from."""
+    from importlib import metadata
+
+    packages = {}
+    for name in ML_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "packages": packages,
+        "code_dir": str(code_dir.resolve()) if code_dir is not None else None,
+        "seed": seed,
+    }
+
+
+def seed_everything(seed: int) -> None:
+    """Start Python's, numpy's global and (when imported) PyTorch's RNGs from `seed`, so
+    training code that draws from them draws the same numbers when run again."""
+    import random
+    import sys
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """A stored run."""
@@ -82,6 +134,7 @@ class RunRecord:
     artifacts: dict[str, Any]
     created_by: str
     error: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +153,7 @@ class RunRecord:
             "artifacts": self.artifacts,
             "created_by": self.created_by,
             "error": self.error,
+            "environment": self.environment,
         }
 
 
@@ -152,11 +206,62 @@ class Run:
             )
         self.tracker._log_metrics(self.id, rows)
 
-    def log_dataset(self, name: str, data: Any) -> dict[str, Any]:
-        """Fingerprint a data set (frame, Arrow table or path) and record it under `name`."""
-        print_ = fingerprint(data)
-        self.tracker._merge(self.id, "datasets", {name: print_})
-        return print_
+    def log_dataset(
+        self,
+        name: str,
+        data: Any,
+        *,
+        key: Sequence[str] | str | None = None,
+        label: str | None = None,
+        snapshot: bool = True,
+    ) -> dict[str, Any]:
+        """Record the data set `name` (`train`, `holdout`, ...) this run used.
+
+        In-memory data (a frame, Arrow table, records) and Parquet or CSV files are snapshotted
+        as a data version (stored once per content; `shipyard data list`), so the run can be
+        made again from the same rows; other paths (folders) are fingerprinted only.
+
+        Args:
+            key: the column(s) that identify a row, so `shipyard data diff` can tell rows
+                added, removed and changed.
+            label: the column with the true outcome, so `shipyard reproduce` can score a
+                model made again on this data beside the original.
+            snapshot: False to fingerprint only (data that must not be copied).
+        """
+        if not snapshot or (
+            isinstance(data, str | Path) and Path(data).suffix.lower() not in SNAPSHOT_SUFFIXES
+        ):
+            entry = fingerprint(data)
+        else:
+            version = self.tracker.data.snapshot(data, key=key)
+            if label is not None and label not in version.columns:
+                raise InvalidInput(
+                    f"the label {label!r} is not a column of {name} "
+                    f"({', '.join(version.columns[:20])})"
+                )
+            entry = {
+                "sha256": version.sha256,
+                "rows": version.rows,
+                "columns": version.columns,
+                "source": str(Path(data).resolve())
+                if isinstance(data, str | Path)
+                else "in-memory",
+                "snapshot": version.path,
+                "key": ([key] if isinstance(key, str) else list(key)) if key else version.key,
+                "label": label,
+            }
+        self.tracker._merge(self.id, "datasets", {name: entry})
+        return entry
+
+    def record_dataset(self, name: str, held_by: str, print_: Mapping[str, Any]) -> None:
+        """Record a data set this run used that stays where it is (a federated site's rows):
+        its id as a data version there (`sha256`), rows and columns; nothing is copied."""
+        entry = {**print_, "source": held_by, "snapshot": None, "kept_by": held_by}
+        self.tracker._merge(self.id, "datasets", {name: entry})
+
+    def datasets(self) -> dict[str, Any]:
+        """The data sets logged so far, by name."""
+        return self.tracker.get(self.id).datasets
 
     def log_artifact(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
         """Copy a file into the artifact store under this run, with its SHA-256."""
@@ -178,6 +283,7 @@ class Tracker:
         self.database = database
         self.artifacts = artifacts
         self.actor = actor
+        self.data = DataVersions(database, artifacts, actor=actor)
 
     @contextmanager
     def start_run(
@@ -189,8 +295,17 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         entrypoint: str = "",
         code_dir: Path | None = None,
+        seed: int | None = None,
     ) -> Iterator[Run]:
-        """Open a run; it is finished when the block ends, failed (with the error) if it raises."""
+        """Open a run; it is finished when the block ends, failed (with the error) if it raises.
+
+        Args:
+            entrypoint: the training function as `module:function` (called with the training
+                frame and the params), so `shipyard reproduce` can run it again.
+            code_dir: the folder its module is imported from (default: the working folder).
+            seed: seeds Python's, numpy's and PyTorch's global RNGs now (`seed_everything`),
+                and is recorded so a reproduction starts them the same way.
+        """
         if not experiment or not isinstance(experiment, str):
             raise InvalidInput("a run needs an experiment name, e.g. start_run(experiment='fraud')")
         run_id = new_id()
@@ -201,9 +316,11 @@ class Tracker:
                     params={str(k): _json_value(v) for k, v in (params or {}).items()},
                     tags={str(k): _json_value(v) for k, v in (tags or {}).items()},
                     metrics={}, git=git_state(code_dir), entrypoint=entrypoint, datasets={}, artifacts={},
-                    created_by=self.actor,
+                    created_by=self.actor, environment=environment(code_dir or Path.cwd(), seed),
                 )
             )  # fmt: skip
+        if seed is not None:
+            seed_everything(seed)
         run = Run(run_id, experiment, self)
         token = _ACTIVE.set(run)
         try:
@@ -304,5 +421,5 @@ def _record(row: Any) -> RunRecord:
         id=row.id, experiment=row.experiment, name=row.name, status=row.status, started_at=started,
         ended_at=aware(row.ended_at), params=row.params or {}, tags=row.tags or {}, metrics=row.metrics or {},
         git=row.git or {}, entrypoint=row.entrypoint, datasets=row.datasets or {}, artifacts=row.artifacts or {},
-        created_by=row.created_by, error=row.error,
+        created_by=row.created_by, error=row.error, environment=row.environment or {},
     )  # fmt: skip
