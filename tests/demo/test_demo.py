@@ -107,6 +107,7 @@ def test_the_demo_s_champion_is_made_again_exactly_and_the_installation_is_level
     page = governance.card.read_text()
     assert page.lower().lstrip().startswith("<!doctype html>")
     assert "customer_age_band" in page  # per-group metrics: the demo declares the attribute
+    assert "payments-risk@example.com" in page  # the card's text from the project file
     assert governance.maturity == 3
     assert governance.unmet == []
     text = " ".join(demo_run.text.split())

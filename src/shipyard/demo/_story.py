@@ -64,13 +64,23 @@ FAIRNESS = {
 }
 
 
+# what the team writes on the model card (the rest of the card comes from the records)
+CARD = {
+    "owner": "payments-risk@example.com",
+    "intended_use": "flag card transactions for a fraud analyst to review before authorisation",
+    "out_of_scope": "declining a payment without a person's review",
+    "limitations": ["trained on synthetic transactions; retrain on your own before any real use"],
+}
+
+
 def project_file() -> str:
-    """The demo's shipyard.yaml: how the model retrains (`SPEC`), its KPIs and the groups its
-    fairness is measured over, as a team would declare them beside the model."""
+    """The demo's shipyard.yaml: how the model retrains (`SPEC`), its KPIs, the groups its
+    fairness is measured over and its model card's text, as a team would declare them beside
+    the model."""
     import yaml
 
     spec = SPEC(MODEL).model_dump(mode="json", exclude_defaults=True, exclude={"name"})
-    body = {"models": {MODEL: {**spec, "kpis": KPIS, "fairness": FAIRNESS}}}
+    body = {"models": {MODEL: {**spec, "kpis": KPIS, "fairness": FAIRNESS, "card": CARD}}}
     header = (
         "# what the demo declares beside its model; `shipyard server`, the worker and\n"
         "# `shipyard pipeline run` read it (SHIPYARD_CONFIG points at this file)\n"
