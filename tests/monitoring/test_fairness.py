@@ -19,6 +19,7 @@ from shipyard.core import Settings
 from shipyard.core import errors as e
 from shipyard.logstore import LogReader, LogWriter
 from shipyard.monitoring import (
+    AlertManager,
     Attribute,
     FairnessSpec,
     Monitor,
@@ -249,3 +250,19 @@ def test_monitoring_measures_the_gaps_and_a_rule_fires_on_them(
     assert alert["status"] == "firing"
     assert alert["value"] == pytest.approx(found["fairness_gap"])
     assert found["fairness_gap"] > 0.1
+
+
+def test_a_fairness_rule_must_name_a_declared_attribute(settings: Settings) -> None:
+    data = transactions(300)
+    model = LogisticRegression(max_iter=500).fit(data[FEATURES], data["is_fraud"])
+    declared = {"fraud": FairnessSpec.model_validate({"attributes": [AGE_BANDS]})}
+    with Registry.from_settings(settings) as registry:
+        registry.register(model, name="fraud", sample=data[FEATURES].head(50))
+        registry.register(model, name="other", sample=data[FEATURES].head(50))
+        manager = AlertManager(registry.database, fairness=declared)
+        with pytest.raises(e.InvalidInput, match="declared: customer_age_band"):
+            manager.add_rule("fraud", "fairness_gap(gender) > 0.1")
+        with pytest.raises(e.InvalidInput, match="other declares no sensitive attributes"):
+            manager.add_rule("other", "fairness_gap(customer_age_band) > 0.1")
+        rule = manager.add_rule("fraud", "fairness_gap(customer_age_band) > 0.1")
+        assert rule["expression"] == "fairness_gap(customer_age_band) > 0.1"

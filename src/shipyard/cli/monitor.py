@@ -12,7 +12,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from shipyard.cli._common import console, emit_json, json_flag, open_registry, settings
-from shipyard.core.errors import InvalidInput
 from shipyard.monitoring import AlertManager, Monitor, render_html
 
 if TYPE_CHECKING:
@@ -241,7 +240,12 @@ def _show(report: ReportRecord, html: Path | None, as_json: bool) -> None:
 
 def _alerts(ctx: typer.Context) -> tuple[Any, AlertManager]:
     registry = open_registry(ctx)
-    return registry, AlertManager(registry.database, actor=settings(ctx).actor)
+    from shipyard.monitoring import load_fairness
+
+    config = settings(ctx).config
+    return registry, AlertManager(
+        registry.database, actor=settings(ctx).actor, fairness=load_fairness(config)
+    )
 
 
 @app.command("alerts")
@@ -299,7 +303,6 @@ def rule_add(
     as_json: bool = json_flag("the new rule"),
 ) -> None:
     """Add an alert rule to NAME; it is evaluated after every monitoring run."""
-    _check_attribute(ctx, name, expression)
     registry, manager = _alerts(ctx)
     with registry:
         registry.get_model(name)
@@ -310,23 +313,6 @@ def rule_add(
     console.print(
         f"[green]added[/] rule {rule['id']} to {name}: {rule['expression']} ({rule['severity']})"
     )
-
-
-def _check_attribute(ctx: typer.Context, name: str, expression: str) -> None:
-    """A fairness rule names an attribute the project file declares for the model (else the
-    monitor never measures it and the rule could never fire)."""
-    from shipyard.monitoring import FAIRNESS_METRICS, load_fairness, parse_rule
-
-    rule = parse_rule(expression)
-    if rule.metric not in FAIRNESS_METRICS:
-        return
-    declared = load_fairness(settings(ctx).config).get(name)
-    if declared is None:
-        raise InvalidInput(
-            f"{rule.metric} compares groups of a sensitive attribute; declare {name}'s under "
-            f"models.{name}.fairness.attributes in shipyard.yaml first"
-        )
-    declared.attribute(str(rule.feature))
 
 
 @app.command("rule-remove")

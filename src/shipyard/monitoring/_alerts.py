@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from shipyard.core.errors import InvalidInput, ModelNotFound, NotFound
 from shipyard.core.retry import RetryPolicy
 from shipyard.core.values import jsonable
 from shipyard.monitoring import _repository as repo
+from shipyard.monitoring._fairness import FAIRNESS_METRICS, FairnessSpec
 from shipyard.monitoring._report import Alert, AlertRule, Delivery, VersionSummary
 from shipyard.monitoring._rules import VIEW_METRICS, Rule, check_task, metric_value, parse_rule
 from shipyard.store import Database, JobQueue, record_audit, utcnow
@@ -59,14 +60,27 @@ class AlertManager:
         post: Callable[..., Any] | None = None,
         retry: RetryPolicy = WEBHOOK_RETRY,
         clock: Callable[[], datetime] = utcnow,
+        fairness: Mapping[str, FairnessSpec] | None = None,
     ) -> None:
         self.database = database
+        # each model's declared sensitive attributes: a fairness rule must name one of them,
+        # else the monitor never measures it and the rule could never fire
+        self.fairness = dict(fairness or {})
         self.actor = actor
         self.webhooks = list(webhooks or [])
         self._post = post
         self.retry = retry
         self.clock = clock
         self._rng = random.Random()
+
+    def _check_attribute(self, model: str, attribute: str) -> None:
+        declared = self.fairness.get(model)
+        if declared is None:
+            raise InvalidInput(
+                f"{model} declares no sensitive attributes to compare groups of; declare "
+                f"{attribute} under models.{model}.fairness.attributes in shipyard.yaml first"
+            )
+        declared.attribute(attribute)
 
     def acting_as(self, actor: str) -> AlertManager:
         """The same manager, recording `actor` on the rules it changes."""
@@ -98,6 +112,8 @@ class AlertManager:
                     "(shipyard models list)"
                 )
             check_task(rule, repo.model_tasks(conn, model))
+            if rule.metric in FAIRNESS_METRICS:
+                self._check_attribute(model, str(rule.feature))
             if rule.metric in VIEW_METRICS and not repo.feature_view_exists(
                 conn, str(rule.feature)
             ):

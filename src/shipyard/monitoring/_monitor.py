@@ -107,10 +107,12 @@ class Monitor:
         """A monitor over `settings`' logs; `concurrency` caps runs at once (servers: a run
         uses one DuckDB thread and at most that many run, so reports never starve predictions)."""
         webhooks = [u.strip() for u in (settings.alert_webhooks or "").split(",") if u.strip()]
-        manager = AlertManager(registry.database, actor=settings.actor, webhooks=webhooks)
+        fairness = load_fairness(settings.config)
+        manager = AlertManager(
+            registry.database, actor=settings.actor, webhooks=webhooks, fairness=fairness
+        )
         reader = LogReader(registry.artifacts, threads=1 if concurrency else None)
         kpis = load_kpis(settings.config)
-        fairness = load_fairness(settings.config)
         return cls(registry, reader, manager, concurrency=concurrency, kpis=kpis, fairness=fairness)
 
     # -- the run --------------------------------------------------------------------------------
