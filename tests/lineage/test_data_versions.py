@@ -179,6 +179,17 @@ def test_a_key_that_repeats_or_is_missing_is_refused(stores: tuple[Registry, Tra
         )
 
 
+def test_data_that_cannot_be_one_typed_column_is_refused_naming_it(
+    stores: tuple[Registry, Tracker],
+) -> None:
+    _, tracker = stores
+    data = frame(20)
+    data["merchant"] = [7 if i % 2 else "m-7" for i in range(20)]  # numbers and text mixed
+    with pytest.raises(e.InvalidInput, match="column 'merchant' cannot be stored as one typed"):
+        tracker.data.snapshot(data)
+    assert tracker.data.list_versions() == []
+
+
 def test_a_snapshot_changed_on_disk_is_refused_when_read(stores: tuple[Registry, Tracker]) -> None:
     registry, tracker = stores
     version = tracker.data.snapshot(frame(50))

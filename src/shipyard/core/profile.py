@@ -9,6 +9,7 @@ any library version.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,15 @@ def as_arrow(data: Any) -> Any:
     from shipyard.core.signature import _to_frame
 
     frame = _to_frame(data, pd)
-    return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        found = re.search(r"column (\S+) with type", str(error))
+        where = f"column {found.group(1)!r}" if found else "a column"
+        raise InvalidInput(
+            f"{where} cannot be stored as one typed column ({error.args[0] if error.args else error}); "
+            "give each column one type (numbers, text, booleans or timestamps)"
+        ) from None
 
 
 def table_sha256(table: Any) -> str:

@@ -204,8 +204,8 @@ def _drift(left: Any, right: Any, columns: list[str]) -> dict[str, Any]:
         for c in columns
         if left[c].notna().any()
         and right[c].notna().any()
-        and (left[c].dtype.kind in "biuf" or left[c].dtype == object)
-        and left[c].dtype.kind == right[c].dtype.kind
+        and _family(left[c]) is not None
+        and _family(left[c]) == _family(right[c])
     ]
     if not usable:
         return {}
@@ -217,6 +217,20 @@ def _drift(left: Any, right: Any, columns: list[str]) -> dict[str, Any]:
         }
         for name, c in report.columns.items()
     }  # fmt: skip
+
+
+def _family(column: Any) -> str | None:
+    """`numeric` or `categorical` for a column a drift test reads; None for times and the rest."""
+    import pandas as pd
+
+    kind = column.dtype
+    if pd.api.types.is_bool_dtype(kind) or isinstance(kind, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(kind):
+        return "numeric"
+    if pd.api.types.is_string_dtype(kind) or pd.api.types.is_object_dtype(kind):
+        return "categorical"
+    return None
 
 
 def _even(frame: Any) -> Any:
