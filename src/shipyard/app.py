@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -314,6 +315,31 @@ async def _update_gauges(services: Services) -> None:
         await asyncio.sleep(1.0)
 
 
+def _drain_on_sigterm(service: PredictionService, seconds: float) -> None:
+    """SIGTERM first takes the server out of rotation: readiness answers 503 for `seconds`
+    while requests are still answered, so a balancer (or Kubernetes, which sends SIGTERM as it
+    removes the pod from its Service) stops sending new ones. Then uvicorn's own shutdown runs:
+    it stops accepting and lets the requests in flight finish. A second SIGTERM skips the wait.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        return
+    stop = signal.getsignal(signal.SIGTERM)  # uvicorn's: set while it serves
+    if not callable(stop):
+        return
+
+    def on_sigterm(sig: int, frame: Any) -> None:
+        if service.draining:
+            stop(sig, frame)
+            return
+        service.draining = True
+        log.info("SIGTERM: not ready for %.3g s while still answering, then stopping", seconds)
+        timer = threading.Timer(seconds, stop, args=(sig, None))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def _leave_with_supervisor() -> None:
     """A worker of `shipyard server --workers N` drains and exits if its supervisor dies."""
     supervisor = os.environ.get("SHIPYARD_SUPERVISOR_PID", "")
@@ -467,6 +493,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             await grpc_server.start()
         _leave_with_supervisor()
+        _drain_on_sigterm(services.predictions, settings.drain_seconds)
         # everything loaded so far (libraries, models) lives as long as the server: moving it out
         # of the collector's view keeps full collections short, and with them the tail latency
         gc.collect()

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
         ge=0,
         description="how often a server re-reads deployments, aliases and API keys",
     )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, how long the server keeps answering while its readiness "
+        "(`/v2/health/ready`) says 503, so a load balancer or Kubernetes takes it out of rotation "
+        "before it stops accepting; then the requests in flight finish. 0: stop accepting at "
+        "once (a second SIGTERM always does)",
+    )
     max_stale_seconds: float = Field(
         default=300.0,
         gt=0,

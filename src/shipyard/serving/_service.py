@@ -116,6 +116,7 @@ class PredictionService:
             max_cold_bytes=settings.max_cold_bytes,
         )
         self.started = False
+        self.draining = False  # SIGTERM came: out of rotation, still answering (`drain_seconds`)
         self._plans_at: float | None = None
         self._unreachable_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -321,6 +322,8 @@ class PredictionService:
         degraded: list[str] = []
         if not self.started:
             problems.append("starting up")
+        if self.draining:
+            problems.append("draining: the server was told to stop (SIGTERM)")
         problems += self.problems
         missing = [
             f"{name}:{v.version} is not loaded"
