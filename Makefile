@@ -40,6 +40,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests scripts $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_deploy.py
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix src tests scripts $(wildcard bench)
