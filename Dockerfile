@@ -28,8 +28,8 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="shipyard" \
       org.opencontainers.image.description="Take a trained model from the lab to production and keep it healthy there." \
       org.opencontainers.image.licenses="Apache-2.0"
-# tini runs as PID 1 and passes SIGTERM on: the kernel ignores a signal PID 1 has no handler
-# for, and `shipyard worker` has none (the server and the stream consumer drain on it).
+# tini runs as PID 1, passes SIGTERM on and reaps what exits: the kernel ignores a signal PID 1
+# has no handler for (the server drains on SIGTERM, the worker finishes the job in hand).
 # libgomp1 is the OpenMP runtime LightGBM's wheel links against (the lightgbm extra).
 # Versions are not pinned: the base image's Debian release fixes them, and its point
 # releases carry security fixes that a pin would hold back.

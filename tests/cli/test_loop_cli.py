@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,27 @@ def test_a_broken_config_is_a_configuration_error(home: Path, tmp_path: Path) ->
     result = shipyard(home, "pipeline", "run", "fraud-detector", "--config", str(bad))
     assert result.returncode == 7
     assert "train must look like module:function" in result.stderr
+
+
+def test_a_worker_told_to_stop_finishes_and_exits_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (a pod being stopped) ends `shipyard worker` between jobs, with exit code 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(SHIPYARD_HOME=str(tmp_path / "home"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", "worker", "--poll", "0.1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        line = worker.stdout.readline()  # the worker says it runs once it is ready
+        assert "running" in line, line + worker.stderr.read() if worker.stderr else line
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, err
+    assert "SIGTERM: finishing the job in hand, then stopping" in err
+    assert "stopped" in out
+    assert "Traceback" not in err

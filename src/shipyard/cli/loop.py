@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -213,14 +216,29 @@ def worker(
                 f"ran {len(done)} job(s): " + ", ".join(f"{j.id} {j.kind} {j.status}" for j in done)
             )
             return
+        stop = _stop_on_sigterm()  # before it says it runs: a stop from then on is heard
         console.print(
             f"worker {runner.name} running ({len(specs)} model(s) with a retraining spec, "
             f"{len(batch_jobs)} scheduled batch job(s)); Ctrl-C to stop"
         )
-        try:
-            runner.run_forever(poll=poll)
-        except KeyboardInterrupt:
-            console.print("stopped")
+        with contextlib.suppress(KeyboardInterrupt):
+            runner.run_forever(poll=poll, stop=stop)
+        console.print("stopped")
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """SIGTERM (Kubernetes stopping the pod) lets the job in hand finish, so its lease is not
+    left to run out before another worker may retry it; a second SIGTERM stops at once."""
+    stop = threading.Event()
+
+    def on_sigterm(sig: int, frame: Any) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + sig)
+        stop.set()
+        err_console.print("SIGTERM: finishing the job in hand, then stopping")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return stop
 
 
 @jobs_app.command("list")
