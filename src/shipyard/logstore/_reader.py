@@ -86,12 +86,16 @@ class LogReader:
             relation.create_view(name, replace=True)
         else:
             paths = [self.store._full(f) for f in files]
-            dataset = ds.dataset(paths, filesystem=self.store.fs, format="parquet")
-            # a dataset takes the first file's schema; segments differ (features, outputs)
-            schema = pa.unify_schemas(
-                [f.physical_schema for f in dataset.get_fragments()], promote_options="permissive"
-            )
-            dataset = ds.dataset(paths, filesystem=self.store.fs, format="parquet", schema=schema)
+            with self.store.failures_explained(f"read {len(paths)} log segments"):
+                dataset = ds.dataset(paths, filesystem=self.store.fs, format="parquet")
+                # a dataset takes the first file's schema; segments differ (features, outputs)
+                schema = pa.unify_schemas(
+                    [f.physical_schema for f in dataset.get_fragments()],
+                    promote_options="permissive",
+                )
+                dataset = ds.dataset(
+                    paths, filesystem=self.store.fs, format="parquet", schema=schema
+                )
             conn.register(name, dataset)
         return True
 

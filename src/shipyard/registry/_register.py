@@ -190,7 +190,13 @@ class Registering(RegistryBase):
             if run is not None and run_id in (None, run.id):
                 run.set_tag("registered", f"{name}:{version}")
         except BaseException:
-            self._discard(name, version)
+            try:
+                self._discard(name, version)
+            except Exception as cleanup:  # the store that failed the write may fail this too:
+                # the user is told why the registration failed, not why its clean-up did
+                log.warning(
+                    "could not remove the failed registration %s:%s: %s", name, version, cleanup
+                )
             raise
         if (
             run is not None
