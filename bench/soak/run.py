@@ -84,7 +84,7 @@ def _build(lab: Lab, folder: Path) -> tuple[Cluster, Any]:
         SHIPYARD_ARTIFACT_ROOT=str(artifacts), SHIPYARD_AUTO_MIGRATE="false",
     )  # fmt: skip
     replicas = [lab.host(f"r{i}") for i in (1, 2, 3)]
-    url = lab.balancer(BALANCER_PORT, replicas, REPLICA_PORT)
+    url = lab.balancer(BALANCER_PORT, replicas, REPLICA_PORT, forwards=[5432, 6379])
     cluster = Cluster(
         lab, url, replicas, {}, lab.host("ops"), settings, env, folder, {"predict": token}
     )

@@ -1,7 +1,7 @@
 """A small production on one machine: three serving replicas, each in its own network namespace
 with its own address, HAProxy in front of them, an operator's host for the CLI, all sharing
-this machine's PostgreSQL and Redis (reached through the bridge, as across a network) and one
-artifact store."""
+this machine's PostgreSQL and Redis and one S3 bucket (SeaweedFS), each reached through the
+bridge as across a network."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from shipyard.access import KeyStore
 from shipyard.core import Settings
 from shipyard.registry import Registry
 from tests.cluster.network import Host, Lab, Process, netns_unavailable
+from tests.s3.conftest import SeaweedFS, forget_s3_clients
 from tests.serving.slow_model import SlowClassifier
 
 POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL")
@@ -132,6 +133,12 @@ def _redis(lab_host: str) -> tuple[str, str]:
     return here, there
 
 
+def _port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port or 6379
+
+
 def _model(seed: int) -> tuple[Any, pd.DataFrame]:
     import numpy as np
 
@@ -151,14 +158,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "the cluster shares PostgreSQL and Redis: set SHIPYARD_TEST_POSTGRES_URL and SHIPYARD_TEST_REDIS_URL"
         )
     folder = tmp_path_factory.mktemp("cluster")
+    store = SeaweedFS(folder / "seaweedfs").start()  # one bucket every host shares
     lab = Lab.create(folder)
     drop = None
+    patch = pytest.MonkeyPatch()
     try:
         database_here, database_there, drop = _database(lab.gateway)
         redis_here, redis_there = _redis(lab.gateway)
-        artifacts = folder / "artifacts"
+        bucket = store.bucket()
+        for name, value in bucket.env.items():  # this process reads the bucket too
+            patch.setenv(name, value)
+        forget_s3_clients()
         settings = Settings(
-            home=folder / "tester", database_url=database_here, artifact_root=str(artifacts),
+            home=folder / "tester", database_url=database_here, artifact_root=bucket.root,
             redis_url=redis_here, auto_migrate=True, actor="tester",
         )  # fmt: skip
         tokens: dict[str, str] = {}
@@ -175,20 +187,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             keys = KeyStore(registry.database)
             tokens["predict"] = keys.create("predict", name="checkout")[1]
             tokens["admin"] = keys.create("admin", name="operator")[1]
-            tokens["limited"] = keys.create("predict", rate_per_second=5, burst=5, name="partner")[
-                1
-            ]
+            limited = keys.create("predict", rate_per_second=5, burst=5, name="partner")
+            tokens["limited"] = limited[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+        env.update(bucket.env)
         env.update(
+            AWS_ENDPOINT_URL=f"http://{lab.gateway}:{store.s3}",  # S3 across the bridge
             SHIPYARD_DATABASE_URL=database_there, SHIPYARD_REDIS_URL=redis_there,
-            SHIPYARD_ARTIFACT_ROOT=str(artifacts), SHIPYARD_AUTO_MIGRATE="false",
+            SHIPYARD_ARTIFACT_ROOT=bucket.root, SHIPYARD_AUTO_MIGRATE="false",
             SHIPYARD_REFRESH_SECONDS=str(REFRESH_SECONDS), SHIPYARD_ACTOR="cluster",
             SHIPYARD_DRAIN_SECONDS=str(DRAIN_SECONDS),
         )  # fmt: skip
         replicas = [lab.host(f"r{i}") for i in (1, 2, 3)]
         ops = lab.host("ops")
-        # the balancer first: it also carries the hosts' way to PostgreSQL and Redis
-        url = lab.balancer(BALANCER_PORT, replicas, REPLICA_PORT)
+        # the balancer first: it also carries the hosts' way to PostgreSQL, Redis and S3
+        url = lab.balancer(
+            BALANCER_PORT, replicas, REPLICA_PORT, forwards=[5432, _port(redis_here), store.s3]
+        )
         cluster = Cluster(lab, url, replicas, {}, ops, settings, env, folder, tokens)
         for host in replicas:
             cluster.start_server(host)
@@ -197,3 +212,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         lab.close()
         if drop is not None:
             drop()
+        store.close()
+        patch.undo()
+        forget_s3_clients()

@@ -55,8 +55,8 @@ def test_a_canary_deployed_from_another_host_reaches_every_replica_and_takes_its
                     reached[host.name] = time.monotonic() - deployed
                     break
                 key += 1
-                assert time.monotonic() - deployed < 3 * REFRESH_SECONDS + 5, (
-                    f"{host.name} never answered from the canary"
+                assert time.monotonic() - deployed < REFRESH_SECONDS + 1, (
+                    f"{host.name} did not answer from the canary within the refresh interval"
                 )
 
         # 3,000 callers through the balancer: about 10% on the canary (binomial bounds)
@@ -74,7 +74,9 @@ def test_a_canary_deployed_from_another_host_reaches_every_replica_and_takes_its
     sd = math.sqrt(3000 * 0.1 * 0.9)
     assert abs(canary - 300) <= 4.5 * sd, canary
     assert again == versions[::30]
-    assert all(seconds < 3 * REFRESH_SECONDS + 5 for seconds in reached.values()), reached
+    # each replica re-reads the deployments every REFRESH_SECONDS: the canary is there by then
+    # (the second of slack is the probing requests' own time)
+    assert all(seconds < REFRESH_SECONDS + 1 for seconds in reached.values()), reached
 
 
 def test_one_key_has_one_rate_limit_across_the_replicas(cluster: Cluster) -> None:
