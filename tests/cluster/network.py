@@ -3,11 +3,11 @@
     lab = Lab.create()                       # a bridge 10.77.N.1/24 in the root namespace
     replica = lab.host("r1")                 # a namespace with 10.77.N.11 on the bridge
     replica.spawn([...], env)                # a process that lives in it
-    lab.balancer(port, [replica, ...])       # HAProxy on 10.77.N.1:port, health-checked replicas
+    lab.balancer(port, [replica], 8000, forwards=[5432])   # HAProxy on 10.77.N.1:port
 
-The machine's PostgreSQL and Redis listen on 127.0.0.1 only; HAProxy forwards the bridge
-address's 5432 and 6379 to them, so every host reaches the same database and Redis the way it
-would reach them across a real network (`lab.postgres_url`, `lab.redis_url`).
+The machine's PostgreSQL, Redis and the tests' S3 (SeaweedFS) listen on 127.0.0.1 only;
+HAProxy forwards the same ports on the bridge address to them (`forwards`), so every host
+reaches the same database, Redis and bucket the way it would across a real network.
 """
 
 from __future__ import annotations
@@ -162,12 +162,24 @@ class Lab:
         return host
 
     def balancer(
-        self, port: int, replicas: Sequence[Host], replica_port: int, *, check_ms: int = 300
+        self,
+        port: int,
+        replicas: Sequence[Host],
+        replica_port: int,
+        *,
+        forwards: Sequence[int] = (),
+        check_ms: int = 300,
     ) -> str:
         """HAProxy on the gateway: round-robin over the replicas that answer their readiness
-        check, plus the database and Redis forwards. Returns the balancer's URL."""
+        check, plus a TCP forward of each port in `forwards` to the same port on 127.0.0.1 (the
+        machine's PostgreSQL, Redis, S3). Returns the balancer's URL."""
         assert HAPROXY is not None
         servers = "\n".join(f"  server {h.name} {h.address}:{replica_port} check" for h in replicas)
+        tcp = "".join(
+            f"listen forward{forward}\n  mode tcp\n  bind {self.gateway}:{forward}\n"
+            f"  timeout client 1h\n  timeout server 1h\n  server local 127.0.0.1:{forward}\n"
+            for forward in forwards
+        )
         config = self.folder / "haproxy.cfg"
         config.write_text(
             f"""global
@@ -188,19 +200,7 @@ backend replicas
   http-check expect status 200
   default-server inter {check_ms}ms fastinter {check_ms}ms fall 2 rise 2
 {servers}
-listen postgres
-  mode tcp
-  bind {self.gateway}:5432
-  timeout client 1h
-  timeout server 1h
-  server pg 127.0.0.1:5432
-listen redis
-  mode tcp
-  bind {self.gateway}:6379
-  timeout client 1h
-  timeout server 1h
-  server redis 127.0.0.1:6379
-"""
+{tcp}"""
         )
         log = (self.folder / "haproxy.log").open("ab")
         try:
