@@ -376,3 +376,23 @@ def test_two_workers_with_a_fast_flush_answer_thousands_of_requests_without_an_e
     assert answered == 4_000
     assert "cannot lock new spool file" not in log
     assert "this is a bug in shipyard" not in log
+
+
+def test_a_server_that_cannot_start_says_why_without_a_traceback(tmp_path: Path) -> None:
+    """The metadata database does not answer: the log says what is wrong and what to do, once,
+    and the server exits with uvicorn's start-up failure code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(
+        SHIPYARD_HOME=str(tmp_path / "home"),
+        SHIPYARD_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "shipyard", "server", "--port", str(free_port()),
+         "--log-format", "json"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    errors = [json.loads(line) for line in done.stderr.splitlines() if '"level": "error"' in line]
+    assert errors[0]["msg"].startswith("cannot start: cannot reach the metadata database at ")
+    assert "check SHIPYARD_DATABASE_URL" in errors[0]["msg"]
+    assert "Traceback" not in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,24 @@ class _PeopleFormatter(logging.Formatter):
         return f"{text}  {context}" if context else text
 
 
+class _StartupFailure(logging.Filter):
+    """Starlette reports a server that failed to start as the text of the traceback. When what
+    failed is one of shipyard's own errors (a database it cannot reach, a setting it refuses),
+    its message already says what is wrong and what to do, and the traceback adds nothing a
+    person needs: the record keeps the message alone."""
+
+    _ERROR = re.compile(r"^shipyard\.[\w.]+: (?P<message>.*)\Z", re.MULTILINE | re.DOTALL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith("Traceback (most recent call last)"):
+            found = self._ERROR.search(text)
+            if found is not None:
+                record.msg, record.args = f"cannot start: {found['message'].strip()}", ()
+                record.exc_info = None
+        return True
+
+
 def log_format_for(fmt: str) -> str:
     """`auto` is `rich` when stderr is a terminal (a person reads it), `json` otherwise."""
     if fmt == "auto":
@@ -91,6 +110,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             if fmt == "json"
             else _PeopleFormatter("%(asctime)s %(levelname)s %(_source)s: %(message)s")
         )
+    handler.addFilter(_StartupFailure())
     for name in ("shipyard", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
