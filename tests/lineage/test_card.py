@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +30,7 @@ from shipyard.monitoring import AlertManager, binary_outcomes, fairness_metrics,
 from shipyard.registry import Registry
 from shipyard.retraining import Pipeline, RetrainSpec
 from shipyard.tracking import Tracker
+from tests.lineage.cli import shipyard
 
 MODEL = "fraud-detector"
 END = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -343,19 +342,19 @@ def test_a_version_a_pipeline_made_names_its_pipeline_trigger_and_gates(
 
 def test_the_card_command(fraud: Fraud, tmp_path: Path) -> None:
     home = fraud.settings.home
-    printed = shipyard(home, fraud.project, "models", "card", f"{MODEL}:1")
+    printed = in_project(home, fraud.project, "models", "card", f"{MODEL}:1")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.startswith(f"# Model card: {MODEL}:1\n")
     assert "## Per-group metrics (fairness)" in printed.stdout
 
     markdown = tmp_path / "card.md"
-    written = shipyard(home, fraud.project, "models", "card", f"{MODEL}:production", "--out", str(markdown))  # fmt: skip
+    written = in_project(home, fraud.project, "models", "card", f"{MODEL}:production", "--out", str(markdown))  # fmt: skip
     assert written.returncode == 0, written.stderr
     assert markdown.read_text().startswith(f"# Model card: {MODEL}:1\n")
     assert str(markdown) in " ".join(written.stdout.split())
 
     page = tmp_path / "card.html"
-    as_json = shipyard(home, fraud.project, "models", "card", f"{MODEL}:1", "--out", str(page), "--json")  # fmt: skip
+    as_json = in_project(home, fraud.project, "models", "card", f"{MODEL}:1", "--out", str(page), "--json")  # fmt: skip
     assert as_json.returncode == 0, as_json.stderr
     data = json.loads(as_json.stdout)
     assert data["ref"] == f"{MODEL}:1"
@@ -367,25 +366,15 @@ def test_the_card_command(fraud: Fraud, tmp_path: Path) -> None:
         (tmp_path / "card.pdf", "name a .md (Markdown) or .html file"),
         (tmp_path / "missing" / "card.md", "does not exist"),
     ):
-        refused = shipyard(home, fraud.project, "models", "card", f"{MODEL}:1", "--out", str(bad))
+        refused = in_project(home, fraud.project, "models", "card", f"{MODEL}:1", "--out", str(bad))
         assert refused.returncode == 2
         assert says in " ".join(refused.stderr.split())
         assert "Traceback" not in refused.stderr
-    unknown = shipyard(home, fraud.project, "models", "card", f"{MODEL}:9")
+    unknown = in_project(home, fraud.project, "models", "card", f"{MODEL}:9")
     assert unknown.returncode == 3
     assert "Traceback" not in unknown.stderr
 
 
-def shipyard(home: Path, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def in_project(home: Path, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real command, in the project's folder (where it finds shipyard.yaml)."""
-    env = {**os.environ, "SHIPYARD_HOME": str(home), "COLUMNS": "200"}
-    env.pop("SHIPYARD_DATABASE_URL", None)
-    env.pop("SHIPYARD_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "shipyard", *args],
-        env=env,
-        cwd=project.parent,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return shipyard(home, *args, cwd=project.parent)

@@ -4,9 +4,6 @@ them, compared row by row, and read back exactly."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from shipyard.core import errors as e
 from shipyard.lineage import data_uses, diff_data, resolve_data
 from shipyard.registry import Registry
 from shipyard.tracking import Tracker
+from tests.lineage.cli import shipyard
 
 FEATURES = ["amount", "age"]
 
@@ -273,15 +271,3 @@ def test_the_data_commands(tmp_path: Path, sqlite_settings: Settings) -> None:
     assert short.returncode == 2
     assert "first 6+ hex characters" in short.stderr
     assert "Traceback" not in missing.stderr + bad.stderr + short.stderr
-
-
-def shipyard(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SHIPYARD_HOME": str(home), "COLUMNS": "200"}
-    env.pop("SHIPYARD_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "shipyard", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )

@@ -5,7 +5,6 @@ is named."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ from shipyard.registry import Registry
 from shipyard.retraining import Pipeline, RetrainSpec
 from shipyard.store import tables
 from shipyard.tracking import Tracker
+from tests.lineage.cli import shipyard
 
 FEATURES = ["amount", "age", "hour"]
 TRAINER = """
@@ -289,15 +289,3 @@ def test_the_reproduce_command(settings: Settings, code: Path, tmp_path: Path) -
     assert lacking.returncode == 2
     assert "registered outside a tracked run" in lacking.stderr
     assert "Traceback" not in lacking.stderr
-
-
-def shipyard(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SHIPYARD_HOME": str(home), "COLUMNS": "200"}
-    env.pop("SHIPYARD_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "shipyard", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )

@@ -73,6 +73,8 @@ class _StartupFailure(logging.Filter):
     _ERROR = re.compile(r"^shipyard\.[\w.]+: (?P<message>.*)\Z", re.MULTILINE | re.DOTALL)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:  # every other record passes untouched, unformatted
+            return True
         text = record.getMessage()
         if text.startswith("Traceback (most recent call last)"):
             found = self._ERROR.search(text)
