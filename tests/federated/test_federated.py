@@ -311,6 +311,54 @@ def test_the_server_and_the_sites_each_refuse_a_party_without_the_federation_key
     assert "Traceback" not in site_err
 
 
+def test_sites_started_before_their_server_wait_for_it_and_a_server_short_of_sites_says_so(
+    tmp_path: Path, sites: list[Path]
+) -> None:
+    """A site that starts first waits for the server (--wait), as a run whose parts start in any
+    order needs; a server that too few sites joined says how many came, not that a round failed."""
+    port = free_port()
+    members = [
+        shipyard(tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data",
+                 str(sites[i]), "--name", f"hospital-{i}", "--label", "target", "--wait", "60")
+        for i in (0, 1)
+    ]  # fmt: skip
+    for member in members:  # each has tried the address where no server listens yet
+        assert member.stderr is not None
+        assert "joining" in member.stderr.readline()
+    server = shipyard(
+        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        "2", "--rounds", "1", "--wait", "60",
+    )  # fmt: skip
+    err = settle(server, *members)
+    assert server.returncode == 0, err[-2000:]
+    assert [m.returncode for m in members] == [0, 0]
+
+    port = free_port()
+    server = shipyard(
+        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        "2", "--rounds", "1", "--wait", "3",
+    )  # fmt: skip
+    lone = shipyard(
+        tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(sites[0]),
+        "--name", "hospital-0", "--label", "target", "--wait", "60",
+    )  # fmt: skip
+    err = settle(server, lone)
+    assert server.returncode == 9, err[-2000:]
+    said = " ".join(err.split())
+    assert "1 of the 2 site(s) needed had joined within 3 s" in said, said[-1000:]
+    assert "Traceback" not in err
+
+    stranded = shipyard(
+        tmp_path, "federated", "site", "--server", f"127.0.0.1:{free_port()}", "--data",
+        str(sites[0]), "--name", "hospital-0", "--label", "target", "--wait", "2",
+    )  # fmt: skip
+    err = settle(stranded)
+    assert stranded.returncode == 9, err[-2000:]
+    said = " ".join(err.split())
+    assert "could not be reached within 2 s" in said, said[-1000:]
+    assert "give it longer with --wait" in said
+
+
 def test_under_secure_aggregation_the_server_sees_only_sums(
     tmp_path: Path, sites: list[Path]
 ) -> None:

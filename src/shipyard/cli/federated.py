@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -35,7 +36,11 @@ class _OurOwn(logging.Filter):
 
 
 def _quiet_flower(verbose: bool) -> None:
-    """Flower logs every round and a deprecation banner; shipyard reports the rounds itself."""
+    """Flower logs every round and a deprecation banner; shipyard reports the rounds itself.
+    Flower sets its logger's level when it is imported, so it is imported first."""
+    with contextlib.suppress(ImportError):
+        import flwr  # noqa: F401
+
     flower = logging.getLogger("flwr")
     flower.setLevel(logging.INFO if verbose else logging.ERROR)
     flower.addFilter(_OurOwn())

@@ -159,6 +159,7 @@ class _Run:
         self.sites: dict[str, dict[str, Any]] = {}
         self.rounds: list[dict[str, Any]] = []
         self.problem: str | None = None
+        self.short_of_sites = False  # the problem is that sites were missing, not what they sent
         self.last: list[np.ndarray] | None = None
         self.exponents = np.zeros(0)  # secure aggregation: the features' orders of magnitude
         self.champion_sign = 1.0  # -1 where the champion's positive class is the sites' other
@@ -306,6 +307,18 @@ def _strategy(flwr: Any, run: _Run) -> Any:
             if run.problem is not None:
                 return []
             pairs = super().configure_fit(server_round, parameters, client_manager)
+            if not pairs:  # fewer sites than --min-sites connected within --wait
+                joined = client_manager.num_available()
+                run.problem = (
+                    f"{joined} of the {settings.min_sites} site(s) needed had joined within "
+                    f"{settings.wait_seconds:.0f} s; start the sites (`shipyard federated site "
+                    "--server ...`), give them longer (--wait) or lower --min-sites"
+                    if server_round == 1
+                    else f"only {joined} of the {settings.min_sites} site(s) needed remained for "
+                    f"round {server_round}; the run stopped"
+                )
+                run.short_of_sites = True
+                return []
             extra = self._config(server_round)
             return [(c, FitIns(ins.parameters, {**ins.config, **extra})) for c, ins in pairs]
 
@@ -566,7 +579,7 @@ def simulate(sites: list[Site], settings: Settings, *, cpus: int = 2) -> Result:
 def _result(run: _Run) -> Result:
     settings = run.settings
     if run.problem is not None:
-        raise InvalidInput(run.problem)
+        raise (ServiceUnavailable if run.short_of_sites else InvalidInput)(run.problem)
     if run.features is None or run.last is None or len(run.last) < 3:
         raise ServiceUnavailable(
             f"fewer than {settings.min_sites} site(s) took part within {settings.wait_seconds:.0f} s; "

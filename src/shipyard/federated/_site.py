@@ -259,6 +259,7 @@ def start_site(
     `wait_seconds` (`math.inf`: until it answers); over TLS when `root_certificates` (PEM)
     say whom to trust."""
     flwr = flower()
+    _reachable(server, wait_seconds, root_certificates)
     try:
         flwr.client.start_client(
             server_address=server, client=client(site), insecure=root_certificates is None,
@@ -272,3 +273,36 @@ def start_site(
             f"the federated server at {server} could not be reached or went away "
             f"({type(error).__name__}); check the address and that it runs"
         ) from None
+
+
+def _reachable(server: str, wait_seconds: float, root_certificates: bytes | None) -> None:
+    """Wait until the server at `server` accepts a connection (over TLS, completes the
+    handshake), for `wait_seconds` at most: a site started before its server listens waits for
+    it. (Flower's own retries do not cover its gRPC stream's first connection: a site started
+    a moment too early failed at once with "could not be reached".)"""
+    import grpc
+
+    # gRPC retries a refused connection on its own, backing off 1 s, 1.6 s, 2.6 s ... by
+    # default; capped here so that a server that comes up is found within a second or two
+    options = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
+    channel = (
+        grpc.insecure_channel(server, options=options)
+        if root_certificates is None
+        else grpc.secure_channel(
+            server, grpc.ssl_channel_credentials(root_certificates), options=options
+        )
+    )
+    try:
+        grpc.channel_ready_future(channel).result(
+            timeout=None if math.isinf(wait_seconds) else wait_seconds
+        )
+    except grpc.FutureTimeoutError:
+        raise ServiceUnavailable(
+            f"the federated server at {server} could not be reached within {wait_seconds:.0f} s"
+            f"{' over TLS' if root_certificates is not None else ''}; check the address, that "
+            "it runs"
+            f"{' and that --tls-ca is the CA that signed its certificate' if root_certificates else ''}"
+            ", or give it longer with --wait"
+        ) from None
+    finally:
+        channel.close()
