@@ -66,14 +66,7 @@ class Process:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, timeout: float = 20) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.popen.wait(timeout=10)
+        stop_all([self], timeout)
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -215,15 +208,29 @@ backend replicas
 
     def close(self) -> None:
         """Stop every process, remove every namespace and the bridge (their veths go with them)."""
-        for host in self.hosts:
-            for process in host.processes:
-                process.stop(timeout=10)
+        # all at once: each replica drains for its drain time, so one by one they add up
+        stop_all([process for host in self.hosts for process in host.processes], timeout=10)
         if self.haproxy is not None and self.haproxy.poll() is None:
             self.haproxy.terminate()
             self.haproxy.wait(timeout=10)
         for host in self.hosts:
             _run("ip", "netns", "del", host.namespace, check=False)
         _run("ip", "link", "del", self.bridge, check=False)
+
+
+def stop_all(processes: list[Process], timeout: float) -> None:
+    """SIGTERM every process still alive, then wait for them together; what is still alive
+    at `timeout` is killed."""
+    running = [p for p in processes if p.alive()]
+    for process in running:
+        process.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.signal(signal.SIGKILL)
+            process.popen.wait(timeout=10)
 
 
 def wait_for_port(host: str, port: int, *, timeout: float) -> None:

@@ -29,6 +29,7 @@ from tests.cluster.conftest import (
     Cluster,
     _model,
 )
+from tests.cluster.network import stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -209,10 +210,6 @@ def test_two_workers_on_two_hosts_never_run_one_job_twice(cluster: Cluster) -> N
         model, frame = _model(3)
         registry.register(model, name="quiet", sample=frame[FEATURES].head(100))
         queue = JobQueue(registry.database)
-        ids = [
-            queue.enqueue("monitor", model="quiet", payload={"window": f"{i + 1}h"}).id
-            for i in range(60)
-        ]
         workers = []
         for name in ("w1", "w2"):
             host = cluster.lab.host(name)
@@ -222,6 +219,15 @@ def test_two_workers_on_two_hosts_never_run_one_job_twice(cluster: Cluster) -> N
                 cluster.folder / name / "worker.log",
             ))  # fmt: skip
         try:
+            # the jobs come once both poll the queue: each then takes its share, as it races
+            # the other for every job
+            wait_until(
+                lambda: all("running (" in w.tail() for w in workers), 120, "the workers to start"
+            )
+            ids = [
+                queue.enqueue("monitor", model="quiet", payload={"window": f"{i + 1}h"}).id
+                for i in range(24)
+            ]
 
             def all_done() -> bool:
                 assert all(w.alive() for w in workers), [w.tail() for w in workers]
@@ -229,10 +235,9 @@ def test_two_workers_on_two_hosts_never_run_one_job_twice(cluster: Cluster) -> N
 
             started = time.monotonic()
             wait_until(all_done, 300, "the workers did not finish the jobs")
-            print(f"\n60 monitoring jobs on two workers: {time.monotonic() - started:.1f} s")
+            print(f"\n24 monitoring jobs on two workers: {time.monotonic() - started:.1f} s")
         finally:
-            for worker in workers:
-                worker.stop()
+            stop_all(workers, timeout=20)
         jobs = [queue.get(i) for i in ids]
     assert all(job is not None and job.attempts == 1 for job in jobs)  # claimed once each
     by = Counter(job.leased_by for job in jobs if job is not None)

@@ -19,15 +19,17 @@ def test_upgrade_creates_every_table(database_url: str) -> None:
         database.close()
 
 
-def test_an_unmigrated_database_is_refused_with_the_command_to_run(database_url: str) -> None:
-    database = Database(database_url, auto_migrate=False)
+def test_an_unmigrated_database_is_refused_with_the_command_to_run(
+    empty_database_url: str,
+) -> None:
+    database = Database(empty_database_url, auto_migrate=False)
     with pytest.raises(SchemaOutdated, match="shipyard db upgrade"):
         database.open()
     database.close()
 
 
-def test_downgrade_to_base_and_back(database_url: str) -> None:
-    database = Database(database_url)
+def test_downgrade_to_base_and_back(empty_database_url: str) -> None:
+    database = Database(empty_database_url)
     try:
         database.upgrade()
         from alembic import command

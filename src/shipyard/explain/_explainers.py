@@ -106,18 +106,29 @@ def _owners(transform: Any, frame: Any, order: list[str]) -> np.ndarray | None:
     """For each column `transform` outputs, the one input column it depends on (-1: none seen
     to change it); None when an output depends on several inputs (the model is then not
     additive in its inputs). Found by moving each input column on its own."""
-    base = _dense(transform(frame))
-    owners = np.full(base.shape[1], -1)
+    import pandas as pd
+
+    rows = len(frame)
+    moved: list[Any] = [frame]  # the frame, then each probe: one transform call for them all
+    probed: list[int] = []  # the input column each probe moves
     for j, name in enumerate(order):
-        changed = np.zeros(base.shape[1], dtype=bool)
         column = frame[name].to_numpy()
-        probes = [np.roll(column, 1), np.roll(column, len(column) // 2 or 1)]
+        probes = [np.roll(column, 1), np.roll(column, rows // 2 or 1)]
         if np.issubdtype(column.dtype, np.number):
             probes.append(column + np.nanstd(column.astype(np.float64)) + 1.0)
         for probe in probes:
-            moved = frame.copy()
-            moved[name] = probe
-            after = _dense(transform(moved))
+            copy = frame.copy()
+            copy[name] = probe
+            moved.append(copy)
+            probed.append(j)
+    # a fitted transform works row by row, so the stacked copies transform as they would apart
+    out = _dense(transform(pd.concat(moved, ignore_index=True)))
+    base = out[:rows]
+    owners = np.full(base.shape[1], -1)
+    for j in range(len(order)):
+        changed = np.zeros(base.shape[1], dtype=bool)
+        for k in (k for k, owner in enumerate(probed) if owner == j):
+            after = out[(k + 1) * rows : (k + 2) * rows]
             changed |= ~np.isclose(after, base, rtol=0, atol=0, equal_nan=True).all(axis=0)
         if (owners[changed] >= 0).any():
             return None

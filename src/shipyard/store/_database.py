@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -72,7 +73,9 @@ class Database:
         if self._checked:
             return self
         if self.auto_migrate:
-            self.upgrade()
+            # at head already (nearly always): one query, not a migration run
+            if self.current_revision() != _script_head():
+                self.upgrade()
         else:
             self._check_current()
         self._checked = True
@@ -208,10 +211,7 @@ class Database:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str | None:
-        from alembic.script import ScriptDirectory
-
-        with self._connected().connect() as conn:
-            return ScriptDirectory.from_config(self._alembic_config(conn)).get_current_head()
+        return _script_head()
 
     def _check_current(self) -> None:
         current, head = self.current_revision(), self.head_revision()
@@ -220,6 +220,17 @@ class Database:
                 f"the metadata database is at revision {current or 'none (empty)'} but this "
                 f"shipyard needs {head}; run `shipyard db upgrade` (or set SHIPYARD_AUTO_MIGRATE=true)"
             )
+
+
+@functools.cache
+def _script_head() -> str | None:
+    """The revision this shipyard's migrations end at (read once per process)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def _is_disconnect(error: exc.DBAPIError) -> bool:
