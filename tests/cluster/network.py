@@ -184,6 +184,9 @@ defaults
   timeout server 60s
   retries 2
   option redispatch
+  # a request that reached a replica killed before it answered (nothing came back) goes to
+  # another: a prediction is safe to repeat, and its unanswered copy is only ever logged
+  retry-on conn-failure empty-response
 frontend api
   bind {self.gateway}:{port}
   default_backend replicas

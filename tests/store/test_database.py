@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import inspect, text
 
@@ -60,3 +62,28 @@ def test_unreachable_server_is_a_configuration_error() -> None:
 
 def test_plain_postgresql_urls_get_the_installed_driver() -> None:
     assert Database("postgresql://u@h/db").url.startswith("postgresql+psycopg://")
+
+
+def test_threads_that_first_use_one_database_together_share_one_engine(
+    database_url: str,
+) -> None:
+    """Each thread's first use opens the database: one engine comes of it, not one per thread
+    (the others' pooled connections were left for the garbage collector, never closed)."""
+    database = Database(database_url, auto_migrate=True)
+    start = threading.Barrier(8)
+    engines: list[object] = []
+
+    def first_use() -> None:
+        start.wait(timeout=30)
+        engines.append(database.engine)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert len(engines) == 8
+        assert len({id(engine) for engine in engines}) == 1
+    finally:
+        database.close()

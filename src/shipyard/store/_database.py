@@ -55,6 +55,8 @@ class Database:
         self.auto_migrate = auto_migrate
         self._engine: Engine | None = None
         self._checked = False
+        # threads sharing this object may each be the first to use it: one engine is made
+        self._opening = threading.RLock()
 
     @property
     def dialect(self) -> str:
@@ -70,21 +72,26 @@ class Database:
 
     def open(self) -> Database:
         """Connect, then migrate (with `auto_migrate`) or refuse a schema that is behind."""
-        if self._checked:
-            return self
-        if self.auto_migrate:
-            # at head already (nearly always): one query, not a migration run
-            if self.current_revision() != _script_head():
-                self.upgrade()
-        else:
-            self._check_current()
-        self._checked = True
+        with self._opening:
+            if self._checked:
+                return self
+            if self.auto_migrate:
+                # at head already (nearly always): one query, not a migration run
+                if self.current_revision() != _script_head():
+                    self.upgrade()
+            else:
+                self._check_current()
+            self._checked = True
         return self
 
     def _connected(self) -> Engine:
         """The engine, connected but with the schema unchecked (for migrations)."""
-        if self._engine is not None:
+        with self._opening:
+            if self._engine is None:
+                self._engine = self._first_engine()
             return self._engine
+
+    def _first_engine(self) -> Engine:
         engine = self._create_engine()
         try:
             with engine.connect() as conn:
@@ -96,7 +103,6 @@ class Database:
                 f"cannot reach the metadata database at {safe}: {error.orig}; "
                 "check SHIPYARD_DATABASE_URL and that the server is running"
             ) from None
-        self._engine = engine
         return engine
 
     def _create_engine(self) -> Engine:
@@ -197,7 +203,8 @@ class Database:
 
         # alembic's `op` and `context` are process-wide proxies: two threads migrating two
         # databases at once would swap each other's out, so one migration per process at a time
-        with _MIGRATING, self._connected().begin() as conn:
+        engine = self._connected()  # before the process-wide lock (open() holds its own)
+        with _MIGRATING, engine.begin() as conn:
             if self.dialect == "postgresql":
                 # one migrator at a time when several replicas start together
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7419853)")
