@@ -62,6 +62,24 @@ def test_two_worker_server_answers_v1_and_v2_over_tcp(
         assert float(line.rsplit(" ", 1)[1]) == 20
 
 
+def _listening(port: int) -> list[str]:
+    """The sockets listening on local `port`, as the kernel lists them (`socket:[INODE]`)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    found.append(f"socket:[{fields[9]}]")
+    return found
+
+
+def _socket_links(pid: int) -> set[str]:
+    """What the file descriptors of `pid` point at (`socket:[INODE]` for a socket)."""
+    folder = Path(f"/proc/{pid}/fd")
+    return {os.readlink(fd) for fd in folder.iterdir()}
+
+
 def _server_sockets(port: int) -> dict[str, list[str]]:
     """TCP states ('0A' listening, '01' established) of each socket with local `port`, by pid."""
     states = {}
@@ -235,12 +253,15 @@ def test_a_killed_worker_is_replaced_and_listens_on_its_own_socket_again(
             assert time.monotonic() < deadline, "both workers should listen within 30 s"
             time.sleep(0.1)
         victim = sorted(first)[0]
+        sockets = _socket_links(int(victim)) & set(_listening(server.port))
+        assert len(sockets) == 1, sockets
         os.kill(int(victim), signal.SIGKILL)
         # until the kernel has closed the killed worker's listening socket, a connection can
         # still be queued on it and is reset when it closes (SO_REUSEPORT hashes connections
-        # over the workers' sockets): wait for that, not a fixed time
+        # over the workers' sockets): wait for that, not a fixed time. The kernel's own table
+        # says so; the worker's /proc/PID/fd empties before the socket is closed.
         deadline = time.monotonic() + 10
-        while victim in listeners(server.port):
+        while sockets & set(_listening(server.port)):
             assert time.monotonic() < deadline, "the killed worker's socket should close"
             time.sleep(0.05)
         # the other worker keeps answering while the supervisor starts a new one
