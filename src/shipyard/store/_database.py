@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 MIGRATIONS = "shipyard.store:migrations"
 _MIGRATING = threading.Lock()
+READ_ATTEMPTS = 3  # a read-only query on a connection the database dropped is run again
 
 
 def utcnow() -> datetime:
@@ -177,17 +178,20 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read(self, query: Callable[[Connection], T]) -> T:
-        """Run a read-only `query(conn)` in a transaction; once more, on a new connection, when
-        the database dropped the first one half-way (e.g. `pg_terminate_backend`, a failover)."""
-        try:
-            with self.transaction() as conn:
-                return query(conn)
-        except DatabaseUnavailable as error:
-            cause = error.__cause__
-            if not (isinstance(cause, exc.DBAPIError) and _is_disconnect(cause)):
-                raise
-        with self.transaction() as conn:
-            return query(conn)
+        """Run a read-only `query(conn)` in a transaction; again, on a new connection, when the
+        database dropped the one it ran on half-way (`pg_terminate_backend`, a failover), up to
+        READ_ATTEMPTS times: a failover can drop the new connection too."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                with self.transaction() as conn:
+                    return query(conn)
+            except DatabaseUnavailable as error:
+                cause = error.__cause__
+                dropped = isinstance(cause, exc.DBAPIError) and _is_disconnect(cause)
+                if not dropped or attempt == READ_ATTEMPTS:
+                    raise
+                log.debug("the metadata database dropped a connection mid-read; reading again")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _alembic_config(self, conn: Connection) -> Any:
         from alembic.config import Config
