@@ -79,7 +79,7 @@ def _reset_postgres(url: str, *, keep_schema: bool = True) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from shipyard.store._database import _script_head
+    from shipyard.store import Database
 
     engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with engine.connect() as conn:
@@ -93,7 +93,11 @@ def _reset_postgres(url: str, *, keep_schema: bool = True) -> None:
         if "alembic_version" in tables:
             at = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         kept = [t for t in tables if t != "alembic_version"]
-        if keep_schema and at == _script_head() and set(tables) == _shipyard_tables():
+        if (
+            keep_schema
+            and at == Database(url).head_revision()
+            and set(tables) == _shipyard_tables()
+        ):
             sequences = [
                 name
                 for (name,) in conn.execute(

@@ -58,6 +58,26 @@ def shipyard(home: Path, *args: str, log: Path | None = None) -> subprocess.Pope
             out.close()  # the process holds its own copy
 
 
+def federated_server(
+    home: Path, port: int, min_sites: int, rounds: int, *extra: str, wait: str = "60"
+) -> subprocess.Popen[str]:
+    """`shipyard federated server` for model `bc` on 127.0.0.1:`port`."""
+    return shipyard(
+        home, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
+        str(min_sites), "--rounds", str(rounds), "--wait", wait, *extra,
+    )  # fmt: skip
+
+
+def federated_site(
+    home: Path, port: int, data: Path, name: str, *extra: str, wait: str = "60"
+) -> subprocess.Popen[str]:
+    """`shipyard federated site` with `data` (label `target`), for the server on `port`."""
+    return shipyard(
+        home, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(data),
+        "--name", name, "--label", "target", "--wait", wait, *extra,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Breast-cancer data split across three sites by tumour radius (non-IID: the sites see
@@ -278,16 +298,11 @@ def test_the_server_and_the_sites_each_refuse_a_party_without_the_federation_key
     """A site without the key is refused before any model is sent; a site whose key differs
     refuses the server before sending anything."""
     port = free_port()
-    server = shipyard(
-        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
-        "2", "--rounds", "2", "--wait", "60", "--key-file", str(tls["federation"]),
-    )  # fmt: skip
+    server = federated_server(tmp_path, port, 2, 2, "--key-file", str(tls["federation"]))
     members = [
-        shipyard(tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data",
-                 str(sites[i]), "--name", f"hospital-{i}", "--label", "target", "--wait", "60",
-                 *extra)
+        federated_site(tmp_path, port, sites[i], f"hospital-{i}", *extra)
         for i, extra in ((0, ("--key-file", str(tls["federation"]))), (1, ()))
-    ]  # fmt: skip
+    ]
     err = settle(server, *members)
     assert server.returncode == 2, err[-2000:]
     said = " ".join(err.split())  # the console wraps lines
@@ -295,15 +310,10 @@ def test_the_server_and_the_sites_each_refuse_a_party_without_the_federation_key
     assert "Traceback" not in err
 
     port = free_port()
-    server = shipyard(
-        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
-        "1", "--rounds", "1", "--wait", "60", "--key-file", str(tls["federation"]),
-    )  # fmt: skip
-    stranger = shipyard(
-        tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(sites[0]),
-        "--name", "hospital-0", "--label", "target", "--wait", "60",
-        "--key-file", str(tls["other"]),
-    )  # fmt: skip
+    server = federated_server(tmp_path, port, 1, 1, "--key-file", str(tls["federation"]))
+    stranger = federated_site(
+        tmp_path, port, sites[0], "hospital-0", "--key-file", str(tls["other"])
+    )
     site_err = settle(stranger, server)
     assert stranger.returncode == 8, site_err[-2000:]
     said = " ".join(site_err.split())
@@ -317,41 +327,25 @@ def test_sites_started_before_their_server_wait_for_it_and_a_server_short_of_sit
     """A site that starts first waits for the server (--wait), as a run whose parts start in any
     order needs; a server that too few sites joined says how many came, not that a round failed."""
     port = free_port()
-    members = [
-        shipyard(tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data",
-                 str(sites[i]), "--name", f"hospital-{i}", "--label", "target", "--wait", "60")
-        for i in (0, 1)
-    ]  # fmt: skip
+    members = [federated_site(tmp_path, port, sites[i], f"hospital-{i}") for i in (0, 1)]
     for member in members:  # each has tried the address where no server listens yet
         assert member.stderr is not None
         assert "joining" in member.stderr.readline()
-    server = shipyard(
-        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
-        "2", "--rounds", "1", "--wait", "60",
-    )  # fmt: skip
+    server = federated_server(tmp_path, port, 2, 1)
     err = settle(server, *members)
     assert server.returncode == 0, err[-2000:]
     assert [m.returncode for m in members] == [0, 0]
 
     port = free_port()
-    server = shipyard(
-        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
-        "2", "--rounds", "1", "--wait", "3",
-    )  # fmt: skip
-    lone = shipyard(
-        tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(sites[0]),
-        "--name", "hospital-0", "--label", "target", "--wait", "60",
-    )  # fmt: skip
+    server = federated_server(tmp_path, port, 2, 1, wait="3")
+    lone = federated_site(tmp_path, port, sites[0], "hospital-0")
     err = settle(server, lone)
     assert server.returncode == 9, err[-2000:]
     said = " ".join(err.split())
     assert "1 of the 2 site(s) needed had joined within 3 s" in said, said[-1000:]
     assert "Traceback" not in err
 
-    stranded = shipyard(
-        tmp_path, "federated", "site", "--server", f"127.0.0.1:{free_port()}", "--data",
-        str(sites[0]), "--name", "hospital-0", "--label", "target", "--wait", "2",
-    )  # fmt: skip
+    stranded = federated_site(tmp_path, free_port(), sites[0], "hospital-0", wait="2")
     err = settle(stranded)
     assert stranded.returncode == 9, err[-2000:]
     said = " ".join(err.split())
@@ -618,15 +612,8 @@ def test_a_site_that_requires_secure_aggregation_refuses_a_plain_server(
     tmp_path: Path, sites: list[Path]
 ) -> None:
     port = free_port()
-    server = shipyard(
-        tmp_path, "federated", "server", "bc", "--address", f"127.0.0.1:{port}", "--min-sites",
-        "1", "--rounds", "1", "--wait", "60",
-    )  # fmt: skip
-    careful = shipyard(
-        tmp_path, "federated", "site", "--server", f"127.0.0.1:{port}", "--data", str(sites[0]),
-        "--name", "hospital-0", "--label", "target", "--wait", "60",
-        "--require-secure-aggregation",
-    )  # fmt: skip
+    server = federated_server(tmp_path, port, 1, 1)
+    careful = federated_site(tmp_path, port, sites[0], "hospital-0", "--require-secure-aggregation")
     err = settle(careful, server)
     assert careful.returncode == 8, err[-2000:]
     said = " ".join(err.split())
