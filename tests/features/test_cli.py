@@ -87,3 +87,10 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, definitions_file: Path
     entity = shipyard(home, "features", "get", "-f", "customer_daily:*", "-e", "customer_id")
     assert entity.returncode == 2
     assert "is not key=value" in entity.stderr
+    no_version = shipyard(home, "features", "materialize", "customer_daily@9")
+    assert no_version.returncode == 3
+    assert "feature view 'customer_daily' has no version 9" in no_version.stderr
+    not_a_view = shipyard(home, "features", "materialize", "customer_daily@x")
+    assert not_a_view.returncode == 2
+    assert "'customer_daily@x' is not a view name (or view@VERSION)" in not_a_view.stderr
+    assert "Traceback" not in no_version.stderr + not_a_view.stderr

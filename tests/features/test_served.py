@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from shipyard.access import KeyStore
 from shipyard.app import create_app
 from shipyard.core import Settings
+from shipyard.core.errors import InvalidInput
 from shipyard.features import FeatureStore, load_definitions
 from shipyard.logstore import LogReader
 from shipyard.registry import Registry
@@ -217,3 +218,57 @@ def test_a_key_limited_to_other_views_cannot_predict_with_these(
     assert denied.status_code == 403
     assert "may not read the feature view customer_activity, merchant_risk" in denied.text
     assert ok.status_code == 200
+
+
+def test_a_model_is_served_the_view_version_it_was_trained_on(
+    served: tuple[Settings, Any, str], definitions_file: Path, tmp_path: Path
+) -> None:
+    """A new definition of a view (the 30-day mean becomes a 7-day one) is a new version; the
+    model trained on the old one goes on reading the old one's values, which `materialize`
+    keeps up to date while that model is served."""
+    settings, model, token = served
+    changed = tmp_path / "changed.py"
+    changed.write_text(
+        definitions_file.read_text().replace(
+            'Aggregation("amount", "mean", "30d"', 'Aggregation("amount", "mean", "7d"'
+        )
+    )
+    requests = [{"customer_id": c, "merchant_id": 3, "amount": 42.0} for c in (1, 5, 17, 23, 40)]
+    entities = pd.DataFrame(requests).assign(event_timestamp=END)
+    with Registry.from_settings(settings) as registry, FeatureStore(registry, settings) as store:
+        store.apply(load_definitions(changed))
+        assert store.view("customer_activity")["version"] == 2
+        assert store.served_versions() == {
+            "customer_activity": {1: ["fraud-by-keys:1"]},
+            "merchant_risk": {1: ["fraud-by-keys:1"]},
+        }
+        runs = store.materialize(end=END)
+        assert sorted((r["view"], r["version"]) for r in runs) == [
+            ("customer_activity", 1), ("customer_activity", 2),
+            ("customer_daily", 1), ("merchant_risk", 1),
+        ]  # fmt: skip
+        named = store.materialize(["customer_activity"], end=END)
+        assert [(r["view"], r["version"]) for r in named] == [
+            ("customer_activity", 2),
+            ("customer_activity", 1),
+        ]
+        one = store.materialize(["customer_activity@2"], end=END)
+        assert [(r["view"], r["version"]) for r in one] == [("customer_activity", 2)]
+        with pytest.raises(InvalidInput, match="'customer_activity@x' is not a view name"):
+            store.materialize(["customer_activity@x"], end=END)
+        trained_on = store.training_set(
+            entities, [f.replace(":", "@1:", 1) for f in STORE_FEATURES]
+        ).to_pandas()
+        latest = store.training_set(entities, STORE_FEATURES).to_pandas()
+    average = "customer_avg_transaction_amount_30d"
+    assert (trained_on[average] != latest[average]).any()  # the two versions' values differ
+    with TestClient(create_app(settings), raise_server_exceptions=False,
+                    headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
+        answer = client.post("/v1/models/fraud-by-keys/predict", json={"instances": requests})
+    assert answer.status_code == 200, answer.text
+    scores = [p["score"] for p in answer.json()["predictions"]]
+    expected = model.predict_proba(trained_on[COLUMNS].fillna(0.0))[:, 1]
+    np.testing.assert_allclose(np.array(scores), expected, atol=1e-5)
+    logged = LogReader(Registry.from_settings(settings).artifacts).predictions("fraud-by-keys")
+    used = pd.DataFrame(logged.column("features").to_pylist())
+    assert used[average].tolist() == trained_on[average].tolist()

@@ -199,7 +199,11 @@ def training_set(
 @app.command("materialize")
 def materialize(
     ctx: typer.Context,
-    views: list[str] | None = typer.Argument(None, help="views (default: every view)"),
+    views: list[str] | None = typer.Argument(
+        None,
+        help="views, or view@VERSION for one version (default: every view; a view's latest "
+        "version and each older one a served model was trained on)",
+    ),
     start: datetime | None = typer.Option(
         None, "--start", formats=_TIME_FORMATS, help="backfill from (UTC)"
     ),
@@ -210,7 +214,8 @@ def materialize(
     memory_limit: str | None = typer.Option(None, "--memory-limit", help="cap DuckDB's memory"),
     as_json: bool = json_flag("one record per view"),
 ) -> None:
-    """Load the newest values into the online store (incremental: only what is new)."""
+    """Load the newest values into the online store (incremental: only what is new), for
+    each view's latest version and the versions served models were trained on."""
     with _store(ctx) as store, Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=console, disable=as_json or not console.is_terminal, transient=True,

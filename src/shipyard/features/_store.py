@@ -55,12 +55,14 @@ from shipyard.features._repository import MaterializationRun, StoredView
 from shipyard.features._sources import SourceReader, connect, one
 from shipyard.logstore import LogReader
 from shipyard.monitoring import compare
-from shipyard.registry import Registry
+from shipyard.registry import Registry, served_feature_refs
 from shipyard.store import record_audit
 
 __all__ = ["Change", "FeatureStore", "OnlineResult"]
 
 PROFILE_ROWS = 20_000
+_VIEW_VERSION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:@v?(\d+))?$")
+_PINNED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)@v?(\d+):")
 """Rows of each materialization compared with the view's reference for drift."""
 
 
@@ -100,6 +102,9 @@ class _Plan:
     layouts: tuple[Layout | None, ...]
     names: tuple[tuple[str, ...], ...]
     at: float
+    # per selection, the view whose serving policy (on_missing, defaults) applies: the latest
+    # version's, whichever version the values come from
+    policies: tuple[FeatureView, ...] = ()
 
 
 def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -361,22 +366,60 @@ class FeatureStore:
         reads everything again; `start`/`end` bound the event times read (a backfill).
         Writes never replace a newer value with an older one, so re-running is harmless.
         """
-        names = list(views) if views else [v["name"] for v in self.views()]
-        if not names:
-            raise InvalidInput("no feature view is applied yet (shipyard features apply PATH)")
         end = (end or self.clock()).astimezone(UTC)
         if start is not None and start.astimezone(UTC) >= end:
             raise InvalidInput("materialize --start must be before --end")
+        targets = self._targets(views)
         done = []
         with self._duckdb(memory_limit) as reader:  # one engine for every view of the call
-            for name in names:
-                stored = self.view(name)
+            for name, version in targets:
+                stored = self.view(name, version)
                 view = view_from_spec(stored["spec"])
                 done.append(
                     self._materialize(reader, view, stored["version"], start, end, full, progress)
                 )
         self._plans.clear()
         return done
+
+    def served_versions(self) -> dict[str, dict[int, list[str]]]:
+        """The view versions that the model versions served now were trained on, with those
+        model versions: `{view: {version: ["fraud-detector:3", ...]}}`. A served model reads
+        the version it was trained on, so `materialize` keeps each of these up to date."""
+        found: dict[str, dict[int, list[str]]] = {}
+        for model, deployment in sorted(self.registry.serving_plan().items()):
+            for number in deployment.versions:
+                lineage = self.registry.get_version(model, number).lineage
+                for ref in served_feature_refs(lineage):
+                    match = _PINNED.match(ref)
+                    if match is None:  # an unpinned `view:feature` is served the latest
+                        continue
+                    users = found.setdefault(match[1], {}).setdefault(int(match[2]), [])
+                    if f"{model}:{number}" not in users:
+                        users.append(f"{model}:{number}")
+        return found
+
+    def _targets(self, views: Sequence[str] | None) -> list[tuple[str, int]]:
+        """The view versions one materialization writes: each named view's latest version
+        (every view's by default; `view@N` names one version), then the older versions that
+        served models were trained on."""
+        latest_versions = {v["name"]: v["version"] for v in self.views()}
+        if not latest_versions:
+            raise InvalidInput("no feature view is applied yet (shipyard features apply PATH)")
+        served = self.served_versions()
+        targets: list[tuple[str, int]] = []
+        for item in views or list(latest_versions):
+            match = _VIEW_VERSION.match(item.strip())
+            if match is None:
+                raise InvalidInput(f"{item!r} is not a view name (or view@VERSION)")
+            name, number = match.group(1), match.group(2)
+            if number is not None:
+                targets.append((name, self.view(name, int(number))["version"]))
+                continue
+            if name not in latest_versions:
+                raise self._not_found(name, None)
+            targets.append((name, latest_versions[name]))
+            targets += [(name, v) for v in sorted(served.get(name, {}), reverse=True)]
+        return list(dict.fromkeys(targets))
 
     def _materialize(
         self,
@@ -580,23 +623,30 @@ class FeatureStore:
         """`records` (entity keys and request-time fields) with `features` filled in from the
         online store, for a model to score: the store's values replace any the caller sent; a
         missing or stale value follows its view's `on_missing` (null, the feature's default,
-        or refuse the request naming the feature and the row)."""
+        or refuse the request naming the feature and the row).
+
+        A pinned reference (`view@1:feature`, as a model's lineage gives it) reads that
+        version's values; the policy is the view's latest, so an operator's change of policy
+        reaches every served model at once."""
         plan = self._plan(tuple(features), False)
         result = self.get_online(records, features)
         refused: list[str] = []
         merged = []
         for i, record in enumerate(records):
             values = result.values[i]
-            for selection, names in zip(plan.selections, plan.names, strict=True):
+            for selection, names, policy in zip(
+                plan.selections, plan.names, plan.policies, strict=True
+            ):
                 view = selection.view
                 state = result.status[i][view.name]
-                if state == "ok" or view.on_missing == "null":
+                if state == "ok" or policy.on_missing == "null":
                     continue
-                if view.on_missing == "reject":
+                if policy.on_missing == "reject":
                     keys = ", ".join(f"{k}={record.get(k)!r}" for k in view.join_keys)
                     refused.append(f"row {i} ({keys}): {', '.join(names)} {state}")
                     continue
                 defaults = {f.name: f.default for f in view.all_features}
+                defaults.update((f.name, f.default) for f in policy.all_features)
                 for feature, name in zip(selection.features, names, strict=True):
                     if values[name] is None:
                         values[name] = defaults[feature]
@@ -627,8 +677,15 @@ class FeatureStore:
         store = self.online
         layouts = []
         names = []
+        policies = []
         taken: set[str] = set()
         for selection in selections:
+            newest = self.view(selection.view.name)
+            policies.append(
+                selection.view
+                if newest["version"] == selection.version
+                else view_from_spec(newest["spec"], transform=False)
+            )
             run = self._last_run(selection.view.name, selection.version, store.kind)
             layouts.append(_stored_layout(selection.view, selection.version, run))
             mine = []
@@ -642,7 +699,9 @@ class FeatureStore:
                 taken.add(name)
                 mine.append(name)
             names.append(tuple(mine))
-        plan = _Plan(tuple(selections), tuple(layouts), tuple(names), time.monotonic())
+        plan = _Plan(
+            tuple(selections), tuple(layouts), tuple(names), time.monotonic(), tuple(policies)
+        )
         if len(self._plans) > 1000:
             self._plans.clear()
         self._plans[key] = plan

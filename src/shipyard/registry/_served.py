@@ -244,14 +244,11 @@ def shape(
 
 
 def feature_refs(lineage: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """`view:feature` of each store feature in a version's lineage (`lineage["feature_store"]`
-    as `TrainingSet.lineage` gives it: `view@version:feature`), latest versions served."""
+    """The store features in a version's lineage (`lineage["feature_store"]` as
+    `TrainingSet.lineage` gives it), as `view@version:feature`: a model is served the values
+    of the view version it was trained on, not those of a later definition."""
     found = (lineage or {}).get("feature_store") or {}
     refs = found.get("features") if isinstance(found, Mapping) else None
     if not isinstance(refs, list):
         return ()
-    out = []
-    for ref in refs:
-        view, _, feature = str(ref).partition(":")
-        out.append(f"{view.split('@')[0]}:{feature}")
-    return tuple(dict.fromkeys(out))
+    return tuple(dict.fromkeys(str(ref) for ref in refs))
