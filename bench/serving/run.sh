@@ -10,7 +10,8 @@
 # between runs), h2load (Debian's nghttp2-client) for the gRPC targets, its make_data_train.py
 # (data, models, bodies; skipped when present, FRESH=1 redoes it), shipyard_setup.py (fresh
 # shipyard homes: register, deploy, API key, binary and gRPC bodies checked on a live server),
-# the two in-process floors, serve_bench.py (all targets in one run), report.py
+# the two in-process floors, serve_bench.py (all targets in one run), http_ceiling.py (what
+# an empty uvicorn server and a bare scoring one reach on the 100-row binary body), report.py
 # (bench/RESULTS.md "Serving" section + bench/results/serving_summary.json; a smoke run writes
 # both into bench/results/raw/ instead). Raw data: bench/results/raw/.
 #
@@ -28,6 +29,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 
 FLOOR_ARGS=(--rounds 3)
 OWN_FLOOR_ARGS=(--rounds 3)
+CEILING_ARGS=(--rounds 3)
 BENCH_ARGS=()
 REPORT_ARGS=()
 if [ "${1:-}" = "--smoke" ]; then
@@ -35,6 +37,7 @@ if [ "${1:-}" = "--smoke" ]; then
   STAMP=smoke-$STAMP
   FLOOR_ARGS=(--rounds 1 --calls 300 --batch-reps 3)
   OWN_FLOOR_ARGS=(--rounds 1 --calls 300)
+  CEILING_ARGS=(--rounds 1 --duration 3 --calls 300)
   BENCH_ARGS=(--targets shipyard-1w,shipyard-1w-bin,shipyard-1w-grpc,fastapi-1w,mlflow-1w
               --models lr --rounds 1 --duration 3 --concurrency 16,64)
   # smoke numbers are not results: keep them away from the committed RESULTS.md and summary
@@ -78,6 +81,9 @@ echo "== servers under wrk"
 status=0
 "$PY" "$HERE/serve_bench.py" --root "$ROOT" --out "$RAW/serving-$STAMP.jsonl" \
   ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || status=$?
+
+echo "== HTTP ceiling: an empty server and a bare scoring one, beside the floor (http_ceiling.py)"
+"$PY" "$HERE/http_ceiling.py" --root "$ROOT" "${CEILING_ARGS[@]}" || status=$?
 
 echo "== report"
 [ -s "$RAW/serving-$STAMP.jsonl" ] && "$PY" "$HERE/report.py" --serving "$RAW/serving-$STAMP.jsonl" --floor "$RAW/floor-$STAMP.json" \
