@@ -102,8 +102,7 @@ class KeyStore:
 
     def list_keys(self, *, include_revoked: bool = False, by: ApiKey | None = None) -> list[ApiKey]:
         """Keys, oldest first; a key bound to a model (`by`) sees only the keys bound to it."""
-        with self.database.transaction() as conn:
-            keys = repo.list_keys(conn, include_revoked)
+        keys = self.database.read(lambda conn: repo.list_keys(conn, include_revoked))
         if by is not None and by.model is not None:
             keys = [k for k in keys if k.model == by.model]
         return keys
@@ -111,17 +110,14 @@ class KeyStore:
     def snapshot(self) -> dict[str, tuple[ApiKey, str]]:
         """Every key (revoked ones too) with its secret's SHA-256, by id: what servers verify
         against, so the request path needs no database."""
-        with self.database.transaction() as conn:
-            return repo.all_keys(conn)
+        return self.database.read(repo.all_keys)
 
     def lookup(self, key_id: str) -> tuple[ApiKey, str] | None:
         """One key and its secret's SHA-256 (for a key newer than a server's snapshot)."""
-        with self.database.transaction() as conn:
-            return repo.get_key(conn, key_id)
+        return self.database.read(lambda conn: repo.get_key(conn, key_id))
 
     def get(self, key_id: str) -> ApiKey:
-        with self.database.transaction() as conn:
-            found = repo.get_key(conn, key_id)
+        found = self.database.read(lambda conn: repo.get_key(conn, key_id))
         if found is None:
             raise NotFound(f"no API key with id {key_id!r} (shipyard keys list)")
         return found[0]
@@ -158,8 +154,7 @@ class KeyStore:
     def verify(self, token: str) -> ApiKey:
         """The active key a presented token belongs to; `Unauthenticated` otherwise."""
         key_id, secret = split_token(token)
-        with self.database.transaction() as conn:
-            found = repo.get_key(conn, key_id)
+        found = self.database.read(lambda conn: repo.get_key(conn, key_id))
         if found is None or not secret_matches(secret, found[1]):
             # the same message either way: do not tell a guesser which ids exist
             raise Unauthenticated(

@@ -663,8 +663,7 @@ class FeatureStore:
         return merged
 
     def _last_run(self, view: str, version: int, store: str) -> MaterializationRun | None:
-        with self.registry.database.transaction() as conn:
-            return repo.last_run(conn, view, version, store)
+        return self.registry.database.read(lambda conn: repo.last_run(conn, view, version, store))
 
     def _plan(self, features: tuple[str, ...], full_names: bool) -> _Plan:
         key = (features, full_names)
