@@ -5,6 +5,7 @@ each view's policy."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +263,10 @@ def test_a_model_is_served_the_view_version_it_was_trained_on(
         latest = store.training_set(entities, STORE_FEATURES).to_pandas()
     average = "customer_avg_transaction_amount_30d"
     assert (trained_on[average] != latest[average]).any()  # the two versions' values differ
+    from tests.cli.test_cli import shipyard
+
+    shown = shipyard(Path(settings.home), "features", "show", "customer_activity", "--json")
+    assert json.loads(shown.stdout)["served_to"] == {"1": ["fraud-by-keys:1"]}
     with TestClient(create_app(settings), raise_server_exceptions=False,
                     headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
         answer = client.post("/v1/models/fraud-by-keys/predict", json={"instances": requests})

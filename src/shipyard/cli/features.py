@@ -108,13 +108,16 @@ def show(
     version: int | None = typer.Option(None, "--version", "-v", help="default: the latest"),
     as_json: bool = json_flag("the view's spec and its versions"),
 ) -> None:
-    """A view's definition, its versions and its materialization runs."""
+    """A view's definition, its versions, the model versions served from each, and its
+    materialization runs."""
     with _store(ctx) as store:
         view = store.view(name, version)
         versions = store.versions(name)
         runs = store.runs(name, 5)
+        served = store.served_versions().get(name, {})
     if as_json:
-        emit_json({"view": view, "versions": [v["version"] for v in versions], "runs": runs})
+        emit_json({"view": view, "versions": [v["version"] for v in versions],
+                   "served_to": {str(v): m for v, m in sorted(served.items())}, "runs": runs})  # fmt: skip
         return
     spec = view["spec"]
     console.print(
@@ -122,6 +125,8 @@ def show(
         f"{view['created_at']:%Y-%m-%d %H:%M} by {view['created_by']}",
         highlight=False,
     )
+    for number, models in sorted(served.items()):
+        console.print(f"  v{number} is served to {', '.join(models)}", highlight=False)
     console.print(json.dumps(spec, indent=2, default=str), highlight=False, markup=False)
     for run in runs:
         console.print(
