@@ -151,15 +151,19 @@ def test_killed_mid_stream_a_restart_leaves_one_result_per_event(home: Path, bro
     produce(broker, source, events(600))
     args = ("run", "slow:1", "-s", url(broker, source), "--sink", url(broker, sink),
             "-g", "restarting", "--batch-size", "30")  # fmt: skip
-    first = start(home, *args)
-    try:
-        wait_for(lambda: count(broker, sink) >= 60, 90, "60 results", first)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.communicate(timeout=30)
-    # the restart rejoins the group (the killed member is dropped after the session timeout)
-    # and goes on from the last commit; once every event's offset is committed, SIGTERM
     with commits(broker, source, "restarting") as committed:
+        first = start(home, *args)
+        try:
+            # results reach the sink before their offsets are committed (a commit follows
+            # every few batches): killed only once one commit is in, it is killed mid-stream
+            wait_for(lambda: count(broker, sink) >= 60 and committed() > 0, 90,
+                     "60 results and a commit", first)  # fmt: skip
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.communicate(timeout=30)
+        # the restart rejoins the group (the killed member is dropped after the session
+        # timeout) and goes on from the last commit; once every event's offset is committed,
+        # SIGTERM
         at_kill = committed()
         again = start(home, *args, "--json")
         try:
