@@ -61,9 +61,8 @@ from shipyard.store import record_audit
 __all__ = ["Change", "FeatureStore", "OnlineResult"]
 
 PROFILE_ROWS = 20_000
-_VIEW_VERSION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:@v?(\d+))?$")
-_PINNED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)@v?(\d+):")
 """Rows of each materialization compared with the view's reference for drift."""
+_VIEW_VERSION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:@v?(\d+))?$")
 
 
 class Change(TypedDict):
@@ -390,10 +389,13 @@ class FeatureStore:
             for number in deployment.versions:
                 lineage = self.registry.get_version(model, number).lineage
                 for ref in served_feature_refs(lineage):
-                    match = _PINNED.match(ref)
-                    if match is None:  # an unpinned `view:feature` is served the latest
+                    try:
+                        ((view, version, _),) = parse_refs([ref])
+                    except InvalidInput:  # a lineage given by hand may hold anything
                         continue
-                    users = found.setdefault(match[1], {}).setdefault(int(match[2]), [])
+                    if version is None:  # an unpinned `view:feature` is served the latest
+                        continue
+                    users = found.setdefault(view, {}).setdefault(version, [])
                     if f"{model}:{number}" not in users:
                         users.append(f"{model}:{number}")
         return found
