@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 from harness import BENCH, DEFAULT_ROOT, module
-from wrk_load import wrk_once
+from wrk_load import read_headers, wrk_once
 
 PORT = 18499
 floor = module("floor")
@@ -135,15 +135,6 @@ def _post(body: bytes, headers: dict[str, str]) -> bytes:
         return bytes(answer.read())
 
 
-def _headers(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition(":")
-        if value:
-            out[name.strip()] = value.strip()
-    return out
-
-
 def measure(root: Path, model: str, info: dict[str, Any], rounds: int, duration: int,
             calls: int) -> dict[str, Any]:  # fmt: skip
     requests = root / "shipyard" / model / "requests"
@@ -154,7 +145,7 @@ def measure(root: Path, model: str, info: dict[str, Any], rounds: int, duration:
     _SCORING.clear()  # this model's predictor, in this process too
     predictor, names = _predictor()
     body = body_file.read_bytes()
-    length = int(_headers(headers_file)["Inference-Header-Content-Length"])
+    length = int(read_headers(headers_file)["Inference-Header-Content-Length"])
     shape = orjson.loads(body[:length])["inputs"][0]["shape"]
     matrix = np.frombuffer(body, dtype="<f8", offset=length).reshape(shape)
     columns = {n: matrix[:, i] for i, n in enumerate(names)}
@@ -167,8 +158,8 @@ def measure(root: Path, model: str, info: dict[str, Any], rounds: int, duration:
             p = _serve(app.replace("-", "_"), env)
             try:
                 if app == "bare-scoring":
-                    answer = _post(body, _headers(headers_file))
-                    head = int(len(answer) - 8 * shape[0])
+                    answer = _post(body, read_headers(headers_file))
+                    head = len(answer) - 8 * shape[0]
                     got = np.frombuffer(answer, dtype="<f8", offset=head)
                     if not np.allclose(got, expected, rtol=0, atol=1e-12):
                         raise SystemExit(f"{model}: the bare server's scores differ")

@@ -101,9 +101,9 @@ class _Plan:
     layouts: tuple[Layout | None, ...]
     names: tuple[tuple[str, ...], ...]
     at: float
-    # per selection, the view whose serving policy (on_missing, defaults) applies: the latest
-    # version's, whichever version the values come from
-    policies: tuple[FeatureView, ...] = ()
+    # per selection, its serving policy, the view's latest version's whichever version the
+    # values come from: on_missing and each selected feature's default
+    policies: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
 
 def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -636,22 +636,20 @@ class FeatureStore:
         merged = []
         for i, record in enumerate(records):
             values = result.values[i]
-            for selection, names, policy in zip(
+            for selection, names, (on_missing, defaults) in zip(
                 plan.selections, plan.names, plan.policies, strict=True
             ):
                 view = selection.view
                 state = result.status[i][view.name]
-                if state == "ok" or policy.on_missing == "null":
+                if state == "ok" or on_missing == "null":
                     continue
-                if policy.on_missing == "reject":
+                if on_missing == "reject":
                     keys = ", ".join(f"{k}={record.get(k)!r}" for k in view.join_keys)
                     refused.append(f"row {i} ({keys}): {', '.join(names)} {state}")
                     continue
-                defaults = {f.name: f.default for f in view.all_features}
-                defaults.update((f.name, f.default) for f in policy.all_features)
-                for feature, name in zip(selection.features, names, strict=True):
+                for name, default in zip(names, defaults, strict=True):
                     if values[name] is None:
-                        values[name] = defaults[feature]
+                        values[name] = default
             merged.append({**record, **values})
         if refused:
             shown = "; ".join(refused[:10]) + (
@@ -679,14 +677,18 @@ class FeatureStore:
         layouts = []
         names = []
         policies = []
+        newest = {v["name"]: v for v in self.views()}
         taken: set[str] = set()
         for selection in selections:
-            newest = self.view(selection.view.name)
-            policies.append(
+            latest_view = newest[selection.view.name]
+            policy = (
                 selection.view
-                if newest["version"] == selection.version
-                else view_from_spec(newest["spec"], transform=False)
+                if latest_view["version"] == selection.version
+                else view_from_spec(latest_view["spec"], transform=False)
             )
+            defaults = {f.name: f.default for f in selection.view.all_features}
+            defaults.update((f.name, f.default) for f in policy.all_features)
+            policies.append((policy.on_missing, tuple(defaults[f] for f in selection.features)))
             run = self._last_run(selection.view.name, selection.version, store.kind)
             layouts.append(_stored_layout(selection.view, selection.version, run))
             mine = []

@@ -89,10 +89,17 @@ class ServedModel:
 
     @cached_property
     def feature_refs(self) -> tuple[str, ...]:
-        """The feature-store features the version was trained on (`view:feature`, from its
-        lineage), looked up by entity keys at prediction time; empty when it takes plain
+        """The feature-store features the version was trained on (`view@version:feature`, from
+        its lineage), looked up by entity keys at prediction time; empty when it takes plain
         columns only."""
         return feature_refs(self.record.lineage)
+
+    @cached_property
+    def feature_views(self) -> tuple[str, ...]:
+        """The feature views those features come from (what a key limited to views needs)."""
+        return tuple(
+            dict.fromkeys(r.partition(":")[0].partition("@")[0] for r in self.feature_refs)
+        )
 
 
 @dataclass(frozen=True)

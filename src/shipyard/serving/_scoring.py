@@ -111,7 +111,7 @@ class Scoring:
                 served, role = await service.pinned(name, version), "pinned"
             outcome.version, outcome.variant = str(served.version), role
             if served.feature_refs:  # a key limited to feature views reads no others this way
-                key.check_views(ref.split(":")[0].split("@")[0] for ref in served.feature_refs)
+                key.check_views(served.feature_views)
             if not served.feature_refs:
                 columns, rows = decode(served)
             elif records:  # the store lookup may wait on I/O (Redis): off the event loop
